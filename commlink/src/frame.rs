@@ -1,0 +1,1 @@
+//! CR LF line framing.

@@ -1,0 +1,1 @@
+//! Messages between the web frontend and the internal db agent.

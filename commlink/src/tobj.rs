@@ -1,0 +1,693 @@
+//! tobj: the SGML-style tagged-object message format carried inside every packet.
+//!
+//! ```text
+//! <tobj type="agent.login" id="17"><login>alice</login><password>a&lt;b</password></tobj>
+//! ```
+//!
+//! A [`Tobj`] has a `type` (what the message is), an `id` (which request a reply belongs to)
+//! and an ordered list of [`Fields`]. A field's value is either text or a nested list of
+//! fields; a repeated field is the same name given more than once, which is how lists are
+//! carried (`<files><file>…</file><file>…</file></files>`).
+//!
+//! Text is escaped so that any UTF-8 string round-trips exactly: `&` `<` `>` `"` become
+//! entities, and every control character (including CR and LF) becomes `&#N;`. The encoder
+//! emits no whitespace between tags; the parser is strict (no mixed content, no unknown
+//! entities, no attributes other than `type` and `id` on the root) and enforces the limits in
+//! [`Limits`]. This module does no I/O.
+
+use std::fmt::Write as _;
+
+/// Limits the parser enforces, so a hostile peer cannot make us allocate without bound.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Maximum nesting depth of fields (the root's fields are depth 1).
+    pub max_depth: usize,
+    /// Maximum number of fields in the whole message, at every depth.
+    pub max_fields: usize,
+    /// Maximum size of the encoded message in bytes.
+    pub max_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_depth: 16,
+            max_fields: 100_000,
+            max_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Why a tobj could not be parsed or a field could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TobjError {
+    /// The text is not a well-formed tobj; `at` is the byte offset.
+    #[error("malformed tobj at byte {at}: {what}")]
+    Syntax {
+        /// Byte offset of the problem.
+        at: usize,
+        /// What was wrong.
+        what: &'static str,
+    },
+    /// A limit in [`Limits`] was exceeded.
+    #[error("tobj exceeds the {0} limit")]
+    Limit(&'static str),
+    /// A required field is absent.
+    #[error("field <{0}> is missing")]
+    Missing(String),
+    /// A field is present but its value is not what the message type needs.
+    #[error("field <{field}> is invalid: {why}")]
+    Invalid {
+        /// The field's name.
+        field: String,
+        /// Why it is invalid.
+        why: String,
+    },
+    /// The message is of another type than the one expected.
+    #[error("expected a tobj of type {expected:?}, got {got:?}")]
+    WrongType {
+        /// The type the caller wanted.
+        expected: String,
+        /// The type that arrived.
+        got: String,
+    },
+}
+
+type Result<T, E = TobjError> = std::result::Result<T, E>;
+
+/// A field's value: text, or nested fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    /// A text value; any UTF-8 string.
+    Text(String),
+    /// Nested fields (an object, or a list when the names repeat).
+    Fields(Fields),
+}
+
+/// An ordered list of named fields. Names may repeat (that is how lists are carried).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fields(pub Vec<(String, Value)>);
+
+impl Fields {
+    /// No fields.
+    pub fn new() -> Self {
+        Fields(Vec::new())
+    }
+
+    /// Appends a text field (builder style).
+    pub fn text(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.push_text(name, value);
+        self
+    }
+
+    /// Appends a text field only when `value` is `Some`.
+    pub fn opt_text(mut self, name: &str, value: Option<impl Into<String>>) -> Self {
+        if let Some(v) = value {
+            self.push_text(name, v);
+        }
+        self
+    }
+
+    /// Appends a number as a text field.
+    pub fn num(self, name: &str, value: impl std::fmt::Display) -> Self {
+        self.text(name, value.to_string())
+    }
+
+    /// Appends a boolean as `true`/`false`.
+    pub fn flag(self, name: &str, value: bool) -> Self {
+        self.text(name, if value { "true" } else { "false" })
+    }
+
+    /// Appends a nested object.
+    pub fn object(mut self, name: &str, value: Fields) -> Self {
+        self.0.push((name.to_owned(), Value::Fields(value)));
+        self
+    }
+
+    /// Appends a list: a field `name` holding one `item` field per element.
+    pub fn list(mut self, name: &str, item: &str, items: impl IntoIterator<Item = Fields>) -> Self {
+        let inner = Fields(
+            items
+                .into_iter()
+                .map(|f| (item.to_owned(), Value::Fields(f)))
+                .collect(),
+        );
+        self.0.push((name.to_owned(), Value::Fields(inner)));
+        self
+    }
+
+    /// Appends a list of text values: a field `name` holding one `item` text field each.
+    pub fn text_list(
+        mut self,
+        name: &str,
+        item: &str,
+        items: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        let inner = Fields(
+            items
+                .into_iter()
+                .map(|t| (item.to_owned(), Value::Text(t.into())))
+                .collect(),
+        );
+        self.0.push((name.to_owned(), Value::Fields(inner)));
+        self
+    }
+
+    /// Appends a text field in place.
+    pub fn push_text(&mut self, name: &str, value: impl Into<String>) {
+        self.0.push((name.to_owned(), Value::Text(value.into())));
+    }
+
+    /// The first field called `name`, if any.
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    /// The text of the required field `name`.
+    pub fn req_text(&self, name: &str) -> Result<&str> {
+        match self.get(name) {
+            Some(Value::Text(t)) => Ok(t),
+            Some(Value::Fields(f)) if f.0.is_empty() => Ok(""),
+            Some(Value::Fields(_)) => Err(invalid(name, "expected text, found nested fields")),
+            None => Err(TobjError::Missing(name.to_owned())),
+        }
+    }
+
+    /// The text of the optional field `name`.
+    pub fn opt_str(&self, name: &str) -> Result<Option<&str>> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(_) => self.req_text(name).map(Some),
+        }
+    }
+
+    /// The required field `name` parsed with `FromStr` (numbers, for example).
+    pub fn req_parse<T: std::str::FromStr>(&self, name: &str) -> Result<T>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let t = self.req_text(name)?;
+        t.parse().map_err(|e: T::Err| invalid(name, e.to_string()))
+    }
+
+    /// The optional field `name` parsed with `FromStr`.
+    pub fn opt_parse<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.get(name) {
+            None => Ok(None),
+            Some(_) => self.req_parse(name).map(Some),
+        }
+    }
+
+    /// The required boolean field `name` (`true` or `false`).
+    pub fn req_flag(&self, name: &str) -> Result<bool> {
+        match self.req_text(name)? {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(invalid(name, "expected true or false")),
+        }
+    }
+
+    /// The nested fields of the required field `name`.
+    pub fn req_object(&self, name: &str) -> Result<&Fields> {
+        match self.get(name) {
+            Some(Value::Fields(f)) => Ok(f),
+            Some(Value::Text(t)) if t.is_empty() => Ok(EMPTY),
+            Some(Value::Text(_)) => Err(invalid(name, "expected nested fields, found text")),
+            None => Err(TobjError::Missing(name.to_owned())),
+        }
+    }
+
+    /// The elements of the list field `name` (each `item`'s nested fields). A missing list
+    /// field is an empty list.
+    pub fn list_items<'a>(&'a self, name: &str, item: &str) -> Result<Vec<&'a Fields>> {
+        let inner = match self.get(name) {
+            None => return Ok(Vec::new()),
+            Some(_) => self.req_object(name)?,
+        };
+        inner
+            .0
+            .iter()
+            .map(|(n, v)| match v {
+                Value::Fields(f) if n == item => Ok(f),
+                Value::Text(t) if n == item && t.is_empty() => Ok(EMPTY),
+                _ => Err(invalid(name, format!("expected only <{item}> objects"))),
+            })
+            .collect()
+    }
+
+    /// The elements of the text-list field `name`. A missing list field is an empty list.
+    pub fn text_items(&self, name: &str, item: &str) -> Result<Vec<String>> {
+        let inner = match self.get(name) {
+            None => return Ok(Vec::new()),
+            Some(_) => self.req_object(name)?,
+        };
+        inner
+            .0
+            .iter()
+            .map(|(n, v)| match v {
+                Value::Text(t) if n == item => Ok(t.clone()),
+                _ => Err(invalid(name, format!("expected only <{item}> text"))),
+            })
+            .collect()
+    }
+}
+
+static EMPTY: &Fields = &Fields(Vec::new());
+
+fn invalid(field: &str, why: impl Into<String>) -> TobjError {
+    TobjError::Invalid {
+        field: field.to_owned(),
+        why: why.into(),
+    }
+}
+
+/// One tagged object: a type, a request id and fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tobj {
+    /// What the message is, e.g. `agent.login`. Names starting `ffs.` are the link's own.
+    pub kind: String,
+    /// The request id; a reply carries its request's id.
+    pub id: u64,
+    /// The fields, in order.
+    pub fields: Fields,
+}
+
+impl Tobj {
+    /// A tobj with no fields.
+    pub fn new(kind: impl Into<String>, id: u64) -> Self {
+        Tobj {
+            kind: kind.into(),
+            id,
+            fields: Fields::new(),
+        }
+    }
+
+    /// A tobj with the given fields.
+    pub fn with_fields(kind: impl Into<String>, id: u64, fields: Fields) -> Self {
+        Tobj {
+            kind: kind.into(),
+            id,
+            fields,
+        }
+    }
+
+    /// Encodes to the canonical text form (no whitespace between tags).
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(64);
+        out.push_str("<tobj type=\"");
+        escape_into(&mut out, &self.kind);
+        // Writing to a String cannot fail.
+        let _ = write!(out, "\" id=\"{}\">", self.id);
+        encode_fields(&mut out, &self.fields);
+        out.push_str("</tobj>");
+        out
+    }
+
+    /// Parses the canonical text form, enforcing `limits`.
+    pub fn parse(text: &str, limits: &Limits) -> Result<Tobj> {
+        if text.len() > limits.max_bytes {
+            return Err(TobjError::Limit("size"));
+        }
+        let mut p = Parser {
+            s: text.as_bytes(),
+            pos: 0,
+            limits,
+            fields: 0,
+        };
+        let tobj = p.root()?;
+        if p.pos != p.s.len() {
+            return Err(p.err("trailing bytes after </tobj>"));
+        }
+        Ok(tobj)
+    }
+}
+
+fn encode_fields(out: &mut String, fields: &Fields) {
+    for (name, value) in &fields.0 {
+        out.push('<');
+        out.push_str(name);
+        out.push('>');
+        match value {
+            Value::Text(t) => escape_into(out, t),
+            Value::Fields(f) => encode_fields(out, f),
+        }
+        out.push_str("</");
+        out.push_str(name);
+        out.push('>');
+    }
+}
+
+/// Escapes `text` so it can stand as a tobj text value or attribute.
+pub fn escape_into(out: &mut String, text: &str) {
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                let _ = write!(out, "&#{};", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+}
+
+/// Whether `name` is a valid field or type name: `[a-z][a-z0-9_.-]{0,63}`.
+pub fn valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && b[0].is_ascii_lowercase()
+        && b.iter().all(|&c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'.' || c == b'-'
+        })
+}
+
+struct Parser<'a> {
+    s: &'a [u8],
+    pos: usize,
+    limits: &'a Limits,
+    fields: usize,
+}
+
+impl Parser<'_> {
+    fn err(&self, what: &'static str) -> TobjError {
+        TobjError::Syntax { at: self.pos, what }
+    }
+
+    fn expect(&mut self, lit: &str) -> Result<()> {
+        if self.s[self.pos..].starts_with(lit.as_bytes()) {
+            self.pos += lit.len();
+            Ok(())
+        } else {
+            Err(self.err("unexpected bytes"))
+        }
+    }
+
+    fn root(&mut self) -> Result<Tobj> {
+        self.expect("<tobj type=\"")?;
+        let kind = self.text_until(b'"')?;
+        if !valid_name(&kind) {
+            return Err(self.err("invalid type name"));
+        }
+        self.expect("\" id=\"")?;
+        let start = self.pos;
+        while self.pos < self.s.len() && self.s[self.pos].is_ascii_digit() {
+            self.pos += 1;
+        }
+        let digits = &self.s[start..self.pos];
+        if digits.is_empty() || digits.len() > 20 || (digits.len() > 1 && digits[0] == b'0') {
+            return Err(self.err("invalid id"));
+        }
+        // Digits are ASCII, so this is valid UTF-8; overflow is a parse error.
+        let id = std::str::from_utf8(digits)
+            .ok()
+            .and_then(|d| d.parse::<u64>().ok())
+            .ok_or_else(|| self.err("id out of range"))?;
+        self.expect("\">")?;
+        let fields = self.fields(1)?;
+        self.expect("</tobj>")?;
+        Ok(Tobj { kind, id, fields })
+    }
+
+    /// Parses fields until the next closing tag (`</`), which is left unconsumed.
+    fn fields(&mut self, depth: usize) -> Result<Fields> {
+        let mut out = Vec::new();
+        loop {
+            if self.s[self.pos..].starts_with(b"</") {
+                return Ok(Fields(out));
+            }
+            if self.pos >= self.s.len() {
+                return Err(self.err("unexpected end"));
+            }
+            if depth > self.limits.max_depth {
+                return Err(TobjError::Limit("depth"));
+            }
+            self.fields += 1;
+            if self.fields > self.limits.max_fields {
+                return Err(TobjError::Limit("field count"));
+            }
+            self.expect("<")?;
+            let name = self.name()?;
+            self.expect(">")?;
+            let value = if self.s.get(self.pos) == Some(&b'<') && self.s.get(self.pos + 1) != Some(&b'/')
+            {
+                Value::Fields(self.fields(depth + 1)?)
+            } else {
+                Value::Text(self.text_until(b'<')?)
+            };
+            self.expect("</")?;
+            let close = self.name()?;
+            if close != name {
+                return Err(self.err("closing tag does not match"));
+            }
+            self.expect(">")?;
+            out.push((name, value));
+        }
+    }
+
+    fn name(&mut self) -> Result<String> {
+        let start = self.pos;
+        while self.pos < self.s.len() && !matches!(self.s[self.pos], b'>' | b'<') {
+            self.pos += 1;
+            if self.pos - start > 64 {
+                return Err(self.err("name too long"));
+            }
+        }
+        let name = std::str::from_utf8(&self.s[start..self.pos]).map_err(|_| self.err("bad name"))?;
+        if !valid_name(name) {
+            return Err(TobjError::Syntax {
+                at: start,
+                what: "invalid field name",
+            });
+        }
+        Ok(name.to_owned())
+    }
+
+    /// Reads escaped text up to (not including) `stop`, unescaping it.
+    fn text_until(&mut self, stop: u8) -> Result<String> {
+        let start = self.pos;
+        let end = self.s[start..]
+            .iter()
+            .position(|&c| c == stop)
+            .map(|i| start + i)
+            .ok_or_else(|| self.err("unterminated text"))?;
+        let raw = std::str::from_utf8(&self.s[start..end]).map_err(|_| self.err("invalid UTF-8"))?;
+        let text = unescape(raw).map_err(|off| TobjError::Syntax {
+            at: start + off,
+            what: "invalid escape or raw control character",
+        })?;
+        self.pos = end;
+        Ok(text)
+    }
+}
+
+/// Unescapes tobj text; on error returns the byte offset of the problem.
+fn unescape(raw: &str) -> std::result::Result<String, usize> {
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    let mut off = 0;
+    while let Some(i) = rest.find(['&', '>', '"', '\r', '\n']) {
+        let c = rest.as_bytes()[i];
+        out.push_str(&rest[..i]);
+        if c != b'&' {
+            return Err(off + i);
+        }
+        let semi = rest[i..].find(';').filter(|&j| j <= 9).ok_or(off + i)?;
+        let ent = &rest[i + 1..i + semi];
+        let ch = match ent {
+            "amp" => '&',
+            "lt" => '<',
+            "gt" => '>',
+            "quot" => '"',
+            _ => {
+                let digits = ent.strip_prefix('#').ok_or(off + i)?;
+                if digits.is_empty()
+                    || digits.len() > 7
+                    || !digits.bytes().all(|b| b.is_ascii_digit())
+                    || (digits.len() > 1 && digits.starts_with('0'))
+                {
+                    return Err(off + i);
+                }
+                let n: u32 = digits.parse().map_err(|_| off + i)?;
+                char::from_u32(n).ok_or(off + i)?
+            }
+        };
+        out.push(ch);
+        rest = &rest[i + semi + 1..];
+        off += i + semi + 1;
+    }
+    if rest.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        return Err(off);
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// A message type with a fixed tobj `type`, convertible to and from fields.
+pub trait Message: Sized {
+    /// The tobj `type` attribute for this message.
+    const TYPE: &'static str;
+    /// The message's fields.
+    fn to_fields(&self) -> Fields;
+    /// Reads the message from fields; a missing or malformed field is an error.
+    fn from_fields(fields: &Fields) -> Result<Self>;
+
+    /// Wraps the message in a tobj with the given id.
+    fn to_tobj(&self, id: u64) -> Tobj {
+        Tobj::with_fields(Self::TYPE, id, self.to_fields())
+    }
+
+    /// Reads the message from a tobj, checking its type.
+    fn from_tobj(t: &Tobj) -> Result<Self> {
+        if t.kind != Self::TYPE {
+            return Err(TobjError::WrongType {
+                expected: Self::TYPE.to_owned(),
+                got: t.kind.clone(),
+            });
+        }
+        Self::from_fields(&t.fields)
+    }
+}
+
+/// A request message and the message type that answers it.
+pub trait Request: Message {
+    /// The reply's type.
+    type Response: Message;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> Tobj {
+        Tobj::with_fields(
+            "agent.login",
+            17,
+            Fields::new()
+                .text("login", "alice")
+                .text("password", "a<b&c>\"d\r\n\té")
+                .list(
+                    "files",
+                    "file",
+                    [
+                        Fields::new().text("name", "x.iso").num("size", 3),
+                        Fields::new().text("name", "").num("size", 0),
+                    ],
+                ),
+        )
+    }
+
+    #[test]
+    fn encodes_canonical_bytes() {
+        let t = Tobj::with_fields("t", 1, Fields::new().text("v", "a<b&\r\n"));
+        assert_eq!(
+            t.encode(),
+            "<tobj type=\"t\" id=\"1\"><v>a&lt;b&amp;&#13;&#10;</v></tobj>"
+        );
+    }
+
+    #[test]
+    fn round_trips_nested_lists() {
+        let t = sample();
+        let back = Tobj::parse(&t.encode(), &Limits::default()).unwrap();
+        assert_eq!(back, t);
+        let files = back.fields.list_items("files", "file").unwrap();
+        assert_eq!(files.len(), 2);
+        assert_eq!(files[0].req_parse::<u64>("size").unwrap(), 3);
+        assert_eq!(files[1].req_text("name").unwrap(), "");
+    }
+
+    #[test]
+    fn rejects_malformed() {
+        let l = Limits::default();
+        for bad in [
+            "",
+            "<tobj type=\"a\" id=\"1\">",
+            "<tobj type=\"a\" id=\"01\"></tobj>",
+            "<tobj type=\"A\" id=\"1\"></tobj>",
+            "<tobj type=\"a\" id=\"1\"><x>1</y></tobj>",
+            "<tobj type=\"a\" id=\"1\"><x>a&bogus;</x></tobj>",
+            "<tobj type=\"a\" id=\"1\"><x>a\nb</x></tobj>",
+            "<tobj type=\"a\" id=\"1\"><x>a>b</x></tobj>",
+            "<tobj type=\"a\" id=\"1\"><x><y>1</y>text</x></tobj>",
+            "<tobj type=\"a\" id=\"1\"></tobj>junk",
+            "<tobj type=\"a\" id=\"99999999999999999999\"></tobj>",
+            "<tobj type=\"a\" id=\"1\"><x>&#55296;</x></tobj>",
+        ] {
+            assert!(Tobj::parse(bad, &l).is_err(), "accepted {bad:?}");
+        }
+    }
+
+    #[test]
+    fn enforces_limits() {
+        let deep = format!(
+            "<tobj type=\"a\" id=\"1\">{}x{}</tobj>",
+            "<a>".repeat(20),
+            "</a>".repeat(20)
+        );
+        let l = Limits::default();
+        assert_eq!(Tobj::parse(&deep, &l), Err(TobjError::Limit("depth")));
+        let many = format!("<tobj type=\"a\" id=\"1\">{}</tobj>", "<a>1</a>".repeat(50));
+        let small = Limits {
+            max_fields: 10,
+            ..l
+        };
+        assert_eq!(Tobj::parse(&many, &small), Err(TobjError::Limit("field count")));
+        let tiny = Limits { max_bytes: 10, ..l };
+        assert_eq!(Tobj::parse(&many, &tiny), Err(TobjError::Limit("size")));
+    }
+
+    fn arb_fields(depth: u32) -> impl Strategy<Value = Fields> {
+        let leaf = ("[a-z][a-z0-9_.-]{0,8}", any::<String>())
+            .prop_map(|(n, t)| (n, Value::Text(t)));
+        let leaves = proptest::collection::vec(leaf, 0..4).prop_map(Fields);
+        leaves.prop_recursive(depth, 32, 4, |inner| {
+            proptest::collection::vec(
+                prop_oneof![
+                    ("[a-z][a-z0-9_.-]{0,8}", any::<String>())
+                        .prop_map(|(n, t)| (n, Value::Text(t))),
+                    ("[a-z][a-z0-9_]{0,8}", inner).prop_map(|(n, f)| (n, Value::Fields(f))),
+                ],
+                0..4,
+            )
+            .prop_map(Fields)
+        })
+    }
+
+    /// Empty nested fields encode like empty text; normalise before comparing.
+    fn normalise(f: &Fields) -> Fields {
+        Fields(
+            f.0.iter()
+                .map(|(n, v)| match v {
+                    Value::Fields(inner) if inner.0.is_empty() => (n.clone(), Value::Text(String::new())),
+                    Value::Fields(inner) => (n.clone(), Value::Fields(normalise(inner))),
+                    t => (n.clone(), t.clone()),
+                })
+                .collect(),
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn any_tobj_round_trips(kind in "[a-z][a-z0-9_.-]{0,20}", id in any::<u64>(), fields in arb_fields(4)) {
+            let t = Tobj::with_fields(kind, id, fields);
+            let text = t.encode();
+            prop_assert!(!text.contains('\r') && !text.contains('\n'));
+            let back = Tobj::parse(&text, &Limits::default()).unwrap();
+            prop_assert_eq!(back.kind, t.kind);
+            prop_assert_eq!(back.id, t.id);
+            prop_assert_eq!(normalise(&back.fields), normalise(&t.fields));
+        }
+
+        #[test]
+        fn parser_never_panics(s in any::<String>()) {
+            let _ = Tobj::parse(&s, &Limits::default());
+        }
+    }
+}
