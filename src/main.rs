@@ -1,1 +1,149 @@
-fn main() {}
+//! `ffs`: the file-delivery fulfillment system. One binary, a subcommand per role and tool.
+
+mod cmd;
+mod config;
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::config::FfsConfig;
+
+#[derive(Debug, Parser)]
+#[command(name = "ffs", version, about = "File-delivery fulfillment system")]
+struct Cli {
+    /// The config file.
+    #[arg(long, global = true, default_value = "ffs.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    #[command(flatten)]
+    Agent(cmd::agent::AgentCmd),
+    #[command(flatten)]
+    Stager(cmd::stager::StagerCmd),
+    #[command(flatten)]
+    Web(cmd::web::WebCmd),
+    /// Key bag tools.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Config file tools.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCmd {
+    /// Writes a new key bag from the OS random number generator, mode 0600.
+    Generate {
+        /// Number of entries, N (key index = source port mod N).
+        #[arg(long, default_value_t = commlink::keys::DEFAULT_COUNT)]
+        count: usize,
+        /// Where to write it (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Checks a key bag and prints its size and public fingerprint.
+    Check {
+        /// The key bag file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCmd {
+    /// Writes a commented ffs.toml with every role's section and working defaults.
+    Init {
+        /// Where to write it (must not exist).
+        #[arg(long, default_value = "ffs.toml")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCmd {
+    /// Per-file staging latency by method (hard link, reflink, copy) across sizes.
+    Staging(cmd::stager::BenchStagingArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let load = || FfsConfig::load(&cli.config);
+    match cli.cmd {
+        Cmd::Agent(c) => c.run(&load()?).await,
+        Cmd::Stager(c) => c.run(&load()?).await,
+        Cmd::Web(c) => c.run(&load()?).await,
+        Cmd::Keys(KeysCmd::Generate { count, out }) => {
+            let bag = commlink::KeyBag::generate(count)?;
+            bag.write_new(&out)?;
+            println!(
+                "wrote {} ({} entries, mode 0600, fingerprint {}); copy it to every ffs host",
+                out.display(),
+                bag.len(),
+                bag.fingerprint()
+            );
+            Ok(())
+        }
+        Cmd::Keys(KeysCmd::Check { file }) => {
+            let bag = commlink::KeyBag::load(&file)?;
+            println!(
+                "{}: {} entries, fingerprint {}",
+                file.display(),
+                bag.len(),
+                bag.fingerprint()
+            );
+            Ok(())
+        }
+        Cmd::Config(ConfigCmd::Init { out }) => {
+            use std::io::Write as _;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&out)
+                .with_context(|| {
+                    format!("cannot create {} (does it exist already?)", out.display())
+                })?;
+            f.write_all(FfsConfig::template().as_bytes())?;
+            println!("wrote {}", out.display());
+            Ok(())
+        }
+        Cmd::Bench(BenchCmd::Staging(args)) => {
+            let cfg = if cli.config.exists() {
+                load()?
+            } else {
+                FfsConfig::default()
+            };
+            cmd::stager::bench_staging(args, &cfg).await
+        }
+    }
+}

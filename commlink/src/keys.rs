@@ -90,7 +90,12 @@ pub struct KeyBag {
 impl std::fmt::Debug for KeyBag {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print key material.
-        write!(f, "KeyBag {{ n: {}, fingerprint: {} }}", self.len(), self.fingerprint())
+        write!(
+            f,
+            "KeyBag {{ n: {}, fingerprint: {} }}",
+            self.len(),
+            self.fingerprint()
+        )
     }
 }
 
@@ -300,7 +305,10 @@ mod tests {
             ("ffs-keybag v2\n", "first line"),
             (&format!("ffs-keybag v1\n0 {k}\n") as &str, "at least 2"),
             (&format!("ffs-keybag v1\n0 {k}\n1 {k}\n"), "identical"),
-            (&format!("ffs-keybag v1\n0 {k}\n2 {k2}\n"), "expected index 1"),
+            (
+                &format!("ffs-keybag v1\n0 {k}\n2 {k2}\n"),
+                "expected index 1",
+            ),
             (&format!("ffs-keybag v1\n0 {k}\n1 zz\n"), "64 hex"),
         ];
         for (text, want) in cases {

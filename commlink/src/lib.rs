@@ -31,4 +31,3 @@ pub use crypto::Suite;
 pub use keys::{KeyBag, KeyBagError};
 pub use tobj::{Fields, Message, Request, Tobj, TobjError, Value};
 pub use transport::{Client, LinkConfig, LinkError, Service, error_reply, serve, serve_dialout};
-

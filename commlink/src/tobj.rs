@@ -434,12 +434,12 @@ impl Parser<'_> {
             self.expect("<")?;
             let name = self.name()?;
             self.expect(">")?;
-            let value = if self.s.get(self.pos) == Some(&b'<') && self.s.get(self.pos + 1) != Some(&b'/')
-            {
-                Value::Fields(self.fields(depth + 1)?)
-            } else {
-                Value::Text(self.text_until(b'<')?)
-            };
+            let value =
+                if self.s.get(self.pos) == Some(&b'<') && self.s.get(self.pos + 1) != Some(&b'/') {
+                    Value::Fields(self.fields(depth + 1)?)
+                } else {
+                    Value::Text(self.text_until(b'<')?)
+                };
             self.expect("</")?;
             let close = self.name()?;
             if close != name {
@@ -458,7 +458,8 @@ impl Parser<'_> {
                 return Err(self.err("name too long"));
             }
         }
-        let name = std::str::from_utf8(&self.s[start..self.pos]).map_err(|_| self.err("bad name"))?;
+        let name =
+            std::str::from_utf8(&self.s[start..self.pos]).map_err(|_| self.err("bad name"))?;
         if !valid_name(name) {
             return Err(TobjError::Syntax {
                 at: start,
@@ -476,7 +477,8 @@ impl Parser<'_> {
             .position(|&c| c == stop)
             .map(|i| start + i)
             .ok_or_else(|| self.err("unterminated text"))?;
-        let raw = std::str::from_utf8(&self.s[start..end]).map_err(|_| self.err("invalid UTF-8"))?;
+        let raw =
+            std::str::from_utf8(&self.s[start..end]).map_err(|_| self.err("invalid UTF-8"))?;
         let text = unescape(raw).map_err(|off| TobjError::Syntax {
             at: start + off,
             what: "invalid escape or raw control character",
@@ -638,14 +640,17 @@ mod tests {
             max_fields: 10,
             ..l
         };
-        assert_eq!(Tobj::parse(&many, &small), Err(TobjError::Limit("field count")));
+        assert_eq!(
+            Tobj::parse(&many, &small),
+            Err(TobjError::Limit("field count"))
+        );
         let tiny = Limits { max_bytes: 10, ..l };
         assert_eq!(Tobj::parse(&many, &tiny), Err(TobjError::Limit("size")));
     }
 
     fn arb_fields(depth: u32) -> impl Strategy<Value = Fields> {
-        let leaf = ("[a-z][a-z0-9_.-]{0,8}", any::<String>())
-            .prop_map(|(n, t)| (n, Value::Text(t)));
+        let leaf =
+            ("[a-z][a-z0-9_.-]{0,8}", any::<String>()).prop_map(|(n, t)| (n, Value::Text(t)));
         let leaves = proptest::collection::vec(leaf, 0..4).prop_map(Fields);
         leaves.prop_recursive(depth, 32, 4, |inner| {
             proptest::collection::vec(
@@ -665,7 +670,9 @@ mod tests {
         Fields(
             f.0.iter()
                 .map(|(n, v)| match v {
-                    Value::Fields(inner) if inner.0.is_empty() => (n.clone(), Value::Text(String::new())),
+                    Value::Fields(inner) if inner.0.is_empty() => {
+                        (n.clone(), Value::Text(String::new()))
+                    }
                     Value::Fields(inner) => (n.clone(), Value::Fields(normalise(inner))),
                     t => (n.clone(), t.clone()),
                 })

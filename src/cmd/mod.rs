@@ -1,0 +1,5 @@
+//! Subcommands, one module per role; the lead's tools (keys, config, demo, bench) live here too.
+
+pub mod agent;
+pub mod stager;
+pub mod web;

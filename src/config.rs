@@ -1,0 +1,193 @@
+//! The one config file, `ffs.toml`: a section per role plus the shared `[link]` section.
+//!
+//! Every setting has a default, so an empty file is a working loopback configuration.
+//! Relative paths are resolved against the directory that holds the config file.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use serde::{Deserialize, Serialize};
+
+/// The whole config file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FfsConfig {
+    /// Settings shared by every commlink (key bag, suite, limits).
+    pub link: LinkSection,
+    /// The internal database agent.
+    pub agent: internal_db_agent::AgentConfig,
+    /// The ftp-stager.
+    pub stager: ftp_stager::StagerConfig,
+    /// The web frontend.
+    pub web: web_frontend::WebConfig,
+    /// Directory holding the config file; relative paths are resolved against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// `[link]`: the commlink settings both ends of every link share.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LinkSection {
+    /// The key bag file (mode 0600; the same file on every host).
+    pub keys: PathBuf,
+    /// `3des-cbc-hmac-sha256` (default) or `des-cbc` (legacy, the patent's single DES).
+    pub suite: String,
+    /// Longest packet line accepted, in bytes.
+    pub max_line: usize,
+    /// Seconds a request may wait for its reply.
+    pub request_timeout_secs: f64,
+    /// Seconds allowed for TCP connect plus handshake.
+    pub connect_timeout_secs: f64,
+    /// Seconds between heartbeats; a link silent for three of them is dropped.
+    pub heartbeat_secs: f64,
+    /// When dialing, bind the source port in this range, e.g. "40000-40999"; empty = any.
+    pub source_ports: String,
+}
+
+impl Default for LinkSection {
+    fn default() -> Self {
+        LinkSection {
+            keys: PathBuf::from("keys.bag"),
+            suite: commlink::Suite::default().name().to_owned(),
+            max_line: 1 << 20,
+            request_timeout_secs: 10.0,
+            connect_timeout_secs: 2.0,
+            heartbeat_secs: 5.0,
+            source_ports: String::new(),
+        }
+    }
+}
+
+/// The `[link]` section of the template, commented.
+pub const LINK_TEMPLATE: &str = r#"[link]
+# Key bag shared by every host (mode 0600). Create with `ffs keys generate --out keys.bag`.
+keys = "keys.bag"
+# "3des-cbc-hmac-sha256" (default) or "des-cbc" (legacy single DES, the patent's cipher).
+suite = "3des-cbc-hmac-sha256"
+# Longest packet line accepted, in bytes (checked while reading).
+max_line = 1048576
+request_timeout_secs = 10.0
+connect_timeout_secs = 2.0
+# A link silent for three heartbeats is dropped and redialed.
+heartbeat_secs = 5.0
+# Bind dialing source ports in this range so a firewall rule can name it, e.g. "40000-40999".
+source_ports = ""
+"#;
+
+impl FfsConfig {
+    /// Loads a config file; a missing file is an error that says how to make one.
+    pub fn load(path: &Path) -> anyhow::Result<FfsConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "cannot read config {}; create one with `ffs config init --out {}`",
+                path.display(),
+                path.display()
+            )
+        })?;
+        let mut cfg: FfsConfig =
+            toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
+        let base = path
+            .canonicalize()
+            .with_context(|| format!("cannot resolve {}", path.display()))?
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("/"));
+        cfg.resolve_paths(&base);
+        Ok(cfg)
+    }
+
+    /// Makes every relative path absolute against `base`.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        self.base_dir = base.to_path_buf();
+        if self.link.keys.is_relative() {
+            self.link.keys = base.join(&self.link.keys);
+        }
+        self.agent.resolve_paths(base);
+        self.stager.resolve_paths(base);
+        self.web.resolve_paths(base);
+    }
+
+    /// The commlink settings, with the key bag loaded (and its permissions checked).
+    pub fn link_config(&self) -> anyhow::Result<commlink::LinkConfig> {
+        let l = &self.link;
+        let bag = commlink::KeyBag::load(&l.keys)?;
+        let mut c = commlink::LinkConfig::new(Arc::new(bag));
+        c.suite = commlink::Suite::from_name(&l.suite).with_context(|| {
+            format!(
+                "[link] suite = {:?}: use \"3des-cbc-hmac-sha256\" or \"des-cbc\"",
+                l.suite
+            )
+        })?;
+        c.max_line = l.max_line;
+        c.request_timeout = secs("request_timeout_secs", l.request_timeout_secs)?;
+        c.connect_timeout = secs("connect_timeout_secs", l.connect_timeout_secs)?;
+        c.heartbeat = secs("heartbeat_secs", l.heartbeat_secs)?;
+        c.source_ports = parse_port_range(&l.source_ports)?;
+        Ok(c)
+    }
+
+    /// The whole commented template for `ffs config init`.
+    pub fn template() -> String {
+        [
+            "# ffs.toml: one file, a section per role. Every setting shows its default.\n",
+            "# Relative paths are resolved against this file's directory.\n\n",
+            LINK_TEMPLATE,
+            "\n",
+            internal_db_agent::TOML_TEMPLATE,
+            "\n",
+            ftp_stager::TOML_TEMPLATE,
+            "\n",
+            web_frontend::TOML_TEMPLATE,
+        ]
+        .concat()
+    }
+}
+
+fn secs(name: &str, v: f64) -> anyhow::Result<Duration> {
+    if !(v.is_finite() && v > 0.0 && v < 86_400.0) {
+        bail!("[link] {name} = {v}: must be a positive number of seconds");
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// Parses "A-B" (inclusive) or "" (none).
+pub fn parse_port_range(s: &str) -> anyhow::Result<Option<(u16, u16)>> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let bad = || format!("port range {s:?}: expected LOW-HIGH, e.g. 40000-40999");
+    let (a, b) = s.split_once('-').with_context(bad)?;
+    let a: u16 = a.trim().parse().with_context(bad)?;
+    let b: u16 = b.trim().parse().with_context(bad)?;
+    if a == 0 || a > b {
+        bail!(bad());
+    }
+    Ok(Some((a, b)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_parses_to_defaults() {
+        let cfg: FfsConfig = toml::from_str(&FfsConfig::template()).unwrap();
+        assert_eq!(cfg.link.suite, "3des-cbc-hmac-sha256");
+        assert_eq!(cfg.link.max_line, 1 << 20);
+    }
+
+    #[test]
+    fn port_ranges() {
+        assert_eq!(parse_port_range("").unwrap(), None);
+        assert_eq!(
+            parse_port_range("40000-40999").unwrap(),
+            Some((40000, 40999))
+        );
+        assert!(parse_port_range("5-1").is_err());
+        assert!(parse_port_range("x").is_err());
+    }
+}
