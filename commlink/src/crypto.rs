@@ -1,12 +1,39 @@
-//! Cipher suites, key derivation and packet sealing. Pure: no I/O.
+//! Cipher suites, per-connection key derivation, and packet sealing. Pure: no I/O.
+//!
+//! A sealed packet is `base64(seq ‖ C ‖ tag)` where `seq` is the 8-byte big-endian packet
+//! number in this direction, `C = CBC(enc_key, IV, PKCS7(payload))` with
+//! `IV = HMAC(iv_key, seq)[..8]`, and `tag = HMAC(mac_key, seq ‖ C)[..16]`. Keys are derived
+//! per connection and per direction from the bag entry and both sides' nonces (see
+//! [`derive`] and PROTOCOL.md), so a packet recorded on one connection, reflected back to its
+//! sender, replayed, reordered, truncated or altered fails to open.
+
+use base64::Engine as _;
+use cbc::cipher::block_padding::Pkcs7;
+use cbc::cipher::{BlockModeDecrypt as _, BlockModeEncrypt as _, KeyIvInit as _};
+use hmac::{Hmac, KeyInit as _, Mac as _};
+use sha2::{Digest as _, Sha256};
+
+use crate::keys::ENTRY_LEN;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Bytes of the sequence number at the start of a packet.
+pub const SEQ_LEN: usize = 8;
+/// Bytes of the truncated HMAC-SHA256 tag at the end of a packet.
+pub const TAG_LEN: usize = 16;
+/// Bytes of each side's handshake nonce.
+pub const NONCE_LEN: usize = 16;
+/// The DES block size.
+pub const BLOCK: usize = 8;
 
 /// A cipher suite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Suite {
-    /// 3-key triple DES in CBC mode with HMAC-SHA256 (encrypt-then-MAC). The default.
+    /// 3-key triple DES (EDE) in CBC mode with HMAC-SHA256 (encrypt-then-MAC). The default.
     #[default]
     Tdes,
-    /// Single DES in CBC mode with HMAC-SHA256: the patent's cipher, legacy (56-bit key).
+    /// Single DES in CBC mode with HMAC-SHA256: the patent's cipher. **Legacy**: a 56-bit
+    /// key can be searched exhaustively; use only to talk to old peers.
     Des,
 }
 
@@ -26,5 +53,413 @@ impl Suite {
             "des-cbc" => Some(Suite::Des),
             _ => None,
         }
+    }
+
+    /// Bytes of cipher key.
+    pub fn key_len(self) -> usize {
+        match self {
+            Suite::Tdes => 24,
+            Suite::Des => 8,
+        }
+    }
+
+    /// Whether this suite is kept only for compatibility.
+    pub fn is_legacy(self) -> bool {
+        self == Suite::Des
+    }
+
+    /// CBC-encrypts `plain` (PKCS#7 padded). `key` is [`Suite::key_len`] bytes.
+    pub fn cbc_encrypt(self, key: &[u8], iv: &[u8; BLOCK], plain: &[u8]) -> Vec<u8> {
+        // Key lengths are fixed by `derive`; a wrong length is a programming error caught
+        // by the tests, so fall back to an empty output rather than panic.
+        match self {
+            Suite::Tdes => cbc::Encryptor::<des::TdesEde3>::new_from_slices(key, iv)
+                .map(|e| e.encrypt_padded_vec::<Pkcs7>(plain))
+                .unwrap_or_default(),
+            Suite::Des => cbc::Encryptor::<des::Des>::new_from_slices(key, iv)
+                .map(|e| e.encrypt_padded_vec::<Pkcs7>(plain))
+                .unwrap_or_default(),
+        }
+    }
+
+    /// CBC-decrypts and unpads; `None` if the padding is invalid.
+    pub fn cbc_decrypt(self, key: &[u8], iv: &[u8; BLOCK], cipher: &[u8]) -> Option<Vec<u8>> {
+        match self {
+            Suite::Tdes => cbc::Decryptor::<des::TdesEde3>::new_from_slices(key, iv)
+                .ok()?
+                .decrypt_padded_vec::<Pkcs7>(cipher)
+                .ok(),
+            Suite::Des => cbc::Decryptor::<des::Des>::new_from_slices(key, iv)
+                .ok()?
+                .decrypt_padded_vec::<Pkcs7>(cipher)
+                .ok(),
+        }
+    }
+}
+
+/// Which end of the TCP connection this is. Keys are bound to the direction of travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The TCP dialer (its source port picks the bag entry).
+    Initiator,
+    /// The TCP listener.
+    Acceptor,
+}
+
+/// Keys for one direction of one connection.
+#[derive(Clone)]
+pub struct DirectionKeys {
+    suite: Suite,
+    enc: Vec<u8>,
+    mac: [u8; 32],
+    iv: [u8; 32],
+}
+
+impl std::fmt::Debug for DirectionKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DirectionKeys({})", self.suite.name())
+    }
+}
+
+fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut m = <HmacSha256 as hmac::KeyInit>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    for p in parts {
+        m.update(p);
+    }
+    m.finalize().into_bytes().into()
+}
+
+/// The handshake transcript hash every derived key is bound to.
+pub fn transcript(
+    suite: Suite,
+    port: u16,
+    nonce_i: &[u8; NONCE_LEN],
+    nonce_a: &[u8; NONCE_LEN],
+) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"FFS/1\0");
+    h.update(suite.name().as_bytes());
+    h.update(b"\0");
+    h.update(port.to_be_bytes());
+    h.update(nonce_i);
+    h.update(nonce_a);
+    h.finalize().into()
+}
+
+/// Derives the keys of one direction (`"i2a"` or `"a2i"`).
+pub fn direction_keys(
+    suite: Suite,
+    entry: &[u8; ENTRY_LEN],
+    th: &[u8; 32],
+    dir: &str,
+) -> DirectionKeys {
+    let enc = hmac(entry, &[b"ffs1 enc ", dir.as_bytes(), th]);
+    DirectionKeys {
+        suite,
+        enc: enc[..suite.key_len()].to_vec(),
+        mac: hmac(entry, &[b"ffs1 mac ", dir.as_bytes(), th]),
+        iv: hmac(entry, &[b"ffs1 iv ", dir.as_bytes(), th]),
+    }
+}
+
+/// Derives this side's sealer (outgoing) and opener (incoming) for a connection.
+pub fn derive(
+    suite: Suite,
+    entry: &[u8; ENTRY_LEN],
+    port: u16,
+    nonce_i: &[u8; NONCE_LEN],
+    nonce_a: &[u8; NONCE_LEN],
+    side: Side,
+) -> (Sealer, Opener) {
+    let th = transcript(suite, port, nonce_i, nonce_a);
+    let i2a = direction_keys(suite, entry, &th, "i2a");
+    let a2i = direction_keys(suite, entry, &th, "a2i");
+    let (out, inc) = match side {
+        Side::Initiator => (i2a, a2i),
+        Side::Acceptor => (a2i, i2a),
+    };
+    (
+        Sealer { keys: out, seq: 0 },
+        Opener {
+            keys: inc,
+            expected: 0,
+        },
+    )
+}
+
+impl DirectionKeys {
+    fn iv_for(&self, seq: u64) -> [u8; BLOCK] {
+        let full = hmac(&self.iv, &[&seq.to_be_bytes()]);
+        let mut iv = [0u8; BLOCK];
+        iv.copy_from_slice(&full[..BLOCK]);
+        iv
+    }
+
+    fn tag(&self, seq_and_cipher: &[u8]) -> [u8; 32] {
+        hmac(&self.mac, &[seq_and_cipher])
+    }
+}
+
+/// Seals outgoing packets, numbering them 0, 1, 2, …
+#[derive(Debug, Clone)]
+pub struct Sealer {
+    keys: DirectionKeys,
+    seq: u64,
+}
+
+impl Sealer {
+    /// Seals one payload into a wire line (without the CR LF).
+    pub fn seal(&mut self, payload: &[u8]) -> String {
+        let seq = self.seq;
+        self.seq += 1;
+        let iv = self.keys.iv_for(seq);
+        let c = self.keys.suite.cbc_encrypt(&self.keys.enc, &iv, payload);
+        let mut pkt = Vec::with_capacity(SEQ_LEN + c.len() + TAG_LEN);
+        pkt.extend_from_slice(&seq.to_be_bytes());
+        pkt.extend_from_slice(&c);
+        let tag = self.keys.tag(&pkt);
+        pkt.extend_from_slice(&tag[..TAG_LEN]);
+        base64::engine::general_purpose::STANDARD.encode(pkt)
+    }
+}
+
+/// Why an incoming packet was rejected. Every case closes the connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    /// Not valid base64 (standard alphabet, padded).
+    #[error("packet is not valid base64")]
+    Base64,
+    /// Too short, or the cipher text is not whole blocks (truncated).
+    #[error("packet has an impossible length ({0} bytes): truncated or corrupted")]
+    Length(usize),
+    /// The MAC does not match.
+    #[error(
+        "packet failed authentication: altered in transit, reflected back, recorded on another connection, or keyed from a different bag entry"
+    )]
+    Mac,
+    /// Authentic, but not the packet number expected next.
+    #[error("packet number {got} where {expected} was expected: replayed or reordered")]
+    Sequence {
+        /// The packet's number.
+        got: u64,
+        /// The number expected next.
+        expected: u64,
+    },
+    /// Authentic and in order, but the padding is wrong (cannot happen without the keys).
+    #[error("packet padding is invalid")]
+    Padding,
+}
+
+/// Opens incoming packets, requiring numbers 0, 1, 2, … in order.
+#[derive(Debug, Clone)]
+pub struct Opener {
+    keys: DirectionKeys,
+    expected: u64,
+}
+
+impl Opener {
+    /// Opens one wire line (without the CR LF) and returns its payload.
+    pub fn open(&mut self, line: &[u8]) -> Result<Vec<u8>, OpenError> {
+        let pkt = base64::engine::general_purpose::STANDARD
+            .decode(line)
+            .map_err(|_| OpenError::Base64)?;
+        let n = pkt.len();
+        if n < SEQ_LEN + BLOCK + TAG_LEN || (n - SEQ_LEN - TAG_LEN) % BLOCK != 0 {
+            return Err(OpenError::Length(n));
+        }
+        let (body, tag) = pkt.split_at(n - TAG_LEN);
+        let want = self.keys.tag(body);
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(&want[..TAG_LEN], tag)) {
+            return Err(OpenError::Mac);
+        }
+        let mut seq_bytes = [0u8; SEQ_LEN];
+        seq_bytes.copy_from_slice(&body[..SEQ_LEN]);
+        let seq = u64::from_be_bytes(seq_bytes);
+        if seq != self.expected {
+            return Err(OpenError::Sequence {
+                got: seq,
+                expected: self.expected,
+            });
+        }
+        let iv = self.keys.iv_for(seq);
+        let plain = self
+            .keys
+            .suite
+            .cbc_decrypt(&self.keys.enc, &iv, &body[SEQ_LEN..])
+            .ok_or(OpenError::Padding)?;
+        self.expected += 1;
+        Ok(plain)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(s: &str) -> Vec<u8> {
+        hex::decode(s.replace(' ', "")).unwrap()
+    }
+
+    /// FIPS 81 Appendix C (CBC): "Now is the time for all " under 0123456789abcdef.
+    #[test]
+    fn des_cbc_fips81_vector() {
+        let key = h("0123456789abcdef");
+        let iv: [u8; 8] = h("1234567890abcdef").try_into().unwrap();
+        let pt = b"Now is the time for all ";
+        let ct = Suite::Des.cbc_encrypt(&key, &iv, pt);
+        // Our PKCS#7 padding appends one whole block; the first 24 bytes are FIPS 81's.
+        assert_eq!(
+            ct[..24],
+            h("e5c7cdde872bf27c 43e934008c389c0f 683788499a7c05f6")[..]
+        );
+        assert_eq!(Suite::Des.cbc_decrypt(&key, &iv, &ct).unwrap(), pt);
+    }
+
+    /// NIST SP 800-17 Table A.1 (variable plaintext KAT), first entry, with a zero IV
+    /// (so CBC equals ECB on the first block); also the 3DES K1=K2=K3 degenerate case.
+    #[test]
+    fn des_sp800_17_kat() {
+        let key = h("0101010101010101");
+        let iv = [0u8; 8];
+        let ct = Suite::Des.cbc_encrypt(&key, &iv, &h("8000000000000000"));
+        assert_eq!(ct[..8], h("95f8a5e5dd31d900")[..]);
+        let k3 = h("010101010101010101010101010101010101010101010101");
+        let ct3 = Suite::Tdes.cbc_encrypt(&k3, &iv, &h("8000000000000000"));
+        assert_eq!(ct3[..8], h("95f8a5e5dd31d900")[..]);
+    }
+
+    /// NIST SP 800-67 Rev.1 Appendix B example: 3-key TDEA, three blocks (ECB, so each
+    /// block is checked with a zero IV after chaining is undone).
+    #[test]
+    fn tdes_sp800_67_vector() {
+        let key = h("0123456789abcdef 23456789abcdef01 456789abcdef0123");
+        let pt = h("5468652071756663 6b2062726f776e20 666f78206a756d70");
+        let want = h("a826fd8ce53b855f cce21c8112256fe6 68d5c05dd9b6b900");
+        let zero = [0u8; 8];
+        for i in 0..3 {
+            let ct = Suite::Tdes.cbc_encrypt(&key, &zero, &pt[i * 8..i * 8 + 8]);
+            assert_eq!(ct[..8], want[i * 8..i * 8 + 8], "block {i}");
+        }
+    }
+
+    fn pair(suite: Suite) -> ((Sealer, Opener), (Sealer, Opener)) {
+        let entry = [7u8; 32];
+        let ni = [1u8; 16];
+        let na = [2u8; 16];
+        (
+            derive(suite, &entry, 50_000, &ni, &na, Side::Initiator),
+            derive(suite, &entry, 50_000, &ni, &na, Side::Acceptor),
+        )
+    }
+
+    #[test]
+    fn both_directions_open_in_order() {
+        for suite in [Suite::Tdes, Suite::Des] {
+            let ((mut is, mut io), (mut a_s, mut ao)) = pair(suite);
+            for msg in [&b""[..], b"x", b"12345678", &[0xffu8; 1000]] {
+                let line = is.seal(msg);
+                assert!(
+                    line.bytes().all(|b| (0x21..0x7f).contains(&b)),
+                    "7-bit safe"
+                );
+                assert_eq!(ao.open(line.as_bytes()).unwrap(), msg);
+                let back = a_s.seal(msg);
+                assert_eq!(io.open(back.as_bytes()).unwrap(), msg);
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_replay() {
+        let ((mut s, _), (_, mut o)) = pair(Suite::Tdes);
+        let p0 = s.seal(b"pay 1");
+        assert!(o.open(p0.as_bytes()).is_ok());
+        assert_eq!(
+            o.open(p0.as_bytes()),
+            Err(OpenError::Sequence {
+                got: 0,
+                expected: 1
+            })
+        );
+    }
+
+    #[test]
+    fn rejects_reordering() {
+        let ((mut s, _), (_, mut o)) = pair(Suite::Tdes);
+        let _p0 = s.seal(b"first");
+        let p1 = s.seal(b"second");
+        assert_eq!(
+            o.open(p1.as_bytes()),
+            Err(OpenError::Sequence {
+                got: 1,
+                expected: 0
+            })
+        );
+    }
+
+    #[test]
+    fn rejects_reflection() {
+        let ((mut s, mut own_opener), _) = pair(Suite::Tdes);
+        let p0 = s.seal(b"to the acceptor");
+        // Sent back to the initiator, it is keyed for the other direction.
+        assert_eq!(own_opener.open(p0.as_bytes()), Err(OpenError::Mac));
+    }
+
+    #[test]
+    fn rejects_truncation() {
+        let ((mut s, _), (_, mut o)) = pair(Suite::Tdes);
+        let p = s.seal(&[b'a'; 40]);
+        // Drop whole base64 quanta (3 bytes each) so it still decodes, then less.
+        let cut = &p.as_bytes()[..p.len() - 12];
+        assert!(matches!(
+            o.open(cut),
+            Err(OpenError::Length(_) | OpenError::Mac)
+        ));
+        assert_eq!(o.open(&p.as_bytes()[..p.len() - 1]), Err(OpenError::Base64));
+        let short = base64::engine::general_purpose::STANDARD.encode([0u8; 20]);
+        assert_eq!(o.open(short.as_bytes()), Err(OpenError::Length(20)));
+    }
+
+    #[test]
+    fn rejects_every_flipped_bit() {
+        let ((mut s, _), (_, o)) = pair(Suite::Tdes);
+        let p = s.seal(b"authorize alice product 2.1");
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(&p)
+            .unwrap();
+        for bit in 0..raw.len() * 8 {
+            let mut bad = raw.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            let line = base64::engine::general_purpose::STANDARD.encode(&bad);
+            let mut fresh = o.clone();
+            assert!(fresh.open(line.as_bytes()).is_err(), "bit {bit} accepted");
+        }
+    }
+
+    #[test]
+    fn other_connection_cannot_open() {
+        let entry = [7u8; 32];
+        let (mut s1, _) = derive(
+            Suite::Tdes,
+            &entry,
+            50_000,
+            &[1; 16],
+            &[2; 16],
+            Side::Initiator,
+        );
+        let (_, mut o2) = derive(
+            Suite::Tdes,
+            &entry,
+            50_000,
+            &[1; 16],
+            &[3; 16],
+            Side::Acceptor,
+        );
+        assert_eq!(
+            o2.open(s1.seal(b"recorded").as_bytes()),
+            Err(OpenError::Mac)
+        );
     }
 }

@@ -1,1 +1,206 @@
-//! Handshake lines.
+//! The plaintext handshake lines that open every connection. Pure: no I/O.
+//!
+//! ```text
+//! initiator → acceptor:  FFS/1 HELLO <suite> <port> <nonce_i hex32> <bag fingerprint hex16>
+//! acceptor → initiator:  FFS/1 WELCOME <suite> <nonce_a hex32>
+//!                    or  FFS/1 ERROR <code> <human-readable text>
+//! ```
+//!
+//! `<port>` is the source port the initiator bound; the acceptor compares it with the port
+//! it sees, so a NAT that rewrote the port (which would silently pick another bag entry) is
+//! reported as `port-mismatch` instead of as garbage.
+
+use crate::crypto::{NONCE_LEN, Suite};
+
+/// Protocol tag at the start of every handshake line.
+pub const MAGIC: &str = "FFS/1";
+
+/// Longest handshake line accepted.
+pub const MAX_HANDSHAKE_LINE: usize = 512;
+
+/// Why a handshake line could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandshakeError {
+    /// Not a handshake line of this protocol.
+    #[error("not an FFS/1 handshake line: {0}")]
+    Malformed(String),
+    /// The peer sent an ERROR line.
+    #[error("peer refused the connection ({code}): {text}")]
+    Refused {
+        /// Machine-readable reason.
+        code: String,
+        /// Human-readable reason.
+        text: String,
+    },
+}
+
+/// The initiator's first line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// The suite the initiator uses.
+    pub suite: Suite,
+    /// The source port the initiator bound.
+    pub port: u16,
+    /// The initiator's fresh nonce.
+    pub nonce: [u8; NONCE_LEN],
+    /// The initiator's key bag fingerprint.
+    pub bag: String,
+}
+
+/// The acceptor's reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Welcome {
+    /// The suite (always the initiator's; a mismatch is refused with ERROR).
+    pub suite: Suite,
+    /// The acceptor's fresh nonce.
+    pub nonce: [u8; NONCE_LEN],
+}
+
+fn words(line: &[u8], what: &str) -> Result<Vec<String>, HandshakeError> {
+    let text = std::str::from_utf8(line)
+        .map_err(|_| HandshakeError::Malformed(format!("{what}: not ASCII")))?;
+    let w: Vec<String> = text.split(' ').map(str::to_owned).collect();
+    if w.first().map(String::as_str) != Some(MAGIC) {
+        let shown: String = text.chars().take(40).collect();
+        return Err(HandshakeError::Malformed(format!(
+            "{what}: expected {MAGIC}, got {shown:?} (is the peer an ffs commlink of this version?)"
+        )));
+    }
+    if w.get(1).map(String::as_str) == Some("ERROR") {
+        let code = w.get(2).cloned().unwrap_or_default();
+        let text = w.get(3..).map(|r| r.join(" ")).unwrap_or_default();
+        return Err(HandshakeError::Refused { code, text });
+    }
+    Ok(w)
+}
+
+fn nonce(s: &str) -> Option<[u8; NONCE_LEN]> {
+    let mut n = [0u8; NONCE_LEN];
+    (s.len() == NONCE_LEN * 2 && hex::decode_to_slice(s, &mut n).is_ok()).then_some(n)
+}
+
+fn suite(s: &str) -> Result<Suite, HandshakeError> {
+    Suite::from_name(s).ok_or_else(|| HandshakeError::Malformed(format!("unknown suite {s:?}")))
+}
+
+impl Hello {
+    /// The line (without CR LF).
+    pub fn to_line(&self) -> String {
+        format!(
+            "{MAGIC} HELLO {} {} {} {}",
+            self.suite.name(),
+            self.port,
+            hex::encode(self.nonce),
+            self.bag
+        )
+    }
+
+    /// Parses a HELLO line.
+    pub fn parse(line: &[u8]) -> Result<Hello, HandshakeError> {
+        let w = words(line, "HELLO")?;
+        let bad = || {
+            HandshakeError::Malformed("HELLO: expected `FFS/1 HELLO SUITE PORT NONCE BAG`".into())
+        };
+        if w.len() != 6 || w[1] != "HELLO" {
+            return Err(bad());
+        }
+        let bag = &w[5];
+        if bag.len() != 16 || !bag.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        Ok(Hello {
+            suite: suite(&w[2])?,
+            port: w[3].parse().map_err(|_| bad())?,
+            nonce: nonce(&w[4]).ok_or_else(bad)?,
+            bag: bag.clone(),
+        })
+    }
+}
+
+impl Welcome {
+    /// The line (without CR LF).
+    pub fn to_line(&self) -> String {
+        format!(
+            "{MAGIC} WELCOME {} {}",
+            self.suite.name(),
+            hex::encode(self.nonce)
+        )
+    }
+
+    /// Parses a WELCOME line (an ERROR line becomes [`HandshakeError::Refused`]).
+    pub fn parse(line: &[u8]) -> Result<Welcome, HandshakeError> {
+        let w = words(line, "WELCOME")?;
+        let bad =
+            || HandshakeError::Malformed("WELCOME: expected `FFS/1 WELCOME SUITE NONCE`".into());
+        if w.len() != 4 || w[1] != "WELCOME" {
+            return Err(bad());
+        }
+        Ok(Welcome {
+            suite: suite(&w[2])?,
+            nonce: nonce(&w[3]).ok_or_else(bad)?,
+        })
+    }
+}
+
+/// An ERROR line (without CR LF); the text is reduced to printable ASCII.
+pub fn error_line(code: &str, text: &str) -> String {
+    let clean: String = text
+        .chars()
+        .map(|c| if (' '..='~').contains(&c) { c } else { '?' })
+        .take(300)
+        .collect();
+    format!("{MAGIC} ERROR {code} {clean}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_round_trips() {
+        let h = Hello {
+            suite: Suite::Tdes,
+            port: 40_001,
+            nonce: [0xab; 16],
+            bag: "0123456789abcdef".into(),
+        };
+        assert_eq!(
+            h.to_line(),
+            "FFS/1 HELLO 3des-cbc-hmac-sha256 40001 abababababababababababababababab 0123456789abcdef"
+        );
+        assert_eq!(Hello::parse(h.to_line().as_bytes()).unwrap(), h);
+    }
+
+    #[test]
+    fn welcome_and_error() {
+        let w = Welcome {
+            suite: Suite::Des,
+            nonce: [1; 16],
+        };
+        assert_eq!(Welcome::parse(w.to_line().as_bytes()).unwrap(), w);
+        let e = error_line("port-mismatch", "seen 1, claimed 2\r\n");
+        assert_eq!(
+            Welcome::parse(e.as_bytes()),
+            Err(HandshakeError::Refused {
+                code: "port-mismatch".into(),
+                text: "seen 1, claimed 2??".into()
+            })
+        );
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        for bad in [
+            &b"GET / HTTP/1.1"[..],
+            b"FFS/1 HELLO",
+            b"FFS/1 HELLO aes 1 00 0123456789abcdef",
+            b"FFS/1 HELLO des-cbc 99999 abababababababababababababababab 0123456789abcdef",
+            b"FFS/1 WELCOME des-cbc zz",
+        ] {
+            assert!(
+                Hello::parse(bad).is_err() && Welcome::parse(bad).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+}
