@@ -354,7 +354,11 @@ pub struct AreaList {
 impl Message for AreaList {
     const TYPE: &'static str = "stager.area_list";
     fn to_fields(&self) -> Fields {
-        Fields::new().list("areas", "area", self.areas.iter().map(AreaSummary::to_fields))
+        Fields::new().list(
+            "areas",
+            "area",
+            self.areas.iter().map(AreaSummary::to_fields),
+        )
     }
     fn from_fields(f: &Fields) -> Result<Self> {
         Ok(AreaList {
