@@ -266,7 +266,7 @@ impl Opener {
             .decode(line)
             .map_err(|_| OpenError::Base64)?;
         let n = pkt.len();
-        if n < SEQ_LEN + BLOCK + TAG_LEN || (n - SEQ_LEN - TAG_LEN) % BLOCK != 0 {
+        if n < SEQ_LEN + BLOCK + TAG_LEN || !(n - SEQ_LEN - TAG_LEN).is_multiple_of(BLOCK) {
             return Err(OpenError::Length(n));
         }
         let (body, tag) = pkt.split_at(n - TAG_LEN);
