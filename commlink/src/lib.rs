@@ -31,3 +31,38 @@ pub use crypto::Suite;
 pub use keys::{KeyBag, KeyBagError};
 pub use tobj::{Fields, Message, Request, Tobj, TobjError, Value};
 pub use transport::{Client, LinkConfig, LinkError, Service, error_reply, serve, serve_dialout};
+
+#[doc(hidden)]
+/// Entry points for the fuzz targets in `fuzz/` (not a stable API).
+pub mod fuzzing {
+    /// Feeds arbitrary bytes to the line decoder, then each line to the handshake parsers
+    /// and the packet opener.
+    pub fn frame_decoder(data: &[u8]) {
+        let mut dec = crate::frame::LineDecoder::new(4096);
+        let mut buf = data.to_vec();
+        let (_, mut opener) = crate::crypto::derive(
+            crate::Suite::Tdes,
+            &[7; 32],
+            1,
+            &[1; 16],
+            &[2; 16],
+            crate::crypto::Side::Initiator,
+        );
+        while let Ok(Some(line)) = dec.decode(&mut buf) {
+            let _ = crate::handshake::Hello::parse(&line);
+            let _ = crate::handshake::Welcome::parse(&line);
+            let _ = opener.open(&line);
+        }
+    }
+
+    /// Feeds arbitrary text to the tobj parser; whatever parses must re-encode to itself.
+    pub fn tobj_parser(data: &[u8]) {
+        if let Ok(s) = std::str::from_utf8(data)
+            && let Ok(t) = crate::tobj::Tobj::parse(s, &crate::tobj::Limits::default())
+        {
+            let again = t.encode();
+            let back = crate::tobj::Tobj::parse(&again, &crate::tobj::Limits::default());
+            assert_eq!(back.as_ref(), Ok(&t), "re-encoding changed the message");
+        }
+    }
+}
