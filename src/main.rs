@@ -69,6 +69,8 @@ enum ConfigCmd {
 
 #[derive(Debug, Subcommand)]
 enum BenchCmd {
+    /// Commlink round-trip latency and throughput per suite, beside plain TCP and TLS.
+    Commlink(cmd::bench_commlink::BenchCommlinkArgs),
     /// Per-file staging latency by method (hard link, reflink, copy) across sizes.
     Staging(cmd::stager::BenchStagingArgs),
 }
@@ -137,6 +139,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("wrote {}", out.display());
             Ok(())
         }
+        Cmd::Bench(BenchCmd::Commlink(args)) => cmd::bench_commlink::bench_commlink(args).await,
         Cmd::Bench(BenchCmd::Staging(args)) => {
             let cfg = if cli.config.exists() {
                 load()?

@@ -1,5 +1,6 @@
 //! Subcommands, one module per role; the lead's tools (keys, config, demo, bench) live here too.
 
 pub mod agent;
+pub mod bench_commlink;
 pub mod stager;
 pub mod web;
