@@ -1,0 +1,387 @@
+//! The repository: content-addressed objects plus one manifest per release.
+//!
+//! ```text
+//! repository/
+//!   objects/ab/cdef…      file content, named by its SHA-256, mode 0444, never modified
+//!   releases/PRODUCT/VERSION.json   the manifest: notes, yanked flag, files (name,size,sha256)
+//!   tmp/                  imports in progress (never visible as objects or releases)
+//!   .lock                 flock held by publish and garbage collection
+//! ```
+//! A release exists exactly when its manifest does; the manifest is written last and
+//! atomically, after every object it names is durable. Dedup across releases is free.
+//! Objects are reclaimed ([`Repository::gc`]) when no live (non-yanked) manifest names them
+//! and no download area links to them (link count 1).
+
+use std::collections::HashSet;
+use std::fs;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, StagerError};
+use crate::fsutil;
+
+/// One file of a release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestFile {
+    /// Release-relative name, `/`-separated.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Lower-case hex SHA-256 (also the object's name).
+    pub sha256: String,
+}
+
+/// A release: what `ffs publish` wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Product name.
+    pub product: String,
+    /// Version.
+    pub version: String,
+    /// Release notes.
+    pub notes: String,
+    /// When publishing completed.
+    pub published_at: DateTime<Utc>,
+    /// Withdrawn with `ffs yank`.
+    #[serde(default)]
+    pub yanked: bool,
+    /// When it was yanked.
+    #[serde(default)]
+    pub yanked_at: Option<DateTime<Utc>>,
+    /// The files, sorted by name.
+    pub files: Vec<ManifestFile>,
+}
+
+impl Manifest {
+    /// Total bytes.
+    pub fn bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+
+    /// As the commlink message type.
+    pub fn to_release_info(&self) -> commlink::msg::stager::ReleaseInfo {
+        commlink::msg::stager::ReleaseInfo {
+            product: self.product.clone(),
+            version: self.version.clone(),
+            notes: self.notes.clone(),
+            published_at: self.published_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            yanked: self.yanked,
+            files: self
+                .files
+                .iter()
+                .map(|f| commlink::msg::stager::FileInfo {
+                    name: f.name.clone(),
+                    size: f.size,
+                    sha256: f.sha256.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Checks a product or version name: `[A-Za-z0-9][A-Za-z0-9._+-]{0,127}`.
+pub fn valid_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'+' | b'-'))
+}
+
+/// Checks a release-relative file name: `/`-separated components, none empty, `.` or `..`,
+/// no backslash, no control characters, at most 1024 bytes.
+pub fn valid_file_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 1024
+        && !s.starts_with('/')
+        && !s.contains('\\')
+        && !s.chars().any(|c| c.is_control())
+        && s.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+fn valid_sha(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// A held repository lock (released on drop).
+pub struct RepoLock {
+    _lock: nix::fcntl::Flock<fs::File>,
+}
+
+/// The repository on disk.
+#[derive(Debug, Clone)]
+pub struct Repository {
+    root: PathBuf,
+}
+
+impl Repository {
+    /// Opens (creating the layout if missing) the repository at `root`.
+    pub fn open(root: &Path) -> Result<Repository> {
+        for d in ["objects", "releases", "tmp"] {
+            let p = root.join(d);
+            fs::create_dir_all(&p).map_err(StagerError::io("create", &p))?;
+        }
+        Ok(Repository {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where temporary import files go (same filesystem as the objects).
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// The path of the object with this SHA-256.
+    pub fn object_path(&self, sha256: &str) -> Result<PathBuf> {
+        if !valid_sha(sha256) {
+            return Err(StagerError::Invalid(format!("bad object name {sha256:?}")));
+        }
+        Ok(self
+            .root
+            .join("objects")
+            .join(&sha256[..2])
+            .join(&sha256[2..]))
+    }
+
+    /// The manifest path of a release.
+    pub fn manifest_path(&self, product: &str, version: &str) -> Result<PathBuf> {
+        if !valid_name(product) || !valid_name(version) {
+            return Err(StagerError::Invalid(format!(
+                "product/version {product:?}/{version:?}: use letters, digits and . _ + -"
+            )));
+        }
+        Ok(self
+            .root
+            .join("releases")
+            .join(product)
+            .join(format!("{version}.json")))
+    }
+
+    /// Takes the exclusive repository lock, waiting for it.
+    pub fn lock(&self) -> Result<RepoLock> {
+        self.lock_with(nix::fcntl::FlockArg::LockExclusive)?
+            .ok_or_else(|| StagerError::Refused("repository lock".into()))
+    }
+
+    /// Takes the lock if it is free right now.
+    pub fn try_lock(&self) -> Result<Option<RepoLock>> {
+        self.lock_with(nix::fcntl::FlockArg::LockExclusiveNonblock)
+    }
+
+    fn lock_with(&self, arg: nix::fcntl::FlockArg) -> Result<Option<RepoLock>> {
+        let p = self.root.join(".lock");
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(StagerError::io("open", &p))?;
+        match nix::fcntl::Flock::lock(f, arg) {
+            Ok(l) => Ok(Some(RepoLock { _lock: l })),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+            Err((_, e)) => Err(StagerError::Io {
+                op: "flock",
+                path: p,
+                source: e.into(),
+            }),
+        }
+    }
+
+    /// Reads one release's manifest.
+    pub fn manifest(&self, product: &str, version: &str) -> Result<Manifest> {
+        let p = self.manifest_path(product, version)?;
+        match fs::read(&p) {
+            Ok(b) => parse_manifest(&p, &b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StagerError::NotFound(
+                format!("release {product} {version}"),
+            )),
+            Err(e) => Err(StagerError::io("read", &p)(e)),
+        }
+    }
+
+    /// Every release, by product name, newest first within a product.
+    pub fn catalog(&self, include_yanked: bool) -> Result<Vec<Manifest>> {
+        let rel = self.root.join("releases");
+        let mut out = Vec::new();
+        for product in fs::read_dir(&rel).map_err(StagerError::io("read dir", &rel))? {
+            let product = product.map_err(StagerError::io("read dir", &rel))?;
+            if !product.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let pdir = product.path();
+            for e in fs::read_dir(&pdir).map_err(StagerError::io("read dir", &pdir))? {
+                let e = e.map_err(StagerError::io("read dir", &pdir))?;
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                // Only finished manifests: temporaries start with '.'.
+                if name.starts_with('.') || !name.ends_with(".json") {
+                    continue;
+                }
+                let p = e.path();
+                let bytes = fs::read(&p).map_err(StagerError::io("read", &p))?;
+                let m = parse_manifest(&p, &bytes)?;
+                if include_yanked || !m.yanked {
+                    out.push(m);
+                }
+            }
+        }
+        out.sort_by(|a, b| {
+            a.product
+                .cmp(&b.product)
+                .then(b.published_at.cmp(&a.published_at))
+                .then(b.version.cmp(&a.version))
+        });
+        Ok(out)
+    }
+
+    /// Withdraws a release: it can no longer be staged (areas already staged keep working
+    /// until they expire). Reclaims objects nothing needs any more.
+    pub fn yank(&self, product: &str, version: &str) -> Result<Manifest> {
+        let _lock = self.lock()?;
+        let mut m = self.manifest(product, version)?;
+        if !m.yanked {
+            m.yanked = true;
+            m.yanked_at = Some(Utc::now());
+            self.write_manifest(&m)?;
+        }
+        drop(_lock);
+        self.gc()?;
+        Ok(m)
+    }
+
+    /// Writes a manifest atomically (temp, fsync, rename, fsync dir).
+    pub fn write_manifest(&self, m: &Manifest) -> Result<()> {
+        let p = self.manifest_path(&m.product, &m.version)?;
+        let dir = p
+            .parent()
+            .ok_or_else(|| StagerError::Invalid("manifest path".into()))?;
+        if !dir.exists() {
+            fs::create_dir_all(dir).map_err(StagerError::io("create", dir))?;
+            fsutil::fsync_dir(&self.root.join("releases"))
+                .map_err(StagerError::io("fsync", &self.root))?;
+        }
+        let bytes = serde_json::to_vec_pretty(m).map_err(|e| StagerError::Corrupt {
+            path: p.clone(),
+            why: e.to_string(),
+        })?;
+        fsutil::atomic_write(&p, &bytes, 0o444).map_err(StagerError::io("write", &p))
+    }
+
+    /// Removes objects that no live manifest names and no area links to (link count 1).
+    /// Returns (objects removed, bytes freed). Skips the run if a publish holds the lock.
+    pub fn gc(&self) -> Result<(u64, u64)> {
+        let Some(_lock) = self.try_lock()? else {
+            return Ok((0, 0));
+        };
+        let live: HashSet<String> = self
+            .catalog(false)?
+            .into_iter()
+            .flat_map(|m| m.files.into_iter().map(|f| f.sha256))
+            .collect();
+        let (mut n, mut bytes) = (0, 0);
+        let objects = self.root.join("objects");
+        for (sha, path) in self.objects()? {
+            if live.contains(&sha) {
+                continue;
+            }
+            let md = match fs::symlink_metadata(&path) {
+                Ok(md) => md,
+                Err(_) => continue,
+            };
+            if md.nlink() == 1 {
+                fs::remove_file(&path).map_err(StagerError::io("remove", &path))?;
+                n += 1;
+                bytes += md.len();
+                tracing::info!(object = %sha, bytes = md.len(), "reclaimed unreferenced object");
+            }
+        }
+        if n > 0 {
+            let _ = fsutil::fsync_dir(&objects);
+        }
+        Ok((n, bytes))
+    }
+
+    /// Every object: (sha256, path).
+    pub fn objects(&self) -> Result<Vec<(String, PathBuf)>> {
+        let objects = self.root.join("objects");
+        let mut out = Vec::new();
+        for d in fs::read_dir(&objects).map_err(StagerError::io("read dir", &objects))? {
+            let d = d.map_err(StagerError::io("read dir", &objects))?;
+            let prefix = d.file_name().to_string_lossy().into_owned();
+            if !d.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let dp = d.path();
+            for e in fs::read_dir(&dp).map_err(StagerError::io("read dir", &dp))? {
+                let e = e.map_err(StagerError::io("read dir", &dp))?;
+                let sha = format!("{prefix}{}", e.file_name().to_string_lossy());
+                if valid_sha(&sha) {
+                    out.push((sha, e.path()));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn parse_manifest(path: &Path, bytes: &[u8]) -> Result<Manifest> {
+    let m: Manifest = serde_json::from_slice(bytes).map_err(|e| StagerError::Corrupt {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    })?;
+    let ok = valid_name(&m.product)
+        && valid_name(&m.version)
+        && m
+            .files
+            .iter()
+            .all(|f| valid_file_name(&f.name) && valid_sha(&f.sha256));
+    if !ok {
+        return Err(StagerError::Corrupt {
+            path: path.to_path_buf(),
+            why: "invalid product, version, file name or checksum".into(),
+        });
+    }
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(valid_name("tool"));
+        assert!(valid_name("1.2.3-rc1+b"));
+        assert!(!valid_name(""));
+        assert!(!valid_name(".."));
+        assert!(!valid_name("a/b"));
+        assert!(!valid_name("-x"));
+        assert!(valid_file_name("a/b/c.iso"));
+        for bad in ["", "/a", "a//b", "a/../b", "./a", "a\\b", "a\nb", "..", "a/"] {
+            assert!(!valid_file_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn object_paths_are_sharded_and_checked() {
+        let d = tempfile::tempdir().unwrap();
+        let r = Repository::open(d.path()).unwrap();
+        let sha = "ab".repeat(32);
+        assert!(
+            r.object_path(&sha)
+                .unwrap()
+                .ends_with(format!("objects/ab/{}", &sha[2..]))
+        );
+        assert!(r.object_path("../../etc/passwd").is_err());
+        assert!(r.manifest_path("..", "1").is_err());
+    }
+}

@@ -1,0 +1,681 @@
+//! [`Stager`]: creates, looks up and removes download areas; records deliveries and stats.
+//!
+//! Staging = `areas/<random id>/` plus one hard link per file under its release-relative
+//! name. The method (hard link, or an explicitly configured reflink/copy fallback) is fixed
+//! at start-up by comparing the device ids of the repository and the areas directory.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use chrono::{Duration, Utc};
+use commlink::msg::stager::{self as msg, Delivery};
+
+use crate::areas::{AreaRecord, Secrets, password_hash, rfc3339, token_hash};
+use crate::config::{Fallback, StagerConfig};
+use crate::error::{Result, StagerError};
+use crate::fsutil;
+use crate::repository::{ManifestFile, Repository, valid_file_name};
+use crate::state::{self, DeliveryLog};
+
+/// How files get into an area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// `link(2)`: constant time, no bytes copied (the normal case).
+    HardLink,
+    /// FICLONE ioctl (copy-on-write clone), copying when the filesystem cannot clone.
+    Reflink,
+    /// Byte copy.
+    Copy,
+}
+
+impl Method {
+    /// `hardlink`, `reflink` or `copy`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::HardLink => "hardlink",
+            Method::Reflink => "reflink",
+            Method::Copy => "copy",
+        }
+    }
+
+    /// Places `src` at `dst` (which must not exist). Returns the method actually used
+    /// (a reflink that the filesystem refuses becomes a copy).
+    pub fn place(self, src: &Path, dst: &Path) -> std::io::Result<Method> {
+        match self {
+            Method::HardLink => fs::hard_link(src, dst).map(|()| Method::HardLink),
+            Method::Reflink => match reflink(src, dst) {
+                Ok(()) => Ok(Method::Reflink),
+                Err(e) => {
+                    let _ = fs::remove_file(dst);
+                    tracing::debug!(error = %e, "reflink refused; copying");
+                    copy_readonly(src, dst).map(|()| Method::Copy)
+                }
+            },
+            Method::Copy => copy_readonly(src, dst).map(|()| Method::Copy),
+        }
+    }
+}
+
+/// Clones `src` into a new file `dst` with the FICLONE ioctl (btrfs, XFS, bcachefs).
+pub fn reflink(src: &Path, dst: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    // _IOW(0x94, 9, int) from linux/fs.h.
+    const FICLONE: libc::c_ulong = 0x4004_9409;
+    let s = fs::File::open(src)?;
+    let d = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o444)
+        .open(dst)?;
+    // SAFETY: both descriptors are open for the duration of the call; FICLONE takes the
+    // source descriptor as its argument and touches no user memory.
+    let rc = unsafe { libc::ioctl(d.as_raw_fd(), FICLONE as _, s.as_raw_fd()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn copy_readonly(src: &Path, dst: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::copy(src, dst)?;
+    fs::set_permissions(dst, fs::Permissions::from_mode(0o444))
+}
+
+/// Where the URLs handed out point.
+#[derive(Debug, Clone)]
+pub struct PublicUrls {
+    /// Host name or address.
+    pub host: String,
+    /// FTP port.
+    pub ftp_port: u16,
+    /// HTTPS port.
+    pub https_port: u16,
+}
+
+#[derive(Debug, Default)]
+struct Areas {
+    by_id: BTreeMap<String, AreaRecord>,
+    by_user: HashMap<String, String>,
+    by_token: HashMap<String, String>,
+}
+
+impl Areas {
+    fn insert(&mut self, r: AreaRecord) {
+        self.by_user.insert(r.ftp_user.clone(), r.id.clone());
+        self.by_token.insert(r.token_hash.clone(), r.id.clone());
+        self.by_id.insert(r.id.clone(), r);
+    }
+    fn remove(&mut self, id: &str) -> Option<AreaRecord> {
+        let r = self.by_id.remove(id)?;
+        self.by_user.remove(&r.ftp_user);
+        self.by_token.remove(&r.token_hash);
+        Some(r)
+    }
+}
+
+const LATENCY_WINDOW: usize = 10_000;
+
+/// The staging engine shared by the commlink service, the FTP server and the HTTPS server.
+#[derive(Debug)]
+pub struct Stager {
+    repo: Repository,
+    areas_dir: PathBuf,
+    state_dir: PathBuf,
+    method: Method,
+    default_ttl: u64,
+    max_ttl: u64,
+    urls: Mutex<PublicUrls>,
+    areas: Mutex<Areas>,
+    deliveries: Mutex<DeliveryLog>,
+    latencies_us: Mutex<VecDeque<u64>>,
+    stage_count: std::sync::atomic::AtomicU64,
+}
+
+impl Stager {
+    /// Opens the repository, areas dir and state dir (creating them), checks that staging
+    /// can hard-link (or that a fallback is configured), and loads the persisted areas.
+    pub fn open(cfg: &StagerConfig) -> Result<Stager> {
+        let repo = Repository::open(&cfg.repository)?;
+        fs::create_dir_all(&cfg.areas_dir).map_err(StagerError::io("create", &cfg.areas_dir))?;
+        fsutil::ensure_private_dir(&cfg.state_dir)
+            .map_err(StagerError::io("create", &cfg.state_dir))?;
+        let areas_dir = cfg
+            .areas_dir
+            .canonicalize()
+            .map_err(StagerError::io("resolve", &cfg.areas_dir))?;
+        let objects = repo.root().join("objects");
+        let same_fs = fsutil::device_of(&objects).map_err(StagerError::io("stat", &objects))?
+            == fsutil::device_of(&areas_dir).map_err(StagerError::io("stat", &areas_dir))?;
+        let method = match (same_fs, cfg.fallback) {
+            (true, _) => Method::HardLink,
+            (false, Fallback::None) => {
+                return Err(StagerError::Config(format!(
+                    "repository {} and areas_dir {} are on different filesystems, so staging \
+                     cannot hard-link. Put them on one filesystem, or set \
+                     fallback = \"reflink\" or \"copy\" in [stager] (slow for large files)",
+                    cfg.repository.display(),
+                    areas_dir.display()
+                )));
+            }
+            (false, Fallback::Reflink) => Method::Reflink,
+            (false, Fallback::Copy) => Method::Copy,
+        };
+        if method != Method::HardLink {
+            tracing::warn!(
+                method = method.name(),
+                "repository and areas are on different filesystems: staging will use the configured fallback"
+            );
+        }
+        let mut areas = Areas::default();
+        for r in state::load_areas(&cfg.state_dir)? {
+            if areas_dir.join(&r.id).is_dir() {
+                areas.insert(r);
+            } else {
+                tracing::warn!(area = %r.id, "area directory missing; dropping its record");
+            }
+        }
+        let deliveries = DeliveryLog::open(&cfg.state_dir)?;
+        let default_port = |s: &str| {
+            s.rsplit_once(':')
+                .and_then(|(_, p)| p.parse().ok())
+                .unwrap_or(0)
+        };
+        let urls = PublicUrls {
+            host: cfg.public_host.clone(),
+            ftp_port: if cfg.public_ftp_port != 0 {
+                cfg.public_ftp_port
+            } else {
+                default_port(&cfg.ftp_listen)
+            },
+            https_port: if cfg.public_https_port != 0 {
+                cfg.public_https_port
+            } else {
+                default_port(&cfg.https_listen)
+            },
+        };
+        tracing::info!(
+            repository = %cfg.repository.display(),
+            areas = %areas_dir.display(),
+            method = method.name(),
+            live_areas = areas.by_id.len(),
+            "stager opened"
+        );
+        Ok(Stager {
+            repo,
+            areas_dir,
+            state_dir: cfg.state_dir.clone(),
+            method,
+            default_ttl: cfg.area_ttl_secs.max(1),
+            max_ttl: cfg.max_ttl_secs.max(1),
+            urls: Mutex::new(urls),
+            areas: Mutex::new(areas),
+            deliveries: Mutex::new(deliveries),
+            latencies_us: Mutex::new(VecDeque::new()),
+            stage_count: Default::default(),
+        })
+    }
+
+    /// The repository.
+    pub fn repository(&self) -> &Repository {
+        &self.repo
+    }
+
+    /// The (canonical) areas directory.
+    pub fn areas_dir(&self) -> &Path {
+        &self.areas_dir
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// The staging method chosen at start-up.
+    pub fn method(&self) -> Method {
+        self.method
+    }
+
+    /// Sets the ports put into URLs (used when listeners were bound to port 0).
+    pub fn set_public_ports(&self, ftp_port: u16, https_port: u16) {
+        let mut u = lock(&self.urls);
+        u.ftp_port = ftp_port;
+        u.https_port = https_port;
+    }
+
+    /// The public URL settings.
+    pub fn public_urls(&self) -> PublicUrls {
+        lock(&self.urls).clone()
+    }
+
+    /// The catalog.
+    pub fn catalog(&self, include_yanked: bool) -> Result<msg::Catalog> {
+        Ok(msg::Catalog {
+            releases: self
+                .repo
+                .catalog(include_yanked)?
+                .iter()
+                .map(|m| m.to_release_info())
+                .collect(),
+        })
+    }
+
+    /// Stages a release (or some of its files) into a new area.
+    pub fn stage(&self, req: &msg::StageRequest) -> Result<msg::StagedArea> {
+        let t0 = Instant::now();
+        let m = self.repo.manifest(&req.product, &req.version)?;
+        if m.yanked {
+            return Err(StagerError::Refused(format!(
+                "release {} {} was withdrawn",
+                m.product, m.version
+            )));
+        }
+        let files: Vec<ManifestFile> = if req.files.is_empty() {
+            m.files.clone()
+        } else {
+            let mut v: Vec<ManifestFile> = Vec::new();
+            for name in &req.files {
+                if !valid_file_name(name) {
+                    return Err(StagerError::Invalid(format!("bad file name {name:?}")));
+                }
+                let f = m.files.iter().find(|f| &f.name == name).ok_or_else(|| {
+                    StagerError::NotFound(format!("{name:?} in {} {}", m.product, m.version))
+                })?;
+                if !v.iter().any(|x| x.name == f.name) {
+                    v.push(f.clone());
+                }
+            }
+            v
+        };
+        if files.is_empty() {
+            return Err(StagerError::Invalid("nothing to stage".into()));
+        }
+        let ttl = req.ttl_secs.unwrap_or(self.default_ttl).clamp(1, self.max_ttl);
+        let id = fsutil::random_hex(16);
+        let dir = self.areas_dir.join(&id);
+        fs::create_dir(&dir).map_err(StagerError::io("create", &dir))?;
+        let mut used = self.method;
+        let placed = (|| -> Result<()> {
+            for f in &files {
+                let src = self.repo.object_path(&f.sha256)?;
+                let dst = dir.join(&f.name);
+                if let Some(parent) = dst.parent()
+                    && parent != dir
+                {
+                    fs::create_dir_all(parent).map_err(StagerError::io("create", parent))?;
+                }
+                used = self
+                    .method
+                    .place(&src, &dst)
+                    .map_err(StagerError::io("link", &src))?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = placed {
+            let _ = fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        if used != Method::HardLink {
+            tracing::warn!(area = %id, method = used.name(), "staged with fallback (bytes copied or cloned)");
+        }
+        let secrets = Secrets::generate();
+        let salt = fsutil::random_hex(16);
+        let now = Utc::now();
+        let record = AreaRecord {
+            id: id.clone(),
+            label: req.label.clone(),
+            product: m.product.clone(),
+            version: m.version.clone(),
+            created_at: now,
+            expires_at: now + Duration::seconds(ttl as i64),
+            ftp_user: secrets.ftp_user.clone(),
+            ftp_hash: password_hash(&salt, &secrets.ftp_password),
+            ftp_salt: salt,
+            token_hash: token_hash(&secrets.token),
+            files: files.clone(),
+            method: used.name().into(),
+        };
+        {
+            let mut areas = lock(&self.areas);
+            areas.insert(record.clone());
+            if let Err(e) = state::save_areas(&self.state_dir, areas.by_id.values()) {
+                areas.remove(&id);
+                drop(areas);
+                let _ = fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        }
+        let us = t0.elapsed().as_micros() as u64;
+        {
+            let mut l = lock(&self.latencies_us);
+            if l.len() == LATENCY_WINDOW {
+                l.pop_front();
+            }
+            l.push_back(us);
+        }
+        self.stage_count
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(area = %id, product = %m.product, version = %m.version, files = files.len(), label = %req.label, micros = us, "staged");
+        let u = self.public_urls();
+        Ok(msg::StagedArea {
+            area_id: id,
+            ftp_url: format!(
+                "ftp://{}:{}@{}:{}/",
+                secrets.ftp_user,
+                secrets.ftp_password,
+                url_host(&u.host),
+                u.ftp_port
+            ),
+            https_base: format!(
+                "https://{}:{}/d/{}/",
+                url_host(&u.host),
+                u.https_port,
+                secrets.token
+            ),
+            ftp_user: secrets.ftp_user,
+            ftp_password: secrets.ftp_password,
+            token: secrets.token,
+            expires_at: rfc3339(record.expires_at),
+            files: files
+                .iter()
+                .map(|f| msg::FileInfo {
+                    name: f.name.clone(),
+                    size: f.size,
+                    sha256: f.sha256.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Removes an area now. Returns false if there was none.
+    pub fn unstage(&self, id: &str) -> Result<bool> {
+        let removed = {
+            let mut areas = lock(&self.areas);
+            let r = areas.remove(id);
+            if r.is_some() {
+                state::save_areas(&self.state_dir, areas.by_id.values())?;
+            }
+            r
+        };
+        let Some(r) = removed else { return Ok(false) };
+        let dir = self.areas_dir.join(&r.id);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StagerError::io("remove", &dir)(e)),
+        }
+        tracing::info!(area = %r.id, label = %r.label, "area removed");
+        Ok(true)
+    }
+
+    /// Live areas, newest first.
+    pub fn areas(&self) -> msg::AreaList {
+        let areas = lock(&self.areas);
+        let mut v: Vec<&AreaRecord> = areas.by_id.values().collect();
+        v.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        msg::AreaList {
+            areas: v.into_iter().map(AreaRecord::summary).collect(),
+        }
+    }
+
+    /// Removes expired areas and stray directories, then reclaims unreferenced objects.
+    /// Returns the number of areas removed.
+    pub fn sweep(&self) -> Result<usize> {
+        let now = Utc::now();
+        let expired: Vec<String> = lock(&self.areas)
+            .by_id
+            .values()
+            .filter(|r| r.expired(now))
+            .map(|r| r.id.clone())
+            .collect();
+        let mut n = 0;
+        for id in expired {
+            if self.unstage(&id)? {
+                n += 1;
+            }
+        }
+        // Directories with no record (a crash between mkdir and the state write).
+        let known: std::collections::HashSet<String> =
+            lock(&self.areas).by_id.keys().cloned().collect();
+        if let Ok(rd) = fs::read_dir(&self.areas_dir) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let old = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .map(|t| t.elapsed().unwrap_or_default().as_secs() > 60)
+                    .unwrap_or(false);
+                if !known.contains(&name) && old {
+                    tracing::info!(dir = %name, "removing stray area directory");
+                    let _ = fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let (objs, bytes) = self.repo.gc()?;
+        if objs > 0 {
+            tracing::info!(objects = objs, bytes, "reclaimed repository space");
+        }
+        Ok(n)
+    }
+
+    /// The area an FTP login opens, if the credentials are right and it has not expired.
+    pub fn ftp_login(&self, user: &str, password: &str) -> Option<AreaRecord> {
+        let areas = lock(&self.areas);
+        let id = areas.by_user.get(user)?;
+        let r = areas.by_id.get(id)?;
+        (r.password_matches(password) && !r.expired(Utc::now())).then(|| r.clone())
+    }
+
+    /// The live area of an FTP user (no password check: after login).
+    pub fn area_of_user(&self, user: &str) -> Option<AreaRecord> {
+        let areas = lock(&self.areas);
+        let r = areas.by_id.get(areas.by_user.get(user)?)?;
+        (!r.expired(Utc::now())).then(|| r.clone())
+    }
+
+    /// The live area a capability token opens.
+    pub fn area_of_token(&self, token: &str) -> Option<AreaRecord> {
+        let areas = lock(&self.areas);
+        let r = areas.by_id.get(areas.by_token.get(&token_hash(token))?)?;
+        (!r.expired(Utc::now())).then(|| r.clone())
+    }
+
+    /// Records a completed transfer.
+    pub fn record_delivery(&self, area: &AreaRecord, file: &str, bytes: u64, protocol: &str) {
+        let d = Delivery {
+            seq: 0,
+            area_id: area.id.clone(),
+            label: area.label.clone(),
+            file: file.to_owned(),
+            bytes,
+            protocol: protocol.to_owned(),
+            at: rfc3339(Utc::now()),
+        };
+        match lock(&self.deliveries).append(d) {
+            Ok(d) => tracing::info!(seq = d.seq, area = %d.area_id, file = %d.file, bytes, protocol, "delivered"),
+            Err(e) => tracing::error!(error = %e, "cannot record a delivery"),
+        }
+    }
+
+    /// Deliveries after `after_seq`.
+    pub fn deliveries(&self, req: &msg::DeliveriesRequest) -> msg::Deliveries {
+        let log = lock(&self.deliveries);
+        let limit = req.limit.unwrap_or(1000).clamp(1, 1000) as usize;
+        msg::Deliveries {
+            deliveries: log.after(req.after_seq, limit),
+            last_seq: log.last_seq(),
+        }
+    }
+
+    /// Stage latency and totals.
+    pub fn stats(&self) -> msg::Stats {
+        let mut l: Vec<u64> = lock(&self.latencies_us).iter().copied().collect();
+        l.sort_unstable();
+        let (areas, area_bytes) = {
+            let a = lock(&self.areas);
+            (
+                a.by_id.len() as u64,
+                a.by_id.values().map(AreaRecord::bytes).sum(),
+            )
+        };
+        let (deliveries, delivered_bytes) = lock(&self.deliveries).totals();
+        msg::Stats {
+            stage_count: self.stage_count.load(std::sync::atomic::Ordering::Relaxed),
+            stage_p50_us: percentile(&l, 50.0),
+            stage_p99_us: percentile(&l, 99.0),
+            stage_max_us: l.last().copied().unwrap_or(0),
+            method: self.method.name().into(),
+            areas,
+            area_bytes,
+            deliveries,
+            delivered_bytes,
+        }
+    }
+}
+
+/// Nearest-rank percentile of sorted values (0 when empty).
+pub fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn url_host(h: &str) -> String {
+    if h.contains(':') && !h.starts_with('[') {
+        format!("[{h}]")
+    } else {
+        h.to_owned()
+    }
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it (every update
+/// here leaves the data consistent before it can panic).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::publish::publish;
+    use std::os::unix::fs::MetadataExt as _;
+
+    pub(crate) fn setup() -> (tempfile::TempDir, StagerConfig) {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = StagerConfig {
+            repository: d.path().join("repo"),
+            areas_dir: d.path().join("areas"),
+            state_dir: d.path().join("state"),
+            ..Default::default()
+        };
+        let src = d.path().join("src");
+        fs::create_dir_all(src.join("docs")).unwrap();
+        fs::write(src.join("big.bin"), vec![1u8; 100_000]).unwrap();
+        fs::write(src.join("docs/readme.txt"), b"read me").unwrap();
+        let repo = Repository::open(&cfg.repository).unwrap();
+        publish(&repo, "tool", "1.0", &[src], "notes", false).unwrap();
+        (d, cfg)
+    }
+
+    fn req(files: &[&str]) -> msg::StageRequest {
+        msg::StageRequest {
+            product: "tool".into(),
+            version: "1.0".into(),
+            files: files.iter().map(|s| s.to_string()).collect(),
+            label: "alice".into(),
+            ttl_secs: None,
+        }
+    }
+
+    #[test]
+    fn stage_hard_links_and_hands_out_working_secrets() {
+        let (_d, cfg) = setup();
+        let s = Stager::open(&cfg).unwrap();
+        assert_eq!(s.method(), Method::HardLink);
+        let a = s.stage(&req(&[])).unwrap();
+        assert_eq!(a.files.len(), 2);
+        let staged = s.areas_dir().join(&a.area_id).join("docs/readme.txt");
+        let obj = s.repository().object_path(&a.files[1].sha256).unwrap();
+        assert_eq!(
+            fs::metadata(&staged).unwrap().ino(),
+            fs::metadata(&obj).unwrap().ino()
+        );
+        assert!(a.ftp_url.starts_with(&format!("ftp://{}:{}@127.0.0.1:2121/", a.ftp_user, a.ftp_password)));
+        assert!(a.https_base.ends_with(&format!(":8444/d/{}/", a.token)));
+        assert!(s.ftp_login(&a.ftp_user, &a.ftp_password).is_some());
+        assert!(s.ftp_login(&a.ftp_user, "wrong").is_none());
+        assert_eq!(s.area_of_token(&a.token).unwrap().id, a.area_id);
+        assert!(s.area_of_token(&"0".repeat(64)).is_none());
+        // The state file holds no plaintext secret.
+        let state = fs::read_to_string(cfg.state_dir.join("areas.json")).unwrap();
+        assert!(!state.contains(&a.ftp_password) && !state.contains(&a.token));
+        assert_eq!(s.stats().stage_count, 1);
+    }
+
+    #[test]
+    fn subset_unknown_and_yanked() {
+        let (_d, cfg) = setup();
+        let s = Stager::open(&cfg).unwrap();
+        let a = s.stage(&req(&["docs/readme.txt"])).unwrap();
+        assert_eq!(a.files.len(), 1);
+        assert!(matches!(s.stage(&req(&["nope"])), Err(StagerError::NotFound(_))));
+        assert!(matches!(s.stage(&req(&["../x"])), Err(StagerError::Invalid(_))));
+        s.repository().yank("tool", "1.0").unwrap();
+        assert!(matches!(s.stage(&req(&[])), Err(StagerError::Refused(_))));
+        // The area staged before the yank still works.
+        assert!(s.area_of_token(&a.token).is_some());
+    }
+
+    #[test]
+    fn areas_survive_restart_and_expire() {
+        let (_d, cfg) = setup();
+        let a = {
+            let s = Stager::open(&cfg).unwrap();
+            s.stage(&req(&[])).unwrap()
+        };
+        let s = Stager::open(&cfg).unwrap();
+        assert!(s.ftp_login(&a.ftp_user, &a.ftp_password).is_some());
+        assert_eq!(s.areas().areas.len(), 1);
+        let mut r = req(&[]);
+        r.ttl_secs = Some(1);
+        let b = s.stage(&r).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        assert!(s.area_of_token(&b.token).is_none());
+        assert!(s.ftp_login(&b.ftp_user, &b.ftp_password).is_none());
+        assert_eq!(s.sweep().unwrap(), 1);
+        assert!(!s.areas_dir().join(&b.area_id).exists());
+        assert!(s.unstage(&a.area_id).unwrap());
+        assert!(!s.unstage(&a.area_id).unwrap());
+        assert!(s.areas().areas.is_empty());
+    }
+
+    #[test]
+    fn copy_fallback_places_equal_bytes() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("a");
+        fs::write(&src, b"bytes").unwrap();
+        for m in [Method::Copy, Method::Reflink] {
+            let dst = d.path().join(m.name());
+            let used = m.place(&src, &dst).unwrap();
+            assert_ne!(used, Method::HardLink);
+            assert_eq!(fs::read(&dst).unwrap(), b"bytes");
+            assert_ne!(fs::metadata(&dst).unwrap().ino(), fs::metadata(&src).unwrap().ino());
+        }
+    }
+
+    #[test]
+    fn percentiles() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&v, 50.0), 50);
+        assert_eq!(percentile(&v, 99.0), 99);
+        assert_eq!(percentile(&[], 50.0), 0);
+        assert_eq!(percentile(&[7], 99.0), 7);
+    }
+}
