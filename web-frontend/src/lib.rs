@@ -1,14 +1,45 @@
-//! placeholder (being written by the web-frontend owner)
+//! The ffs web frontend: the only public web UI. Customers sign in, see the products they are
+//! entitled to, and prepare downloads; admins see the catalog, live download areas, history,
+//! customers and staging latency. It holds no customer data and never carries (or reads)
+//! product bytes: it asks the internal db agent who someone is and what they may have, asks
+//! the ftp-stager to stage, and hands the browser resource locators that point straight at
+//! the stager.
+//!
+//! Main types:
+//! - [`Application`]: builds the actix-web HTTPS server (rustls) around bound listeners and
+//!   two commlink [`commlink::Client`]s; [`Listeners`] holds the sockets; `ffs web`,
+//!   `ffs demo` and the tests all start it this way.
+//! - [`WebConfig`]: the `[web]` section of `ffs.toml` ([`TOML_TEMPLATE`] is its commented
+//!   default).
+//! - [`error::AppError`]: the one error type handlers return; it implements
+//!   `ResponseError`, so every fault is a page (503 when a back end is unreachable).
+//! - [`backend::Backend`]: both commlinks with deadlines and metrics; the only module that
+//!   speaks the commlink message types.
+//! - [`session`]: signed + encrypted cookie sessions with idle/absolute timeouts, logout
+//!   revocation and CSRF tokens; [`throttle::LoginThrottle`]: per-address login throttling.
+//!
+//! Pure logic (no I/O) lives in [`views`], [`version`], [`format`], [`throttle`] and
+//! [`metrics`]; handlers (one per file) live in `routes`; templates in the top-level
+//! `templates/` directory (askama).
 
-/// This role's section of ffs.toml.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct WebConfig {}
+#![deny(missing_docs)]
 
-impl WebConfig {
-    /// Makes relative paths absolute against the config file's directory.
-    pub fn resolve_paths(&mut self, _base: &std::path::Path) {}
-}
+pub mod backend;
+pub mod config;
+pub mod deliveries;
+pub mod error;
+pub mod format;
+pub mod metrics;
+pub mod pages;
+mod routes;
+pub mod secrets;
+pub mod session;
+pub mod startup;
+pub mod state;
+pub mod throttle;
+pub mod tls;
+pub mod version;
+pub mod views;
 
-/// This role's section of ffs.toml, commented.
-pub const TOML_TEMPLATE: &str = "";
+pub use config::{AgentMode, TOML_TEMPLATE, WebConfig};
+pub use startup::{Application, Listeners, agent_client};

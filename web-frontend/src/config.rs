@@ -1,0 +1,188 @@
+//! `[web]`: this role's section of `ffs.toml`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How the frontend reaches the internal db agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentMode {
+    /// The frontend dials the agent's commlink listener (the patent's direction).
+    #[default]
+    Connect,
+    /// The frontend listens on `agent_listen` and the agent dials out to it, so the firewall
+    /// needs no inbound rule toward the inside.
+    Accept,
+}
+
+/// The web frontend's settings. Every field has a loopback default.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebConfig {
+    /// HTTPS listen address.
+    pub listen: String,
+    /// Optional plain-HTTP listen address that only redirects to HTTPS; empty = off.
+    pub http_redirect_listen: String,
+    /// Host name used in redirects to HTTPS; empty = taken from the request's Host header.
+    pub public_host: String,
+    /// TLS certificate chain (PEM).
+    pub tls_cert: PathBuf,
+    /// TLS private key (PEM, mode 0600).
+    pub tls_key: PathBuf,
+    /// Generate a self-signed certificate at these paths on first start when they are missing.
+    pub tls_generate: bool,
+    /// Names put into a generated certificate.
+    pub tls_names: Vec<String>,
+    /// Session cookie key file (64 random bytes, mode 0600; generated on first start).
+    pub session_key: PathBuf,
+    /// Where the delivery forwarder remembers the last delivery it forwarded.
+    pub state_file: PathBuf,
+    /// `connect` (dial `agent_addr`) or `accept` (listen on `agent_listen`; the agent dials out).
+    pub agent_mode: AgentMode,
+    /// The agent's commlink address, for `agent_mode = "connect"`.
+    pub agent_addr: String,
+    /// Where to listen for the agent, for `agent_mode = "accept"`.
+    pub agent_listen: String,
+    /// The stager's commlink address.
+    pub stager_addr: String,
+    /// A session unused this long is over.
+    pub session_idle_secs: u64,
+    /// A session is over this long after login, however busy.
+    pub session_absolute_secs: u64,
+    /// Failed logins allowed per client address within `login_window_secs`.
+    pub login_attempts: u32,
+    /// The per-address login throttling window.
+    pub login_window_secs: u64,
+    /// Longest wait for a reply from the agent or stager before the page says "unavailable".
+    pub backend_timeout_ms: u64,
+    /// Seconds between polls of the stager's delivery log.
+    pub delivery_poll_secs: u64,
+    /// Take the client address from `X-Forwarded-For` (only behind a trusted proxy).
+    pub trust_forwarded_for: bool,
+    /// HTTP worker threads; 0 = one per CPU.
+    pub workers: usize,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            listen: "127.0.0.1:8443".into(),
+            http_redirect_listen: String::new(),
+            public_host: String::new(),
+            tls_cert: PathBuf::from("web-cert.pem"),
+            tls_key: PathBuf::from("web-key.pem"),
+            tls_generate: true,
+            tls_names: vec!["localhost".into(), "127.0.0.1".into()],
+            session_key: PathBuf::from("web-session.key"),
+            state_file: PathBuf::from("web-state.json"),
+            agent_mode: AgentMode::Connect,
+            agent_addr: "127.0.0.1:7701".into(),
+            agent_listen: "127.0.0.1:7702".into(),
+            stager_addr: "127.0.0.1:7711".into(),
+            session_idle_secs: 30 * 60,
+            session_absolute_secs: 12 * 3600,
+            login_attempts: 10,
+            login_window_secs: 300,
+            backend_timeout_ms: 1500,
+            delivery_poll_secs: 2,
+            trust_forwarded_for: false,
+            workers: 0,
+        }
+    }
+}
+
+impl WebConfig {
+    /// Makes relative paths absolute against the config file's directory.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        for p in [
+            &mut self.tls_cert,
+            &mut self.tls_key,
+            &mut self.session_key,
+            &mut self.state_file,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+    }
+
+    /// The backend reply deadline.
+    pub fn backend_timeout(&self) -> Duration {
+        Duration::from_millis(self.backend_timeout_ms.clamp(50, 60_000))
+    }
+}
+
+/// This role's section of ffs.toml, commented, every setting at its default.
+pub const TOML_TEMPLATE: &str = r#"[web]
+# HTTPS listen address of the customer and admin pages.
+listen = "127.0.0.1:8443"
+# Optional plain-HTTP address that only redirects to HTTPS, e.g. "127.0.0.1:8080"; empty = off.
+http_redirect_listen = ""
+# Host name used in redirects to HTTPS; empty = the request's Host header.
+public_host = ""
+# TLS certificate chain and key (PEM; the key must be mode 0600).
+tls_cert = "web-cert.pem"
+tls_key = "web-key.pem"
+# When the files above are missing, generate a self-signed certificate for these names
+# and print its SHA-256 fingerprint.
+tls_generate = true
+tls_names = ["localhost", "127.0.0.1"]
+# Session cookie key (64 random bytes, mode 0600), generated on first start.
+session_key = "web-session.key"
+# Remembers the last stager delivery forwarded to the agent.
+state_file = "web-state.json"
+# "connect": dial the agent at agent_addr. "accept": listen on agent_listen and let the
+# agent dial out (no inbound firewall rule toward the inside).
+agent_mode = "connect"
+agent_addr = "127.0.0.1:7701"
+agent_listen = "127.0.0.1:7702"
+# The stager's commlink address.
+stager_addr = "127.0.0.1:7711"
+# Session idle and absolute timeouts, in seconds.
+session_idle_secs = 1800
+session_absolute_secs = 43200
+# Per-address login throttling: this many failed logins per window.
+login_attempts = 10
+login_window_secs = 300
+# Longest wait for the agent or stager before a page says "temporarily unavailable".
+backend_timeout_ms = 1500
+# Seconds between polls of the stager's delivery log.
+delivery_poll_secs = 2
+# Take the client address from X-Forwarded-For (only behind a trusted proxy).
+trust_forwarded_for = false
+# HTTP worker threads; 0 = one per CPU.
+workers = 0
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_parses_to_defaults() {
+        #[derive(Deserialize)]
+        struct Wrap {
+            web: WebConfig,
+        }
+        let w: Wrap = toml_parse(TOML_TEMPLATE);
+        let d = WebConfig::default();
+        assert_eq!(
+            serde_json::to_value(&w.web).unwrap(),
+            serde_json::to_value(&d).unwrap()
+        );
+    }
+
+    fn toml_parse<T: serde::de::DeserializeOwned>(s: &str) -> T {
+        toml::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn resolve_paths_makes_absolute() {
+        let mut c = WebConfig::default();
+        c.resolve_paths(Path::new("/etc/ffs"));
+        assert_eq!(c.tls_key, PathBuf::from("/etc/ffs/web-key.pem"));
+        assert_eq!(c.session_key, PathBuf::from("/etc/ffs/web-session.key"));
+    }
+}

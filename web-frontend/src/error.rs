@@ -1,0 +1,170 @@
+//! Errors: [`StartError`] for start-up (files, TLS, binding) and [`AppError`], the one error
+//! type handlers return; it implements `ResponseError`, so every failure is a page.
+
+use std::path::{Path, PathBuf};
+
+use actix_web::http::StatusCode;
+use actix_web::http::header;
+use actix_web::{HttpResponse, ResponseError};
+use askama::Template as _;
+
+use crate::pages::ErrorPage;
+
+/// Why the frontend could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A secret file with group/other permission bits.
+    #[error("{path} has mode {mode:04o}; secret files must be 0600 (chmod 600 {path})")]
+    Permissions {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A secret file whose content is not what it should be.
+    #[error("{path}: {why}")]
+    BadSecret {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// The TLS certificate or key is unusable.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// A listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl StartError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        StartError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Everything a handler can fail with. Each variant knows its status and page.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// No (live) session: redirect to the login page.
+    #[error("login required")]
+    LoginRequired,
+    /// Logged in, but not allowed (e.g. a customer on an admin page).
+    #[error("forbidden")]
+    Forbidden,
+    /// A product, release, file or page that does not exist or is not yours.
+    #[error("not found")]
+    NotFound,
+    /// A form that is malformed.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// A state-changing form without a valid CSRF token.
+    #[error("CSRF token missing or wrong")]
+    Csrf,
+    /// Too many failed logins from this address.
+    #[error("too many login attempts; retry in {0} s")]
+    Throttled(u64),
+    /// A back-end link is down or too slow.
+    #[error("{0} unavailable")]
+    Unavailable(&'static str),
+    /// A bug or an unexpected reply; details go to the log, not the page.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ResponseError for AppError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            AppError::LoginRequired => StatusCode::SEE_OTHER,
+            AppError::Forbidden | AppError::Csrf => StatusCode::FORBIDDEN,
+            AppError::NotFound => StatusCode::NOT_FOUND,
+            AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if let AppError::LoginRequired = self {
+            return HttpResponse::SeeOther()
+                .insert_header((header::LOCATION, "/login"))
+                .finish();
+        }
+        let (title, message) = match self {
+            AppError::LoginRequired => unreachable_title(),
+            AppError::Forbidden => (
+                "Not allowed",
+                "Your account may not open this page.".to_string(),
+            ),
+            AppError::NotFound => (
+                "Not found",
+                "There is nothing here, or it is not available to your account.".to_string(),
+            ),
+            AppError::BadRequest(m) => ("Bad request", m.clone()),
+            AppError::Csrf => (
+                "Form expired",
+                "This form has expired or did not come from this site. Go back, reload the page and try again."
+                    .to_string(),
+            ),
+            AppError::Throttled(s) => (
+                "Too many attempts",
+                format!("Too many failed sign-ins from your address. Try again in {s} seconds."),
+            ),
+            AppError::Unavailable(what) => (
+                "Temporarily unavailable",
+                format!(
+                    "The {what} cannot be reached right now. This usually fixes itself within a minute; please try again shortly."
+                ),
+            ),
+            AppError::Internal(m) => {
+                tracing::error!(error = %m, "internal error");
+                (
+                    "Something went wrong",
+                    "An unexpected error occurred. It has been logged.".to_string(),
+                )
+            }
+        };
+        let page = ErrorPage {
+            title,
+            message: &message,
+            code: status.as_u16(),
+        };
+        let body = page
+            .render()
+            .unwrap_or_else(|_| format!("{} {}", status.as_u16(), title));
+        let mut resp = HttpResponse::build(status);
+        resp.insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"));
+        match self {
+            AppError::Unavailable(_) => {
+                resp.insert_header((header::RETRY_AFTER, "5"));
+            }
+            AppError::Throttled(s) => {
+                resp.insert_header((header::RETRY_AFTER, s.to_string()));
+            }
+            _ => {}
+        }
+        resp.body(body)
+    }
+}
+
+fn unreachable_title() -> (&'static str, String) {
+    ("Sign in", "Please sign in.".to_string())
+}

@@ -1,0 +1,58 @@
+//! `GET /admin/areas`: live download areas (who, what, expiry) with a revoke button each.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use commlink::msg::stager::AreasRequest;
+use serde::Deserialize;
+
+use crate::backend::Peer;
+use crate::error::AppError;
+use crate::format;
+use crate::pages::{AdminAreasPage, AreaRow, render};
+use crate::session::Admin;
+use crate::state::AppState;
+
+#[derive(Deserialize)]
+pub(crate) struct Query {
+    revoked: Option<String>,
+}
+
+pub(crate) async fn areas(
+    Admin(user, session): Admin,
+    state: web::Data<AppState>,
+    query: web::Query<Query>,
+) -> Result<HttpResponse, AppError> {
+    let list = state
+        .backend
+        .request(Peer::Stager, &AreasRequest {})
+        .await?;
+    let mut areas = list.areas;
+    areas.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    let rows = areas
+        .into_iter()
+        .map(|a| AreaRow {
+            who: a.label,
+            created: format::time(&a.created_at),
+            expires: format::time(&a.expires_at),
+            size: format::size(a.bytes),
+            files: a.file_count,
+            area_id: a.area_id,
+            product: a.product,
+            version: a.version,
+        })
+        .collect();
+    let notice = query.revoked.as_deref().map(|r| match r {
+        "1" => {
+            "The download area was revoked; its links and credentials no longer work.".to_string()
+        }
+        _ => "That download area was already gone.".to_string(),
+    });
+    render(
+        StatusCode::OK,
+        &AdminAreasPage {
+            nav: super::nav(Some(&user), &session, "admin"),
+            rows,
+            notice,
+        },
+    )
+}

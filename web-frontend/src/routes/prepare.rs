@@ -1,0 +1,92 @@
+//! `POST /prepare`: agent.authorize → stager.stage → agent.record_download, then the page with
+//! the links and one-time credentials. The agent decides; editing the form's product or
+//! version only gets a "not found".
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use commlink::msg::stager::StageRequest;
+
+use crate::backend::{BackendError, Peer};
+use crate::error::AppError;
+use crate::format;
+use crate::pages::{PreparedPage, render};
+use crate::session::{self, User};
+use crate::state::AppState;
+use crate::views;
+
+use super::{FormPairs, client_ip};
+
+pub(crate) async fn prepare(
+    req: HttpRequest,
+    User(user, session): User,
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AppError> {
+    let form = FormPairs::parse(&body)?;
+    session::check_csrf(&session, form.get("csrf").unwrap_or(""))?;
+    let product = form.req("product")?.to_string();
+    let version = form.req("version")?.to_string();
+    let files = form.all("file");
+    let ip = client_ip(&req, &state).to_string();
+
+    state
+        .backend
+        .authorize(user.id, &product, &version)
+        .await
+        .map_err(|e| {
+            if e.code() == Some("denied") {
+                tracing::warn!(login = %user.login, %product, %version, "prepare refused by the agent");
+            }
+            AppError::from(e)
+        })?;
+    let area = state
+        .backend
+        .request(
+            Peer::Stager,
+            &StageRequest {
+                product: product.clone(),
+                version: version.clone(),
+                files,
+                label: user.login.clone(),
+                ttl_secs: None,
+            },
+        )
+        .await
+        .map_err(|e| match e {
+            BackendError::Refused { code, message, .. } if code == "bad-request" => {
+                AppError::BadRequest(message)
+            }
+            other => AppError::from(other),
+        })?;
+    if let Err(e) = state
+        .backend
+        .record_download(user.id, &area, &product, &version, &ip)
+        .await
+    {
+        // An unrecorded download must not stay usable: withdraw the area.
+        let _ = state
+            .backend
+            .request(
+                Peer::Stager,
+                &commlink::msg::stager::UnstageRequest {
+                    area_id: area.area_id.clone(),
+                },
+            )
+            .await;
+        return Err(e.into());
+    }
+    tracing::info!(login = %user.login, %product, %version, area = %area.area_id, "download prepared");
+    let page = PreparedPage {
+        nav: super::nav(Some(&user), &session, "products"),
+        recipe: views::recipe(&product, &version, &area),
+        files: views::links(&area),
+        product,
+        version,
+        ftp_url: area.ftp_url.clone(),
+        ftp_user: area.ftp_user.clone(),
+        ftp_password: area.ftp_password.clone(),
+        https_base: area.https_base.clone(),
+        expires: format::time(&area.expires_at),
+    };
+    render(StatusCode::OK, &page)
+}

@@ -1,0 +1,96 @@
+//! Secret files: the session cookie key and the TLS key. Each must be mode 0600 (no group or
+//! other bits) or it is refused; new ones are created with 0600 from the OS random source.
+
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::Path;
+
+use crate::error::StartError;
+
+/// Length of the session key (actix's cookie `Key` wants 64 bytes).
+pub const SESSION_KEY_LEN: usize = 64;
+
+/// Refuses a secret file readable or writable by group or others.
+pub fn check_mode(path: &Path) -> Result<(), StartError> {
+    let meta = std::fs::metadata(path).map_err(|e| StartError::io(path, e))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(StartError::Permissions {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+/// Writes a new secret file with mode 0600; fails if it exists.
+pub fn write_new(path: &Path, bytes: &[u8]) -> Result<(), StartError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| StartError::io(dir, e))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| StartError::io(path, e))?;
+    f.write_all(bytes).map_err(|e| StartError::io(path, e))?;
+    f.sync_all().map_err(|e| StartError::io(path, e))?;
+    Ok(())
+}
+
+/// Loads the session key, generating it on first start.
+pub fn load_or_create_session_key(path: &Path) -> Result<[u8; SESSION_KEY_LEN], StartError> {
+    if !path.exists() {
+        let mut key = [0u8; SESSION_KEY_LEN];
+        rand::fill(&mut key[..]);
+        write_new(path, hex::encode(key).as_bytes())?;
+        tracing::info!(path = %path.display(), "generated a new session key");
+        return Ok(key);
+    }
+    check_mode(path)?;
+    let text = std::fs::read_to_string(path).map_err(|e| StartError::io(path, e))?;
+    let bytes = hex::decode(text.trim()).map_err(|_| StartError::BadSecret {
+        path: path.to_path_buf(),
+        why: "expected hex",
+    })?;
+    <[u8; SESSION_KEY_LEN]>::try_from(bytes.as_slice()).map_err(|_| StartError::BadSecret {
+        path: path.to_path_buf(),
+        why: "expected 64 bytes of hex",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_key_is_created_0600_and_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/k");
+        let a = load_or_create_session_key(&p).unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let b = load_or_create_session_key(&p).unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a, [0u8; SESSION_KEY_LEN]);
+    }
+
+    #[test]
+    fn loose_permissions_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k");
+        load_or_create_session_key(&p).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = load_or_create_session_key(&p).unwrap_err();
+        assert!(e.to_string().contains("0644"), "{e}");
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k");
+        write_new(&p, b"zz").unwrap();
+        assert!(load_or_create_session_key(&p).is_err());
+    }
+}

@@ -1,0 +1,367 @@
+//! [`Application`]: builds the HTTPS server (and the optional HTTP→HTTPS redirector) around
+//! already-bound listeners and commlink clients, so `ffs web`, `ffs demo` and tests all start
+//! it the same way.
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_session::SessionMiddleware;
+use actix_session::config::{BrowserSession, CookieContentSecurity};
+use actix_session::storage::CookieSessionStore;
+use actix_web::body::MessageBody;
+use actix_web::cookie::{Key, SameSite};
+use actix_web::dev::{Server, ServerHandle, ServiceRequest, ServiceResponse};
+use actix_web::http::header;
+use actix_web::middleware::DefaultHeaders;
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use commlink::{Client, LinkConfig};
+
+use crate::backend::Backend;
+use crate::config::{AgentMode, WebConfig};
+use crate::deliveries::Forwarder;
+use crate::error::{AppError, StartError};
+use crate::metrics::Metrics;
+use crate::state::AppState;
+use crate::{routes, secrets, tls};
+
+/// The content security policy: no inline script or style, nothing framed, forms only here.
+pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Already-bound sockets for the web server.
+pub struct Listeners {
+    /// The HTTPS listener.
+    pub https: TcpListener,
+    /// The optional plain-HTTP listener that only redirects.
+    pub http_redirect: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the addresses in the config.
+    pub fn bind(cfg: &WebConfig) -> Result<Listeners, StartError> {
+        let bind = |addr: &str| {
+            TcpListener::bind(addr).map_err(|source| StartError::Bind {
+                addr: addr.to_string(),
+                source,
+            })
+        };
+        Ok(Listeners {
+            https: bind(&cfg.listen)?,
+            http_redirect: if cfg.http_redirect_listen.trim().is_empty() {
+                None
+            } else {
+                Some(bind(&cfg.http_redirect_listen)?)
+            },
+        })
+    }
+}
+
+/// A built (and listening) web frontend.
+pub struct Application {
+    server: Server,
+    redirect: Option<Server>,
+    port: u16,
+    http_port: Option<u16>,
+    fingerprint: String,
+    forwarder: Option<Forwarder>,
+    state: web::Data<AppState>,
+}
+
+/// The agent client as the config says: dial `agent_addr`, or listen on `agent_listen` and
+/// wait for the agent to dial out. Must be called inside a Tokio runtime.
+pub async fn agent_client(cfg: &WebConfig, link: LinkConfig) -> Result<Client, StartError> {
+    Ok(match cfg.agent_mode {
+        AgentMode::Connect => Client::dial(cfg.agent_addr.clone(), link),
+        AgentMode::Accept => {
+            let l = tokio::net::TcpListener::bind(&cfg.agent_listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: cfg.agent_listen.clone(),
+                    source,
+                })?;
+            tracing::info!(addr = %cfg.agent_listen, "waiting for the db agent to dial in");
+            Client::accept(l, link)
+        }
+    })
+}
+
+impl Application {
+    /// Everything from the config: binds the listeners, creates both commlink clients and
+    /// builds the server (what `ffs web` runs). Must be called inside a Tokio runtime.
+    pub async fn from_config(cfg: WebConfig, link: LinkConfig) -> Result<Application, StartError> {
+        let listeners = Listeners::bind(&cfg)?;
+        let agent = agent_client(&cfg, link.clone()).await?;
+        let stager = Client::dial(cfg.stager_addr.clone(), link);
+        Application::build(cfg, agent, stager, listeners)
+    }
+
+    /// Builds the server around bound listeners and the two clients (tests and `ffs demo`
+    /// bind port 0). Loads or generates the TLS identity and the session key. Must be called
+    /// inside a Tokio runtime; serving starts with [`Application::run_until`].
+    pub fn build(
+        cfg: WebConfig,
+        agent: Client,
+        stager: Client,
+        listeners: Listeners,
+    ) -> Result<Application, StartError> {
+        let identity = tls::load_or_generate(&cfg)?;
+        if identity.generated {
+            tracing::info!(fingerprint = %identity.fingerprint, "self-signed certificate generated");
+        }
+        let key = secrets::load_or_create_session_key(&cfg.session_key)?;
+        let metrics = Arc::new(Metrics::default());
+        let backend = Backend::new(agent, stager, cfg.backend_timeout(), metrics.clone());
+        let forwarder = Forwarder::new(
+            backend.clone(),
+            metrics.clone(),
+            cfg.state_file.clone(),
+            Duration::from_secs(cfg.delivery_poll_secs.max(1)),
+        );
+        let port = local_port(&listeners.https)?;
+        let http_port = match &listeners.http_redirect {
+            Some(l) => Some(local_port(l)?),
+            None => None,
+        };
+        let workers = if cfg.workers == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            cfg.workers
+        };
+        let public_host = cfg.public_host.clone();
+        let state = web::Data::new(AppState::new(cfg, backend, metrics));
+        let app_state = state.clone();
+        let key = Key::from(&key);
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .app_data(web::PayloadConfig::new(64 * 1024))
+                .configure(routes::configure)
+                .default_service(web::to(not_found))
+                .wrap(session_middleware(key.clone()))
+                .wrap(security_headers())
+                .wrap(actix_web::middleware::from_fn(record_metrics))
+        })
+        .workers(workers)
+        .disable_signals()
+        .shutdown_timeout(5)
+        .listen_rustls_0_23(listeners.https, (*identity.config).clone())
+        .map_err(|source| StartError::Bind {
+            addr: format!("port {port}"),
+            source,
+        })?
+        .run();
+        let redirect = match listeners.http_redirect {
+            Some(l) => Some(
+                HttpServer::new(move || {
+                    let host = public_host.clone();
+                    App::new()
+                        .app_data(web::Data::new(RedirectTarget { host, port }))
+                        .default_service(web::to(redirect_to_https))
+                })
+                .workers(1)
+                .disable_signals()
+                .shutdown_timeout(1)
+                .listen(l)
+                .map_err(|source| StartError::Bind {
+                    addr: format!("port {}", http_port.unwrap_or(0)),
+                    source,
+                })?
+                .run(),
+            ),
+            None => None,
+        };
+        Ok(Application {
+            server,
+            redirect,
+            port,
+            http_port,
+            fingerprint: identity.fingerprint,
+            forwarder: Some(forwarder),
+            state,
+        })
+    }
+
+    /// The HTTPS port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The plain-HTTP redirect port, if any.
+    pub fn http_port(&self) -> Option<u16> {
+        self.http_port
+    }
+
+    /// SHA-256 fingerprint of the server certificate, `AB:CD:…`.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// A handle that stops the HTTPS server.
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Whether both commlinks are up right now.
+    pub fn links_up(&self) -> (bool, bool) {
+        (
+            self.state.backend.agent_up(),
+            self.state.backend.stager_up(),
+        )
+    }
+
+    /// Disables the background delivery forwarder (tests that drive it by hand).
+    pub fn without_forwarder(mut self) -> Self {
+        self.forwarder = None;
+        self
+    }
+
+    /// Serves until `shutdown` completes (or the server stops), then stops gracefully.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let redirect_handle = self.redirect.as_ref().map(Server::handle);
+        let fwd = self.forwarder.map(|f| tokio::spawn(f.run()));
+        let redirect = self.redirect;
+        let redirect_task = redirect.map(tokio::spawn);
+        let server = self.server;
+        tokio::pin!(server);
+        let r = tokio::select! {
+            r = &mut server => r,
+            () = shutdown => {
+                handle.stop(true).await;
+                server.await
+            }
+        };
+        if let Some(h) = redirect_handle {
+            h.stop(false).await;
+        }
+        if let Some(t) = redirect_task {
+            let _ = t.await;
+        }
+        if let Some(f) = fwd {
+            f.abort();
+        }
+        r
+    }
+}
+
+fn local_port(l: &TcpListener) -> Result<u16, StartError> {
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|source| StartError::Bind {
+            addr: "listener".into(),
+            source,
+        })
+}
+
+/// The session cookie: private (encrypted + authenticated), Secure, HttpOnly, SameSite=Lax,
+/// a browser-session cookie (idle/absolute limits are enforced in `session`).
+pub fn session_middleware(key: Key) -> SessionMiddleware<CookieSessionStore> {
+    SessionMiddleware::builder(CookieSessionStore::default(), key)
+        .cookie_name("ffs_session".into())
+        .cookie_secure(true)
+        .cookie_http_only(true)
+        .cookie_same_site(SameSite::Lax)
+        .cookie_content_security(CookieContentSecurity::Private)
+        .session_lifecycle(BrowserSession::default())
+        .build()
+}
+
+/// Security headers on every response.
+pub fn security_headers() -> DefaultHeaders {
+    DefaultHeaders::new()
+        .add((header::CONTENT_SECURITY_POLICY, CSP))
+        .add((
+            header::STRICT_TRANSPORT_SECURITY,
+            "max-age=31536000; includeSubDomains",
+        ))
+        .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .add((header::X_FRAME_OPTIONS, "DENY"))
+        .add((header::REFERRER_POLICY, "no-referrer"))
+        .add((header::CACHE_CONTROL, "no-store"))
+        .add((
+            "Permissions-Policy",
+            "camera=(), microphone=(), geolocation=()",
+        ))
+        .add(("Cross-Origin-Opener-Policy", "same-origin"))
+}
+
+async fn record_metrics(
+    req: ServiceRequest,
+    next: actix_web::middleware::Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let start = Instant::now();
+    let method = req.method().to_string();
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let res = next.call(req).await;
+    if let Some(state) = state {
+        let (route, status) = match &res {
+            Ok(r) => (
+                r.request()
+                    .match_pattern()
+                    .unwrap_or_else(|| "unmatched".into()),
+                r.status().as_u16(),
+            ),
+            Err(e) => ("error".into(), e.as_response_error().status_code().as_u16()),
+        };
+        state
+            .metrics
+            .request(&method, &route, status, start.elapsed());
+    }
+    res
+}
+
+async fn not_found() -> Result<HttpResponse, AppError> {
+    Err(AppError::NotFound)
+}
+
+struct RedirectTarget {
+    host: String,
+    port: u16,
+}
+
+async fn redirect_to_https(req: HttpRequest, t: web::Data<RedirectTarget>) -> HttpResponse {
+    let host = if t.host.is_empty() {
+        let h = req.connection_info().host().to_string();
+        strip_port(&h).to_string()
+    } else {
+        t.host.clone()
+    };
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let port = if t.port == 443 {
+        String::new()
+    } else {
+        format!(":{}", t.port)
+    };
+    HttpResponse::PermanentRedirect()
+        .insert_header((header::LOCATION, format!("https://{host}{port}{pq}")))
+        .finish()
+}
+
+/// `host:port` → `host`, keeping bracketed IPv6 literals whole.
+fn strip_port(h: &str) -> &str {
+    if h.starts_with('[') {
+        return h.split_once(']').map_or(h, |(a, _)| &h[..=a.len()]);
+    }
+    match h.rsplit_once(':') {
+        Some((a, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !a.contains(':') => a,
+        _ => h,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_port;
+
+    #[test]
+    fn strips_ports() {
+        assert_eq!(strip_port("example.com:8080"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("[::1]:8080"), "[::1]");
+        assert_eq!(strip_port("127.0.0.1:80"), "127.0.0.1");
+    }
+}

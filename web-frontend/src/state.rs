@@ -1,0 +1,47 @@
+//! [`AppState`]: what every handler shares (config, back ends, metrics, throttle, revoked
+//! sessions, the last good catalog).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use commlink::msg::stager::ReleaseInfo;
+
+use crate::backend::Backend;
+use crate::config::WebConfig;
+use crate::metrics::Metrics;
+use crate::session::Revoked;
+use crate::throttle::LoginThrottle;
+
+/// Shared by all workers.
+pub struct AppState {
+    /// The `[web]` settings.
+    pub cfg: WebConfig,
+    /// Agent and stager links.
+    pub backend: Backend,
+    /// Prometheus counters.
+    pub metrics: Arc<Metrics>,
+    /// Per-address failed-login counter.
+    pub throttle: LoginThrottle,
+    /// Session ids ended by logout.
+    pub revoked: Revoked,
+    /// The last catalog the stager sent, with its time, shown when the stager is down.
+    pub last_catalog: Mutex<Option<(String, Vec<ReleaseInfo>)>>,
+}
+
+impl AppState {
+    /// Builds the state around a back end.
+    pub fn new(cfg: WebConfig, backend: Backend, metrics: Arc<Metrics>) -> Self {
+        let throttle = LoginThrottle::new(
+            cfg.login_attempts,
+            Duration::from_secs(cfg.login_window_secs.max(1)),
+        );
+        AppState {
+            cfg,
+            backend,
+            metrics,
+            throttle,
+            revoked: Revoked::default(),
+            last_catalog: Mutex::new(None),
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! Pure functions from back-end data to page views: the entitlement ∩ catalog intersection,
+//! the download recipe. No I/O, so the rules are unit-tested directly.
+
+use std::collections::BTreeMap;
+
+use commlink::msg::stager::{ReleaseInfo, StagedArea};
+
+use crate::backend::{Entitlement, HistoryEntry};
+use crate::format;
+use crate::pages::{FileView, HistoryView, LinkView, ProductView, ReleaseView};
+use crate::version;
+
+/// Whether an entitlement's expiry (RFC 3339 or `YYYY-MM-DD`) has passed at `now`.
+pub fn expired(until: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> bool {
+    let Some(u) = until.map(str::trim).filter(|u| !u.is_empty()) else {
+        return false;
+    };
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(u) {
+        return t < now;
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(u, "%Y-%m-%d") {
+        return d < now.date_naive();
+    }
+    // Unknown format: fail closed for display (the agent decides at prepare time anyway).
+    true
+}
+
+/// Whether any live entitlement covers this release.
+pub fn entitled(
+    ents: &[Entitlement],
+    product: &str,
+    version: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> bool {
+    ents.iter().any(|e| {
+        e.product == product
+            && !expired(e.until.as_deref(), now)
+            && version::matches(&e.versions, version)
+    })
+}
+
+/// The products page: each entitled product with the published (not yanked) releases its
+/// entitlements cover, newest first. Products with no live entitlement are absent.
+pub fn products(
+    ents: &[Entitlement],
+    catalog: &[ReleaseInfo],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<ProductView> {
+    let mut by_product: BTreeMap<&str, Vec<&Entitlement>> = BTreeMap::new();
+    for e in ents.iter().filter(|e| !expired(e.until.as_deref(), now)) {
+        by_product.entry(e.product.as_str()).or_default().push(e);
+    }
+    by_product
+        .into_iter()
+        .map(|(name, es)| {
+            let mut releases: Vec<&ReleaseInfo> = catalog
+                .iter()
+                .filter(|r| {
+                    r.product == name
+                        && !r.yanked
+                        && es.iter().any(|e| version::matches(&e.versions, &r.version))
+                })
+                .collect();
+            releases.sort_by(|a, b| version::compare(&b.version, &a.version));
+            let versions = es
+                .iter()
+                .map(|e| {
+                    if e.versions.trim().is_empty() {
+                        "any".to_string()
+                    } else {
+                        e.versions.clone()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" or ");
+            let until = es
+                .iter()
+                .map(|e| e.until.clone())
+                .collect::<Option<Vec<String>>>()
+                .and_then(|v| v.into_iter().max())
+                .map(|u| format::time(&u));
+            ProductView {
+                name: name.to_string(),
+                versions,
+                until,
+                releases: releases.into_iter().map(release_view).collect(),
+            }
+        })
+        .collect()
+}
+
+fn release_view(r: &ReleaseInfo) -> ReleaseView {
+    let total: u64 = r.files.iter().map(|f| f.size).sum();
+    ReleaseView {
+        product: r.product.clone(),
+        version: r.version.clone(),
+        notes: r.notes.clone(),
+        published: format::time(&r.published_at),
+        total: format::size(total),
+        anchor: format!(
+            "r-{}-{}",
+            format::url_segment(&r.product),
+            format::url_segment(&r.version)
+        )
+        .replace('%', "_"),
+        files: r
+            .files
+            .iter()
+            .map(|f| FileView {
+                name: f.name.clone(),
+                size: format::size(f.size),
+                bytes: f.size,
+                sha256: f.sha256.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// The HTTPS URL of one staged file.
+pub fn file_url(https_base: &str, name: &str) -> String {
+    let base = https_base.trim_end_matches('/');
+    format!("{base}/{}", format::url_path(name))
+}
+
+/// The links of a staged area.
+pub fn links(area: &StagedArea) -> Vec<LinkView> {
+    area.files
+        .iter()
+        .map(|f| LinkView {
+            name: f.name.clone(),
+            url: file_url(&area.https_base, &f.name),
+            size: format::size(f.size),
+            sha256: f.sha256.clone(),
+        })
+        .collect()
+}
+
+/// A copy-paste shell recipe: fetch every file with curl (resumable) and check SHA-256.
+pub fn recipe(product: &str, version: &str, area: &StagedArea) -> String {
+    let dir = format!("{product}-{version}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect::<String>();
+    let mut s = format!(
+        "# {product} {version}; links expire {}\n# (for a self-signed test certificate add -k to curl)\nmkdir -p {q} && cd {q}\n",
+        format::time(&area.expires_at),
+        q = format::shell_quote(&dir)
+    );
+    for f in &area.files {
+        s.push_str(&format!(
+            "curl -fSL --create-dirs -C - -o {} {}\n",
+            format::shell_quote(&f.name),
+            format::shell_quote(&file_url(&area.https_base, &f.name))
+        ));
+    }
+    s.push_str("sha256sum -c <<'SUMS'\n");
+    for f in &area.files {
+        s.push_str(&format!("{}  {}\n", f.sha256, f.name));
+    }
+    s.push_str("SUMS\n");
+    s
+}
+
+/// A history row for display.
+pub fn history_row(h: &HistoryEntry, can_prepare: bool) -> HistoryView {
+    HistoryView {
+        id: h.id.to_string(),
+        login: h.login.clone(),
+        product: h.product.clone(),
+        version: h.version.clone(),
+        files: h.files.join(", "),
+        at: format::time(&h.at),
+        client_addr: h.client_addr.clone(),
+        delivered: format::size(h.bytes_delivered),
+        can_prepare,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use commlink::msg::stager::FileInfo;
+
+    fn rel(p: &str, v: &str, yanked: bool) -> ReleaseInfo {
+        ReleaseInfo {
+            product: p.into(),
+            version: v.into(),
+            notes: String::new(),
+            published_at: "2026-11-01T00:00:00Z".into(),
+            yanked,
+            files: vec![FileInfo {
+                name: "a.bin".into(),
+                size: 10,
+                sha256: "00".repeat(32),
+            }],
+        }
+    }
+
+    fn ent(p: &str, v: &str, until: Option<&str>) -> Entitlement {
+        Entitlement {
+            product: p.into(),
+            versions: v.into(),
+            until: until.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn intersection_filters_product_version_yank_and_expiry() {
+        let now = chrono::Utc::now();
+        let catalog = vec![
+            rel("alpha", "1.0", false),
+            rel("alpha", "2.0", false),
+            rel("alpha", "2.10", false),
+            rel("alpha", "2.5", true),
+            rel("alpha", "3.0", false),
+            rel("beta", "1.0", false),
+            rel("gamma", "1.0", false),
+        ];
+        let ents = vec![
+            ent("alpha", ">=2.0, <3", None),
+            ent("gamma", "*", Some("2000-01-01")),
+            ent("delta", "*", None),
+        ];
+        let p = products(&ents, &catalog, now);
+        let names: Vec<_> = p.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["alpha", "delta"],
+            "beta not entitled, gamma expired"
+        );
+        let versions: Vec<_> = p[0].releases.iter().map(|r| r.version.as_str()).collect();
+        assert_eq!(
+            versions,
+            ["2.10", "2.0"],
+            "newest first, yanked and out-of-range hidden"
+        );
+        assert!(p[1].releases.is_empty());
+        assert!(entitled(&ents, "alpha", "2.5", now));
+        assert!(!entitled(&ents, "beta", "1.0", now));
+        assert!(!entitled(&ents, "gamma", "1.0", now));
+    }
+
+    #[test]
+    fn recipe_quotes_and_checks() {
+        let area = StagedArea {
+            area_id: "a1".into(),
+            ftp_user: "u".into(),
+            ftp_password: "p".into(),
+            token: "t".into(),
+            ftp_url: "ftp://u:p@h:21/".into(),
+            https_base: "https://h:8444/d/t/".into(),
+            expires_at: "2026-11-24T00:00:00Z".into(),
+            files: vec![FileInfo {
+                name: "dir/it's here.iso".into(),
+                size: 5,
+                sha256: "ab".repeat(32),
+            }],
+        };
+        let r = recipe("prod", "1.0", &area);
+        assert!(
+            r.contains("-o 'dir/it'\\''s here.iso' 'https://h:8444/d/t/dir/it%27s%20here.iso'"),
+            "{r}"
+        );
+        assert!(r.contains(&format!("{}  dir/it's here.iso", "ab".repeat(32))));
+        assert_eq!(
+            links(&area)[0].url,
+            "https://h:8444/d/t/dir/it%27s%20here.iso"
+        );
+    }
+}
