@@ -1,1 +1,367 @@
-//! todo
+//! FTP (and explicit FTPS) over libunftp: each login sees only its own area as `/`,
+//! read-only.
+//!
+//! - [`AreaAuthenticator`] checks the one-time credentials against the [`Stager`].
+//! - [`AreaUser`] carries the area directory as the session's home.
+//! - [`AreaFs`] wraps `unftp-sbe-fs`'s `Filesystem`: it forwards `enter` (so the session is
+//!   re-rooted at the area — the stock restrict/rooter wrappers drop it), refuses every
+//!   write, and reads with a 1 MiB buffer instead of libunftp's 4 KiB.
+//! - [`DeliveryRecorder`] turns completed RETRs into deliveries.
+
+use std::fmt::{self, Debug, Display};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use libunftp::notification::{DataEvent, DataListener, EventMeta};
+use unftp_core::auth::{
+    AuthenticationError, Authenticator, Credentials, Principal, UserDetail, UserDetailError,
+    UserDetailProvider,
+};
+use unftp_core::storage::{Error, ErrorKind, Fileinfo, Result, StorageBackend};
+use unftp_sbe_fs::{Filesystem, Meta};
+
+use crate::staging::Stager;
+
+/// Read buffer for RETR: large enough that the blocking-pool hop per read is amortized.
+const READ_BUF: usize = 1 << 20;
+
+/// An authenticated FTP session's user: the area it may see.
+#[derive(Debug, Clone)]
+pub struct AreaUser {
+    /// The one-time user name.
+    pub username: String,
+    /// The area id.
+    pub area_id: String,
+    /// The area directory (absolute, under the areas dir).
+    pub home: PathBuf,
+}
+
+impl Display for AreaUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.username)
+    }
+}
+
+impl UserDetail for AreaUser {
+    fn home(&self) -> Option<&Path> {
+        Some(&self.home)
+    }
+}
+
+/// Checks FTP logins against the stager's live areas.
+#[derive(Debug)]
+pub struct AreaAuthenticator {
+    stager: Arc<Stager>,
+}
+
+impl AreaAuthenticator {
+    /// Over `stager`.
+    pub fn new(stager: Arc<Stager>) -> Self {
+        AreaAuthenticator { stager }
+    }
+}
+
+#[async_trait]
+impl Authenticator for AreaAuthenticator {
+    async fn authenticate(
+        &self,
+        username: &str,
+        creds: &Credentials,
+    ) -> std::result::Result<Principal, AuthenticationError> {
+        let Some(pw) = creds.password.as_deref() else {
+            return Err(AuthenticationError::BadPassword);
+        };
+        match self.stager.ftp_login(username, pw) {
+            Some(_) => Ok(Principal {
+                username: username.to_owned(),
+            }),
+            None => {
+                tracing::info!(user = username, ip = %creds.source_ip, "FTP login refused");
+                Err(AuthenticationError::BadPassword)
+            }
+        }
+    }
+}
+
+/// Maps an authenticated principal to its area.
+#[derive(Debug)]
+pub struct AreaUserProvider {
+    stager: Arc<Stager>,
+}
+
+impl AreaUserProvider {
+    /// Over `stager`.
+    pub fn new(stager: Arc<Stager>) -> Self {
+        AreaUserProvider { stager }
+    }
+}
+
+#[async_trait]
+impl UserDetailProvider for AreaUserProvider {
+    type User = AreaUser;
+
+    async fn provide_user_detail(
+        &self,
+        principal: &Principal,
+    ) -> std::result::Result<AreaUser, UserDetailError> {
+        let r = self
+            .stager
+            .area_of_user(&principal.username)
+            .ok_or_else(|| UserDetailError::UserNotFound {
+                username: principal.username.clone(),
+            })?;
+        Ok(AreaUser {
+            username: principal.username.clone(),
+            home: self.stager.areas_dir().join(&r.id),
+            area_id: r.id,
+        })
+    }
+}
+
+/// Read-only storage confined to the session's area.
+#[derive(Debug)]
+pub struct AreaFs {
+    inner: Option<Filesystem>,
+    area: Option<Arc<cap_std::fs::Dir>>,
+}
+
+impl AreaFs {
+    /// A backend rooted at the areas directory; `enter` narrows it to one area.
+    pub fn new(areas_dir: &Path) -> std::io::Result<Self> {
+        Ok(AreaFs {
+            inner: Some(Filesystem::new(areas_dir)?),
+            area: None,
+        })
+    }
+
+    /// A backend that refuses everything (when the areas directory cannot be opened).
+    fn broken() -> Self {
+        AreaFs {
+            inner: None,
+            area: None,
+        }
+    }
+
+    fn inner(&self) -> Result<&Filesystem> {
+        self.inner
+            .as_ref()
+            .ok_or_else(|| Error::from(ErrorKind::LocalError))
+    }
+}
+
+fn refuse<T>() -> Result<T> {
+    Err(Error::from(ErrorKind::PermissionDenied))
+}
+
+fn relative(path: &Path) -> PathBuf {
+    let p = path.strip_prefix("/").unwrap_or(path);
+    if p.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        p.to_path_buf()
+    }
+}
+
+#[async_trait]
+impl StorageBackend<AreaUser> for AreaFs {
+    type Metadata = Meta;
+
+    fn enter(&mut self, user: &AreaUser) -> std::io::Result<()> {
+        // Re-root the inner backend (listing, metadata, cwd) and keep our own handle on the
+        // area for reads. Both use cap-std: `..`, absolute paths and symlinks that leave the
+        // area are refused by the kernel-assisted resolver.
+        let inner = self
+            .inner
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("areas directory unavailable"))?;
+        StorageBackend::<AreaUser>::enter(inner, user)?;
+        let aa = cap_std::ambient_authority();
+        self.area = Some(Arc::new(cap_std::fs::Dir::open_ambient_dir(&user.home, aa)?));
+        Ok(())
+    }
+
+    fn supported_features(&self) -> u32 {
+        unftp_core::storage::FEATURE_RESTART
+    }
+
+    async fn metadata<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &AreaUser,
+        path: P,
+    ) -> Result<Meta> {
+        self.inner()?.metadata(user, path).await
+    }
+
+    async fn list<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &AreaUser,
+        path: P,
+    ) -> Result<Vec<Fileinfo<PathBuf, Meta>>> {
+        self.inner()?.list(user, path).await
+    }
+
+    async fn get_into<'a, P, W: ?Sized>(
+        &self,
+        user: &AreaUser,
+        path: P,
+        start_pos: u64,
+        output: &'a mut W,
+    ) -> Result<u64>
+    where
+        W: tokio::io::AsyncWrite + Unpin + Sync + Send,
+        P: AsRef<Path> + Send + Debug,
+    {
+        let reader = self.open(user, path.as_ref(), start_pos).await?;
+        let mut reader = tokio::io::BufReader::with_capacity(READ_BUF, reader);
+        Ok(tokio::io::copy_buf(&mut reader, output).await?)
+    }
+
+    async fn get<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &AreaUser,
+        path: P,
+        start_pos: u64,
+    ) -> Result<Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin>> {
+        let f = self.open(user, path.as_ref(), start_pos).await?;
+        Ok(Box::new(tokio::io::BufReader::with_capacity(READ_BUF, f)))
+    }
+
+    async fn put<
+        P: AsRef<Path> + Send + Debug,
+        R: tokio::io::AsyncRead + Send + Sync + Unpin + 'static,
+    >(
+        &self,
+        _user: &AreaUser,
+        _input: R,
+        _path: P,
+        _start_pos: u64,
+    ) -> Result<u64> {
+        refuse()
+    }
+
+    async fn del<P: AsRef<Path> + Send + Debug>(&self, _user: &AreaUser, _path: P) -> Result<()> {
+        refuse()
+    }
+
+    async fn mkd<P: AsRef<Path> + Send + Debug>(&self, _user: &AreaUser, _path: P) -> Result<()> {
+        refuse()
+    }
+
+    async fn rename<P: AsRef<Path> + Send + Debug>(
+        &self,
+        _user: &AreaUser,
+        _from: P,
+        _to: P,
+    ) -> Result<()> {
+        refuse()
+    }
+
+    async fn rmd<P: AsRef<Path> + Send + Debug>(&self, _user: &AreaUser, _path: P) -> Result<()> {
+        refuse()
+    }
+
+    async fn cwd<P: AsRef<Path> + Send + Debug>(&self, user: &AreaUser, path: P) -> Result<()> {
+        self.inner()?.cwd(user, path).await
+    }
+}
+
+impl AreaFs {
+    async fn open(&self, _user: &AreaUser, path: &Path, start_pos: u64) -> Result<tokio::fs::File> {
+        use tokio::io::AsyncSeekExt as _;
+        let Some(dir) = self.area.clone() else {
+            return refuse();
+        };
+        let rel = relative(path);
+        let f = tokio::task::spawn_blocking(move || dir.open(rel))
+            .await
+            .map_err(|e| Error::new(ErrorKind::LocalError, e))??;
+        let mut f = tokio::fs::File::from_std(f.into_std());
+        if start_pos > 0 {
+            f.seek(std::io::SeekFrom::Start(start_pos)).await?;
+        }
+        Ok(f)
+    }
+}
+
+/// Records each completed RETR as a delivery.
+#[derive(Debug)]
+pub struct DeliveryRecorder {
+    stager: Arc<Stager>,
+    protocol: &'static str,
+}
+
+impl DeliveryRecorder {
+    /// Over `stager`; `protocol` is what the log says (`ftp`).
+    pub fn new(stager: Arc<Stager>, protocol: &'static str) -> Self {
+        DeliveryRecorder { stager, protocol }
+    }
+}
+
+#[async_trait]
+impl DataListener for DeliveryRecorder {
+    async fn receive_data_event(&self, e: DataEvent, m: EventMeta) {
+        if let DataEvent::Got { path, bytes } = e {
+            // Look the area up even if it expired mid-transfer: the bytes were delivered.
+            let Some(area) = self.stager.area_of_user_any(&m.username) else {
+                return;
+            };
+            let file = path.trim_start_matches('/').to_owned();
+            let stager = self.stager.clone();
+            let protocol = self.protocol;
+            let _ = tokio::task::spawn_blocking(move || {
+                stager.record_delivery(&area, &file, bytes, protocol)
+            })
+            .await;
+        }
+    }
+}
+
+/// Options for [`build_server`].
+#[derive(Debug, Clone)]
+pub struct FtpOptions {
+    /// Passive data ports.
+    pub passive_ports: std::ops::RangeInclusive<u16>,
+    /// Certificate and key for explicit FTPS (AUTH TLS); `None` = plain FTP only.
+    pub ftps: Option<(PathBuf, PathBuf)>,
+}
+
+/// Builds a libunftp server over the stager's areas.
+pub fn build_server(
+    stager: &Arc<Stager>,
+    opts: &FtpOptions,
+) -> std::result::Result<libunftp::Server<AreaFs, AreaUser>, String> {
+    let areas_dir = stager.areas_dir().to_path_buf();
+    let provider: Arc<dyn UserDetailProvider<User = AreaUser> + Send + Sync> =
+        Arc::new(AreaUserProvider::new(stager.clone()));
+    let mut b = libunftp::ServerBuilder::with_user_detail_provider(
+        Box::new(move || {
+            AreaFs::new(&areas_dir).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot open the areas directory");
+                AreaFs::broken()
+            })
+        }),
+        provider,
+    )
+    .authenticator(Arc::new(AreaAuthenticator::new(stager.clone())))
+    .greeting("ffs stager ready")
+    .passive_ports(opts.passive_ports.clone())
+    .notify_data(DeliveryRecorder::new(stager.clone(), "ftp"))
+    .idle_session_timeout(600);
+    if let Some((cert, key)) = &opts.ftps {
+        b = b.ftps(cert.clone(), key.clone());
+    }
+    b.build().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths() {
+        assert_eq!(relative(Path::new("/")), PathBuf::from("."));
+        assert_eq!(relative(Path::new("/a/b")), PathBuf::from("a/b"));
+        assert_eq!(relative(Path::new("a")), PathBuf::from("a"));
+    }
+}

@@ -303,6 +303,16 @@ impl Stager {
         let placed = (|| -> Result<()> {
             for f in &files {
                 let src = self.repo.object_path(&f.sha256)?;
+                // Only regular files are staged: a symlink planted in the repository would
+                // otherwise be linked into the area (link(2) does not follow it).
+                let md = fs::symlink_metadata(&src).map_err(StagerError::io("stat", &src))?;
+                if !md.file_type().is_file() {
+                    tracing::error!(object = %src.display(), "repository object is not a regular file");
+                    return Err(StagerError::Refused(format!(
+                        "{} is damaged in the repository",
+                        f.name
+                    )));
+                }
                 let dst = dir.join(&f.name);
                 if let Some(parent) = dst.parent()
                     && parent != dir
@@ -476,6 +486,12 @@ impl Stager {
         let areas = lock(&self.areas);
         let r = areas.by_id.get(areas.by_user.get(user)?)?;
         (!r.expired(Utc::now())).then(|| r.clone())
+    }
+
+    /// The area of an FTP user even if it expired (to attribute a finished transfer).
+    pub fn area_of_user_any(&self, user: &str) -> Option<AreaRecord> {
+        let areas = lock(&self.areas);
+        areas.by_id.get(areas.by_user.get(user)?).cloned()
     }
 
     /// The live area a capability token opens.

@@ -30,6 +30,8 @@ pub fn load_or_generate(cfg: &StagerConfig) -> Result<TlsMaterial> {
         let c = cfg.state_dir.join("tls-cert.pem");
         let k = cfg.state_dir.join("tls-key.pem");
         if !c.exists() || !k.exists() {
+            crate::fsutil::ensure_private_dir(&cfg.state_dir)
+                .map_err(StagerError::io("create", &cfg.state_dir))?;
             generate(&cfg.public_host, &c, &k)?;
         }
         (c, k)
