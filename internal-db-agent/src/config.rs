@@ -1,0 +1,158 @@
+//! `[agent]`: this role's section of `ffs.toml`.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// How the agent meets the web frontend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// The agent listens on `listen`; the web frontend dials in.
+    Listen,
+    /// The agent dials the web frontend's agent port `dial` (no inbound firewall rule toward
+    /// the inside host) and keeps the link up.
+    DialOut,
+}
+
+/// The `[agent]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    /// `listen` or `dial-out`.
+    pub mode: Mode,
+    /// Address to listen on in `listen` mode.
+    pub listen: String,
+    /// The web frontend's agent port, dialed in `dial-out` mode.
+    pub dial: String,
+    /// `sqlite://PATH` (or a bare path; relative to the config file) or
+    /// `postgres://user:pass@host:port/db`.
+    pub database: String,
+    /// Database connections kept open (also the number of queries run at once).
+    pub pool_size: usize,
+    /// Failed logins (for one login) that lock it.
+    pub lockout_threshold: u32,
+    /// Failures older than this many seconds no longer count.
+    pub lockout_window_secs: u64,
+    /// How long a locked login stays locked, in seconds.
+    pub lockout_secs: u64,
+    /// argon2id memory cost for new password hashes, KiB.
+    pub argon2_memory_kib: u32,
+    /// argon2id time cost (passes) for new password hashes.
+    pub argon2_iterations: u32,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            mode: Mode::Listen,
+            listen: "127.0.0.1:7701".to_owned(),
+            dial: "127.0.0.1:7702".to_owned(),
+            database: "sqlite://ffs.db".to_owned(),
+            pool_size: 4,
+            lockout_threshold: 5,
+            lockout_window_secs: 900,
+            lockout_secs: 900,
+            argon2_memory_kib: 19_456,
+            argon2_iterations: 2,
+        }
+    }
+}
+
+impl AgentConfig {
+    /// Makes a relative SQLite path absolute against the config file's directory.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        if let Ok(crate::db::DbUrl::Sqlite(p)) = crate::db::DbUrl::parse(&self.database)
+            && p.is_relative()
+            && p.as_os_str() != ":memory:"
+        {
+            self.database = format!("sqlite://{}", base.join(p).display());
+        }
+    }
+
+    /// The lockout policy.
+    pub fn lockout(&self) -> crate::lockout::Policy {
+        crate::lockout::Policy {
+            threshold: self.lockout_threshold.max(1),
+            window: chrono::Duration::seconds(clamp_secs(self.lockout_window_secs)),
+            lock: chrono::Duration::seconds(clamp_secs(self.lockout_secs)),
+        }
+    }
+
+    /// The password-hashing parameters.
+    pub fn hasher(&self) -> Result<crate::passwords::Hasher, crate::passwords::PasswordError> {
+        crate::passwords::Hasher::new(self.argon2_memory_kib, self.argon2_iterations)
+    }
+}
+
+fn clamp_secs(s: u64) -> i64 {
+    // Ten years is "forever" for a lockout; keeps chrono arithmetic far from overflow.
+    s.min(315_360_000) as i64
+}
+
+/// The `[agent]` section of the template, commented, every setting at its default.
+pub const TOML_TEMPLATE: &str = r#"[agent]
+# "listen": the web frontend dials in to `listen`.
+# "dial-out": the agent dials the web frontend's agent port `dial` and keeps the link up,
+# so the firewall needs no inbound rule toward the inside host.
+mode = "listen"
+listen = "127.0.0.1:7701"
+dial = "127.0.0.1:7702"
+# "sqlite://ffs.db" (a file next to this config; its directory must exist and be writable)
+# or "postgres://user:password@host:5432/ffs".
+database = "sqlite://ffs.db"
+# Database connections kept open (also how many queries run at once).
+pool_size = 4
+# Lock a login for `lockout_secs` after `lockout_threshold` failures within
+# `lockout_window_secs` (known and unknown logins alike).
+lockout_threshold = 5
+lockout_window_secs = 900
+lockout_secs = 900
+# argon2id cost for new password hashes (memory in KiB, passes).
+argon2_memory_kib = 19456
+argon2_iterations = 2
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_is_the_default() {
+        #[derive(Deserialize)]
+        struct File {
+            agent: AgentConfig,
+        }
+        let f: File = toml::from_str(TOML_TEMPLATE).unwrap();
+        let d = AgentConfig::default();
+        assert_eq!(
+            serde_json::to_value(&f.agent).unwrap(),
+            serde_json::to_value(&d).unwrap()
+        );
+    }
+
+    #[test]
+    fn relative_sqlite_paths_resolve_against_the_config_dir() {
+        let mut c = AgentConfig::default();
+        c.resolve_paths(Path::new("/etc/ffs"));
+        assert_eq!(c.database, "sqlite:///etc/ffs/ffs.db");
+        let mut c = AgentConfig {
+            database: "data/x.db".into(),
+            ..AgentConfig::default()
+        };
+        c.resolve_paths(Path::new("/etc/ffs"));
+        assert_eq!(c.database, "sqlite:///etc/ffs/data/x.db");
+        let mut c = AgentConfig {
+            database: "postgres://u@h/db".into(),
+            ..AgentConfig::default()
+        };
+        c.resolve_paths(Path::new("/etc/ffs"));
+        assert_eq!(c.database, "postgres://u@h/db");
+        let mut c = AgentConfig {
+            database: "sqlite:///var/lib/ffs.db".into(),
+            ..AgentConfig::default()
+        };
+        c.resolve_paths(Path::new("/etc/ffs"));
+        assert_eq!(c.database, "sqlite:///var/lib/ffs.db");
+    }
+}

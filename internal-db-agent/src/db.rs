@@ -1,0 +1,402 @@
+//! Opening the database: URL → backend, start-up checks, migrations, and a small pool.
+//!
+//! The backend is chosen from the URL scheme here rather than by
+//! `AnyConnection::establish`, which would replace each backend's real error with
+//! "Invalid connection url for multiconnection".
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use diesel::connection::SimpleConnection as _;
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::sqlite::SqliteConnection;
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness as _, embed_migrations};
+
+/// Migrations for SQLite.
+pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+/// Migrations for PostgreSQL.
+pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+pub use any::AnyConnection;
+
+mod any {
+    // The derive generates a backend and helper items without docs.
+    #![allow(missing_docs)]
+    use diesel::pg::PgConnection;
+    use diesel::sqlite::SqliteConnection;
+
+    /// A connection to either backend; queries written once run on both.
+    #[derive(diesel::MultiConnection)]
+    pub enum AnyConnection {
+        /// PostgreSQL (production, scale).
+        Postgresql(PgConnection),
+        /// SQLite (embedded default).
+        Sqlite(SqliteConnection),
+    }
+}
+
+/// Where the database is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbUrl {
+    /// An SQLite file (or `:memory:`).
+    Sqlite(PathBuf),
+    /// A PostgreSQL URL as given to libpq.
+    Postgres(String),
+}
+
+/// Why the database could not be opened or used.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The URL is neither SQLite nor PostgreSQL.
+    #[error("database URL {0:?} not understood: use sqlite://PATH or postgres://user:pass@host/db")]
+    BadUrl(String),
+    /// The SQLite file's directory does not exist.
+    #[error(
+        "database directory {} does not exist: create it (mkdir -p {}) or point [agent] database elsewhere",
+        .0.display(), .0.display()
+    )]
+    DirMissing(PathBuf),
+    /// The SQLite file's "directory" is not a directory.
+    #[error(
+        "database directory {} is not a directory: point [agent] database at a file in a directory",
+        .0.display()
+    )]
+    NotADirectory(PathBuf),
+    /// The SQLite file's directory cannot be written (SQLite needs it for its journal).
+    #[error(
+        "database directory {} is not writable by this user ({source}): fix its permissions or point [agent] database elsewhere",
+        dir.display()
+    )]
+    DirUnwritable {
+        /// The directory.
+        dir: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The SQLite file exists but cannot be opened for writing.
+    #[error(
+        "database file {} is not writable by this user ({source}): fix its permissions",
+        path.display()
+    )]
+    FileUnwritable {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The backend refused the connection (the backend's own message is kept).
+    #[error("cannot connect to {url}: {source}")]
+    Connect {
+        /// The URL, password removed.
+        url: String,
+        /// The backend's error.
+        source: diesel::ConnectionError,
+    },
+    /// Setting up the connection or running migrations failed.
+    #[error("cannot prepare database {url}: {message}")]
+    Setup {
+        /// The URL, password removed.
+        url: String,
+        /// What failed.
+        message: String,
+    },
+    /// A query failed.
+    #[error("database query failed: {0}")]
+    Query(#[from] diesel::result::Error),
+    /// A worker thread failed.
+    #[error("database worker failed: {0}")]
+    Worker(String),
+}
+
+impl DbUrl {
+    /// Parses `sqlite://PATH`, `sqlite:PATH`, `postgres://…`, `postgresql://…` or a bare path.
+    pub fn parse(url: &str) -> Result<DbUrl, DbError> {
+        let url = url.trim();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(DbUrl::Postgres(url.to_owned()));
+        }
+        let path = if let Some(p) = url.strip_prefix("sqlite://") {
+            p
+        } else if let Some(p) = url.strip_prefix("sqlite:") {
+            p
+        } else if url.contains("://") {
+            return Err(DbError::BadUrl(url.to_owned()));
+        } else {
+            url
+        };
+        if path.is_empty() {
+            return Err(DbError::BadUrl(url.to_owned()));
+        }
+        Ok(DbUrl::Sqlite(PathBuf::from(path)))
+    }
+
+    /// The URL with any password replaced by `***`, for messages and logs.
+    pub fn redacted(&self) -> String {
+        match self {
+            DbUrl::Sqlite(p) => format!("sqlite://{}", p.display()),
+            DbUrl::Postgres(u) => redact_password(u),
+        }
+    }
+
+    /// Checks, for SQLite, that the file can be created or written (clear errors at
+    /// start-up instead of SQLite's "unable to open database file").
+    pub fn check_writable(&self) -> Result<(), DbError> {
+        let DbUrl::Sqlite(path) = self else {
+            return Ok(());
+        };
+        if path.as_os_str() == ":memory:" {
+            return Ok(());
+        }
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        match std::fs::metadata(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(DbError::DirMissing(dir));
+            }
+            Err(e) if e.raw_os_error() == Some(20) => return Err(DbError::NotADirectory(dir)),
+            Err(source) => return Err(DbError::DirUnwritable { dir, source }),
+            Ok(m) if !m.is_dir() => return Err(DbError::NotADirectory(dir)),
+            Ok(_) => {}
+        }
+        probe_dir(&dir).map_err(|source| DbError::DirUnwritable {
+            dir: dir.clone(),
+            source,
+        })?;
+        if path.exists() {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .map_err(|source| DbError::FileUnwritable {
+                    path: path.clone(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Opens one connection, set up for our use, and brings the schema up to date.
+    pub fn connect_and_migrate(&self) -> Result<AnyConnection, DbError> {
+        let mut conn = self.connect()?;
+        let setup = |message: String| DbError::Setup {
+            url: self.redacted(),
+            message,
+        };
+        match &mut conn {
+            AnyConnection::Sqlite(c) => c
+                .run_pending_migrations(SQLITE_MIGRATIONS)
+                .map(|_| ())
+                .map_err(|e| setup(format!("migrations failed: {e}")))?,
+            AnyConnection::Postgresql(c) => c
+                .run_pending_migrations(POSTGRES_MIGRATIONS)
+                .map(|_| ())
+                .map_err(|e| setup(format!("migrations failed: {e}")))?,
+        }
+        Ok(conn)
+    }
+
+    /// Opens one connection (no migrations).
+    pub fn connect(&self) -> Result<AnyConnection, DbError> {
+        match self {
+            DbUrl::Postgres(u) => PgConnection::establish(u)
+                .map(AnyConnection::Postgresql)
+                .map_err(|source| DbError::Connect {
+                    url: self.redacted(),
+                    source,
+                }),
+            DbUrl::Sqlite(p) => {
+                let s = p.to_string_lossy();
+                let mut c = SqliteConnection::establish(&s).map_err(|source| DbError::Connect {
+                    url: self.redacted(),
+                    source,
+                })?;
+                // busy_timeout: concurrent writers wait instead of failing; WAL lets readers
+                // run beside a writer; foreign keys are off by default in SQLite.
+                c.batch_execute(
+                    "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
+                     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                )
+                .map_err(|e| DbError::Setup {
+                    url: self.redacted(),
+                    message: e.to_string(),
+                })?;
+                Ok(AnyConnection::Sqlite(c))
+            }
+        }
+    }
+}
+
+fn probe_dir(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".ffs-write-probe-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
+    std::fs::remove_file(&probe)
+}
+
+/// Replaces the password in `scheme://user:password@host…` with `***`.
+pub fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let auth_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (auth, tail) = rest.split_at(auth_end);
+    match auth.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// A few open connections shared by blocking workers. Work runs on tokio's blocking pool
+/// (diesel is synchronous); at most `size` queries run at once.
+pub struct Pool {
+    url: DbUrl,
+    idle: Mutex<Vec<AnyConnection>>,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl Pool {
+    /// Checks the location, connects, migrates and keeps the connection as the first idle one.
+    pub fn open(url: &str, size: usize) -> Result<Pool, DbError> {
+        let url = DbUrl::parse(url)?;
+        url.check_writable()?;
+        let first = url.connect_and_migrate()?;
+        Ok(Pool {
+            url,
+            idle: Mutex::new(vec![first]),
+            permits: Arc::new(tokio::sync::Semaphore::new(size.max(1))),
+        })
+    }
+
+    /// The URL, password removed.
+    pub fn redacted_url(&self) -> String {
+        self.url.redacted()
+    }
+
+    /// Whether this is the PostgreSQL backend.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.url, DbUrl::Postgres(_))
+    }
+
+    /// Runs `f` with a connection, on the current thread (for the CLI and blocking workers).
+    pub fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&mut AnyConnection) -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
+        let taken = self.idle.lock().map(|mut v| v.pop()).unwrap_or(None);
+        let mut conn = match taken {
+            Some(c) => c,
+            None => self.url.connect()?,
+        };
+        let out = f(&mut conn);
+        // A connection whose server went away is dropped; the next call opens a new one.
+        let broken = matches!(
+            &out,
+            Err(DbError::Query(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::ClosedConnection
+                    | diesel::result::DatabaseErrorKind::UnableToSendCommand,
+                _
+            )))
+        );
+        if !broken && let Ok(mut v) = self.idle.lock() {
+            v.push(conn);
+        }
+        out
+    }
+
+    /// Runs `f` with a connection on tokio's blocking pool, at most `size` at once.
+    pub async fn run<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut AnyConnection) -> Result<T, DbError> + Send + 'static,
+    ) -> Result<T, DbError> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| DbError::Worker(e.to_string()))?;
+        let pool = Arc::clone(self);
+        let out = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            pool.with_conn(f)
+        })
+        .await
+        .map_err(|e| DbError::Worker(e.to_string()))?;
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_pick_the_backend() {
+        assert_eq!(
+            DbUrl::parse("sqlite://ffs.db").unwrap(),
+            DbUrl::Sqlite("ffs.db".into())
+        );
+        assert_eq!(
+            DbUrl::parse("sqlite:///var/x.db").unwrap(),
+            DbUrl::Sqlite("/var/x.db".into())
+        );
+        assert_eq!(
+            DbUrl::parse("/var/x.db").unwrap(),
+            DbUrl::Sqlite("/var/x.db".into())
+        );
+        assert!(matches!(
+            DbUrl::parse("postgresql://u@h/d").unwrap(),
+            DbUrl::Postgres(_)
+        ));
+        assert!(DbUrl::parse("mysql://u@h/d").is_err());
+        assert!(DbUrl::parse("sqlite://").is_err());
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_password("postgres://u:secret@h:5432/db?x=1"),
+            "postgres://u:***@h:5432/db?x=1"
+        );
+        assert_eq!(redact_password("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_password("postgres://h/db"), "postgres://h/db");
+    }
+
+    #[test]
+    fn missing_directory_is_named() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("nope/ffs.db");
+        let e = DbUrl::Sqlite(p).check_writable().unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, DbError::DirMissing(_)), "{msg}");
+        assert!(msg.contains("nope") && msg.contains("mkdir -p"), "{msg}");
+    }
+
+    #[test]
+    fn a_file_as_directory_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let f = t.path().join("file");
+        std::fs::write(&f, b"x").unwrap();
+        let e = DbUrl::Sqlite(f.join("ffs.db"))
+            .check_writable()
+            .unwrap_err();
+        assert!(matches!(e, DbError::NotADirectory(_)), "{e}");
+    }
+
+    #[test]
+    fn unwritable_directory_is_refused() {
+        // /proc refuses new files even for root, so this holds whoever runs the tests.
+        let e = DbUrl::Sqlite("/proc/ffs-test.db".into())
+            .check_writable()
+            .unwrap_err();
+        assert!(matches!(e, DbError::DirUnwritable { .. }), "{e}");
+        assert!(e.to_string().contains("/proc"), "{e}");
+    }
+}

@@ -1,0 +1,116 @@
+//! Starting the agent: open the database, then serve the commlink in either direction.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use commlink::LinkConfig;
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::config::{AgentConfig, Mode};
+use crate::db::{DbError, Pool};
+use crate::passwords::PasswordError;
+use crate::service::AgentService;
+
+/// Why the agent could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The database could not be opened.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// The password-hash settings are invalid.
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr} ([agent] listen): {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The commlink server failed.
+    #[error("commlink server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// An opened agent: database pool plus request handler, not yet serving.
+pub struct Agent {
+    service: Arc<AgentService>,
+}
+
+impl Agent {
+    /// Checks and opens the database (creating and migrating it as needed) and prepares
+    /// the service. Blocking: call from a blocking context or [`Agent::open_async`].
+    pub fn open(cfg: &AgentConfig) -> Result<Agent, AgentError> {
+        let hasher = cfg.hasher()?;
+        let pool = Pool::open(&cfg.database, cfg.pool_size)?;
+        info!(database = %pool.redacted_url(), "database ready");
+        Ok(Agent {
+            service: Arc::new(AgentService::new(Arc::new(pool), hasher, cfg.lockout())),
+        })
+    }
+
+    /// [`Agent::open`] on the blocking pool.
+    pub async fn open_async(cfg: &AgentConfig) -> Result<Agent, AgentError> {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || Agent::open(&cfg))
+            .await
+            .map_err(|e| AgentError::Db(DbError::Worker(e.to_string())))?
+    }
+
+    /// The request handler (also usable without a socket).
+    pub fn service(&self) -> Arc<AgentService> {
+        Arc::clone(&self.service)
+    }
+
+    /// Listen mode: serves requesters connecting to `listener` until `shutdown`.
+    pub async fn serve(
+        &self,
+        listener: TcpListener,
+        link: LinkConfig,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), AgentError> {
+        commlink::serve(listener, link, self.service(), shutdown)
+            .await
+            .map_err(AgentError::Serve)
+    }
+
+    /// Dial-out mode: dials the web frontend's agent port `addr`, serves over that link and
+    /// redials after a drop, until `shutdown`.
+    pub async fn serve_dialout(
+        &self,
+        addr: String,
+        link: LinkConfig,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        commlink::serve_dialout(addr, link, self.service(), shutdown).await
+    }
+}
+
+/// Runs the agent as configured (`mode = "listen"` or `"dial-out"`) until `shutdown`.
+pub async fn run(
+    cfg: AgentConfig,
+    link: LinkConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let agent = Agent::open_async(&cfg).await?;
+    match cfg.mode {
+        Mode::Listen => {
+            let listener =
+                TcpListener::bind(&cfg.listen)
+                    .await
+                    .map_err(|source| AgentError::Bind {
+                        addr: cfg.listen.clone(),
+                        source,
+                    })?;
+            info!(addr = %cfg.listen, "db agent listening (mode = listen)");
+            agent.serve(listener, link, shutdown).await
+        }
+        Mode::DialOut => {
+            info!(addr = %cfg.dial, "db agent dialing the web frontend (mode = dial-out)");
+            agent.serve_dialout(cfg.dial.clone(), link, shutdown).await;
+            Ok(())
+        }
+    }
+}

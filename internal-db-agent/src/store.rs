@@ -1,0 +1,547 @@
+//! The queries, written once for both backends against [`AnyConnection`].
+//!
+//! Every function takes a connection, so it runs in the pool, in a transaction or in a test.
+//! Downloads and deliveries are only ever inserted (append-only history).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::prelude::*;
+
+use crate::db::AnyConnection;
+use crate::lockout::FailureState;
+use crate::model::{Customer, Entitlement, HistoryRow};
+use crate::schema::{customers, deliveries, downloads, entitlements, login_failures, roles};
+
+/// The role name of administrators.
+pub const ADMIN: &str = "admin";
+/// The role every customer holds.
+pub const CUSTOMER: &str = "customer";
+
+/// A whole customers row, hash included; stays inside this crate (deliberately no `Debug`,
+/// so it cannot be logged).
+#[derive(Queryable)]
+pub(crate) struct CustomerRow {
+    pub id: i64,
+    pub login: String,
+    pub display_name: String,
+    pub email: String,
+    pub password_hash: String,
+    pub disabled: bool,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Queryable)]
+struct EntitlementRow {
+    _id: i64,
+    _customer_id: i64,
+    product: String,
+    versions: String,
+    expires_at: Option<NaiveDateTime>,
+    created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Queryable)]
+struct DownloadRow {
+    id: i64,
+    customer_id: i64,
+    product: String,
+    version: String,
+    files: String,
+    area_id: String,
+    staged_at: NaiveDateTime,
+    client_addr: String,
+}
+
+/// The current instant as stored (UTC, microseconds, which both backends keep exactly).
+pub fn now() -> NaiveDateTime {
+    let n = Utc::now().naive_utc();
+    n.with_nanosecond_truncated()
+}
+
+trait TruncateMicros {
+    fn with_nanosecond_truncated(self) -> Self;
+}
+
+impl TruncateMicros for NaiveDateTime {
+    fn with_nanosecond_truncated(self) -> Self {
+        use chrono::Timelike as _;
+        let micros = self.nanosecond() / 1000 * 1000;
+        self.with_nanosecond(micros).unwrap_or(self)
+    }
+}
+
+fn utc(t: NaiveDateTime) -> DateTime<Utc> {
+    DateTime::from_naive_utc_and_offset(t, Utc)
+}
+
+/// Inserts and returns the new row's id; `RETURNING` is run on the inner connection since
+/// the shared backend does not offer it.
+macro_rules! insert_returning_id {
+    ($conn:expr, $table:path, $values:expr, $id:path) => {
+        match $conn {
+            AnyConnection::Postgresql(c) => diesel::insert_into($table)
+                .values($values)
+                .returning($id)
+                .get_result::<i64>(c),
+            AnyConnection::Sqlite(c) => diesel::insert_into($table)
+                .values($values)
+                .returning($id)
+                .get_result::<i64>(c),
+        }
+    };
+}
+
+pub(crate) fn customer_row_by_login(
+    c: &mut AnyConnection,
+    login: &str,
+) -> QueryResult<Option<CustomerRow>> {
+    customers::table
+        .filter(customers::login.eq(login))
+        .first::<CustomerRow>(c)
+        .optional()
+}
+
+pub(crate) fn customer_row(c: &mut AnyConnection, id: i64) -> QueryResult<Option<CustomerRow>> {
+    customers::table
+        .filter(customers::id.eq(id))
+        .first::<CustomerRow>(c)
+        .optional()
+}
+
+/// Whether the customer holds the admin role.
+pub fn is_admin(c: &mut AnyConnection, id: i64) -> QueryResult<bool> {
+    let n: i64 = roles::table
+        .filter(roles::customer_id.eq(id))
+        .filter(roles::role.eq(ADMIN))
+        .count()
+        .get_result(c)?;
+    Ok(n > 0)
+}
+
+pub(crate) fn view(c: &mut AnyConnection, row: &CustomerRow) -> QueryResult<Customer> {
+    Ok(Customer {
+        id: row.id,
+        login: row.login.clone(),
+        name: row.display_name.clone(),
+        email: row.email.clone(),
+        admin: is_admin(c, row.id)?,
+        disabled: row.disabled,
+        created_at: utc(row.created_at),
+    })
+}
+
+/// A customer by login, without the hash.
+pub fn customer_by_login(c: &mut AnyConnection, login: &str) -> QueryResult<Option<Customer>> {
+    match customer_row_by_login(c, login)? {
+        Some(r) => view(c, &r).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// A customer by id, without the hash.
+pub fn customer_by_id(c: &mut AnyConnection, id: i64) -> QueryResult<Option<Customer>> {
+    match customer_row(c, id)? {
+        Some(r) => view(c, &r).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Adds a customer (role `customer`, plus `admin` if asked) and returns the id.
+pub fn insert_customer(
+    c: &mut AnyConnection,
+    login: &str,
+    name: &str,
+    email: &str,
+    password_hash: &str,
+    admin: bool,
+) -> QueryResult<i64> {
+    c.transaction(|c| {
+        let id = insert_returning_id!(
+            c,
+            customers::table,
+            (
+                customers::login.eq(login),
+                customers::display_name.eq(name),
+                customers::email.eq(email),
+                customers::password_hash.eq(password_hash),
+                customers::disabled.eq(false),
+                customers::created_at.eq(now()),
+            ),
+            customers::id
+        )?;
+        diesel::insert_into(roles::table)
+            .values((roles::customer_id.eq(id), roles::role.eq(CUSTOMER)))
+            .execute(c)?;
+        if admin {
+            diesel::insert_into(roles::table)
+                .values((roles::customer_id.eq(id), roles::role.eq(ADMIN)))
+                .execute(c)?;
+        }
+        Ok(id)
+    })
+}
+
+/// Every customer, by login.
+pub fn list_customers(c: &mut AnyConnection) -> QueryResult<Vec<Customer>> {
+    let rows = customers::table
+        .order(customers::login.asc())
+        .load::<CustomerRow>(c)?;
+    let admins: Vec<i64> = roles::table
+        .filter(roles::role.eq(ADMIN))
+        .select(roles::customer_id)
+        .load(c)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Customer {
+            admin: admins.contains(&r.id),
+            id: r.id,
+            login: r.login,
+            name: r.display_name,
+            email: r.email,
+            disabled: r.disabled,
+            created_at: utc(r.created_at),
+        })
+        .collect())
+}
+
+/// Sets the disabled flag; returns whether the customer exists.
+pub fn set_disabled(c: &mut AnyConnection, id: i64, disabled: bool) -> QueryResult<bool> {
+    let n = diesel::update(customers::table.filter(customers::id.eq(id)))
+        .set(customers::disabled.eq(disabled))
+        .execute(c)?;
+    Ok(n > 0)
+}
+
+/// Replaces the password hash.
+pub fn set_password_hash(c: &mut AnyConnection, id: i64, hash: &str) -> QueryResult<bool> {
+    let n = diesel::update(customers::table.filter(customers::id.eq(id)))
+        .set(customers::password_hash.eq(hash))
+        .execute(c)?;
+    Ok(n > 0)
+}
+
+/// Grants or removes the admin role.
+pub fn set_admin(c: &mut AnyConnection, id: i64, admin: bool) -> QueryResult<()> {
+    c.transaction(|c| {
+        diesel::delete(
+            roles::table
+                .filter(roles::customer_id.eq(id))
+                .filter(roles::role.eq(ADMIN)),
+        )
+        .execute(c)?;
+        if admin {
+            diesel::insert_into(roles::table)
+                .values((roles::customer_id.eq(id), roles::role.eq(ADMIN)))
+                .execute(c)?;
+        }
+        Ok(())
+    })
+}
+
+/// A customer's entitlements by product; expired ones flagged (and left out unless
+/// `include_expired`).
+pub fn entitlements_of(
+    c: &mut AnyConnection,
+    customer_id: i64,
+    include_expired: bool,
+    at: NaiveDateTime,
+) -> QueryResult<Vec<Entitlement>> {
+    let rows = entitlements::table
+        .filter(entitlements::customer_id.eq(customer_id))
+        .order(entitlements::product.asc())
+        .load::<EntitlementRow>(c)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Entitlement {
+            expired: r.expires_at.is_some_and(|e| e <= at),
+            product: r.product,
+            versions: r.versions,
+            expires_at: r.expires_at.map(utc),
+            created_at: utc(r.created_at),
+        })
+        .filter(|e| include_expired || !e.expired)
+        .collect())
+}
+
+/// The customer's entitlement to one product, expired or not.
+pub fn entitlement_for(
+    c: &mut AnyConnection,
+    customer_id: i64,
+    product: &str,
+    at: NaiveDateTime,
+) -> QueryResult<Option<Entitlement>> {
+    let row = entitlements::table
+        .filter(entitlements::customer_id.eq(customer_id))
+        .filter(entitlements::product.eq(product))
+        .first::<EntitlementRow>(c)
+        .optional()?;
+    Ok(row.map(|r| Entitlement {
+        expired: r.expires_at.is_some_and(|e| e <= at),
+        product: r.product,
+        versions: r.versions,
+        expires_at: r.expires_at.map(utc),
+        created_at: utc(r.created_at),
+    }))
+}
+
+/// Grants a product, replacing an existing entitlement to it.
+pub fn put_entitlement(
+    c: &mut AnyConnection,
+    customer_id: i64,
+    product: &str,
+    versions: &str,
+    expires_at: Option<NaiveDateTime>,
+) -> QueryResult<()> {
+    c.transaction(|c| {
+        remove_entitlement(c, customer_id, product)?;
+        diesel::insert_into(entitlements::table)
+            .values((
+                entitlements::customer_id.eq(customer_id),
+                entitlements::product.eq(product),
+                entitlements::versions.eq(versions),
+                entitlements::expires_at.eq(expires_at),
+                entitlements::created_at.eq(now()),
+            ))
+            .execute(c)?;
+        Ok(())
+    })
+}
+
+/// Removes the entitlement to a product; returns how many rows went (0 or 1).
+pub fn remove_entitlement(
+    c: &mut AnyConnection,
+    customer_id: i64,
+    product: &str,
+) -> QueryResult<usize> {
+    diesel::delete(
+        entitlements::table
+            .filter(entitlements::customer_id.eq(customer_id))
+            .filter(entitlements::product.eq(product)),
+    )
+    .execute(c)
+}
+
+/// A download to append to the history.
+#[derive(Debug, Clone)]
+pub struct NewDownload<'a> {
+    /// Who.
+    pub customer_id: i64,
+    /// Product.
+    pub product: &'a str,
+    /// Version.
+    pub version: &'a str,
+    /// Files staged.
+    pub files: &'a [String],
+    /// The stager's area.
+    pub area_id: &'a str,
+    /// The customer's address.
+    pub client_addr: &'a str,
+}
+
+/// Appends a download; returns its history id.
+pub fn insert_download(c: &mut AnyConnection, d: &NewDownload<'_>) -> QueryResult<i64> {
+    let files = d.files.join("\n");
+    insert_returning_id!(
+        c,
+        downloads::table,
+        (
+            downloads::customer_id.eq(d.customer_id),
+            downloads::product.eq(d.product),
+            downloads::version.eq(d.version),
+            downloads::files.eq(&files),
+            downloads::area_id.eq(d.area_id),
+            downloads::staged_at.eq(now()),
+            downloads::client_addr.eq(d.client_addr),
+        ),
+        downloads::id
+    )
+}
+
+/// Appends a delivery; `Ok(None)` when `stager_seq` was recorded before.
+pub fn insert_delivery(
+    c: &mut AnyConnection,
+    area_id: &str,
+    file: &str,
+    bytes: i64,
+    protocol: &str,
+    stager_seq: Option<i64>,
+) -> QueryResult<Option<i64>> {
+    if let Some(seq) = stager_seq {
+        let seen: i64 = deliveries::table
+            .filter(deliveries::stager_seq.eq(seq))
+            .count()
+            .get_result(c)?;
+        if seen > 0 {
+            return Ok(None);
+        }
+    }
+    let r = insert_returning_id!(
+        c,
+        deliveries::table,
+        (
+            deliveries::area_id.eq(area_id),
+            deliveries::file.eq(file),
+            deliveries::bytes.eq(bytes),
+            deliveries::protocol.eq(protocol),
+            deliveries::stager_seq.eq(stager_seq),
+            deliveries::delivered_at.eq(now()),
+        ),
+        deliveries::id
+    );
+    match r {
+        Ok(id) => Ok(Some(id)),
+        // Two reports of one seq raced past the check above.
+        Err(diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::UniqueViolation,
+            _,
+        )) if stager_seq.is_some() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The highest stager seq recorded.
+pub fn max_stager_seq(c: &mut AnyConnection) -> QueryResult<Option<i64>> {
+    deliveries::table
+        .filter(deliveries::stager_seq.is_not_null())
+        .select(deliveries::stager_seq)
+        .order(deliveries::stager_seq.desc())
+        .first::<Option<i64>>(c)
+        .optional()
+        .map(Option::flatten)
+}
+
+/// Download history, newest first, with deliveries summed per area.
+pub fn history(
+    c: &mut AnyConnection,
+    customer_id: Option<i64>,
+    limit: i64,
+) -> QueryResult<Vec<HistoryRow>> {
+    let mut q = downloads::table
+        .inner_join(customers::table)
+        .select((
+            (
+                downloads::id,
+                downloads::customer_id,
+                downloads::product,
+                downloads::version,
+                downloads::files,
+                downloads::area_id,
+                downloads::staged_at,
+                downloads::client_addr,
+            ),
+            customers::login,
+        ))
+        .order(downloads::id.desc())
+        .limit(limit)
+        .into_boxed();
+    if let Some(id) = customer_id {
+        q = q.filter(downloads::customer_id.eq(id));
+    }
+    let rows: Vec<(DownloadRow, String)> = q.load(c)?;
+    let mut areas: Vec<String> = rows.iter().map(|(d, _)| d.area_id.clone()).collect();
+    areas.sort();
+    areas.dedup();
+    let mut sums: HashMap<String, (u64, u64)> = HashMap::new();
+    // Chunks keep the IN list well inside every backend's parameter limit.
+    for chunk in areas.chunks(500) {
+        let ds: Vec<(String, i64)> = deliveries::table
+            .filter(deliveries::area_id.eq_any(chunk))
+            .select((deliveries::area_id, deliveries::bytes))
+            .load(c)?;
+        for (area, bytes) in ds {
+            let e = sums.entry(area).or_default();
+            e.0 += 1;
+            e.1 = e.1.saturating_add(u64::try_from(bytes).unwrap_or(0));
+        }
+    }
+    Ok(rows
+        .into_iter()
+        .map(|(d, login)| {
+            let (n, bytes) = sums.get(&d.area_id).copied().unwrap_or_default();
+            HistoryRow {
+                id: d.id,
+                customer_id: d.customer_id,
+                login,
+                product: d.product,
+                version: d.version,
+                files: d
+                    .files
+                    .split('\n')
+                    .filter(|f| !f.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                area_id: d.area_id,
+                staged_at: utc(d.staged_at),
+                client_addr: d.client_addr,
+                deliveries: n,
+                delivered_bytes: bytes,
+            }
+        })
+        .collect())
+}
+
+/// The failure counter for a login.
+pub fn failure_state(c: &mut AnyConnection, login: &str) -> QueryResult<Option<FailureState>> {
+    login_failures::table
+        .filter(login_failures::login.eq(login))
+        .select((
+            login_failures::failures,
+            login_failures::first_failure_at,
+            login_failures::locked_until,
+        ))
+        .first::<(i32, NaiveDateTime, Option<NaiveDateTime>)>(c)
+        .optional()
+        .map(|o| {
+            o.map(|(failures, first_failure_at, locked_until)| FailureState {
+                failures,
+                first_failure_at,
+                locked_until,
+            })
+        })
+}
+
+/// Stores the failure counter for a login.
+pub fn save_failure_state(c: &mut AnyConnection, login: &str, s: &FailureState) -> QueryResult<()> {
+    c.transaction(|c| {
+        let n = diesel::update(login_failures::table.filter(login_failures::login.eq(login)))
+            .set((
+                login_failures::failures.eq(s.failures),
+                login_failures::first_failure_at.eq(s.first_failure_at),
+                login_failures::locked_until.eq(s.locked_until),
+            ))
+            .execute(c)?;
+        if n == 0 {
+            diesel::insert_into(login_failures::table)
+                .values((
+                    login_failures::login.eq(login),
+                    login_failures::failures.eq(s.failures),
+                    login_failures::first_failure_at.eq(s.first_failure_at),
+                    login_failures::locked_until.eq(s.locked_until),
+                ))
+                .execute(c)?;
+        }
+        Ok(())
+    })
+}
+
+/// Forgets a login's failures (after a successful login or an operator unlock).
+pub fn clear_failures(c: &mut AnyConnection, login: &str) -> QueryResult<()> {
+    diesel::delete(login_failures::table.filter(login_failures::login.eq(login)))
+        .execute(c)
+        .map(|_| ())
+}
+
+/// Drops counters whose window and lock are both over (keeps the table small).
+pub fn prune_failures(c: &mut AnyConnection, older_than: NaiveDateTime) -> QueryResult<usize> {
+    diesel::delete(
+        login_failures::table
+            .filter(login_failures::first_failure_at.lt(older_than))
+            .filter(
+                login_failures::locked_until
+                    .is_null()
+                    .or(login_failures::locked_until.lt(older_than)),
+            ),
+    )
+    .execute(c)
+}
