@@ -17,11 +17,7 @@ pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::other("atomic_write: path has no file name"))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        random_hex(8)
-    ));
+    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), random_hex(8)));
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)

@@ -177,7 +177,9 @@ impl StorageBackend<AreaUser> for AreaFs {
             .ok_or_else(|| std::io::Error::other("areas directory unavailable"))?;
         StorageBackend::<AreaUser>::enter(inner, user)?;
         let aa = cap_std::ambient_authority();
-        self.area = Some(Arc::new(cap_std::fs::Dir::open_ambient_dir(&user.home, aa)?));
+        self.area = Some(Arc::new(cap_std::fs::Dir::open_ambient_dir(
+            &user.home, aa,
+        )?));
         Ok(())
     }
 

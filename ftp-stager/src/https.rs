@@ -133,7 +133,9 @@ async fn download(req: HttpRequest, stager: web::Data<Arc<Stager>>) -> HttpRespo
         resp.headers_mut().insert(header::ETAG, v);
     }
     let status = resp.status();
-    if req.method() == Method::GET && (status == StatusCode::OK || status == StatusCode::PARTIAL_CONTENT) {
+    if req.method() == Method::GET
+        && (status == StatusCode::OK || status == StatusCode::PARTIAL_CONTENT)
+    {
         resp.map_body(move |_, body| {
             BoxBody::new(CountingBody {
                 inner: body,
@@ -187,10 +189,7 @@ fn listing(area: &AreaRecord) -> HttpResponse {
         let href: String = f
             .name
             .split('/')
-            .map(|c| {
-                percent_encoding::utf8_percent_encode(c, SEGMENT)
-                    .to_string()
-            })
+            .map(|c| percent_encoding::utf8_percent_encode(c, SEGMENT).to_string())
             .collect::<Vec<_>>()
             .join("/");
         rows.push_str(&format!(
@@ -327,7 +326,10 @@ mod tests {
 
     #[test]
     fn splits_paths() {
-        assert_eq!(split_download_path("/d/abc/x/y"), Some(("abc", Some("x/y"))));
+        assert_eq!(
+            split_download_path("/d/abc/x/y"),
+            Some(("abc", Some("x/y")))
+        );
         assert_eq!(split_download_path("/d/abc/"), Some(("abc", Some(""))));
         assert_eq!(split_download_path("/d/abc"), Some(("abc", None)));
         assert_eq!(split_download_path("/x"), None);

@@ -128,7 +128,13 @@ pub fn publish(
     step();
     repo.write_manifest(&m)?;
     step();
-    tracing::info!(product, version, files = m.files.len(), bytes = m.bytes(), "published");
+    tracing::info!(
+        product,
+        version,
+        files = m.files.len(),
+        bytes = m.bytes(),
+        "published"
+    );
     Ok(m)
 }
 
@@ -238,7 +244,10 @@ fn collect_inputs(paths: &[PathBuf]) -> Result<Vec<Input>> {
             )));
         }
         let root = p.canonicalize().map_err(StagerError::io("resolve", p))?;
-        for e in walkdir::WalkDir::new(&root).follow_links(false).sort_by_file_name() {
+        for e in walkdir::WalkDir::new(&root)
+            .follow_links(false)
+            .sort_by_file_name()
+        {
             let e = e.map_err(|e| StagerError::Invalid(format!("walking {}: {e}", p.display())))?;
             let rel = e
                 .path()
@@ -308,7 +317,15 @@ mod tests {
     fn publishes_dedups_and_catalogs() {
         let (d, src) = tree();
         let repo = Repository::open(&d.path().join("repo")).unwrap();
-        let m = publish(&repo, "tool", "1.0", std::slice::from_ref(&src), "first", false).unwrap();
+        let m = publish(
+            &repo,
+            "tool",
+            "1.0",
+            std::slice::from_ref(&src),
+            "first",
+            false,
+        )
+        .unwrap();
         assert_eq!(m.files.len(), 2);
         assert_eq!(m.files[0].name, "a.txt");
         assert_eq!(m.files[0].sha256, fsutil::sha256_hex(b"hello"));
@@ -364,7 +381,9 @@ mod tests {
         fs::write(&one, b"unique to 1.0").unwrap();
         publish(&repo, "tool", "1.0", &[src.clone(), one], "", false).unwrap();
         publish(&repo, "tool", "1.1", &[src], "", false).unwrap();
-        let unique = repo.object_path(&fsutil::sha256_hex(b"unique to 1.0")).unwrap();
+        let unique = repo
+            .object_path(&fsutil::sha256_hex(b"unique to 1.0"))
+            .unwrap();
         // An area still links to it: not reclaimed.
         let area_link = d.path().join("area-link");
         fs::hard_link(&unique, &area_link).unwrap();
@@ -376,6 +395,10 @@ mod tests {
         fs::remove_file(&area_link).unwrap();
         assert_eq!(repo.gc().unwrap().0, 1);
         assert!(!unique.exists());
-        assert!(repo.object_path(&fsutil::sha256_hex(b"hello")).unwrap().exists());
+        assert!(
+            repo.object_path(&fsutil::sha256_hex(b"hello"))
+                .unwrap()
+                .exists()
+        );
     }
 }

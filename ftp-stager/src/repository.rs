@@ -67,7 +67,9 @@ impl Manifest {
             product: self.product.clone(),
             version: self.version.clone(),
             notes: self.notes.clone(),
-            published_at: self.published_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            published_at: self
+                .published_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             yanked: self.yanked,
             files: self
                 .files
@@ -340,8 +342,7 @@ fn parse_manifest(path: &Path, bytes: &[u8]) -> Result<Manifest> {
     })?;
     let ok = valid_name(&m.product)
         && valid_name(&m.version)
-        && m
-            .files
+        && m.files
             .iter()
             .all(|f| valid_file_name(&f.name) && valid_sha(&f.sha256));
     if !ok {
@@ -366,7 +367,9 @@ mod tests {
         assert!(!valid_name("a/b"));
         assert!(!valid_name("-x"));
         assert!(valid_file_name("a/b/c.iso"));
-        for bad in ["", "/a", "a//b", "a/../b", "./a", "a\\b", "a\nb", "..", "a/"] {
+        for bad in [
+            "", "/a", "a//b", "a/../b", "./a", "a\\b", "a\nb", "..", "a/",
+        ] {
             assert!(!valid_file_name(bad), "{bad:?}");
         }
     }

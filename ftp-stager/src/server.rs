@@ -94,13 +94,17 @@ pub fn drop_privileges(cfg: &StagerConfig) -> Result<()> {
     }
     let user = User::from_name(&cfg.run_as_user)
         .map_err(|e| StagerError::Config(format!("run_as_user {:?}: {e}", cfg.run_as_user)))?
-        .ok_or_else(|| StagerError::Config(format!("run_as_user {:?}: no such user", cfg.run_as_user)))?;
+        .ok_or_else(|| {
+            StagerError::Config(format!("run_as_user {:?}: no such user", cfg.run_as_user))
+        })?;
     setgroups(&[user.gid])
         .and_then(|()| setgid(user.gid))
         .and_then(|()| setuid(user.uid))
         .map_err(|e| StagerError::Config(format!("cannot switch to {:?}: {e}", cfg.run_as_user)))?;
     if setuid(Uid::from_raw(0)).is_ok() {
-        return Err(StagerError::Config("privileges could be regained after dropping them".into()));
+        return Err(StagerError::Config(
+            "privileges could be regained after dropping them".into(),
+        ));
     }
     tracing::info!(user = %cfg.run_as_user, uid = user.uid.as_raw(), "dropped root privileges");
     Ok(())
@@ -224,7 +228,12 @@ impl StagerServer {
         let link_task = match (link, listeners.link) {
             (Some(lc), Some(l)) => {
                 let svc = Arc::new(StagerService::new(self.stager.clone()));
-                Some(tokio::spawn(commlink::serve(l, lc, svc, stopped(stop_rx.clone()))))
+                Some(tokio::spawn(commlink::serve(
+                    l,
+                    lc,
+                    svc,
+                    stopped(stop_rx.clone()),
+                )))
             }
             _ => None,
         };
@@ -236,6 +245,8 @@ impl StagerServer {
         let _ = https_task.await;
         let _ = ftp_task.await;
         let _ = sweeper.await;
+        let st = self.stager.clone();
+        let _ = tokio::task::spawn_blocking(move || st.flush()).await;
         if let Some(t) = link_task {
             match t.await {
                 Ok(Err(e)) => tracing::warn!(error = %e, "commlink server ended with an error"),

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use chrono::{Duration, Utc};
@@ -131,7 +131,8 @@ pub struct Stager {
     default_ttl: u64,
     max_ttl: u64,
     urls: Mutex<PublicUrls>,
-    areas: Mutex<Areas>,
+    areas: Arc<Mutex<Areas>>,
+    persist: Mutex<std::sync::mpsc::Sender<Persist>>,
     deliveries: Mutex<DeliveryLog>,
     latencies_us: Mutex<VecDeque<u64>>,
     stage_count: std::sync::atomic::AtomicU64,
@@ -181,6 +182,7 @@ impl Stager {
             }
         }
         let deliveries = DeliveryLog::open(&cfg.state_dir)?;
+        let areas = Arc::new(Mutex::new(areas));
         let default_port = |s: &str| {
             s.rsplit_once(':')
                 .and_then(|(_, p)| p.parse().ok())
@@ -203,7 +205,7 @@ impl Stager {
             repository = %cfg.repository.display(),
             areas = %areas_dir.display(),
             method = method.name(),
-            live_areas = areas.by_id.len(),
+            live_areas = lock(&areas).by_id.len(),
             "stager opened"
         );
         Ok(Stager {
@@ -214,11 +216,24 @@ impl Stager {
             default_ttl: cfg.area_ttl_secs.max(1),
             max_ttl: cfg.max_ttl_secs.max(1),
             urls: Mutex::new(urls),
-            areas: Mutex::new(areas),
+            persist: Mutex::new(spawn_persister(cfg.state_dir.clone(), areas.clone())),
+            areas,
             deliveries: Mutex::new(deliveries),
             latencies_us: Mutex::new(VecDeque::new()),
             stage_count: Default::default(),
         })
+    }
+
+    fn mark_dirty(&self) {
+        let _ = lock(&self.persist).send(Persist::Dirty);
+    }
+
+    /// Waits until every area change so far is durable in the state file.
+    pub fn flush(&self) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        if lock(&self.persist).send(Persist::Flush(tx)).is_ok() {
+            let _ = rx.recv();
+        }
     }
 
     /// The repository.
@@ -295,7 +310,10 @@ impl Stager {
         if files.is_empty() {
             return Err(StagerError::Invalid("nothing to stage".into()));
         }
-        let ttl = req.ttl_secs.unwrap_or(self.default_ttl).clamp(1, self.max_ttl);
+        let ttl = req
+            .ttl_secs
+            .unwrap_or(self.default_ttl)
+            .clamp(1, self.max_ttl);
         let id = fsutil::random_hex(16);
         let dir = self.areas_dir.join(&id);
         fs::create_dir(&dir).map_err(StagerError::io("create", &dir))?;
@@ -350,16 +368,8 @@ impl Stager {
             files: files.clone(),
             method: used.name().into(),
         };
-        {
-            let mut areas = lock(&self.areas);
-            areas.insert(record.clone());
-            if let Err(e) = state::save_areas(&self.state_dir, areas.by_id.values()) {
-                areas.remove(&id);
-                drop(areas);
-                let _ = fs::remove_dir_all(&dir);
-                return Err(e);
-            }
-        }
+        lock(&self.areas).insert(record.clone());
+        self.mark_dirty();
         let us = t0.elapsed().as_micros() as u64;
         {
             let mut l = lock(&self.latencies_us);
@@ -404,14 +414,10 @@ impl Stager {
 
     /// Removes an area now. Returns false if there was none.
     pub fn unstage(&self, id: &str) -> Result<bool> {
-        let removed = {
-            let mut areas = lock(&self.areas);
-            let r = areas.remove(id);
-            if r.is_some() {
-                state::save_areas(&self.state_dir, areas.by_id.values())?;
-            }
-            r
-        };
+        let removed = lock(&self.areas).remove(id);
+        if removed.is_some() {
+            self.mark_dirty();
+        }
         let Some(r) = removed else { return Ok(false) };
         let dir = self.areas_dir.join(&r.id);
         match fs::remove_dir_all(&dir) {
@@ -427,7 +433,7 @@ impl Stager {
     pub fn areas(&self) -> msg::AreaList {
         let areas = lock(&self.areas);
         let mut v: Vec<&AreaRecord> = areas.by_id.values().collect();
-        v.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        v.sort_by_key(|a| std::cmp::Reverse(a.created_at));
         msg::AreaList {
             areas: v.into_iter().map(AreaRecord::summary).collect(),
         }
@@ -513,7 +519,9 @@ impl Stager {
             at: rfc3339(Utc::now()),
         };
         match lock(&self.deliveries).append(d) {
-            Ok(d) => tracing::info!(seq = d.seq, area = %d.area_id, file = %d.file, bytes, protocol, "delivered"),
+            Ok(d) => {
+                tracing::info!(seq = d.seq, area = %d.area_id, file = %d.file, bytes, protocol, "delivered")
+            }
             Err(e) => tracing::error!(error = %e, "cannot record a delivery"),
         }
     }
@@ -552,6 +560,58 @@ impl Stager {
             delivered_bytes,
         }
     }
+}
+
+impl Drop for Stager {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+enum Persist {
+    Dirty,
+    Flush(std::sync::mpsc::SyncSender<()>),
+}
+
+/// The state-file writer. Area changes take effect in memory at once and are written by
+/// this thread right after (changes that arrive meanwhile share one write and one fsync),
+/// so a stage request never waits for the disk. A crash can lose the areas of the last
+/// few milliseconds: their links stop working and the sweeper removes their directories.
+/// [`Stager::flush`] (called on shutdown and drop) waits for everything to be durable.
+fn spawn_persister(
+    state_dir: PathBuf,
+    areas: Arc<Mutex<Areas>>,
+) -> std::sync::mpsc::Sender<Persist> {
+    let (tx, rx) = std::sync::mpsc::channel::<Persist>();
+    let spawned = std::thread::Builder::new()
+        .name("ffs-stager-state".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut waiters = Vec::new();
+                let mut dirty = false;
+                let mut take = |m: Persist, dirty: &mut bool| match m {
+                    Persist::Dirty => *dirty = true,
+                    Persist::Flush(w) => waiters.push(w),
+                };
+                take(first, &mut dirty);
+                while let Ok(m) = rx.try_recv() {
+                    take(m, &mut dirty);
+                }
+                if dirty {
+                    let snapshot: Vec<AreaRecord> = lock(&areas).by_id.values().cloned().collect();
+                    if let Err(e) = state::save_areas(&state_dir, snapshot.iter()) {
+                        tracing::error!(error = %e, "cannot write the area state file");
+                    }
+                }
+                for w in waiters {
+                    let _ = w.send(());
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the state writer thread");
+    }
+    tx
 }
 
 /// Nearest-rank percentile of sorted values (0 when empty).
@@ -623,13 +683,17 @@ mod tests {
             fs::metadata(&staged).unwrap().ino(),
             fs::metadata(&obj).unwrap().ino()
         );
-        assert!(a.ftp_url.starts_with(&format!("ftp://{}:{}@127.0.0.1:2121/", a.ftp_user, a.ftp_password)));
+        assert!(a.ftp_url.starts_with(&format!(
+            "ftp://{}:{}@127.0.0.1:2121/",
+            a.ftp_user, a.ftp_password
+        )));
         assert!(a.https_base.ends_with(&format!(":8444/d/{}/", a.token)));
         assert!(s.ftp_login(&a.ftp_user, &a.ftp_password).is_some());
         assert!(s.ftp_login(&a.ftp_user, "wrong").is_none());
         assert_eq!(s.area_of_token(&a.token).unwrap().id, a.area_id);
         assert!(s.area_of_token(&"0".repeat(64)).is_none());
         // The state file holds no plaintext secret.
+        s.flush();
         let state = fs::read_to_string(cfg.state_dir.join("areas.json")).unwrap();
         assert!(!state.contains(&a.ftp_password) && !state.contains(&a.token));
         assert_eq!(s.stats().stage_count, 1);
@@ -641,8 +705,14 @@ mod tests {
         let s = Stager::open(&cfg).unwrap();
         let a = s.stage(&req(&["docs/readme.txt"])).unwrap();
         assert_eq!(a.files.len(), 1);
-        assert!(matches!(s.stage(&req(&["nope"])), Err(StagerError::NotFound(_))));
-        assert!(matches!(s.stage(&req(&["../x"])), Err(StagerError::Invalid(_))));
+        assert!(matches!(
+            s.stage(&req(&["nope"])),
+            Err(StagerError::NotFound(_))
+        ));
+        assert!(matches!(
+            s.stage(&req(&["../x"])),
+            Err(StagerError::Invalid(_))
+        ));
         s.repository().yank("tool", "1.0").unwrap();
         assert!(matches!(s.stage(&req(&[])), Err(StagerError::Refused(_))));
         // The area staged before the yank still works.
@@ -682,7 +752,10 @@ mod tests {
             let used = m.place(&src, &dst).unwrap();
             assert_ne!(used, Method::HardLink);
             assert_eq!(fs::read(&dst).unwrap(), b"bytes");
-            assert_ne!(fs::metadata(&dst).unwrap().ino(), fs::metadata(&src).unwrap().ino());
+            assert_ne!(
+                fs::metadata(&dst).unwrap().ino(),
+                fs::metadata(&src).unwrap().ino()
+            );
         }
     }
 

@@ -133,7 +133,8 @@ impl DeliveryLog {
             .map_err(StagerError::io("open", &self.path))?;
         f.write_all(text.as_bytes())
             .map_err(StagerError::io("append", &self.path))?;
-        f.sync_data().map_err(StagerError::io("fsync", &self.path))?;
+        f.sync_data()
+            .map_err(StagerError::io("fsync", &self.path))?;
         self.entries.push(d.clone());
         Ok(d)
     }

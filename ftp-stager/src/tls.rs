@@ -78,7 +78,8 @@ fn generate(host: &str, cert: &Path, key: &Path) -> Result<()> {
             names.push(n.to_owned());
         }
     }
-    let ck = rcgen::generate_simple_self_signed(names).map_err(|e| StagerError::Tls(e.to_string()))?;
+    let ck =
+        rcgen::generate_simple_self_signed(names).map_err(|e| StagerError::Tls(e.to_string()))?;
     let _ = fs::remove_file(key);
     let mut f = fs::OpenOptions::new()
         .write(true)
@@ -136,6 +137,9 @@ mod tests {
         let b = load_or_generate(&cfg).unwrap();
         assert_eq!(a.fingerprint, b.fingerprint, "reused, not regenerated");
         fs::set_permissions(&a.key_path, fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(load_or_generate(&cfg).is_err(), "world-readable key refused");
+        assert!(
+            load_or_generate(&cfg).is_err(),
+            "world-readable key refused"
+        );
     }
 }

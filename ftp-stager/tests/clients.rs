@@ -126,13 +126,19 @@ async fn curl_https_download_matches_catalog_and_resumes() {
     assert!(head.contains(&format!("content-length: {size}")), "{head}");
     assert!(head.contains(&format!("etag: \"{sha}\"")), "{head}");
     assert!(head.contains("accept-ranges: bytes"), "{head}");
-    assert!(head.contains("content-type: application/octet-stream"), "{head}");
+    assert!(
+        head.contains("content-type: application/octet-stream"),
+        "{head}"
+    );
 
     // The listing page names every file with its checksum.
     let (code, body) = curl(&[&a.https_base]).await;
     assert_eq!(code, 200);
     let page = String::from_utf8(body).unwrap();
-    assert!(page.contains("docs/readme.txt") && page.contains(&sha), "{page}");
+    assert!(
+        page.contains("docs/readme.txt") && page.contains(&sha),
+        "{page}"
+    );
     assert!(page.contains("with%20space.txt"), "{page}");
 
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;

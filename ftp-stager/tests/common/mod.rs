@@ -91,14 +91,22 @@ pub fn make_repo() -> (tempfile::TempDir, StagerConfig) {
     fs::write(src.join("big.bin"), pattern(3 * 1024 * 1024 + 17, 1)).unwrap();
     fs::write(src.join("docs/readme.txt"), b"read me first\n").unwrap();
     fs::write(src.join("with space.txt"), b"spaced\n").unwrap();
-    fs::write(dir.path().join("outside-secret.txt"), b"TOP SECRET OUTSIDE\n").unwrap();
+    fs::write(
+        dir.path().join("outside-secret.txt"),
+        b"TOP SECRET OUTSIDE\n",
+    )
+    .unwrap();
     let cfg = test_config(dir.path());
     let repo = Repository::open(&cfg.repository).unwrap();
     ftp_stager::publish(&repo, "tool", "1.0", &[src], "first release", false).unwrap();
     (dir, cfg)
 }
 
-pub async fn start_with(dir: tempfile::TempDir, cfg: StagerConfig, link: Option<commlink::LinkConfig>) -> Running {
+pub async fn start_with(
+    dir: tempfile::TempDir,
+    cfg: StagerConfig,
+    link: Option<commlink::LinkConfig>,
+) -> Running {
     let listeners = Listeners::loopback(link.is_some()).await.unwrap();
     let (l, f, h) = listeners.addrs();
     let server = StagerServer::new(&cfg).unwrap();
@@ -143,7 +151,10 @@ pub async fn curl(args: &[&str]) -> (u16, Vec<u8>) {
             .args(&args)
             .output()
             .expect("curl runs");
-        let code: u16 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+        let code: u16 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0);
         (code, fs::read(&body).unwrap_or_default())
     })
     .await
@@ -152,7 +163,13 @@ pub async fn curl(args: &[&str]) -> (u16, Vec<u8>) {
 
 /// Runs a python3 ftplib script. `ftp` is a logged-in `ftplib.FTP` (or FTP_TLS with
 /// `tls`); the script's stdout is returned; a Python exception fails the call.
-pub async fn ftplib(addr: SocketAddr, user: &str, password: &str, tls: bool, body: &str) -> Result<String, String> {
+pub async fn ftplib(
+    addr: SocketAddr,
+    user: &str,
+    password: &str,
+    tls: bool,
+    body: &str,
+) -> Result<String, String> {
     let script = format!(
         r#"
 import ftplib, hashlib, sys, io, ssl
