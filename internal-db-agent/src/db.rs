@@ -323,13 +323,12 @@ impl Pool {
             .await
             .map_err(|e| DbError::Worker(e.to_string()))?;
         let pool = Arc::clone(self);
-        let out = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let _permit = permit;
             pool.with_conn(f)
         })
         .await
-        .map_err(|e| DbError::Worker(e.to_string()))?;
-        out
+        .map_err(|e| DbError::Worker(e.to_string()))?
     }
 }
 

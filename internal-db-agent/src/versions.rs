@@ -14,8 +14,9 @@
 use std::cmp::Ordering;
 use std::fmt;
 
-/// A parsed version: numeric components plus an optional pre-release tag.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A parsed version: numeric components plus an optional pre-release tag. Equality is
+/// by value (`2.1 == 2.1.0`).
+#[derive(Debug, Clone)]
 pub struct Version {
     /// The dotted numbers, as written (not padded).
     pub nums: Vec<u64>,
@@ -99,6 +100,14 @@ impl Ord for Version {
         }
     }
 }
+
+impl PartialEq for Version {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Version {}
 
 impl PartialOrd for Version {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {

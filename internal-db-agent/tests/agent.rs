@@ -1,0 +1,663 @@
+//! The agent's behaviour, on SQLite always and on PostgreSQL when FFS_TEST_POSTGRES_URL is
+//! set: first through `AgentService` directly, then over real commlink sockets in both
+//! connection modes.
+
+mod common;
+
+use std::time::Duration;
+
+use commlink::msg::agent as m;
+use commlink::{Fields, LinkError, Message, Tobj};
+use common::{Backend, PASSWORD, TestDb, seeded_agent, serve};
+use internal_db_agent::service::LOGIN_DENIED;
+use internal_db_agent::{Agent, AgentService, Mode, admin};
+
+fn login(l: &str, pw: &str) -> m::Login {
+    m::Login {
+        login: l.into(),
+        password: pw.into(),
+        client_addr: "192.0.2.7".into(),
+    }
+}
+
+/// Sends a typed request straight to the service; `Err((code, message))` for refusals.
+async fn ask<R: commlink::Request>(
+    svc: &AgentService,
+    req: &R,
+) -> Result<R::Response, (String, String)> {
+    let reply = svc.handle(req.to_tobj(1)).await;
+    let text = reply.encode();
+    assert!(!text.contains("$argon2"), "a reply carried a hash: {text}");
+    assert!(
+        !text.contains(PASSWORD),
+        "a reply carried the password: {text}"
+    );
+    if reply.kind == "ffs.error" {
+        return Err((
+            reply.fields.req_text("code").unwrap().to_owned(),
+            reply.fields.req_text("message").unwrap().to_owned(),
+        ));
+    }
+    Ok(R::Response::from_tobj(&reply).unwrap())
+}
+
+fn code<T: std::fmt::Debug>(r: Result<T, (String, String)>) -> (String, String) {
+    r.expect_err("expected a refusal")
+}
+
+async fn bob_id(svc: &AgentService) -> i64 {
+    ask(svc, &login("bob", PASSWORD)).await.unwrap().customer.id
+}
+
+async fn login_replies(b: Backend) {
+    let Some(db) = TestDb::new(b) else { return };
+    let (agent, _) = seeded_agent(&db).await;
+    let svc = agent.service();
+
+    let ok = ask(&svc, &login("alice", PASSWORD)).await.unwrap();
+    assert_eq!(ok.customer.login, "alice");
+    assert!(ok.customer.admin && !ok.customer.disabled);
+    assert_eq!(ok.customer.email, "alice@example.com");
+
+    let upper = ask(&svc, &login("  ALICE ", PASSWORD)).await.unwrap();
+    assert_eq!(
+        upper.customer.id, ok.customer.id,
+        "logins are case-insensitive"
+    );
+
+    let wrong = code(ask(&svc, &login("bob", "not the password")).await);
+    let unknown = code(ask(&svc, &login("nobody", PASSWORD)).await);
+    let malformed = code(ask(&svc, &login("no body", PASSWORD)).await);
+    assert_eq!(wrong, ("denied".to_owned(), LOGIN_DENIED.to_owned()));
+    assert_eq!(
+        unknown, wrong,
+        "unknown login and wrong password must look alike"
+    );
+    assert_eq!(malformed, wrong);
+
+    let disabled = code(ask(&svc, &login("carol", PASSWORD)).await);
+    assert_eq!(disabled.0, "denied");
+    assert!(disabled.1.contains("disabled"), "{disabled:?}");
+    // Without the right password a disabled account looks like any failure.
+    assert_eq!(
+        code(ask(&svc, &login("carol", "wrong password")).await),
+        wrong
+    );
+}
+
+async fn lockout(b: Backend) {
+    let Some(db) = TestDb::new(b) else { return };
+    let (agent, _) = seeded_agent(&db).await;
+    let svc = agent.service();
+    // Threshold 3 in the test config.
+    for _ in 0..3 {
+        assert_eq!(code(ask(&svc, &login("bob", "guess")).await).0, "denied");
+    }
+    let locked = code(ask(&svc, &login("bob", PASSWORD)).await);
+    assert_eq!(locked.0, "locked", "{locked:?}");
+    assert!(locked.1.contains("try again after"), "{locked:?}");
+    // Unknown logins are counted and locked the same way.
+    for _ in 0..3 {
+        assert_eq!(code(ask(&svc, &login("ghost", "guess")).await).0, "denied");
+    }
+    assert_eq!(code(ask(&svc, &login("ghost", "guess")).await).0, "locked");
+    // Others are not affected; a success resets the count.
+    ask(&svc, &login("alice", PASSWORD)).await.unwrap();
+    for _ in 0..2 {
+        code(ask(&svc, &login("alice", "guess")).await);
+    }
+    ask(&svc, &login("alice", PASSWORD)).await.unwrap();
+    code(ask(&svc, &login("alice", "guess")).await);
+    ask(&svc, &login("alice", PASSWORD)).await.unwrap();
+    // The operator lifts the lock.
+    admin::with(svc.pool(), |c| admin::unlock(c, "bob")).unwrap();
+    ask(&svc, &login("bob", PASSWORD)).await.unwrap();
+}
+
+async fn authorize(b: Backend) {
+    let Some(db) = TestDb::new(b) else { return };
+    let (agent, _) = seeded_agent(&db).await;
+    let svc = agent.service();
+    let bob = bob_id(&svc).await;
+    let az = |product: &str, version: &str| m::Authorize {
+        customer_id: bob,
+        product: product.into(),
+        version: version.into(),
+    };
+    let ok = ask(&svc, &az("widget", "2.5.1")).await.unwrap();
+    assert_eq!(ok.entitlement.versions, ">=2.0, <3");
+    assert_eq!(
+        (ok.product.as_str(), ok.version.as_str()),
+        ("widget", "2.5.1")
+    );
+    ask(&svc, &az("widget", "2.0")).await.unwrap();
+
+    for v in ["3.0", "1.9.9", "latest"] {
+        let (c, msg) = code(ask(&svc, &az("widget", v)).await);
+        assert_eq!(c, "denied");
+        assert!(msg.contains("outside the entitlement"), "{msg}");
+    }
+    let (c, msg) = code(ask(&svc, &az("gadget", "1.0")).await);
+    assert_eq!(c, "denied");
+    assert!(msg.contains("ended"), "expired: {msg}");
+    let (c, msg) = code(ask(&svc, &az("gizmo", "1.0")).await);
+    assert_eq!(c, "denied");
+    assert!(msg.contains("not entitled"), "{msg}");
+    let (c, _) = code(
+        ask(
+            &svc,
+            &m::Authorize {
+                customer_id: 987_654,
+                product: "widget".into(),
+                version: "2.1".into(),
+            },
+        )
+        .await,
+    );
+    assert_eq!(c, "not-found");
+
+    // A disabled customer is refused even with an entitlement.
+    admin::with(svc.pool(), |c| {
+        admin::entitle(c, "carol", "widget", "*", None)
+    })
+    .unwrap();
+    let carol = admin::with(svc.pool(), |c| admin::show_customer(c, "carol"))
+        .unwrap()
+        .0
+        .id;
+    let (c, msg) = code(
+        ask(
+            &svc,
+            &m::Authorize {
+                customer_id: carol,
+                product: "widget".into(),
+                version: "2.1".into(),
+            },
+        )
+        .await,
+    );
+    assert_eq!(c, "denied");
+    assert!(msg.contains("disabled"), "{msg}");
+
+    let current = ask(
+        &svc,
+        &m::Entitlements {
+            customer_id: bob,
+            include_expired: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(current.entitlements.len(), 1);
+    assert_eq!(current.entitlements[0].product, "widget");
+    let all = ask(
+        &svc,
+        &m::Entitlements {
+            customer_id: bob,
+            include_expired: true,
+        },
+    )
+    .await
+    .unwrap();
+    let gadget = all
+        .entitlements
+        .iter()
+        .find(|e| e.product == "gadget")
+        .unwrap();
+    assert!(gadget.expired);
+    assert_eq!(gadget.expires_at.as_deref(), Some("2020-01-02T00:00:00Z"));
+}
+
+async fn record_and_history(b: Backend) {
+    let Some(db) = TestDb::new(b) else { return };
+    let (agent, _) = seeded_agent(&db).await;
+    let svc = agent.service();
+    let bob = bob_id(&svc).await;
+    let rec = |version: &str| m::RecordDownload {
+        customer_id: bob,
+        product: "widget".into(),
+        version: version.into(),
+        files: vec!["widget-2.5.iso".into(), "NOTES.txt".into()],
+        area_id: "ar-1".into(),
+        client_addr: "2001:db8::7".into(),
+    };
+    let h = ask(&svc, &rec("2.5")).await.unwrap();
+    assert!(h.history_id > 0);
+    // Outside the entitlement: refused and not recorded.
+    assert_eq!(code(ask(&svc, &rec("3.1")).await).0, "denied");
+
+    let dl = |bytes: u64, seq: Option<u64>| m::RecordDelivery {
+        area_id: "ar-1".into(),
+        file: "widget-2.5.iso".into(),
+        bytes,
+        protocol: "https".into(),
+        stager_seq: seq,
+    };
+    let first = ask(&svc, &dl(100, Some(1))).await.unwrap();
+    assert!(first.delivery_id.is_some() && !first.duplicate);
+    let again = ask(&svc, &dl(100, Some(1))).await.unwrap();
+    assert!(again.duplicate && again.delivery_id.is_none());
+    ask(&svc, &dl(50, Some(2))).await.unwrap();
+    ask(&svc, &dl(7, None)).await.unwrap();
+    let cursor = ask(&svc, &m::DeliveryCursor {}).await.unwrap();
+    assert_eq!(cursor.last_seq, Some(2));
+
+    let mine = ask(
+        &svc,
+        &m::History {
+            customer_id: Some(bob),
+            limit: 10,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(mine.entries.len(), 1);
+    let e = &mine.entries[0];
+    assert_eq!(e.id, h.history_id);
+    assert_eq!(e.login, "bob");
+    assert_eq!(e.files, vec!["widget-2.5.iso", "NOTES.txt"]);
+    assert_eq!((e.deliveries, e.delivered_bytes), (3, 157));
+    assert_eq!(e.client_addr, "2001:db8::7");
+    assert!(e.staged_at.ends_with('Z'));
+
+    ask(&svc, &rec("2.6")).await.unwrap();
+    let all = ask(
+        &svc,
+        &m::History {
+            customer_id: None,
+            limit: 10,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(all.entries.len(), 2);
+    assert_eq!(all.entries[0].version, "2.6", "newest first");
+    let alice_id = ask(&svc, &login("alice", PASSWORD))
+        .await
+        .unwrap()
+        .customer
+        .id;
+    let none = ask(
+        &svc,
+        &m::History {
+            customer_id: Some(alice_id),
+            limit: 10,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(none.entries.is_empty());
+    // The CLI's view of the same history.
+    let rows = admin::with(svc.pool(), |c| admin::history(c, Some("bob"), 1)).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].version, "2.6");
+}
+
+async fn admin_requests(b: Backend) {
+    let Some(db) = TestDb::new(b) else { return };
+    let (agent, _) = seeded_agent(&db).await;
+    let svc = agent.service();
+    let alice = ask(&svc, &login("alice", PASSWORD))
+        .await
+        .unwrap()
+        .customer
+        .id;
+    let bob = bob_id(&svc).await;
+
+    let list = ask(&svc, &m::Customers {}).await.unwrap();
+    let logins: Vec<&str> = list.customers.iter().map(|c| c.login.as_str()).collect();
+    assert_eq!(logins, ["alice", "bob", "carol"]);
+    assert!(list.customers[2].disabled);
+
+    let detail = ask(
+        &svc,
+        &m::Customer {
+            login: "bob".into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(detail.customer.id, bob);
+    assert_eq!(detail.entitlements.len(), 2, "expired ones included");
+    assert_eq!(
+        code(
+            ask(
+                &svc,
+                &m::Customer {
+                    login: "nobody".into()
+                }
+            )
+            .await
+        )
+        .0,
+        "not-found"
+    );
+
+    let grant = |by: i64, versions: &str| m::Entitle {
+        by_customer_id: by,
+        login: "bob".into(),
+        product: "gizmo".into(),
+        versions: versions.into(),
+        until: Some("2999-12-31".into()),
+    };
+    assert_eq!(
+        code(ask(&svc, &grant(bob, "^1")).await).0,
+        "denied",
+        "not an admin"
+    );
+    assert_eq!(code(ask(&svc, &grant(alice, "~1")).await).0, "bad-request");
+    let done = ask(&svc, &grant(alice, "^1")).await.unwrap();
+    assert_eq!(done.entitlement.versions, "^1");
+    ask(
+        &svc,
+        &m::Authorize {
+            customer_id: bob,
+            product: "gizmo".into(),
+            version: "1.4".into(),
+        },
+    )
+    .await
+    .unwrap();
+
+    let un = |by: i64| m::Unentitle {
+        by_customer_id: by,
+        login: "bob".into(),
+        product: "gizmo".into(),
+    };
+    assert_eq!(code(ask(&svc, &un(bob)).await).0, "denied");
+    assert_eq!(ask(&svc, &un(alice)).await.unwrap().removed, 1);
+    assert_eq!(ask(&svc, &un(alice)).await.unwrap().removed, 0);
+
+    let dis = |by: i64, l: &str, d: bool| m::SetDisabled {
+        by_customer_id: by,
+        login: l.into(),
+        disabled: d,
+    };
+    assert_eq!(code(ask(&svc, &dis(bob, "bob", true)).await).0, "denied");
+    assert_eq!(
+        code(ask(&svc, &dis(alice, "alice", true)).await).0,
+        "bad-request"
+    );
+    assert!(
+        ask(&svc, &dis(alice, "bob", true))
+            .await
+            .unwrap()
+            .customer
+            .disabled
+    );
+    assert!(
+        code(ask(&svc, &login("bob", PASSWORD)).await)
+            .1
+            .contains("disabled")
+    );
+    assert!(
+        !ask(&svc, &dis(alice, "bob", false))
+            .await
+            .unwrap()
+            .customer
+            .disabled
+    );
+    ask(&svc, &login("bob", PASSWORD)).await.unwrap();
+}
+
+async fn malformed_requests(b: Backend) {
+    let Some(db) = TestDb::new(b) else { return };
+    let (agent, _) = seeded_agent(&db).await;
+    let svc = agent.service();
+    let bad = |kind: &str, f: Fields| Tobj::with_fields(kind, 3, f);
+    for t in [
+        bad("agent.bogus", Fields::new()),
+        bad("stager.stage", Fields::new()),
+        bad("agent.login", Fields::new().text("login", "alice")),
+        bad(
+            "agent.authorize",
+            Fields::new()
+                .text("customer_id", "x")
+                .text("product", "p")
+                .text("version", "1"),
+        ),
+        bad(
+            "agent.record-delivery",
+            Fields::new()
+                .text("area_id", "a")
+                .text("file", "f")
+                .num("bytes", u64::MAX)
+                .text("protocol", "https"),
+        ),
+        bad(
+            "agent.history",
+            Fields::new().object("customer_id", Fields::new().text("x", "1")),
+        ),
+    ] {
+        let kind = t.kind.clone();
+        let reply = svc.handle(t).await;
+        assert_eq!(reply.kind, "ffs.error", "{kind}");
+        assert_eq!(
+            reply.fields.req_text("code").unwrap(),
+            "bad-request",
+            "{kind}"
+        );
+        assert!(!reply.fields.req_text("message").unwrap().is_empty());
+    }
+    ask(&svc, &login("alice", PASSWORD)).await.unwrap();
+}
+
+fn remote(r: Result<impl std::fmt::Debug, LinkError>) -> (String, String) {
+    match r {
+        Err(LinkError::Remote { code, message }) => (code, message),
+        other => panic!("expected a refusal from the agent, got {other:?}"),
+    }
+}
+
+/// The list, over a real socket.
+async fn over_the_link(b: Backend, mode: Mode) {
+    let Some(db) = TestDb::new(b) else { return };
+    let (agent, _) = seeded_agent(&db).await;
+    let served = serve(agent.clone(), mode).await;
+    let client = served.client.clone();
+
+    let ok = client.request(&login("bob", PASSWORD)).await.unwrap();
+    assert_eq!(ok.customer.login, "bob");
+    let bob = ok.customer.id;
+    let wrong = remote(client.request(&login("bob", "wrong password")).await);
+    let unknown = remote(client.request(&login("mallory", PASSWORD)).await);
+    assert_eq!(wrong, ("denied".into(), LOGIN_DENIED.into()));
+    assert_eq!(unknown, wrong);
+    let disabled = remote(client.request(&login("carol", PASSWORD)).await);
+    assert_eq!(disabled.0, "denied");
+    assert!(disabled.1.contains("disabled"));
+
+    let az = |product: &str, version: &str| m::Authorize {
+        customer_id: bob,
+        product: product.into(),
+        version: version.into(),
+    };
+    client.request(&az("widget", "2.9")).await.unwrap();
+    let expired = remote(client.request(&az("gadget", "1.0")).await);
+    assert_eq!(expired.0, "denied");
+    assert!(expired.1.contains("ended"), "{expired:?}");
+    let outside = remote(client.request(&az("widget", "3.0")).await);
+    assert_eq!(outside.0, "denied");
+    assert!(outside.1.contains("outside"), "{outside:?}");
+
+    let rec = client
+        .request(&m::RecordDownload {
+            customer_id: bob,
+            product: "widget".into(),
+            version: "2.9".into(),
+            files: vec!["w.iso".into()],
+            area_id: "area-9".into(),
+            client_addr: "198.51.100.4".into(),
+        })
+        .await
+        .unwrap();
+    assert!(rec.history_id > 0);
+
+    // Malformed requests: a clear refusal, and the same link keeps working.
+    let malformed = remote(
+        client
+            .call(Tobj::with_fields(
+                "agent.authorize",
+                0,
+                Fields::new().text("customer_id", "seven"),
+            ))
+            .await,
+    );
+    assert_eq!(malformed.0, "bad-request");
+    let unknown_type = remote(client.call(Tobj::new("agent.drop-tables", 0)).await);
+    assert_eq!(unknown_type.0, "bad-request");
+    assert!(unknown_type.1.contains("unknown request type"));
+    client.request(&login("bob", PASSWORD)).await.unwrap();
+
+    // An oversized request: refused (the agent drops that connection after saying why),
+    // and the agent keeps serving once the link is re-established.
+    let huge = login("bob", &"x".repeat(common::AGENT_MAX_LINE * 2));
+    let r = client.request(&huge).await;
+    eprintln!("oversized request ({mode:?}): {r:?}");
+    assert!(r.is_err(), "an oversized request was answered: {r:?}");
+    // The agent's line limit refused it before any password check.
+    assert!(format!("{r:?}").contains("longer than"), "{r:?}");
+    let mut back = false;
+    for _ in 0..50 {
+        if client.wait_up(Duration::from_secs(1)).await
+            && client.request(&login("bob", PASSWORD)).await.is_ok()
+        {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        back,
+        "the agent did not keep serving after an oversized request"
+    );
+    served.shutdown().await;
+}
+
+async fn over_the_link_listen(b: Backend) {
+    over_the_link(b, Mode::Listen).await
+}
+
+async fn over_the_link_dial_out(b: Backend) {
+    over_the_link(b, Mode::DialOut).await
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    login_replies,
+    lockout,
+    authorize,
+    record_and_history,
+    admin_requests,
+    malformed_requests,
+    over_the_link_listen,
+    over_the_link_dial_out,
+);
+
+// Start-up failures: clear messages naming the path and what to do.
+
+async fn open_err(database: String) -> String {
+    let cfg = internal_db_agent::AgentConfig {
+        database,
+        argon2_memory_kib: 64,
+        argon2_iterations: 1,
+        ..Default::default()
+    };
+    match Agent::open_async(&cfg).await {
+        Ok(_) => panic!("opened {}", cfg.database),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn startup_fails_clearly_when_the_db_directory_is_missing() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("no-such-dir");
+    let msg = open_err(format!("sqlite://{}/ffs.db", dir.display())).await;
+    assert!(msg.contains(&dir.display().to_string()), "{msg}");
+    assert!(
+        msg.contains("does not exist") && msg.contains("mkdir -p"),
+        "{msg}"
+    );
+    assert!(!dir.exists());
+}
+
+#[tokio::test]
+async fn startup_fails_clearly_when_the_db_directory_is_unwritable() {
+    // /proc refuses new files even for root.
+    let msg = open_err("sqlite:///proc/ffs.db".into()).await;
+    assert!(
+        msg.contains("/proc") && msg.contains("not writable"),
+        "{msg}"
+    );
+    // And for a non-root user, an ordinary read-only directory.
+    let t = tempfile::tempdir().unwrap();
+    let ro = t.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o500)).unwrap();
+    let probe = ro.join("probe");
+    let root = std::fs::write(&probe, b"x").is_ok();
+    if !root {
+        let msg = open_err(format!("sqlite://{}/ffs.db", ro.display())).await;
+        assert!(msg.contains("not writable"), "{msg}");
+    }
+}
+
+#[tokio::test]
+async fn startup_keeps_the_real_postgres_error() {
+    // Nothing listens on port 1: the backend's own message must survive, minus the password.
+    let msg = open_err("postgres://ffs:s3cret@127.0.0.1:1/ffs".into()).await;
+    assert!(
+        msg.contains("cannot connect to postgres://ffs:***@127.0.0.1:1/ffs"),
+        "{msg}"
+    );
+    assert!(!msg.contains("s3cret"), "{msg}");
+    assert!(!msg.contains("multiconnection"), "{msg}");
+    assert!(
+        msg.to_lowercase().contains("refused") || msg.contains("connect"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn startup_refuses_an_unknown_scheme() {
+    let msg = open_err("mysql://u@h/db".into()).await;
+    assert!(
+        msg.contains("sqlite://") && msg.contains("postgres://"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn reopening_keeps_the_data_and_migrations_are_idempotent() {
+    let db = TestDb::new(Backend::Sqlite).unwrap();
+    {
+        let (agent, _) = seeded_agent(&db).await;
+        drop(agent);
+    }
+    let agent = Agent::open_async(&db.config()).await.unwrap();
+    ask(&agent.service(), &login("alice", PASSWORD))
+        .await
+        .unwrap();
+}
