@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use commlink::msg::agent as am;
 use commlink::msg::stager as sm;
 use commlink::{Client, LinkError, Request};
 
@@ -170,143 +171,61 @@ impl Backend {
 }
 
 /// A customer as the agent describes one (never with a password hash).
-#[derive(Debug, Clone)]
-pub struct Customer {
-    /// Agent id.
-    pub id: u64,
-    /// Login name.
-    pub login: String,
-    /// Display name.
-    pub name: String,
-    /// E-mail.
-    pub email: String,
-    /// Admin role.
-    pub admin: bool,
-    /// Disabled.
-    pub disabled: bool,
-}
-
+pub type Customer = am::CustomerInfo;
 /// One entitlement.
-#[derive(Debug, Clone)]
-pub struct Entitlement {
-    /// Product.
-    pub product: String,
-    /// Version constraint, e.g. `>=2.0, <3`.
-    pub versions: String,
-    /// Expiry, if any.
-    pub until: Option<String>,
-}
-
+pub type Entitlement = am::EntitlementInfo;
 /// One download-history row.
-#[derive(Debug, Clone)]
-pub struct HistoryEntry {
-    /// History id.
-    pub id: u64,
-    /// Customer login.
-    pub login: String,
-    /// Product.
-    pub product: String,
-    /// Version.
-    pub version: String,
-    /// Files staged.
-    pub files: Vec<String>,
-    /// The stager's area id.
-    pub area_id: String,
-    /// When staged.
-    pub at: String,
-    /// Client address.
-    pub client_addr: String,
-    /// Bytes delivered so far.
-    pub bytes_delivered: u64,
-}
+pub type HistoryEntry = am::HistoryEntry;
 
-// Agent requests. PROVISIONAL: raw tobjs following the contract's flows until the typed
-// messages in commlink::msg::agent land; then these bodies switch to them.
 impl Backend {
-    async fn call_raw(
-        &self,
-        peer: Peer,
-        op: &'static str,
-        fields: commlink::Fields,
-    ) -> Result<commlink::Tobj, BackendError> {
-        let client = match peer {
-            Peer::Agent => &self.agent,
-            Peer::Stager => &self.stager,
-        };
-        let start = Instant::now();
-        let r = tokio::time::timeout(
-            self.timeout,
-            client.call(commlink::Tobj::with_fields(op, 0, fields)),
-        )
-        .await;
-        let out = match r {
-            Err(_) => Err(BackendError::Unreachable(
-                peer,
-                format!("no reply within {:?}", self.timeout),
-            )),
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(LinkError::Down(why))) => Err(BackendError::Unreachable(peer, why)),
-            Ok(Err(LinkError::Timeout(d))) => {
-                Err(BackendError::Unreachable(peer, format!("timeout {d:?}")))
-            }
-            Ok(Err(LinkError::Remote { code, message })) => Err(BackendError::Refused {
-                peer,
-                code,
-                message,
-            }),
-            Ok(Err(LinkError::Decode(e))) => Err(BackendError::BadReply(peer, e.to_string())),
-        };
-        self.metrics
-            .backend(peer.name(), op, start.elapsed(), out.is_ok());
-        out
-    }
-
-    /// Authenticates a customer.
+    /// Authenticates a customer (`Refused{denied|locked}` otherwise).
     pub async fn login(
         &self,
         login: &str,
         password: &str,
         client_addr: &str,
     ) -> Result<Customer, BackendError> {
-        let t = self
-            .call_raw(
+        let r = self
+            .request(
                 Peer::Agent,
-                "agent.login",
-                commlink::Fields::new()
-                    .text("login", login)
-                    .text("password", password)
-                    .text("client_addr", client_addr),
+                &am::Login {
+                    login: login.to_string(),
+                    password: password.to_string(),
+                    client_addr: client_addr.to_string(),
+                },
             )
             .await?;
-        customer_from(&t.fields).map_err(|e| BackendError::BadReply(Peer::Agent, e.to_string()))
+        Ok(r.customer)
     }
 
-    /// A customer's entitlements.
-    pub async fn entitlements(&self, customer_id: u64) -> Result<Vec<Entitlement>, BackendError> {
-        let t = self
-            .call_raw(
+    /// A customer's live entitlements.
+    pub async fn entitlements(&self, customer_id: i64) -> Result<Vec<Entitlement>, BackendError> {
+        let r = self
+            .request(
                 Peer::Agent,
-                "agent.entitlements",
-                commlink::Fields::new().num("customer_id", customer_id),
+                &am::Entitlements {
+                    customer_id,
+                    include_expired: false,
+                },
             )
             .await?;
-        entitlements_from(&t.fields).map_err(|e| BackendError::BadReply(Peer::Agent, e.to_string()))
+        Ok(r.entitlements)
     }
 
     /// Asks whether the customer may download this release; `Refused{denied}` if not.
     pub async fn authorize(
         &self,
-        customer_id: u64,
+        customer_id: i64,
         product: &str,
         version: &str,
     ) -> Result<(), BackendError> {
-        self.call_raw(
+        self.request(
             Peer::Agent,
-            "agent.authorize",
-            commlink::Fields::new()
-                .num("customer_id", customer_id)
-                .text("product", product)
-                .text("version", version),
+            &am::Authorize {
+                customer_id,
+                product: product.to_string(),
+                version: version.to_string(),
+            },
         )
         .await?;
         Ok(())
@@ -315,135 +234,83 @@ impl Backend {
     /// Records a prepared download; returns the history id.
     pub async fn record_download(
         &self,
-        customer_id: u64,
+        customer_id: i64,
         area: &sm::StagedArea,
         product: &str,
         version: &str,
         client_addr: &str,
-    ) -> Result<u64, BackendError> {
-        let t = self
-            .call_raw(
+    ) -> Result<i64, BackendError> {
+        let r = self
+            .request(
                 Peer::Agent,
-                "agent.record_download",
-                commlink::Fields::new()
-                    .num("customer_id", customer_id)
-                    .text("product", product)
-                    .text("version", version)
-                    .text_list("files", "file", area.files.iter().map(|f| f.name.as_str()))
-                    .text("area_id", &area.area_id)
-                    .text("client_addr", client_addr),
+                &am::RecordDownload {
+                    customer_id,
+                    product: product.to_string(),
+                    version: version.to_string(),
+                    files: area.files.iter().map(|f| f.name.clone()).collect(),
+                    area_id: area.area_id.clone(),
+                    client_addr: client_addr.to_string(),
+                },
             )
             .await?;
-        Ok(t.fields.opt_parse("history_id").ok().flatten().unwrap_or(0))
+        Ok(r.history_id)
     }
 
-    /// Records a completed transfer reported by the stager.
+    /// Records a completed transfer reported by the stager (idempotent per stager seq).
     pub async fn record_delivery(&self, d: &sm::Delivery) -> Result<(), BackendError> {
-        self.call_raw(
+        self.request(
             Peer::Agent,
-            "agent.record_delivery",
-            commlink::Fields::new()
-                .text("area_id", &d.area_id)
-                .text("file", &d.file)
-                .num("bytes", d.bytes)
-                .text("protocol", &d.protocol),
+            &am::RecordDelivery {
+                area_id: d.area_id.clone(),
+                file: d.file.clone(),
+                bytes: d.bytes,
+                protocol: d.protocol.clone(),
+                stager_seq: Some(d.seq),
+            },
         )
         .await?;
         Ok(())
     }
 
-    /// All customers (admin).
-    pub async fn customers(&self) -> Result<Vec<Customer>, BackendError> {
-        let t = self
-            .call_raw(Peer::Agent, "agent.customers", commlink::Fields::new())
-            .await?;
-        let items = t
-            .fields
-            .list_items("customers", "customer")
-            .map_err(|e| BackendError::BadReply(Peer::Agent, e.to_string()))?;
-        items
-            .into_iter()
-            .map(customer_from)
-            .collect::<Result<_, _>>()
-            .map_err(|e| BackendError::BadReply(Peer::Agent, e.to_string()))
+    /// The highest stager delivery seq the agent has recorded.
+    pub async fn delivery_cursor(&self) -> Result<u64, BackendError> {
+        let r = self.request(Peer::Agent, &am::DeliveryCursor {}).await?;
+        Ok(r.last_seq.unwrap_or(0))
     }
 
-    /// One customer and their entitlements (admin).
+    /// All customers (admin).
+    pub async fn customers(&self) -> Result<Vec<Customer>, BackendError> {
+        Ok(self
+            .request(Peer::Agent, &am::Customers {})
+            .await?
+            .customers)
+    }
+
+    /// One customer and all their entitlements (admin).
     pub async fn customer(
         &self,
         login: &str,
     ) -> Result<(Customer, Vec<Entitlement>), BackendError> {
-        let t = self
-            .call_raw(
+        let r = self
+            .request(
                 Peer::Agent,
-                "agent.customer",
-                commlink::Fields::new().text("login", login),
+                &am::Customer {
+                    login: login.to_string(),
+                },
             )
             .await?;
-        let bad = |e: commlink::TobjError| BackendError::BadReply(Peer::Agent, e.to_string());
-        let c = customer_from(t.fields.req_object("customer").map_err(bad)?).map_err(bad)?;
-        let e = entitlements_from(&t.fields).map_err(bad)?;
-        Ok((c, e))
+        Ok((r.customer, r.entitlements))
     }
 
-    /// Recent history, of one customer or all.
+    /// Recent history (newest first), of one customer or all.
     pub async fn history(
         &self,
-        customer_id: Option<u64>,
-        limit: u64,
+        customer_id: Option<i64>,
+        limit: u32,
     ) -> Result<Vec<HistoryEntry>, BackendError> {
-        let mut f = commlink::Fields::new().num("limit", limit);
-        if let Some(id) = customer_id {
-            f = f.num("customer_id", id);
-        }
-        let t = self.call_raw(Peer::Agent, "agent.history", f).await?;
-        let bad = |e: commlink::TobjError| BackendError::BadReply(Peer::Agent, e.to_string());
-        t.fields
-            .list_items("entries", "entry")
-            .map_err(bad)?
-            .into_iter()
-            .map(|e| {
-                Ok(HistoryEntry {
-                    id: e.req_parse("id")?,
-                    login: e.opt_str("login")?.unwrap_or_default().to_string(),
-                    product: e.req_text("product")?.to_string(),
-                    version: e.req_text("version")?.to_string(),
-                    files: e.text_items("files", "file")?,
-                    area_id: e.opt_str("area_id")?.unwrap_or_default().to_string(),
-                    at: e.opt_str("at")?.unwrap_or_default().to_string(),
-                    client_addr: e.opt_str("client_addr")?.unwrap_or_default().to_string(),
-                    bytes_delivered: e.opt_parse("bytes_delivered")?.unwrap_or(0),
-                })
-            })
-            .collect::<Result<_, commlink::TobjError>>()
-            .map_err(bad)
+        Ok(self
+            .request(Peer::Agent, &am::History { customer_id, limit })
+            .await?
+            .entries)
     }
-}
-
-fn customer_from(f: &commlink::Fields) -> Result<Customer, commlink::TobjError> {
-    let f = match f.req_object("customer") {
-        Ok(inner) => inner,
-        Err(_) => f,
-    };
-    Ok(Customer {
-        id: f.req_parse("id")?,
-        login: f.req_text("login")?.to_string(),
-        name: f.opt_str("name")?.unwrap_or_default().to_string(),
-        email: f.opt_str("email")?.unwrap_or_default().to_string(),
-        admin: f.opt_str("admin")? == Some("true"),
-        disabled: f.opt_str("disabled")? == Some("true"),
-    })
-}
-
-fn entitlements_from(f: &commlink::Fields) -> Result<Vec<Entitlement>, commlink::TobjError> {
-    f.list_items("entitlements", "entitlement")?
-        .into_iter()
-        .map(|e| {
-            Ok(Entitlement {
-                product: e.req_text("product")?.to_string(),
-                versions: e.opt_str("versions")?.unwrap_or_default().to_string(),
-                until: e.opt_str("until")?.map(str::to_string),
-            })
-        })
-        .collect()
 }

@@ -37,8 +37,6 @@ pub struct WebConfig {
     pub tls_names: Vec<String>,
     /// Session cookie key file (64 random bytes, mode 0600; generated on first start).
     pub session_key: PathBuf,
-    /// Where the delivery forwarder remembers the last delivery it forwarded.
-    pub state_file: PathBuf,
     /// `connect` (dial `agent_addr`) or `accept` (listen on `agent_listen`; the agent dials out).
     pub agent_mode: AgentMode,
     /// The agent's commlink address, for `agent_mode = "connect"`.
@@ -76,7 +74,6 @@ impl Default for WebConfig {
             tls_generate: true,
             tls_names: vec!["localhost".into(), "127.0.0.1".into()],
             session_key: PathBuf::from("web-session.key"),
-            state_file: PathBuf::from("web-state.json"),
             agent_mode: AgentMode::Connect,
             agent_addr: "127.0.0.1:7701".into(),
             agent_listen: "127.0.0.1:7702".into(),
@@ -96,12 +93,7 @@ impl Default for WebConfig {
 impl WebConfig {
     /// Makes relative paths absolute against the config file's directory.
     pub fn resolve_paths(&mut self, base: &Path) {
-        for p in [
-            &mut self.tls_cert,
-            &mut self.tls_key,
-            &mut self.session_key,
-            &mut self.state_file,
-        ] {
+        for p in [&mut self.tls_cert, &mut self.tls_key, &mut self.session_key] {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -131,8 +123,6 @@ tls_generate = true
 tls_names = ["localhost", "127.0.0.1"]
 # Session cookie key (64 random bytes, mode 0600), generated on first start.
 session_key = "web-session.key"
-# Remembers the last stager delivery forwarded to the agent.
-state_file = "web-state.json"
 # "connect": dial the agent at agent_addr. "accept": listen on agent_listen and let the
 # agent dial out (no inbound firewall rule toward the inside).
 agent_mode = "connect"

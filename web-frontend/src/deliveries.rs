@@ -1,76 +1,71 @@
 //! The delivery forwarder: polls the stager's append-only delivery log (`stager.deliveries`)
-//! and records each completed transfer with the agent (`agent.record_delivery`). The last
-//! forwarded sequence number is kept in a small state file so a restart neither loses nor
-//! repeats deliveries.
+//! and records each completed transfer with the agent (`agent.record-delivery`, carrying the
+//! stager's seq so a repeat is recognised). Where to resume comes from the agent
+//! (`agent.delivery-cursor`), so a restart of either side neither loses nor repeats
+//! deliveries, and the web frontend keeps no state of its own.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use commlink::msg::stager::DeliveriesRequest;
-use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, BackendError, Peer};
 use crate::metrics::Metrics;
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct StateFile {
-    delivery_seq: u64,
-}
 
 /// Forwards deliveries until the task is dropped or aborted.
 pub struct Forwarder {
     backend: Backend,
     metrics: Arc<Metrics>,
-    state_file: PathBuf,
     interval: Duration,
-    seq: u64,
+    seq: Option<u64>,
 }
 
 impl Forwarder {
-    /// Reads the last forwarded sequence number (0 when the file is missing).
-    pub fn new(
-        backend: Backend,
-        metrics: Arc<Metrics>,
-        state_file: PathBuf,
-        interval: Duration,
-    ) -> Self {
-        let seq = read_seq(&state_file);
+    /// A forwarder that will ask the agent where to resume.
+    pub fn new(backend: Backend, metrics: Arc<Metrics>, interval: Duration) -> Self {
         Forwarder {
             backend,
             metrics,
-            state_file,
             interval,
-            seq,
+            seq: None,
         }
     }
 
-    /// The last sequence number forwarded.
-    pub fn seq(&self) -> u64 {
+    /// The last sequence number forwarded, once known.
+    pub fn seq(&self) -> Option<u64> {
         self.seq
     }
 
     /// One poll: fetches new deliveries and forwards them in order. Stops at the first
     /// failure so nothing is skipped; returns how many were forwarded.
     pub async fn poll_once(&mut self) -> Result<u64, BackendError> {
+        let after = match self.seq {
+            Some(s) => s,
+            None => {
+                let s = self.backend.delivery_cursor().await?;
+                self.seq = Some(s);
+                s
+            }
+        };
         let batch = self
             .backend
             .request(
                 Peer::Stager,
                 &DeliveriesRequest {
-                    after_seq: self.seq,
+                    after_seq: after,
                     limit: Some(500),
                 },
             )
             .await?;
         let mut n = 0;
+        let mut last = after;
         for d in &batch.deliveries {
-            if d.seq <= self.seq {
+            if d.seq <= last {
                 continue;
             }
             match self.backend.record_delivery(d).await {
-                Ok(()) => {}
-                // An area the agent does not know (e.g. staged by `ffs bench`) is skipped
+                Ok(()) => n += 1,
+                // An area the agent never recorded (e.g. staged by a benchmark) is skipped
                 // rather than blocking the log forever.
                 Err(BackendError::Refused { code, message, .. })
                     if code == "not-found" || code == "bad-request" =>
@@ -78,16 +73,15 @@ impl Forwarder {
                     tracing::warn!(seq = d.seq, area = %d.area_id, %message, "delivery not recorded");
                 }
                 Err(e) => {
-                    self.save();
+                    self.seq = Some(last);
                     return Err(e);
                 }
             }
-            self.seq = d.seq;
-            n += 1;
+            last = d.seq;
         }
+        self.seq = Some(last);
         if n > 0 {
             self.metrics.deliveries_forwarded(n);
-            self.save();
         }
         Ok(n)
     }
@@ -98,31 +92,13 @@ impl Forwarder {
             match self.poll_once().await {
                 Ok(n) if n > 0 => tracing::debug!(n, "deliveries forwarded"),
                 Ok(_) => {}
-                Err(e) => tracing::debug!(error = %e, "delivery forwarding paused"),
+                Err(e) => {
+                    // Re-read the cursor after an outage: the agent is the record.
+                    self.seq = None;
+                    tracing::debug!(error = %e, "delivery forwarding paused");
+                }
             }
             tokio::time::sleep(self.interval).await;
         }
     }
-
-    fn save(&self) {
-        let text = match serde_json::to_string(&StateFile {
-            delivery_seq: self.seq,
-        }) {
-            Ok(t) => t,
-            Err(_) => return,
-        };
-        let tmp = self.state_file.with_extension("tmp");
-        let r = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &self.state_file));
-        if let Err(e) = r {
-            tracing::warn!(file = %self.state_file.display(), error = %e, "cannot save the delivery position");
-        }
-    }
-}
-
-fn read_seq(path: &Path) -> u64 {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| serde_json::from_str::<StateFile>(&t).ok())
-        .map(|s| s.delivery_seq)
-        .unwrap_or(0)
 }

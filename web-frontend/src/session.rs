@@ -22,7 +22,7 @@ const CSRF_KEY: &str = "csrf";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SessionUser {
     /// The agent's customer id.
-    pub id: u64,
+    pub id: i64,
     /// Login name.
     pub login: String,
     /// Display name.

@@ -109,15 +109,6 @@ impl Application {
         if identity.generated {
             tracing::info!(fingerprint = %identity.fingerprint, "self-signed certificate generated");
         }
-        let key = secrets::load_or_create_session_key(&cfg.session_key)?;
-        let metrics = Arc::new(Metrics::default());
-        let backend = Backend::new(agent, stager, cfg.backend_timeout(), metrics.clone());
-        let forwarder = Forwarder::new(
-            backend.clone(),
-            metrics.clone(),
-            cfg.state_file.clone(),
-            Duration::from_secs(cfg.delivery_poll_secs.max(1)),
-        );
         let port = local_port(&listeners.https)?;
         let http_port = match &listeners.http_redirect {
             Some(l) => Some(local_port(l)?),
@@ -129,28 +120,23 @@ impl Application {
             cfg.workers
         };
         let public_host = cfg.public_host.clone();
-        let state = web::Data::new(AppState::new(cfg, backend, metrics));
+        let (state, key) = build_state(cfg, agent, stager)?;
+        let forwarder = Forwarder::new(
+            state.backend.clone(),
+            state.metrics.clone(),
+            Duration::from_secs(state.cfg.delivery_poll_secs.max(1)),
+        );
         let app_state = state.clone();
-        let key = Key::from(&key);
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(app_state.clone())
-                .app_data(web::PayloadConfig::new(64 * 1024))
-                .configure(routes::configure)
-                .default_service(web::to(not_found))
-                .wrap(session_middleware(key.clone()))
-                .wrap(security_headers())
-                .wrap(actix_web::middleware::from_fn(record_metrics))
-        })
-        .workers(workers)
-        .disable_signals()
-        .shutdown_timeout(5)
-        .listen_rustls_0_23(listeners.https, (*identity.config).clone())
-        .map_err(|source| StartError::Bind {
-            addr: format!("port {port}"),
-            source,
-        })?
-        .run();
+        let server = HttpServer::new(move || app(app_state.clone(), key.clone()))
+            .workers(workers)
+            .disable_signals()
+            .shutdown_timeout(5)
+            .listen_rustls_0_23(listeners.https, (*identity.config).clone())
+            .map_err(|source| StartError::Bind {
+                addr: format!("port {port}"),
+                source,
+            })?
+            .run();
         let redirect = match listeners.http_redirect {
             Some(l) => Some(
                 HttpServer::new(move || {
@@ -243,6 +229,43 @@ impl Application {
         }
         r
     }
+}
+
+/// The shared state and the session cookie key for a config and two clients (loads or
+/// creates the session key file). [`Application::build`] uses it; tests use it with [`app`].
+pub fn build_state(
+    cfg: WebConfig,
+    agent: Client,
+    stager: Client,
+) -> Result<(web::Data<AppState>, Key), StartError> {
+    let key = secrets::load_or_create_session_key(&cfg.session_key)?;
+    let metrics = Arc::new(Metrics::default());
+    let backend = Backend::new(agent, stager, cfg.backend_timeout(), metrics.clone());
+    let state = web::Data::new(AppState::new(cfg, backend, metrics));
+    Ok((state, Key::from(&key)))
+}
+
+/// The actix application: routes, sessions, security headers, metrics. One per worker.
+pub fn app(
+    state: web::Data<AppState>,
+    key: Key,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(state)
+        .app_data(web::PayloadConfig::new(64 * 1024))
+        .configure(routes::configure)
+        .default_service(web::to(not_found))
+        .wrap(session_middleware(key))
+        .wrap(security_headers())
+        .wrap(actix_web::middleware::from_fn(record_metrics))
 }
 
 fn local_port(l: &TcpListener) -> Result<u16, StartError> {

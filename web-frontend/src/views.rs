@@ -34,7 +34,7 @@ pub fn entitled(
 ) -> bool {
     ents.iter().any(|e| {
         e.product == product
-            && !expired(e.until.as_deref(), now)
+            && !expired(e.expires_at.as_deref(), now)
             && version::matches(&e.versions, version)
     })
 }
@@ -47,7 +47,10 @@ pub fn products(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Vec<ProductView> {
     let mut by_product: BTreeMap<&str, Vec<&Entitlement>> = BTreeMap::new();
-    for e in ents.iter().filter(|e| !expired(e.until.as_deref(), now)) {
+    for e in ents
+        .iter()
+        .filter(|e| !e.expired && !expired(e.expires_at.as_deref(), now))
+    {
         by_product.entry(e.product.as_str()).or_default().push(e);
     }
     by_product
@@ -75,7 +78,7 @@ pub fn products(
                 .join(" or ");
             let until = es
                 .iter()
-                .map(|e| e.until.clone())
+                .map(|e| e.expires_at.clone())
                 .collect::<Option<Vec<String>>>()
                 .and_then(|v| v.into_iter().max())
                 .map(|u| format::time(&u));
@@ -175,9 +178,13 @@ pub fn history_row(h: &HistoryEntry, can_prepare: bool) -> HistoryView {
         product: h.product.clone(),
         version: h.version.clone(),
         files: h.files.join(", "),
-        at: format::time(&h.at),
+        at: format::time(&h.staged_at),
         client_addr: h.client_addr.clone(),
-        delivered: format::size(h.bytes_delivered),
+        delivered: if h.deliveries == 0 {
+            "—".to_string()
+        } else {
+            format::size(h.delivered_bytes)
+        },
         can_prepare,
     }
 }
@@ -206,7 +213,8 @@ mod tests {
         Entitlement {
             product: p.into(),
             versions: v.into(),
-            until: until.map(Into::into),
+            expires_at: until.map(Into::into),
+            expired: false,
         }
     }
 

@@ -45,7 +45,7 @@ pub(crate) async fn customer(
                         e.versions
                     },
                     until: e
-                        .until
+                        .expires_at
                         .map(|u| format::time(&u))
                         .unwrap_or_else(|| "never".into()),
                 })

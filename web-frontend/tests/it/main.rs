@@ -1,0 +1,12 @@
+//! Integration tests of the web frontend against a REAL db agent (SQLite in a temp dir) and
+//! a REAL ftp-stager (temp repository), both started in-process on port-0 listeners and
+//! reached over real commlink sockets. No mocks.
+//!
+//! - `pages`: every page and form through actix's test service (no TLS);
+//! - `https`: the real server over rustls, driven by curl (headers, redirect, cookies,
+//!   a download straight from the stager with its SHA-256 checked);
+//! - `browser`: headless Chromium via chromedriver (skipped with a reason if absent).
+
+mod common;
+mod https;
+mod pages;

@@ -1,0 +1,656 @@
+//! Every page and form through actix's test service, against the real agent and stager.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::http::header::HeaderMap;
+use actix_web::test::{self, TestRequest};
+
+use crate::common::{PASSWORD, Stack, input_value};
+
+/// A response, read.
+pub struct Resp {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn location(&self) -> &str {
+        self.headers
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+/// A tiny browser: a cookie jar and a client address.
+#[derive(Clone)]
+pub struct Browser {
+    pub jar: HashMap<String, String>,
+    pub peer: String,
+}
+
+impl Browser {
+    pub fn new(peer: &str) -> Self {
+        Browser {
+            jar: HashMap::new(),
+            peer: peer.to_string(),
+        }
+    }
+
+    pub async fn send<S, B>(&mut self, app: &S, req: TestRequest) -> Resp
+    where
+        S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+        B: MessageBody,
+    {
+        let mut req = req.peer_addr(self.peer.parse().unwrap());
+        if !self.jar.is_empty() {
+            let c = self
+                .jar
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            req = req.insert_header(("cookie", c));
+        }
+        let res = test::call_service(app, req.to_request()).await;
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        for sc in headers.get_all("set-cookie") {
+            let sc = sc.to_str().unwrap();
+            let (nv, attrs) = sc.split_once(';').unwrap_or((sc, ""));
+            let (n, v) = nv.split_once('=').unwrap();
+            if attrs.contains("Max-Age=0") || v.is_empty() {
+                self.jar.remove(n.trim());
+            } else {
+                self.jar.insert(n.trim().to_string(), v.to_string());
+            }
+        }
+        let body = test::read_body(res).await;
+        Resp {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+
+    pub async fn get<S, B>(&mut self, app: &S, path: &str) -> Resp
+    where
+        S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+        B: MessageBody,
+    {
+        self.send(app, TestRequest::get().uri(path)).await
+    }
+
+    pub async fn post<S, B>(&mut self, app: &S, path: &str, form: &[(&str, &str)]) -> Resp
+    where
+        S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+        B: MessageBody,
+    {
+        let body = serde_urlencoded::to_string(form).unwrap();
+        self.send(
+            app,
+            TestRequest::post()
+                .uri(path)
+                .insert_header(("content-type", "application/x-www-form-urlencoded"))
+                .set_payload(body),
+        )
+        .await
+    }
+
+    /// Signs in; returns the final response of the POST.
+    pub async fn login<S, B>(&mut self, app: &S, login: &str, password: &str) -> Resp
+    where
+        S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+        B: MessageBody,
+    {
+        let form = self.get(app, "/login").await;
+        assert_eq!(form.status, 200, "{}", form.body);
+        let csrf = input_value(&form.body, "csrf").expect("csrf field on the login form");
+        self.post(
+            app,
+            "/login",
+            &[("csrf", &csrf), ("login", login), ("password", password)],
+        )
+        .await
+    }
+
+    /// The CSRF token of the current session (from the products page nav).
+    pub async fn csrf<S, B>(&mut self, app: &S) -> String
+    where
+        S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+        B: MessageBody,
+    {
+        let p = self.get(app, "/downloads").await;
+        assert_eq!(p.status, 200, "{}", p.body);
+        input_value(&p.body, "csrf").unwrap()
+    }
+}
+
+macro_rules! app {
+    ($stack:expr) => {{
+        let cfg = $stack.web_config();
+        let (state, key) =
+            web_frontend::startup::build_state(cfg, $stack.agent_client(), $stack.stager_client())
+                .unwrap();
+        test::init_service(web_frontend::startup::app(state, key)).await
+    }};
+    ($stack:expr, $cfg:expr) => {{
+        let (state, key) =
+            web_frontend::startup::build_state($cfg, $stack.agent_client(), $stack.stager_client())
+                .unwrap();
+        test::init_service(web_frontend::startup::app(state, key)).await
+    }};
+}
+
+#[actix_web::test]
+async fn login_success_shows_only_entitled_releases_newest_first() {
+    let stack = Stack::start().await;
+    let app = app!(stack);
+    let mut b = Browser::new("10.1.0.1:5000");
+    assert_eq!(b.get(&app, "/").await.location(), "/login");
+    let r = b.login(&app, "alice", PASSWORD).await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(r.location(), "/products");
+    assert_eq!(b.get(&app, "/").await.location(), "/products");
+    let p = b.get(&app, "/products").await;
+    assert_eq!(p.status, 200);
+    assert!(p.body.contains("Alice Example"));
+    let i21 = p.body.find("alpha-2.1.bin").expect("2.1 shown");
+    let i20 = p.body.find("alpha-2.0.bin").expect("2.0 shown");
+    assert!(i21 < i20, "newest release first");
+    assert!(
+        !p.body.contains("alpha-1.0.bin"),
+        "1.0 is outside >=2.0, <3"
+    );
+    assert!(
+        !p.body.contains("alpha-3.0.bin"),
+        "3.0 is outside >=2.0, <3"
+    );
+    assert!(!p.body.contains("beta"), "not entitled to beta");
+    assert!(p.body.contains("Release notes for alpha 2.1."));
+    let sha = crate::common::sha256_hex(stack.file("alpha", "2.1", "alpha-2.1.bin"));
+    assert!(p.body.contains(&sha), "SHA-256 shown");
+    assert!(p.body.contains("68.4 KiB"), "size shown");
+}
+
+#[actix_web::test]
+async fn wrong_password_and_unknown_login_get_the_same_answer() {
+    let stack = Stack::start().await;
+    let app = app!(stack);
+    let mut b = Browser::new("10.1.0.2:5000");
+    let wrong = b.login(&app, "alice", "not the password").await;
+    let unknown = b.login(&app, "nobody", "not the password").await;
+    assert_eq!(wrong.status, 401);
+    assert_eq!(unknown.status, 401);
+    assert!(wrong.body.contains("Wrong login or password."));
+    assert!(unknown.body.contains("Wrong login or password."));
+    assert!(
+        !wrong.body.contains("not the password"),
+        "password never echoed"
+    );
+    assert_eq!(b.get(&app, "/products").await.location(), "/login");
+}
+
+#[actix_web::test]
+async fn agent_lockout_is_shown_even_with_the_right_password() {
+    let stack = Stack::start().await;
+    let app = app!(stack);
+    // Different addresses, so the web's own throttle is not what stops them.
+    for i in 0..3 {
+        let mut b = Browser::new(&format!("10.2.0.{i}:5000"));
+        assert_eq!(b.login(&app, "bob", "wrong password!").await.status, 401);
+    }
+    let mut b = Browser::new("10.2.1.1:5000");
+    let r = b.login(&app, "bob", PASSWORD).await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(r.body.contains("temporarily locked"));
+    assert_eq!(b.get(&app, "/products").await.location(), "/login");
+}
+
+#[actix_web::test]
+async fn per_address_throttle_stops_a_spray_across_logins() {
+    let stack = Stack::start().await;
+    let app = app!(stack);
+    let mut b = Browser::new("10.3.0.1:5000");
+    for i in 0..5 {
+        let r = b.login(&app, &format!("user{i}"), "wrong password!").await;
+        assert_eq!(r.status, 401);
+    }
+    let r = b.login(&app, "alice", PASSWORD).await;
+    assert_eq!(r.status, 429, "throttled before asking the agent");
+    assert!(r.headers.get("retry-after").is_some());
+    let mut other = Browser::new("10.3.0.2:5000");
+    assert_eq!(other.login(&app, "alice", PASSWORD).await.status, 303);
+}
+
+#[actix_web::test]
+async fn forms_without_a_valid_csrf_token_are_refused() {
+    let stack = Stack::start().await;
+    let app = app!(stack);
+    let mut b = Browser::new("10.4.0.1:5000");
+    b.get(&app, "/login").await;
+    let r = b
+        .post(
+            &app,
+            "/login",
+            &[("login", "alice"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    let r = b
+        .post(
+            &app,
+            "/login",
+            &[("csrf", "0000"), ("login", "alice"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(b.login(&app, "alice", PASSWORD).await.status, 303);
+    let good = b.csrf(&app).await;
+    let bad = "f".repeat(good.len());
+    let r = b
+        .post(
+            &app,
+            "/prepare",
+            &[("csrf", &bad), ("product", "alpha"), ("version", "2.1")],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert!(r.body.contains("Form expired"));
+    let r = b.post(&app, "/logout", &[("csrf", &bad)]).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        b.get(&app, "/products").await.status,
+        200,
+        "still signed in"
+    );
+    // A token from another session does not work either.
+    let mut other = Browser::new("10.4.0.2:5000");
+    other.login(&app, "bob", PASSWORD).await;
+    let theirs = other.csrf(&app).await;
+    let r = b
+        .post(
+            &app,
+            "/prepare",
+            &[("csrf", &theirs), ("product", "alpha"), ("version", "2.1")],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+}
+
+#[actix_web::test]
+async fn edited_forms_never_stage_what_the_customer_is_not_entitled_to() {
+    let stack = Stack::start().await;
+    let app = app!(stack);
+    let mut b = Browser::new("10.5.0.1:5000");
+    b.login(&app, "alice", PASSWORD).await;
+    let csrf = b.csrf(&app).await;
+    for (product, version) in [
+        ("beta", "1.0"),
+        ("alpha", "1.0"),
+        ("alpha", "3.0"),
+        ("alpha", "9.9"),
+        ("gamma", "1.0"),
+    ] {
+        let r = b
+            .post(
+                &app,
+                "/prepare",
+                &[("csrf", &csrf), ("product", product), ("version", version)],
+            )
+            .await;
+        assert_eq!(r.status, 404, "{product} {version}: {}", r.body);
+        assert!(!r.body.contains("ftp://"));
+    }
+    // Entitled release, but a file name edited to reach elsewhere.
+    for file in ["../../beta/1.0/beta-1.0.bin", "beta-1.0.bin", "/etc/passwd"] {
+        let r = b
+            .post(
+                &app,
+                "/prepare",
+                &[
+                    ("csrf", &csrf),
+                    ("product", "alpha"),
+                    ("version", "2.1"),
+                    ("file", file),
+                ],
+            )
+            .await;
+        assert!(
+            r.status == 400 || r.status == 404,
+            "{file}: {} {}",
+            r.status,
+            r.body
+        );
+        assert!(!r.body.contains("ftp://"));
+    }
+    // Nothing was staged by any of that.
+    let mut admin = Browser::new("10.5.0.9:5000");
+    admin.login(&app, "root", PASSWORD).await;
+    let areas = admin.get(&app, "/admin/areas").await;
+    assert!(
+        areas.body.contains("No active download areas"),
+        "{}",
+        areas.body
+    );
+    // Bob, by URL, does not see alpha.
+    let mut bob = Browser::new("10.5.0.2:5000");
+    bob.login(&app, "bob", PASSWORD).await;
+    let p = bob.get(&app, "/products").await;
+    assert!(p.body.contains("beta-1.0.bin"));
+    assert!(!p.body.contains("alpha-"));
+}
+
+#[actix_web::test]
+async fn prepare_download_stages_records_and_shows_links() {
+    let stack = Stack::start().await;
+    let app = app!(stack);
+    let mut b = Browser::new("10.6.0.1:5000");
+    b.login(&app, "alice", PASSWORD).await;
+    let csrf = b.csrf(&app).await;
+    let r = b
+        .post(
+            &app,
+            "/prepare",
+            &[("csrf", &csrf), ("product", "alpha"), ("version", "2.1")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("ftp://"));
+    let links = crate::common::hrefs(&r.body, "https://");
+    assert!(
+        links.iter().any(|l| l.ends_with("/alpha-2.1.bin")),
+        "{links:?}"
+    );
+    assert!(links.iter().any(|l| l.ends_with("/docs/README.txt")));
+    assert!(r.body.contains("sha256sum -c"));
+    let sha = crate::common::sha256_hex(stack.file("alpha", "2.1", "alpha-2.1.bin"));
+    assert!(r.body.contains(&sha));
+    assert!(r.body.contains("curl -fSL"));
+    // Only chosen files.
+    let r = b
+        .post(
+            &app,
+            "/prepare",
+            &[
+                ("csrf", &csrf),
+                ("product", "alpha"),
+                ("version", "2.0"),
+                ("file", "docs/README.txt"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let links = crate::common::hrefs(&r.body, "https://");
+    assert!(links.iter().any(|l| l.ends_with("/docs/README.txt")));
+    assert!(!links.iter().any(|l| l.ends_with(".bin")), "{links:?}");
+    // History, with re-prepare.
+    let h = b.get(&app, "/downloads").await;
+    assert_eq!(h.status, 200);
+    assert!(h.body.contains("alpha 2.1"));
+    assert!(h.body.contains("alpha 2.0"));
+    assert!(h.body.contains("Prepare again"));
+    // Re-prepare from the history form works.
+    let r = b
+        .post(
+            &app,
+            "/prepare",
+            &[("csrf", &csrf), ("product", "alpha"), ("version", "2.0")],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    // Bob's history does not show Alice's downloads.
+    let mut bob = Browser::new("10.6.0.2:5000");
+    bob.login(&app, "bob", PASSWORD).await;
+    let h = bob.get(&app, "/downloads").await;
+    assert!(!h.body.contains("alpha"));
+}
+
+#[actix_web::test]
+async fn admin_pages_work_for_admins_and_are_refused_to_customers() {
+    let stack = Stack::start().await;
+    let app = app!(stack);
+    let mut alice = Browser::new("10.7.0.1:5000");
+    alice.login(&app, "alice", PASSWORD).await;
+    let csrf = alice.csrf(&app).await;
+    let r = alice
+        .post(
+            &app,
+            "/prepare",
+            &[("csrf", &csrf), ("product", "alpha"), ("version", "2.1")],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    for path in [
+        "/admin",
+        "/admin/catalog",
+        "/admin/areas",
+        "/admin/history",
+        "/admin/customers",
+        "/admin/customers/bob",
+    ] {
+        let r = alice.get(&app, path).await;
+        assert_eq!(r.status, 403, "{path}");
+        assert!(!r.body.contains("bob@example.com"));
+    }
+    assert!(!alice.get(&app, "/products").await.body.contains(">Admin<"));
+
+    let mut root = Browser::new("10.7.0.2:5000");
+    root.login(&app, "root", PASSWORD).await;
+    let idx = root.get(&app, "/admin").await;
+    assert_eq!(idx.status, 200);
+    assert!(idx.body.contains("Staging latency"));
+    assert!(
+        idx.body.contains("hardlink") || idx.body.contains("hard"),
+        "{}",
+        idx.body
+    );
+    let cat = root.get(&app, "/admin/catalog").await;
+    assert!(cat.body.contains("alpha") && cat.body.contains("beta") && cat.body.contains("3.0"));
+    let cust = root.get(&app, "/admin/customers").await;
+    assert!(cust.body.contains("bob@example.com"));
+    let one = root.get(&app, "/admin/customers/alice").await;
+    assert!(
+        crate::common::unescape(&one.body).contains(">=2.0, <3"),
+        "{}",
+        one.body
+    );
+    assert!(one.body.contains("alpha 2.1"), "history of alice");
+    assert_eq!(root.get(&app, "/admin/customers/nobody").await.status, 404);
+    let hist = root.get(&app, "/admin/history").await;
+    assert!(hist.body.contains("alice") && hist.body.contains("alpha 2.1"));
+    let areas = root.get(&app, "/admin/areas").await;
+    assert!(areas.body.contains("alice"));
+    let area_id = input_value(&areas.body, "area_id").unwrap();
+    // A customer cannot revoke, even with a valid token of their own.
+    let r = alice
+        .post(
+            &app,
+            "/admin/areas/revoke",
+            &[("csrf", &csrf), ("area_id", &area_id)],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    let rcsrf = input_value(&areas.body, "csrf").unwrap();
+    let r = root
+        .post(
+            &app,
+            "/admin/areas/revoke",
+            &[("csrf", &rcsrf), ("area_id", &area_id)],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    assert_eq!(r.location(), "/admin/areas?revoked=1");
+    let areas = root.get(&app, "/admin/areas?revoked=1").await;
+    assert!(areas.body.contains("was revoked"));
+    assert!(!areas.body.contains(&area_id));
+}
+
+#[actix_web::test]
+async fn logout_kills_the_session_even_for_a_copied_cookie() {
+    let stack = Stack::start().await;
+    let app = app!(stack);
+    let mut b = Browser::new("10.8.0.1:5000");
+    b.login(&app, "alice", PASSWORD).await;
+    let copy = b.clone();
+    let csrf = b.csrf(&app).await;
+    let r = b.post(&app, "/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(r.status, 303);
+    assert_eq!(r.location(), "/login");
+    assert_eq!(b.get(&app, "/products").await.location(), "/login");
+    let mut replay = copy;
+    let r = replay.get(&app, "/products").await;
+    assert_eq!(r.status, 303, "a cookie copied before logout is dead");
+    assert_eq!(r.location(), "/login");
+}
+
+#[actix_web::test]
+async fn session_idle_timeout_ends_the_session() {
+    let stack = Stack::start().await;
+    let mut cfg = stack.web_config();
+    cfg.session_idle_secs = 1;
+    let app = app!(stack, cfg);
+    let mut b = Browser::new("10.8.1.1:5000");
+    b.login(&app, "alice", PASSWORD).await;
+    assert_eq!(b.get(&app, "/products").await.status, 200);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(b.get(&app, "/products").await.location(), "/login");
+}
+
+#[actix_web::test]
+async fn security_headers_and_cookie_flags() {
+    let stack = Stack::start().await;
+    let app = app!(stack);
+    let mut b = Browser::new("10.9.0.1:5000");
+    let r = b.get(&app, "/login").await;
+    let h = |n: &str| r.headers.get(n).unwrap().to_str().unwrap().to_string();
+    let csp = h("content-security-policy");
+    assert!(csp.contains("frame-ancestors 'none'"));
+    assert!(!csp.contains("unsafe-inline"));
+    assert!(csp.contains("default-src 'none'"));
+    assert!(h("strict-transport-security").starts_with("max-age="));
+    assert_eq!(h("x-content-type-options"), "nosniff");
+    assert_eq!(h("referrer-policy"), "no-referrer");
+    assert_eq!(h("x-frame-options"), "DENY");
+    let cookie = h("set-cookie");
+    assert!(cookie.starts_with("ffs_session="));
+    for flag in ["Secure", "HttpOnly", "SameSite=Lax"] {
+        assert!(cookie.contains(flag), "{flag} in {cookie}");
+    }
+    assert!(!r.body.contains("<script"), "no JavaScript");
+    let css = b.get(&app, "/static/style.css").await;
+    assert_eq!(css.status, 200);
+    assert!(
+        css.headers
+            .get("content-type")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("text/css")
+    );
+    assert_eq!(b.get(&app, "/no/such/page").await.status, 404);
+}
+
+#[actix_web::test]
+async fn agent_down_gives_a_fast_503_and_recovers() {
+    let mut stack = Stack::start().await;
+    let app = app!(stack);
+    let mut b = Browser::new("10.10.0.1:5000");
+    b.login(&app, "alice", PASSWORD).await;
+    assert_eq!(b.get(&app, "/products").await.status, 200);
+    stack.stop_agent();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = Instant::now();
+    let r = b.get(&app, "/products").await;
+    let took = t.elapsed();
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("Temporarily unavailable"));
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    let mut fresh = Browser::new("10.10.0.2:5000");
+    let r = fresh.login(&app, "alice", PASSWORD).await;
+    assert_eq!(r.status, 503);
+    let ready = fresh.get(&app, "/readyz").await;
+    assert_eq!(ready.status, 503);
+    assert!(ready.body.contains("agent: down"));
+    stack.restart_agent().await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = b.get(&app, "/products").await;
+        if r.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "did not recover: {}", r.status);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(fresh.login(&app, "alice", PASSWORD).await.status, 303);
+}
+
+#[actix_web::test]
+async fn stager_down_keeps_the_catalog_and_explains_why_prepare_fails() {
+    let stack = Stack::start().await;
+    let app = app!(stack);
+    let mut b = Browser::new("10.11.0.1:5000");
+    b.login(&app, "alice", PASSWORD).await;
+    assert_eq!(b.get(&app, "/products").await.status, 200);
+    stack.stop_stager();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let p = b.get(&app, "/products").await;
+    assert_eq!(p.status, 200, "{}", p.body);
+    assert!(p.body.contains("download service is unreachable"));
+    assert!(p.body.contains("alpha-2.1.bin"), "last catalog still shown");
+    assert!(p.body.contains("disabled"));
+    let csrf = b.csrf(&app).await;
+    let r = b
+        .post(
+            &app,
+            "/prepare",
+            &[("csrf", &csrf), ("product", "alpha"), ("version", "2.1")],
+        )
+        .await;
+    assert_eq!(r.status, 503);
+    assert!(
+        r.body.contains("download service cannot be reached"),
+        "{}",
+        r.body
+    );
+}
+
+#[actix_web::test]
+async fn health_ready_and_metrics() {
+    let stack = Stack::start().await;
+    let app = app!(stack);
+    let mut b = Browser::new("10.12.0.1:5000");
+    assert_eq!(b.get(&app, "/healthz").await.status, 200);
+    // Links come up on first use.
+    b.login(&app, "alice", PASSWORD).await;
+    b.get(&app, "/products").await;
+    let r = b.get(&app, "/readyz").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let csrf = b.csrf(&app).await;
+    b.post(
+        &app,
+        "/prepare",
+        &[("csrf", &csrf), ("product", "alpha"), ("version", "2.1")],
+    )
+    .await;
+    let m = b.get(&app, "/metrics").await;
+    assert_eq!(m.status, 200);
+    assert!(
+        m.body.contains(
+            "ffs_web_requests_total{method=\"GET\",route=\"/products\",status=\"200\"} 1"
+        ),
+        "{}",
+        m.body
+    );
+    assert!(
+        m.body.contains(
+            "ffs_web_backend_duration_seconds_count{peer=\"stager\",op=\"stager.stage\"} 1"
+        )
+    );
+    assert!(m.body.contains("ffs_web_link_up{peer=\"agent\"} 1"));
+    assert!(m.body.contains("ffs_web_link_up{peer=\"stager\"} 1"));
+}
