@@ -1,0 +1,198 @@
+//! Benchmarks (ignored by default; run in release):
+//!
+//! ```text
+//! FFS_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test \
+//!   cargo test --release -p internal-db-agent --test bench -- --ignored --nocapture
+//! ```
+//!
+//! 1. authorize + record-download round trips per second through a real commlink (listen
+//!    mode, loopback, 3DES-HMAC suite), on SQLite and PostgreSQL, one requester at a time
+//!    and 16 at once;
+//! 2. the argon2id login cost at the default parameters (19 MiB, 2 passes): correct,
+//!    wrong password and unknown login, which must cost the same.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use commlink::msg::agent as m;
+use common::{Backend, PASSWORD, TestDb, seed, serve};
+use internal_db_agent::{Agent, AgentConfig, Mode};
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+async fn open(db: &TestDb, real_argon: bool) -> (Arc<Agent>, AgentConfig) {
+    let mut cfg = db.config();
+    if real_argon {
+        let d = AgentConfig::default();
+        cfg.argon2_memory_kib = d.argon2_memory_kib;
+        cfg.argon2_iterations = d.argon2_iterations;
+    }
+    cfg.pool_size = 8;
+    cfg.lockout_threshold = 1_000_000;
+    let agent = Agent::open_async(&cfg).await.unwrap();
+    seed(&agent, &cfg);
+    (Arc::new(agent), cfg)
+}
+
+async fn pair(c: &commlink::Client, bob: i64, i: u64) -> Duration {
+    let t = Instant::now();
+    c.request(&m::Authorize {
+        customer_id: bob,
+        product: "widget".into(),
+        version: "2.5.0".into(),
+    })
+    .await
+    .unwrap();
+    c.request(&m::RecordDownload {
+        customer_id: bob,
+        product: "widget".into(),
+        version: "2.5.0".into(),
+        files: vec!["widget-2.5.0.iso".into(), "SHA256SUMS".into()],
+        area_id: format!("bench-{i}"),
+        client_addr: "198.51.100.1".into(),
+    })
+    .await
+    .unwrap();
+    t.elapsed()
+}
+
+async fn round_trips(backend: Backend) {
+    let Some(db) = TestDb::new(backend) else { return };
+    let (agent, _) = open(&db, false).await;
+    let served = serve(agent.clone(), Mode::Listen).await;
+    let c = served.client.clone();
+    let bob = c
+        .request(&m::Login {
+            login: "bob".into(),
+            password: PASSWORD.into(),
+            client_addr: String::new(),
+        })
+        .await
+        .unwrap()
+        .customer
+        .id;
+    for i in 0..200 {
+        pair(&c, bob, i).await;
+    }
+    for conc in [1usize, 16] {
+        let per_task = if conc == 1 { 2000 } else { 250 };
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for t in 0..conc {
+            let c = c.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(per_task);
+                for i in 0..per_task {
+                    lat.push(pair(&c, bob, (t * per_task + i) as u64 + 1_000_000).await);
+                }
+                lat
+            }));
+        }
+        let mut lat = Vec::new();
+        for t in tasks {
+            lat.extend(t.await.unwrap());
+        }
+        let wall = start.elapsed();
+        lat.sort();
+        println!(
+            "BENCH round-trips backend={backend:?} concurrency={conc} pairs={} wall={:.2}s \
+             pairs/s={:.0} p50={:.3}ms p99={:.3}ms",
+            lat.len(),
+            wall.as_secs_f64(),
+            lat.len() as f64 / wall.as_secs_f64(),
+            ms(pct(&lat, 0.5)),
+            ms(pct(&lat, 0.99)),
+        );
+    }
+    served.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "benchmark; run in release with --ignored --nocapture"]
+async fn bench_authorize_record_round_trips() {
+    round_trips(Backend::Sqlite).await;
+    round_trips(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "benchmark; run in release with --ignored --nocapture"]
+async fn bench_argon2_login_cost() {
+    let db = TestDb::new(Backend::Sqlite).unwrap();
+    let (agent, _) = open(&db, true).await;
+    let served = serve(agent.clone(), Mode::Listen).await;
+    let c = served.client.clone();
+    let cases = [
+        ("correct", "bob", PASSWORD),
+        ("wrong-password", "bob", "not the password"),
+        ("unknown-login", "nobody-here", PASSWORD),
+    ];
+    // Warm-up.
+    for (_, l, p) in cases {
+        let _ = c
+            .request(&m::Login {
+                login: l.into(),
+                password: p.into(),
+                client_addr: String::new(),
+            })
+            .await;
+    }
+    let n = 30;
+    for (name, l, p) in cases {
+        let mut lat = Vec::new();
+        // Interleaving would mix in lockout effects; the threshold is raised instead.
+        for _ in 0..n {
+            let t = Instant::now();
+            let _ = c
+                .request(&m::Login {
+                    login: l.into(),
+                    password: p.into(),
+                    client_addr: String::new(),
+                })
+                .await;
+            lat.push(t.elapsed());
+        }
+        lat.sort();
+        let mean = lat.iter().sum::<Duration>() / n;
+        println!(
+            "BENCH login case={name} n={n} mean={:.1}ms p50={:.1}ms p99={:.1}ms (argon2id m=19456KiB t=2 p=1, over the commlink)",
+            ms(mean),
+            ms(pct(&lat, 0.5)),
+            ms(pct(&lat, 0.99)),
+        );
+    }
+    // Concurrent logins: how many per second the default cost allows on this machine.
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..10 {
+                c.request(&m::Login {
+                    login: "bob".into(),
+                    password: PASSWORD.into(),
+                    client_addr: String::new(),
+                })
+                .await
+                .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    println!(
+        "BENCH login throughput: 80 correct logins from 8 requesters in {:.2}s = {:.1} logins/s",
+        start.elapsed().as_secs_f64(),
+        80.0 / start.elapsed().as_secs_f64()
+    );
+    served.shutdown().await;
+}
