@@ -193,6 +193,14 @@ impl Stack {
         tokio::spawn(async move { agent.serve(listener, link, stopped(rx)).await });
     }
 
+    /// Also serves the agent in dial-out mode toward `addr` (a web frontend in accept mode).
+    pub fn serve_dialout(&self, addr: String) {
+        let agent = self.agent.clone().unwrap();
+        let link = self.link.clone();
+        let rx = self.agent_stop.subscribe();
+        tokio::spawn(async move { agent.serve_dialout(addr, link, stopped(rx)).await });
+    }
+
     pub fn stop_stager(&self) {
         let _ = self.stager_stop.send(true);
     }
