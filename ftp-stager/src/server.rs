@@ -160,15 +160,11 @@ impl StagerServer {
         &self.tls.fingerprint
     }
 
-    /// Serves on the given listeners until `shutdown` completes. When the config's public
-    /// ports are 0, URLs use the listeners' actual ports.
-    pub async fn serve(
-        self,
-        link: Option<commlink::LinkConfig>,
-        listeners: Listeners,
-        shutdown: impl Future<Output = ()> + Send,
-    ) -> Result<()> {
-        let (link_addr, ftp_addr, https_addr) = listeners.addrs();
+    /// Puts the listeners' actual ports into the URLs handed out, where the config's public
+    /// ports are 0. [`serve`](Self::serve) does this too; call it first when you stage
+    /// in-process before `serve` has started running.
+    pub fn use_listener_ports(&self, listeners: &Listeners) {
+        let (_, ftp_addr, https_addr) = listeners.addrs();
         let mut urls = self.stager.public_urls();
         if self.cfg.public_ftp_port == 0
             && let Some(a) = ftp_addr
@@ -181,6 +177,18 @@ impl StagerServer {
             urls.https_port = a.port();
         }
         self.stager.set_public_ports(urls.ftp_port, urls.https_port);
+    }
+
+    /// Serves on the given listeners until `shutdown` completes. When the config's public
+    /// ports are 0, URLs use the listeners' actual ports.
+    pub async fn serve(
+        self,
+        link: Option<commlink::LinkConfig>,
+        listeners: Listeners,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<()> {
+        let (link_addr, ftp_addr, https_addr) = listeners.addrs();
+        self.use_listener_ports(&listeners);
         tracing::info!(
             ftp = ?ftp_addr,
             https = ?https_addr,

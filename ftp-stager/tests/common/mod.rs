@@ -111,6 +111,7 @@ pub async fn start_with(
     let (l, f, h) = listeners.addrs();
     let server = StagerServer::new(&cfg).unwrap();
     let stager = server.stager().clone();
+    server.use_listener_ports(&listeners);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         server
@@ -155,6 +156,13 @@ pub async fn curl(args: &[&str]) -> (u16, Vec<u8>) {
             .trim()
             .parse()
             .unwrap_or(0);
+        if code == 0 {
+            // curl itself failed: hand back its error text to show in the assertion.
+            let mut e = format!("curl failed ({:?}): ", out.status).into_bytes();
+            e.extend_from_slice(&out.stderr);
+            e.extend_from_slice(&out.stdout);
+            return (0, e);
+        }
         (code, fs::read(&body).unwrap_or_default())
     })
     .await
@@ -183,6 +191,12 @@ ftp.connect(host, port)
 ftp.login(user, pw)
 if {tls}:
     ftp.prot_p()
+def attempt(label, fn):
+    try:
+        fn()
+        print(label, "OK")
+    except ftplib.all_errors as e:
+        print(label, "ERR", str(e)[:3])
 def get(name, rest=None):
     buf = io.BytesIO()
     ftp.retrbinary("RETR " + name, buf.write, rest=rest)
