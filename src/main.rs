@@ -28,6 +28,9 @@ enum Cmd {
     Stager(cmd::stager::StagerCmd),
     #[command(flatten)]
     Web(cmd::web::WebCmd),
+    /// Runs everything on loopback: key bag, config, SQLite database with an admin and a
+    /// demo customer, a demo repository, and the three roles wired over real commlinks.
+    Demo(cmd::demo::DemoArgs),
     /// Key bag tools.
     #[command(subcommand)]
     Keys(KeysCmd),
@@ -105,6 +108,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Agent(c) => c.run(&load()?).await,
         Cmd::Stager(c) => c.run(&load()?).await,
         Cmd::Web(c) => c.run(&load()?).await,
+        Cmd::Demo(args) => cmd::demo::run(args).await,
         Cmd::Keys(KeysCmd::Generate { count, out }) => {
             let bag = commlink::KeyBag::generate(count)?;
             bag.write_new(&out)?;

@@ -2,5 +2,6 @@
 
 pub mod agent;
 pub mod bench_commlink;
+pub mod demo;
 pub mod stager;
 pub mod web;
