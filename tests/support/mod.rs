@@ -28,7 +28,11 @@ pub fn ffs(dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     cmd.current_dir(dir)
         .args(args)
         .env("RUST_LOG", "info")
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("cannot run ffs");
@@ -57,17 +61,24 @@ pub struct Daemon {
     child: Option<Child>,
     pub log: PathBuf,
     dir: PathBuf,
+    program: String,
     args: Vec<String>,
 }
 
 impl Daemon {
     /// Starts `ffs ARGS` in `dir`, logging to `dir/<name>.log` (appending across restarts).
     pub fn start(dir: &Path, name: &str, args: &[&str]) -> Daemon {
+        Self::start_program(dir, name, ffs_bin(), args)
+    }
+
+    /// Starts another program (e.g. `ip netns exec NS ffs …`) the same way.
+    pub fn start_program(dir: &Path, name: &str, program: &str, args: &[&str]) -> Daemon {
         let mut d = Daemon {
             name: name.into(),
             child: None,
             log: dir.join(format!("{name}.log")),
             dir: dir.to_path_buf(),
+            program: program.into(),
             args: args.iter().map(|s| s.to_string()).collect(),
         };
         d.spawn();
@@ -80,7 +91,7 @@ impl Daemon {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let child = Command::new(ffs_bin())
+        let child = Command::new(&self.program)
             .current_dir(&self.dir)
             .args(&self.args)
             .env("RUST_LOG", "info")

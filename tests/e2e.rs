@@ -1,0 +1,428 @@
+//! End-to-end: the built `ffs` binary as three separate processes (db agent, stager, web),
+//! driven with real clients: HTTPS with curl, FTP with Python's ftplib.
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// A configured directory with a customer, an entitlement and a published release.
+struct Site {
+    dir: tempfile::TempDir,
+    web: u16,
+    agent: u16,
+    agent_back: u16,
+    stager_link: u16,
+    ftp: u16,
+    https: u16,
+}
+
+impl Site {
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.web)
+    }
+}
+
+/// The config for a site; `agent_mode` is "listen" (web dials in) or "dial-out".
+fn config_text(s: &Site, agent_mode: &str, agent_host: &str, web_agent_host: &str) -> String {
+    let passive = free_port();
+    let (web_mode, agent_addr) = if agent_mode == "listen" {
+        ("connect", format!("{agent_host}:{}", s.agent))
+    } else {
+        ("accept", format!("{agent_host}:{}", s.agent))
+    };
+    format!(
+        r#"[link]
+keys = "keys.bag"
+heartbeat_secs = 1.0
+connect_timeout_secs = 1.0
+
+[agent]
+mode = "{agent_mode}"
+listen = "{agent_host}:{agent}"
+dial = "{web_agent_host}:{agent_back}"
+database = "sqlite://ffs.db"
+argon2_memory_kib = 8192
+argon2_iterations = 1
+
+[stager]
+link_listen = "127.0.0.1:{link}"
+ftp_listen = "127.0.0.1:{ftp}"
+passive_ports = "{passive}-{passive_end}"
+https_listen = "127.0.0.1:{https}"
+area_ttl_secs = 3600
+
+[web]
+listen = "127.0.0.1:{web}"
+agent_mode = "{web_mode}"
+agent_addr = "{agent_addr}"
+agent_listen = "{web_agent_host}:{agent_back}"
+stager_addr = "127.0.0.1:{link}"
+delivery_poll_secs = 1
+backend_timeout_ms = 1500
+"#,
+        agent = s.agent,
+        agent_back = s.agent_back,
+        link = s.stager_link,
+        ftp = s.ftp,
+        passive_end = passive.saturating_add(9),
+        https = s.https,
+        web = s.web,
+    )
+}
+
+const PASSWORD: &str = "correct horse battery";
+
+/// Keys, config, a customer entitled to `widget`, and `widget 1.0` published (including a
+/// 3 MiB file so resume has something to resume).
+fn site(agent_mode: &str, agent_host: &str, web_agent_host: &str) -> Site {
+    let s = Site {
+        dir: tempfile::tempdir().unwrap(),
+        web: free_port(),
+        agent: free_port(),
+        agent_back: free_port(),
+        stager_link: free_port(),
+        ftp: free_port(),
+        https: free_port(),
+    };
+    let d = s.path();
+    ffs_ok(d, &["keys", "generate", "--out", "keys.bag"], None);
+    std::fs::write(
+        d.join("ffs.toml"),
+        config_text(&s, agent_mode, agent_host, web_agent_host),
+    )
+    .unwrap();
+    ffs_ok(
+        d,
+        &[
+            "customer",
+            "add",
+            "alice",
+            "--name",
+            "Alice Example",
+            "--email",
+            "alice@example.com",
+            "--password-stdin",
+        ],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    ffs_ok(
+        d,
+        &["entitle", "alice", "widget", "--versions", ">=1.0, <2"],
+        None,
+    );
+    let src = d.join("src");
+    std::fs::create_dir_all(src.join("docs")).unwrap();
+    std::fs::write(src.join("README.txt"), "widget 1.0\n").unwrap();
+    let big: Vec<u8> = (0..3 * 1024 * 1024u32)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    std::fs::write(src.join("widget.bin"), big).unwrap();
+    std::fs::write(src.join("docs/notes.md"), "# notes <&>\n").unwrap();
+    ffs_ok(
+        d,
+        &[
+            "publish",
+            "widget",
+            "1.0",
+            src.to_str().unwrap(),
+            "--notes",
+            "First",
+        ],
+        None,
+    );
+    s
+}
+
+struct Running {
+    agent: Daemon,
+    stager: Daemon,
+    web: Daemon,
+}
+
+fn start(s: &Site, agent_prefix: &[&str]) -> Running {
+    let d = s.path();
+    let mut agent_args: Vec<&str> = agent_prefix.to_vec();
+    let bin = ffs_bin();
+    let agent = if agent_prefix.is_empty() {
+        Daemon::start(d, "agent", &["db-agent"])
+    } else {
+        agent_args.extend([bin, "--config", "ffs.toml", "db-agent"]);
+        Daemon::start_program(d, "agent", agent_args[0], &agent_args[1..])
+    };
+    let stager = Daemon::start(d, "stager", &["stager"]);
+    let web = Daemon::start(d, "web", &["web"]);
+    Running { agent, stager, web }
+}
+
+fn ready(s: &Site) -> bool {
+    Curl::new(s.path(), "probe").get(&s.url("/readyz")).status == 200
+}
+
+/// Logs in as alice; returns the session.
+fn login(s: &Site) -> Curl {
+    let c = Curl::new(s.path(), &format!("alice-{}", rand_suffix()));
+    let page = c.get(&s.url("/login"));
+    assert_eq!(page.status, 200, "{}", page.body);
+    let csrf = input_value(&page.body, "csrf").expect("login form has a CSRF token");
+    let r = c.post(
+        &s.url("/login"),
+        &[("csrf", &csrf), ("login", "alice"), ("password", PASSWORD)],
+    );
+    assert_eq!(r.status, 303, "login failed: {}", r.body);
+    c
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Prepares widget 1.0; returns the prepared page.
+fn prepare(s: &Site, c: &Curl) -> String {
+    let products = c.get(&s.url("/products"));
+    assert_eq!(products.status, 200, "{}", products.body);
+    assert!(products.body.contains("widget"), "{}", products.body);
+    let csrf = input_value(&products.body, "csrf").unwrap();
+    let r = c.post(
+        &s.url("/prepare"),
+        &[("csrf", &csrf), ("product", "widget"), ("version", "1.0")],
+    );
+    assert_eq!(r.status, 200, "prepare failed: {}", r.body);
+    r.body
+}
+
+fn catalog_sha(s: &Site, name: &str) -> String {
+    let out = ffs_ok(s.path(), &["catalog", "--json"], None);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v[0]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == name)
+        .map(|f| f["sha256"].as_str().unwrap().to_owned())
+        .unwrap()
+}
+
+/// The area's HTTPS base and FTP credentials from a prepared page.
+fn locators(page: &str) -> (String, String, String) {
+    let base = urls(page, "https")
+        .into_iter()
+        .find(|u| u.contains("/d/") && u.ends_with('/'))
+        .expect("prepared page has the area's HTTPS link");
+    let ftp = urls(page, "ftp")
+        .into_iter()
+        .next()
+        .expect("prepared page has an FTP URL");
+    let creds = ftp
+        .trim_start_matches("ftp://")
+        .split('@')
+        .next()
+        .unwrap()
+        .to_owned();
+    let (user, pass) = creds.split_once(':').unwrap();
+    (base, user.to_owned(), pass.to_owned())
+}
+
+fn history(s: &Site) -> serde_json::Value {
+    let out = ffs_ok(s.path(), &["history", "alice", "--json"], None);
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn customer_downloads_over_https_and_ftp_and_survives_restarts() {
+    let s = site("listen", "127.0.0.1", "127.0.0.1");
+    let mut r = start(&s, &[]);
+    assert!(
+        eventually(Duration::from_secs(30), || ready(&s)),
+        "stack never became ready\nagent:\n{}\nstager:\n{}\nweb:\n{}",
+        r.agent.log_text(),
+        r.stager.log_text(),
+        r.web.log_text()
+    );
+
+    let c = login(&s);
+    let page = prepare(&s, &c);
+    let (base, user, pass) = locators(&page);
+    let want = catalog_sha(&s, "widget.bin");
+    assert!(page.contains(&want), "prepared page shows the checksum");
+
+    // HTTPS, whole and resumed from the middle.
+    let tmp = tempfile::tempdir().unwrap();
+    let got = tmp.path().join("https.bin");
+    assert!(curl_download(&format!("{base}widget.bin"), &got, false));
+    assert_eq!(sha256_file(&got), want);
+    let data = std::fs::read(&got).unwrap();
+    let partial = tmp.path().join("resume.bin");
+    std::fs::write(&partial, &data[..data.len() / 2]).unwrap();
+    assert!(curl_download(&format!("{base}widget.bin"), &partial, true));
+    assert_eq!(sha256_file(&partial), want, "HTTPS resume");
+
+    // FTP with ftplib, whole and resumed (REST).
+    let ftp_got = tmp.path().join("ftp.bin");
+    ftp_download(
+        "127.0.0.1",
+        s.ftp,
+        &user,
+        &pass,
+        "widget.bin",
+        &ftp_got,
+        None,
+    )
+    .unwrap();
+    assert_eq!(sha256_file(&ftp_got), want);
+    let ftp_partial = tmp.path().join("ftp-resume.bin");
+    std::fs::write(&ftp_partial, &data[..1_000_000]).unwrap();
+    ftp_download(
+        "127.0.0.1",
+        s.ftp,
+        &user,
+        &pass,
+        "widget.bin",
+        &ftp_partial,
+        Some(1_000_000),
+    )
+    .unwrap();
+    assert_eq!(sha256_file(&ftp_partial), want, "FTP resume");
+    let nested = tmp.path().join("notes.md");
+    ftp_download(
+        "127.0.0.1",
+        s.ftp,
+        &user,
+        &pass,
+        "docs/notes.md",
+        &nested,
+        None,
+    )
+    .unwrap();
+    assert_eq!(std::fs::read_to_string(&nested).unwrap(), "# notes <&>\n");
+
+    // The history records the staging, then the delivered bytes.
+    let h = history(&s);
+    assert_eq!(h[0]["product"], "widget");
+    assert_eq!(h[0]["version"], "1.0");
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            history(&s)[0]["delivered_bytes"].as_u64().unwrap_or(0) >= data.len() as u64
+        }),
+        "deliveries never reached the history: {}",
+        history(&s)
+    );
+
+    // Kill the agent: pages say "temporarily unavailable" with 503, quickly.
+    r.agent.kill();
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    let down = c.get(&s.url("/products"));
+    assert_eq!(down.status, 503, "{}", down.body);
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "503 took {:?}",
+        t.elapsed()
+    );
+    assert!(
+        down.body.to_lowercase().contains("unavailable"),
+        "{}",
+        down.body
+    );
+    assert_eq!(
+        Curl::new(s.path(), "probe").get(&s.url("/readyz")).status,
+        503
+    );
+    // ... and recover by themselves once it is back.
+    r.agent.restart();
+    assert!(
+        eventually(Duration::from_secs(20), || c
+            .get(&s.url("/products"))
+            .status
+            == 200),
+        "web did not recover after the agent restart:\n{}",
+        r.web.log_text()
+    );
+
+    // Restart the stager: the staged area still works.
+    r.stager.restart();
+    assert!(wait_port(s.https, Duration::from_secs(20)));
+    let again = tmp.path().join("again.bin");
+    assert!(
+        eventually(Duration::from_secs(10), || curl_download(
+            &format!("{base}widget.bin"),
+            &again,
+            false
+        )),
+        "area lost across a stager restart:\n{}",
+        r.stager.log_text()
+    );
+    assert_eq!(sha256_file(&again), want);
+    r.web.assert_running();
+}
+
+#[test]
+fn dial_out_agent_serves_the_web_without_any_inbound_connection() {
+    let s = site("dial-out", "127.0.0.1", "127.0.0.1");
+    let r = start(&s, &[]);
+    assert!(
+        eventually(Duration::from_secs(30), || ready(&s)),
+        "stack never became ready\nagent:\n{}\nweb:\n{}",
+        r.agent.log_text(),
+        r.web.log_text()
+    );
+    // The agent listens on nothing in dial-out mode.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", s.agent)).is_err());
+    let c = login(&s);
+    let page = prepare(&s, &c);
+    let (base, _, _) = locators(&page);
+    let tmp = tempfile::tempdir().unwrap();
+    let got = tmp.path().join("r.txt");
+    assert!(curl_download(&format!("{base}README.txt"), &got, false));
+    assert_eq!(std::fs::read_to_string(got).unwrap(), "widget 1.0\n");
+}
+
+#[test]
+fn demo_sets_up_and_reuses_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let first = ffs_ok(
+        dir.path(),
+        &["demo", "--dir", demo.to_str().unwrap(), "--setup-only"],
+        None,
+    );
+    assert!(first.contains("Login  admin  password "), "{first}");
+    assert!(first.contains("Login  demo   password "), "{first}");
+    let catalog = ffs_ok(&demo, &["catalog", "--json"], None);
+    let v: serde_json::Value = serde_json::from_str(&catalog).unwrap();
+    assert_eq!(
+        v.as_array().unwrap().len(),
+        4,
+        "two products, two releases each"
+    );
+    let big = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["files"].as_array().unwrap().iter())
+        .map(|f| f["size"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    assert!(big >= 100_000_000, "one file of at least 100 MB");
+    let cfg = std::fs::read_to_string(demo.join("ffs.toml")).unwrap();
+    assert!(cfg.contains("mode = \"dial-out\"") && cfg.contains("agent_mode = \"accept\""));
+    // A second run reuses everything and does not reset the passwords.
+    let second = ffs_ok(
+        dir.path(),
+        &["demo", "--dir", demo.to_str().unwrap(), "--setup-only"],
+        None,
+    );
+    assert!(second.contains("as printed on the first run"), "{second}");
+    let again: serde_json::Value =
+        serde_json::from_str(&ffs_ok(&demo, &["catalog", "--json"], None)).unwrap();
+    assert_eq!(again, v, "the repository was not republished");
+}
