@@ -138,11 +138,26 @@ pub fn publish(
     Ok(m)
 }
 
+/// Removes what an interrupted publish left: import files in `tmp/` and manifest
+/// temporaries (`.VERSION.json.tmp-…`, never read as releases) beside the manifests.
 fn clean_tmp(repo: &Repository) -> Result<()> {
     let tmp = repo.tmp_dir();
+    let mut leftovers = Vec::new();
     for e in fs::read_dir(&tmp).map_err(StagerError::io("read dir", &tmp))? {
-        let e = e.map_err(StagerError::io("read dir", &tmp))?;
-        let p = e.path();
+        leftovers.push(e.map_err(StagerError::io("read dir", &tmp))?.path());
+    }
+    let releases = repo.root().join("releases");
+    for d in fs::read_dir(&releases).map_err(StagerError::io("read dir", &releases))? {
+        let d = d.map_err(StagerError::io("read dir", &releases))?.path();
+        if let Ok(rd) = fs::read_dir(&d) {
+            leftovers.extend(rd.flatten().map(|e| e.path()).filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with('.') && n.contains(".tmp-"))
+            }));
+        }
+    }
+    for p in leftovers {
         tracing::info!(path = %p.display(), "removing leftover from an interrupted publish");
         fs::remove_file(&p).map_err(StagerError::io("remove", &p))?;
     }
