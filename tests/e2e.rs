@@ -426,3 +426,234 @@ fn demo_sets_up_and_reuses_its_directory() {
         serde_json::from_str(&ffs_ok(&demo, &["catalog", "--json"], None)).unwrap();
     assert_eq!(again, v, "the repository was not republished");
 }
+
+/// A network namespace with a veth link to the host; deleted on drop.
+struct Netns {
+    name: String,
+    host_ip: String,
+    ns_ip: String,
+}
+
+impl Netns {
+    /// Creates it, or says why it cannot be created here.
+    fn create(tag: &str) -> Result<Netns, String> {
+        let pid = std::process::id();
+        let n = pid % 200 + 20;
+        let sub = format!("10.{}.{}", 100 + u32::from(tag == "listen"), n);
+        let ns = Netns {
+            name: format!("ffsfw{tag}{pid}"),
+            host_ip: format!("{sub}.1"),
+            ns_ip: format!("{sub}.2"),
+        };
+        let host_if = format!("vh{pid}{}", &tag[..1]);
+        let ns_if = format!("vn{pid}{}", &tag[..1]);
+        let steps: Vec<Vec<String>> = vec![
+            vec!["ip".into(), "netns".into(), "add".into(), ns.name.clone()],
+            vec![
+                "ip".into(),
+                "link".into(),
+                "add".into(),
+                host_if.clone(),
+                "type".into(),
+                "veth".into(),
+                "peer".into(),
+                "name".into(),
+                ns_if.clone(),
+            ],
+            vec![
+                "ip".into(),
+                "link".into(),
+                "set".into(),
+                ns_if.clone(),
+                "netns".into(),
+                ns.name.clone(),
+            ],
+            vec![
+                "ip".into(),
+                "addr".into(),
+                "add".into(),
+                format!("{}/24", ns.host_ip),
+                "dev".into(),
+                host_if.clone(),
+            ],
+            vec![
+                "ip".into(),
+                "link".into(),
+                "set".into(),
+                host_if.clone(),
+                "up".into(),
+            ],
+            vec![
+                "ip".into(),
+                "netns".into(),
+                "exec".into(),
+                ns.name.clone(),
+                "ip".into(),
+                "addr".into(),
+                "add".into(),
+                format!("{}/24", ns.ns_ip),
+                "dev".into(),
+                ns_if.clone(),
+            ],
+            vec![
+                "ip".into(),
+                "netns".into(),
+                "exec".into(),
+                ns.name.clone(),
+                "ip".into(),
+                "link".into(),
+                "set".into(),
+                ns_if.clone(),
+                "up".into(),
+            ],
+            vec![
+                "ip".into(),
+                "netns".into(),
+                "exec".into(),
+                ns.name.clone(),
+                "ip".into(),
+                "link".into(),
+                "set".into(),
+                "lo".into(),
+                "up".into(),
+            ],
+        ];
+        for step in steps {
+            let out = std::process::Command::new(&step[0])
+                .args(&step[1..])
+                .output()
+                .map_err(|e| format!("{}: {e}", step[0]))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "`{}` failed: {}",
+                    step.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+        }
+        Ok(ns)
+    }
+
+    /// Drops every inbound connection into the namespace (established replies still pass).
+    fn firewall(&self) -> Result<(), String> {
+        let rules = "table inet ffsfw {\n chain input {\n  type filter hook input priority 0; policy drop;\n  iif lo accept\n  ct state established,related accept\n }\n}\n";
+        let mut child = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.name, "nft", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("nft: {e}"))?;
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(rules.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "nft failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
+    fn open_firewall(&self) {
+        let _ = std::process::Command::new("ip")
+            .args([
+                "netns", "exec", &self.name, "nft", "delete", "table", "inet", "ffsfw",
+            ])
+            .status();
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// The agent in its own namespace with all inbound connections dropped, or a printed
+/// reason to skip.
+fn firewalled(tag: &str) -> Option<Netns> {
+    let ns = match Netns::create(tag) {
+        Ok(ns) => ns,
+        Err(why) => {
+            eprintln!("SKIPPED: network namespaces are not available here: {why}");
+            return None;
+        }
+    };
+    if let Err(why) = ns.firewall() {
+        eprintln!("SKIPPED: cannot install the nftables rule: {why}");
+        return None;
+    }
+    Some(ns)
+}
+
+#[test]
+fn firewall_dial_out_works_through_a_drop_all_inbound_rule() {
+    let Some(ns) = firewalled("dialout") else {
+        return;
+    };
+    let s = site("dial-out", &ns.ns_ip, &ns.host_ip);
+    let r = start(&s, &["ip", "netns", "exec", &ns.name]);
+    assert!(
+        eventually(Duration::from_secs(30), || ready(&s)),
+        "dial-out through the firewall never came up\nagent:\n{}\nweb:\n{}",
+        r.agent.log_text(),
+        r.web.log_text()
+    );
+    let c = login(&s);
+    let page = prepare(&s, &c);
+    assert!(page.contains("widget"));
+    let h = history(&s);
+    assert_eq!(
+        h[0]["product"], "widget",
+        "the inside agent recorded the download"
+    );
+}
+
+#[test]
+fn firewall_listen_mode_fails_cleanly_and_works_once_opened() {
+    let Some(ns) = firewalled("listen") else {
+        return;
+    };
+    let s = site("listen", &ns.ns_ip, &ns.host_ip);
+    let r = start(&s, &["ip", "netns", "exec", &ns.name]);
+    assert!(wait_port(s.web, Duration::from_secs(20)));
+    std::thread::sleep(Duration::from_secs(2));
+    // The web cannot reach the agent: a clear 503, not a hang or a crash.
+    let c = Curl::new(s.path(), "blocked");
+    let page = c.get(&s.url("/login"));
+    let csrf = input_value(&page.body, "csrf").unwrap_or_default();
+    let t = Instant::now();
+    let resp = c.post(
+        &s.url("/login"),
+        &[("csrf", &csrf), ("login", "alice"), ("password", PASSWORD)],
+    );
+    assert_eq!(resp.status, 503, "{}", resp.body);
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(resp.body.to_lowercase().contains("unavailable"));
+    assert_eq!(
+        Curl::new(s.path(), "probe").get(&s.url("/readyz")).status,
+        503
+    );
+    // Opening the firewall is all it takes: the rule was what blocked it.
+    ns.open_firewall();
+    assert!(
+        eventually(Duration::from_secs(20), || ready(&s)),
+        "web did not reach the agent once the firewall opened:\n{}",
+        r.web.log_text()
+    );
+    let c = login(&s);
+    assert!(prepare(&s, &c).contains("widget"));
+}
