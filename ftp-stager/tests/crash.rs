@@ -199,7 +199,8 @@ fn publish_sigkilled_at_random_times_leaves_nothing_partial() {
             hit_midway += 1;
         }
         if !visible {
-            ftp_stager::publish(&repo, "tool", "1.0", &[src.clone()], "", false).unwrap();
+            ftp_stager::publish(&repo, "tool", "1.0", std::slice::from_ref(&src), "", false)
+                .unwrap();
         }
         let m = repo.manifest("tool", "1.0").unwrap();
         assert_eq!(m.files.len(), 5, "{what}");

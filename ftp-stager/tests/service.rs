@@ -1,0 +1,141 @@
+//! The stager as the web frontend sees it: typed requests over a real commlink; and its
+//! areas surviving a restart.
+
+mod common;
+
+use std::sync::Arc;
+
+use commlink::msg::stager::*;
+use commlink::{Client, KeyBag, LinkConfig, LinkError};
+use common::*;
+
+fn link_config() -> LinkConfig {
+    LinkConfig::new(Arc::new(KeyBag::generate(16).unwrap()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_over_a_real_commlink() {
+    let (dir, cfg) = make_repo();
+    let lc = link_config();
+    let r = start_with(dir, cfg, Some(lc.clone())).await;
+    let client = Client::dial(r.link.unwrap().to_string(), lc);
+
+    let cat = client.request(&CatalogRequest::default()).await.unwrap();
+    assert_eq!(cat.releases.len(), 1);
+    assert_eq!(cat.releases[0].files.len(), 3);
+    assert_eq!(cat.releases[0].notes, "first release");
+
+    let area = client
+        .request(&StageRequest {
+            product: "tool".into(),
+            version: "1.0".into(),
+            files: vec!["docs/readme.txt".into()],
+            label: "alice".into(),
+            ttl_secs: Some(600),
+        })
+        .await
+        .unwrap();
+    assert_eq!(area.files.len(), 1);
+    assert!(area.https_base.contains(&format!(":{}/d/", r.https.port())));
+    assert!(area.ftp_url.contains(&format!(":{}/", r.ftp.port())));
+    let (code, body) = curl(&[&format!("{}docs/readme.txt", area.https_base)]).await;
+    assert_eq!((code, body.as_slice()), (200, &b"read me first\n"[..]));
+
+    let areas = client.request(&AreasRequest {}).await.unwrap();
+    assert_eq!(areas.areas.len(), 1);
+    assert_eq!(areas.areas[0].label, "alice");
+    assert_eq!(areas.areas[0].bytes, 14);
+
+    let stats = client.request(&StatsRequest {}).await.unwrap();
+    assert_eq!(stats.stage_count, 1);
+    assert_eq!(stats.method, "hardlink");
+    assert!(stats.stage_p99_us >= stats.stage_p50_us && stats.stage_p50_us > 0);
+
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let d = client
+        .request(&DeliveriesRequest {
+            after_seq: 0,
+            limit: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(d.deliveries.len(), 1);
+    assert_eq!(d.deliveries[0].protocol, "https");
+    assert_eq!(d.deliveries[0].label, "alice");
+    let none = client
+        .request(&DeliveriesRequest {
+            after_seq: d.last_seq,
+            limit: None,
+        })
+        .await
+        .unwrap();
+    assert!(none.deliveries.is_empty());
+
+    match client
+        .request(&StageRequest {
+            product: "tool".into(),
+            version: "9.9".into(),
+            ..Default::default()
+        })
+        .await
+    {
+        Err(LinkError::Remote { code, .. }) => assert_eq!(code, "not-found"),
+        other => panic!("{other:?}"),
+    }
+    match client
+        .request(&StageRequest {
+            product: "../etc".into(),
+            version: "1".into(),
+            ..Default::default()
+        })
+        .await
+    {
+        Err(LinkError::Remote { code, .. }) => assert_eq!(code, "bad-request"),
+        other => panic!("{other:?}"),
+    }
+
+    let un = client
+        .request(&UnstageRequest {
+            area_id: area.area_id.clone(),
+        })
+        .await
+        .unwrap();
+    assert!(un.removed);
+    let (code, _) = curl(&[&format!("{}docs/readme.txt", area.https_base)]).await;
+    assert_eq!(code, 404);
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn areas_survive_a_stager_restart() {
+    let r = start().await;
+    let a = r.stage(&["big.bin", "docs/readme.txt"], None);
+    let (code, _) = curl(&[&format!("{}docs/readme.txt", a.https_base)]).await;
+    assert_eq!(code, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (dir, cfg) = r.stop().await;
+
+    let r = start_with(dir, cfg, None).await;
+    // Same token and credentials, new ports.
+    let base = format!("https://127.0.0.1:{}/d/{}/", r.https.port(), a.token);
+    let (code, body) = curl(&[&format!("{base}big.bin")]).await;
+    assert_eq!(code, 200);
+    assert_eq!(sha_hex(&body), a.files[0].sha256);
+    let out = ftplib(
+        r.ftp,
+        &a.ftp_user,
+        &a.ftp_password,
+        false,
+        r#"print("readme", get("docs/readme.txt"))"#,
+    )
+    .await
+    .unwrap();
+    assert!(out.contains("read me first"), "{out}");
+    assert_eq!(r.stager.areas().areas.len(), 1);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The deliveries log continued: seq 1 from before the restart, then 2 and 3.
+    let d = r.stager.deliveries(&DeliveriesRequest::default());
+    let seqs: Vec<u64> = d.deliveries.iter().map(|d| d.seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3], "{:?}", d.deliveries);
+    r.stop().await;
+}
