@@ -7,6 +7,7 @@
 //!   a download straight from the stager with its SHA-256 checked);
 //! - `browser`: headless Chromium via chromedriver (skipped with a reason if absent).
 
+mod browser;
 mod common;
 mod https;
 mod pages;
