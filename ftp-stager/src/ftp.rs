@@ -326,6 +326,8 @@ pub struct FtpOptions {
     pub passive_ports: std::ops::RangeInclusive<u16>,
     /// Certificate and key for explicit FTPS (AUTH TLS); `None` = plain FTP only.
     pub ftps: Option<(PathBuf, PathBuf)>,
+    /// Address announced in PASV replies; `None` = the address the client connected to.
+    pub passive_host: Option<std::net::Ipv4Addr>,
 }
 
 /// Builds a libunftp server over the stager's areas.
@@ -350,6 +352,9 @@ pub fn build_server(
     .passive_ports(opts.passive_ports.clone())
     .notify_data(DeliveryRecorder::new(stager.clone(), "ftp"))
     .idle_session_timeout(600);
+    if let Some(ip) = opts.passive_host {
+        b = b.passive_host(libunftp::options::PassiveHost::Ip(ip));
+    }
     if let Some((cert, key)) = &opts.ftps {
         b = b.ftps(cert.clone(), key.clone());
     }

@@ -208,6 +208,13 @@ impl StagerServer {
                 .cfg
                 .ftps
                 .then(|| (self.tls.cert_path.clone(), self.tls.key_path.clone())),
+            // A literal IPv4 public_host (e.g. behind NAT) is what PASV announces.
+            passive_host: self
+                .cfg
+                .public_host
+                .parse::<std::net::Ipv4Addr>()
+                .ok()
+                .filter(|ip| !ip.is_loopback()),
         };
         // Fail early on a bad FTP configuration rather than per connection.
         ftp::build_server(&self.stager, &ftp_opts).map_err(StagerError::Config)?;

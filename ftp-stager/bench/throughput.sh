@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# 1 GiB download throughput on loopback: the stager's HTTPS and FTP beside nginx (HTTP and
+# HTTPS, sendfile on) and vsftpd (FTP), measured in the same run with curl as the client.
+#
+#   ftp-stager/bench/throughput.sh SERVE_FILE_BINARY [SCRATCH_DIR] [RUNS]
+#
+# SERVE_FILE_BINARY: target/release/examples/serve_file (cargo build --release -p ftp-stager
+# --example serve_file). Needs nginx and vsftpd installed (apt-get install nginx vsftpd).
+set -euo pipefail
+BIN=${1:?serve_file binary}
+S=${2:-/tmp/ffs-throughput}
+RUNS=${3:-3}
+mkdir -p "$S"
+S=$(cd "$S" && pwd)
+[ -f "$S/big.bin" ] || head -c 1073741824 /dev/urandom > "$S/big.bin"
+SIZE=$(stat -c %s "$S/big.bin")
+
+# --- the stager ---
+rm -rf "$S/stager"; mkdir -p "$S/stager"
+mkfifo "$S/stager.stdin" 2>/dev/null || true
+"$BIN" "$S/stager" "$S/big.bin" < "$S/stager.stdin" > "$S/stager.out" 2> "$S/stager.log" &
+STAGER=$!
+exec 9> "$S/stager.stdin"   # keeps the stager running until we close it
+for _ in $(seq 1 600); do grep -q '^SHA256' "$S/stager.out" 2>/dev/null && break; sleep 0.2; done
+HTTPS_BASE=$(awk '/^HTTPS/{print $2}' "$S/stager.out")
+FTP_URL=$(awk '/^FTP/{print $2}' "$S/stager.out")
+CERT="$S/stager/state/tls-cert.pem"; KEY="$S/stager/state/tls-key.pem"
+
+# --- nginx ---
+mkdir -p "$S/www" "$S/nginx"
+ln -f "$S/big.bin" "$S/www/big.bin"
+cat > "$S/nginx/nginx.conf" <<CONF
+worker_processes 2;
+pid $S/nginx/nginx.pid;
+error_log $S/nginx/error.log;
+events { worker_connections 64; }
+http {
+  access_log off; sendfile on; tcp_nopush on;
+  client_body_temp_path $S/nginx/tmp; proxy_temp_path $S/nginx/tmp; fastcgi_temp_path $S/nginx/tmp;
+  uwsgi_temp_path $S/nginx/tmp; scgi_temp_path $S/nginx/tmp;
+  server { listen 127.0.0.1:18080; root $S/www; }
+  server { listen 127.0.0.1:18443 ssl; root $S/www;
+           ssl_certificate $CERT; ssl_certificate_key $KEY; }
+}
+CONF
+mkdir -p "$S/nginx/tmp"
+nginx -c "$S/nginx/nginx.conf"
+
+# --- vsftpd (anonymous, read-only) ---
+mkdir -p "$S/ftproot" /var/run/vsftpd/empty
+chmod 755 "$S/ftproot"
+ln -f "$S/big.bin" "$S/ftproot/big.bin"
+cat > "$S/vsftpd.conf" <<CONF
+listen=YES
+listen_address=127.0.0.1
+listen_port=12121
+background=NO
+anonymous_enable=YES
+local_enable=NO
+write_enable=NO
+no_anon_password=YES
+anon_root=$S/ftproot
+pasv_enable=YES
+pasv_min_port=32000
+pasv_max_port=32099
+seccomp_sandbox=NO
+secure_chroot_dir=/var/run/vsftpd/empty
+xferlog_enable=NO
+CONF
+vsftpd "$S/vsftpd.conf" &
+VSFTPD_PID=$!
+sleep 1
+
+cleanup() {
+  exec 9>&-
+  wait "$STAGER" 2>/dev/null || true
+  nginx -c "$S/nginx/nginx.conf" -s stop 2>/dev/null || true
+  kill "$VSFTPD_PID" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+measure() { # name url [curl args]
+  local name=$1 url=$2; shift 2
+  local best=0
+  for _ in $(seq 1 "$RUNS"); do
+    local r
+    r=$(curl -k -s -S -o /dev/null -w '%{speed_download} %{size_download}' "$@" "$url")
+    local speed=${r% *} got=${r#* }
+    if [ "$got" != "$SIZE" ]; then echo "$name: short download ($got of $SIZE)" >&2; exit 1; fi
+    best=$(awk -v a="$best" -v b="$speed" 'BEGIN{print (b>a)?b:a}')
+  done
+  printf '%s %.0f\n' "$name" "$(awk -v b="$best" 'BEGIN{print b/1048576}')"
+}
+
+echo "# best of $RUNS, MiB/s, $SIZE bytes, client curl $(curl --version | head -1 | cut -d' ' -f2)"
+measure stager-https "${HTTPS_BASE}big.bin"
+measure nginx-https "https://127.0.0.1:18443/big.bin"
+measure nginx-http "http://127.0.0.1:18080/big.bin"
+measure stager-ftp "${FTP_URL}big.bin"
+measure vsftpd-ftp "ftp://127.0.0.1:12121/big.bin"
