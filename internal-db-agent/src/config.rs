@@ -30,6 +30,8 @@ pub struct AgentConfig {
     pub database: String,
     /// Database connections kept open (also the number of queries run at once).
     pub pool_size: usize,
+    /// PostgreSQL only: `synchronous_commit` for the agent's sessions (`on` or `off`, …).
+    pub pg_synchronous_commit: String,
     /// Failed logins (for one login) that lock it.
     pub lockout_threshold: u32,
     /// Failures older than this many seconds no longer count.
@@ -50,6 +52,7 @@ impl Default for AgentConfig {
             dial: "127.0.0.1:7702".to_owned(),
             database: "sqlite://ffs.db".to_owned(),
             pool_size: 4,
+            pg_synchronous_commit: "on".to_owned(),
             lockout_threshold: 5,
             lockout_window_secs: 900,
             lockout_secs: 900,
@@ -103,6 +106,10 @@ dial = "127.0.0.1:7702"
 database = "sqlite://ffs.db"
 # Database connections kept open (also how many queries run at once).
 pool_size = 4
+# PostgreSQL only: "on" waits for each commit to reach disk (a recorded download survives
+# a crash); "off" is several times faster per request on slow disks and may lose the last
+# fraction of a second of history if the database server crashes (never corrupts it).
+pg_synchronous_commit = "on"
 # Lock a login for `lockout_secs` after `lockout_threshold` failures within
 # `lockout_window_secs` (known and unknown logins alike).
 lockout_threshold = 5

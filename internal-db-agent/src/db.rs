@@ -180,7 +180,11 @@ impl DbUrl {
 
     /// Opens one connection, set up for our use, and brings the schema up to date.
     pub fn connect_and_migrate(&self) -> Result<AnyConnection, DbError> {
-        let mut conn = self.connect()?;
+        self.connect_and_migrate_with(&Tuning::default())
+    }
+
+    fn connect_and_migrate_with(&self, tuning: &Tuning) -> Result<AnyConnection, DbError> {
+        let mut conn = self.connect_with(tuning)?;
         let setup = |message: String| DbError::Setup {
             url: self.redacted(),
             message,
@@ -200,13 +204,27 @@ impl DbUrl {
 
     /// Opens one connection (no migrations).
     pub fn connect(&self) -> Result<AnyConnection, DbError> {
+        self.connect_with(&Tuning::default())
+    }
+
+    fn connect_with(&self, tuning: &Tuning) -> Result<AnyConnection, DbError> {
         match self {
-            DbUrl::Postgres(u) => PgConnection::establish(u)
-                .map(AnyConnection::Postgresql)
-                .map_err(|source| DbError::Connect {
+            DbUrl::Postgres(u) => {
+                let mut c = PgConnection::establish(u).map_err(|source| DbError::Connect {
                     url: self.redacted(),
                     source,
-                }),
+                })?;
+                // Validated in Tuning::new: one of a fixed set of words.
+                c.batch_execute(&format!(
+                    "SET synchronous_commit = {}",
+                    tuning.pg_synchronous_commit
+                ))
+                .map_err(|e| DbError::Setup {
+                    url: self.redacted(),
+                    message: e.to_string(),
+                })?;
+                Ok(AnyConnection::Postgresql(c))
+            }
             DbUrl::Sqlite(p) => {
                 let s = p.to_string_lossy();
                 let mut c = SqliteConnection::establish(&s).map_err(|source| DbError::Connect {
@@ -254,10 +272,46 @@ pub fn redact_password(url: &str) -> String {
     }
 }
 
+/// Per-connection settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tuning {
+    pg_synchronous_commit: &'static str,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            pg_synchronous_commit: "on",
+        }
+    }
+}
+
+impl Tuning {
+    /// PostgreSQL's `synchronous_commit` for the agent's sessions: `on` (default: a
+    /// recorded download survives a server crash) or `off` / `local` / `remote_write` /
+    /// `remote_apply` (see the PostgreSQL manual; `off` may lose the last fraction of a
+    /// second of history on a crash, never corrupts).
+    pub fn new(pg_synchronous_commit: &str) -> Result<Tuning, DbError> {
+        const OK: [&str; 5] = ["on", "off", "local", "remote_write", "remote_apply"];
+        match OK.iter().find(|v| **v == pg_synchronous_commit) {
+            Some(v) => Ok(Tuning {
+                pg_synchronous_commit: v,
+            }),
+            None => Err(DbError::Setup {
+                url: "[agent] pg_synchronous_commit".into(),
+                message: format!(
+                    "{pg_synchronous_commit:?} is not one of on, off, local, remote_write, remote_apply"
+                ),
+            }),
+        }
+    }
+}
+
 /// A few open connections shared by blocking workers. Work runs on tokio's blocking pool
 /// (diesel is synchronous); at most `size` queries run at once.
 pub struct Pool {
     url: DbUrl,
+    tuning: Tuning,
     idle: Mutex<Vec<AnyConnection>>,
     permits: Arc<tokio::sync::Semaphore>,
 }
@@ -265,11 +319,17 @@ pub struct Pool {
 impl Pool {
     /// Checks the location, connects, migrates and keeps the connection as the first idle one.
     pub fn open(url: &str, size: usize) -> Result<Pool, DbError> {
+        Pool::open_tuned(url, size, Tuning::default())
+    }
+
+    /// [`Pool::open`] with per-connection settings.
+    pub fn open_tuned(url: &str, size: usize, tuning: Tuning) -> Result<Pool, DbError> {
         let url = DbUrl::parse(url)?;
         url.check_writable()?;
-        let first = url.connect_and_migrate()?;
+        let first = url.connect_and_migrate_with(&tuning)?;
         Ok(Pool {
             url,
+            tuning,
             idle: Mutex::new(vec![first]),
             permits: Arc::new(tokio::sync::Semaphore::new(size.max(1))),
         })
@@ -293,7 +353,7 @@ impl Pool {
         let taken = self.idle.lock().map(|mut v| v.pop()).unwrap_or(None);
         let mut conn = match taken {
             Some(c) => c,
-            None => self.url.connect()?,
+            None => self.url.connect_with(&self.tuning)?,
         };
         let out = f(&mut conn);
         // A connection whose server went away is dropped; the next call opens a new one.
@@ -356,6 +416,12 @@ mod tests {
         ));
         assert!(DbUrl::parse("mysql://u@h/d").is_err());
         assert!(DbUrl::parse("sqlite://").is_err());
+    }
+
+    #[test]
+    fn synchronous_commit_takes_only_known_words() {
+        assert!(Tuning::new("off").is_ok());
+        assert!(Tuning::new("on; DROP TABLE customers").is_err());
     }
 
     #[test]

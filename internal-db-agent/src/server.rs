@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::config::{AgentConfig, Mode};
-use crate::db::{DbError, Pool};
+use crate::db::{DbError, Pool, Tuning};
 use crate::passwords::PasswordError;
 use crate::service::AgentService;
 
@@ -44,7 +44,8 @@ impl Agent {
     /// the service. Blocking: call from a blocking context or [`Agent::open_async`].
     pub fn open(cfg: &AgentConfig) -> Result<Agent, AgentError> {
         let hasher = cfg.hasher()?;
-        let pool = Pool::open(&cfg.database, cfg.pool_size)?;
+        let tuning = Tuning::new(&cfg.pg_synchronous_commit)?;
+        let pool = Pool::open_tuned(&cfg.database, cfg.pool_size, tuning)?;
         info!(database = %pool.redacted_url(), "database ready");
         Ok(Agent {
             service: Arc::new(AgentService::new(Arc::new(pool), hasher, cfg.lockout())),
@@ -105,12 +106,13 @@ pub async fn run(
                         source,
                     })?;
             info!(addr = %cfg.listen, "db agent listening (mode = listen)");
-            agent.serve(listener, link, shutdown).await
+            agent.serve(listener, link, shutdown).await?;
         }
         Mode::DialOut => {
             info!(addr = %cfg.dial, "db agent dialing the web frontend (mode = dial-out)");
             agent.serve_dialout(cfg.dial.clone(), link, shutdown).await;
-            Ok(())
         }
     }
+    info!("db agent stopped");
+    Ok(())
 }

@@ -661,3 +661,50 @@ async fn reopening_keeps_the_data_and_migrations_are_idempotent() {
         .await
         .unwrap();
 }
+
+// `run`, as `ffs db-agent` calls it.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_in_dial_out_mode_serves_until_shutdown() {
+    let db = TestDb::new(Backend::Sqlite).unwrap();
+    drop(seeded_agent(&db).await);
+    let bag = std::sync::Arc::new(commlink::KeyBag::generate(8).unwrap());
+    let web_side = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = web_side.local_addr().unwrap();
+    let client = commlink::Client::accept(web_side, common::link_cfg(&bag, 1 << 20));
+    let cfg = internal_db_agent::AgentConfig {
+        mode: Mode::DialOut,
+        dial: addr.to_string(),
+        ..db.config()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let link = common::link_cfg(&bag, 1 << 20);
+    let task = tokio::spawn(internal_db_agent::run(cfg, link, async move {
+        let _ = stopped.await;
+    }));
+    assert!(client.wait_up(Duration::from_secs(5)).await);
+    client.request(&login("alice", PASSWORD)).await.unwrap();
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("run did not stop on shutdown")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn run_reports_a_busy_listen_address() {
+    let db = TestDb::new(Backend::Sqlite).unwrap();
+    let busy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let cfg = internal_db_agent::AgentConfig {
+        listen: addr.clone(),
+        ..db.config()
+    };
+    let bag = std::sync::Arc::new(commlink::KeyBag::generate(8).unwrap());
+    let e = internal_db_agent::run(cfg, common::link_cfg(&bag, 1 << 20), std::future::pending())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(&addr) && e.contains("[agent] listen"), "{e}");
+}

@@ -29,8 +29,9 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-async fn open(db: &TestDb, real_argon: bool) -> (Arc<Agent>, AgentConfig) {
+async fn open(db: &TestDb, real_argon: bool, sync: &str) -> (Arc<Agent>, AgentConfig) {
     let mut cfg = db.config();
+    cfg.pg_synchronous_commit = sync.to_owned();
     if real_argon {
         let d = AgentConfig::default();
         cfg.argon2_memory_kib = d.argon2_memory_kib;
@@ -65,9 +66,11 @@ async fn pair(c: &commlink::Client, bob: i64, i: u64) -> Duration {
     t.elapsed()
 }
 
-async fn round_trips(backend: Backend) {
-    let Some(db) = TestDb::new(backend) else { return };
-    let (agent, _) = open(&db, false).await;
+async fn round_trips(backend: Backend, sync: &str) {
+    let Some(db) = TestDb::new(backend) else {
+        return;
+    };
+    let (agent, _) = open(&db, false, sync).await;
     let served = serve(agent.clone(), Mode::Listen).await;
     let c = served.client.clone();
     let bob = c
@@ -104,7 +107,7 @@ async fn round_trips(backend: Backend) {
         let wall = start.elapsed();
         lat.sort();
         println!(
-            "BENCH round-trips backend={backend:?} concurrency={conc} pairs={} wall={:.2}s \
+            "BENCH round-trips backend={backend:?} pg_synchronous_commit={sync} concurrency={conc} pairs={} wall={:.2}s \
              pairs/s={:.0} p50={:.3}ms p99={:.3}ms",
             lat.len(),
             wall.as_secs_f64(),
@@ -119,15 +122,16 @@ async fn round_trips(backend: Backend) {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "benchmark; run in release with --ignored --nocapture"]
 async fn bench_authorize_record_round_trips() {
-    round_trips(Backend::Sqlite).await;
-    round_trips(Backend::Postgres).await;
+    round_trips(Backend::Sqlite, "on").await;
+    round_trips(Backend::Postgres, "on").await;
+    round_trips(Backend::Postgres, "off").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "benchmark; run in release with --ignored --nocapture"]
 async fn bench_argon2_login_cost() {
     let db = TestDb::new(Backend::Sqlite).unwrap();
-    let (agent, _) = open(&db, true).await;
+    let (agent, _) = open(&db, true, "on").await;
     let served = serve(agent.clone(), Mode::Listen).await;
     let c = served.client.clone();
     let cases = [
@@ -145,28 +149,58 @@ async fn bench_argon2_login_cost() {
             })
             .await;
     }
-    let n = 30;
-    for (name, l, p) in cases {
-        let mut lat = Vec::new();
-        // Interleaving would mix in lockout effects; the threshold is raised instead.
-        for _ in 0..n {
+    // Round-robin over the cases so that load changes on the machine hit all of them alike.
+    let n = 40;
+    let mut lat: Vec<Vec<Duration>> = vec![Vec::new(); cases.len()];
+    for _ in 0..n {
+        for (k, (_, l, p)) in cases.iter().enumerate() {
             let t = Instant::now();
             let _ = c
                 .request(&m::Login {
-                    login: l.into(),
-                    password: p.into(),
+                    login: (*l).into(),
+                    password: (*p).into(),
                     client_addr: String::new(),
                 })
                 .await;
-            lat.push(t.elapsed());
+            lat[k].push(t.elapsed());
         }
-        lat.sort();
-        let mean = lat.iter().sum::<Duration>() / n;
+    }
+    for (k, (name, _, _)) in cases.iter().enumerate() {
+        let l = &mut lat[k];
+        l.sort();
+        let mean = l.iter().sum::<Duration>() / n;
         println!(
             "BENCH login case={name} n={n} mean={:.1}ms p50={:.1}ms p99={:.1}ms (argon2id m=19456KiB t=2 p=1, over the commlink)",
             ms(mean),
-            ms(pct(&lat, 0.5)),
-            ms(pct(&lat, 0.99)),
+            ms(pct(l, 0.5)),
+            ms(pct(l, 0.99)),
+        );
+    }
+    // The hash alone, without link or database.
+    let h = AgentConfig::default().hasher().unwrap();
+    let stored = h.hash(PASSWORD).unwrap();
+    let mut direct: Vec<Vec<Duration>> = vec![Vec::new(); 3];
+    for _ in 0..n {
+        let t = Instant::now();
+        assert!(h.verify(PASSWORD, &stored));
+        direct[0].push(t.elapsed());
+        let t = Instant::now();
+        assert!(!h.verify("not the password", &stored));
+        direct[1].push(t.elapsed());
+        let t = Instant::now();
+        h.verify_dummy(PASSWORD);
+        direct[2].push(t.elapsed());
+    }
+    for (k, name) in ["verify-correct", "verify-wrong", "verify-dummy"]
+        .iter()
+        .enumerate()
+    {
+        let l = &mut direct[k];
+        l.sort();
+        println!(
+            "BENCH argon2 {name} n={n} p50={:.1}ms p99={:.1}ms",
+            ms(pct(l, 0.5)),
+            ms(pct(l, 0.99))
         );
     }
     // Concurrent logins: how many per second the default cost allows on this machine.

@@ -37,7 +37,9 @@ async fn logs_carry_no_password_and_no_hash() {
 
     const WRONG: &str = "wrong-password-typed-by-alice";
     for backend in [Backend::Sqlite, Backend::Postgres] {
-        let Some(db) = TestDb::new(backend) else { continue };
+        let Some(db) = TestDb::new(backend) else {
+            continue;
+        };
         let (agent, _) = seeded_agent(&db).await;
         for mode in [Mode::Listen, Mode::DialOut] {
             let served = serve(agent.clone(), mode).await;
