@@ -708,3 +708,55 @@ async fn run_reports_a_busy_listen_address() {
         .to_string();
     assert!(e.contains(&addr) && e.contains("[agent] listen"), "{e}");
 }
+
+/// What `ffs demo` uses: repeatable provisioning.
+#[tokio::test]
+async fn ensure_customer_creates_then_resets() {
+    let db = TestDb::new(Backend::Sqlite).unwrap();
+    let (agent, cfg) = seeded_agent(&db).await;
+    let svc = agent.service();
+    let hasher = cfg.hasher().unwrap();
+    let demo = |password: &'static str, is_admin: bool| admin::NewCustomer {
+        login: "demo",
+        name: "Demo Customer",
+        email: "demo@example.com",
+        password,
+        admin: is_admin,
+    };
+    let first = admin::with(svc.pool(), |c| {
+        let cu = admin::ensure_customer(c, &hasher, &demo("first password", true))?;
+        admin::entitle(c, "demo", "widget", "^2", None)?;
+        Ok(cu)
+    })
+    .unwrap();
+    assert!(first.admin);
+    ask(&svc, &login("demo", "first password")).await.unwrap();
+    // Lock it and disable it; ensure_customer brings it back to the given state.
+    for _ in 0..3 {
+        code(ask(&svc, &login("demo", "guess")).await);
+    }
+    admin::with(svc.pool(), |c| admin::set_disabled(c, "demo", true)).unwrap();
+    let again = admin::with(svc.pool(), |c| {
+        admin::ensure_customer(c, &hasher, &demo("second password", false))
+    })
+    .unwrap();
+    assert_eq!(again.id, first.id);
+    assert!(!again.admin && !again.disabled);
+    let ok = ask(&svc, &login("demo", "second password")).await.unwrap();
+    assert!(!ok.customer.admin);
+    assert_eq!(
+        code(ask(&svc, &login("demo", "first password")).await).0,
+        "denied"
+    );
+    // The entitlement survived.
+    ask(
+        &svc,
+        &m::Authorize {
+            customer_id: ok.customer.id,
+            product: "widget".into(),
+            version: "2.7".into(),
+        },
+    )
+    .await
+    .unwrap();
+}
