@@ -2,7 +2,8 @@
 //!
 //! Each request type has one handler; a handler returns its typed reply or a [`Refusal`],
 //! which becomes an `ffs.error` reply: `bad-request` (malformed or unknown message),
-//! `denied`, `locked`, `not-found`, `internal` (the database failed; details in our log only).
+//! `denied`, `locked`, `not-found`, `unavailable` (the database cannot be reached),
+//! `internal` (the database failed; details in our log only).
 
 use std::sync::Arc;
 
@@ -54,7 +55,13 @@ impl From<TobjError> for Refusal {
 impl From<DbError> for Refusal {
     fn from(e: DbError) -> Self {
         tracing::error!(error = %e, "database error");
-        Refusal::new("internal", "the database failed; see the agent's log")
+        match e {
+            DbError::Connect { .. } => Refusal::new(
+                "unavailable",
+                "the database is unreachable; try again shortly",
+            ),
+            _ => Refusal::new("internal", "the database failed; see the agent's log"),
+        }
     }
 }
 

@@ -760,3 +760,29 @@ async fn ensure_customer_creates_then_resets() {
     .await
     .unwrap();
 }
+
+/// PostgreSQL restarts: pooled connections die; the agent answers clearly and reconnects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_sessions_killed_under_the_agent_are_replaced() {
+    let Some(db) = TestDb::new(Backend::Postgres) else {
+        return;
+    };
+    let (agent, _) = seeded_agent(&db).await;
+    let svc = agent.service();
+    ask(&svc, &login("bob", PASSWORD)).await.unwrap();
+    assert!(db.kill_pg_sessions() >= 1);
+    let mut recovered = false;
+    for _ in 0..5 {
+        match ask(&svc, &login("bob", PASSWORD)).await {
+            Ok(_) => {
+                recovered = true;
+                break;
+            }
+            Err((code, msg)) => {
+                eprintln!("while reconnecting: {code}: {msg}");
+                assert!(code == "internal" || code == "unavailable", "{code}: {msg}");
+            }
+        }
+    }
+    assert!(recovered, "the agent did not reconnect to PostgreSQL");
+}

@@ -1,7 +1,7 @@
 //! Messages between the web frontend (requester) and the internal db agent (responder).
 //!
 //! Every request has one reply type; refusals come back as `ffs.error` with a code
-//! (`denied`, `locked`, `not-found`, `bad-request`, `internal`). Conventions:
+//! (`denied`, `locked`, `not-found`, `bad-request`, `unavailable`, `internal`). Conventions:
 //! - ids are the agent's database ids (`i64`);
 //! - instants are RFC 3339 UTC text with second precision, e.g. `2026-11-23T10:45:00Z`;
 //! - no reply ever carries a password or a password hash, and [`Login`]'s `Debug` hides the

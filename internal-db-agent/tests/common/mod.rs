@@ -47,7 +47,9 @@ impl TestDb {
                 c.batch_execute(&format!("CREATE SCHEMA {schema}")).unwrap();
                 let sep = if base.contains('?') { '&' } else { '?' };
                 Some(TestDb {
-                    url: format!("{base}{sep}options=-csearch_path%3D{schema}"),
+                    url: format!(
+                        "{base}{sep}options=-csearch_path%3D{schema}&application_name={schema}"
+                    ),
                     dir,
                     pg: Some((base, schema)),
                 })
@@ -67,6 +69,28 @@ impl TestDb {
             pool_size: 4,
             ..AgentConfig::default()
         }
+    }
+}
+
+impl TestDb {
+    /// PostgreSQL: ends every server session this test's agent has open (as a restart of
+    /// the database server would). Returns how many were ended.
+    pub fn kill_pg_sessions(&self) -> i64 {
+        use diesel::RunQueryDsl as _;
+        #[derive(diesel::QueryableByName)]
+        struct N {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let (base, schema) = self.pg.as_ref().expect("a PostgreSQL test database");
+        let mut c = PgConnection::establish(base).unwrap();
+        diesel::sql_query(format!(
+            "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity \
+             WHERE application_name = '{schema}'"
+        ))
+        .get_result::<N>(&mut c)
+        .unwrap()
+        .n
     }
 }
 
