@@ -352,13 +352,17 @@ pub mod table {
     /// A list of entitlements.
     pub fn entitlements(ents: &[Entitlement]) -> String {
         render(
-            &["PRODUCT", "VERSIONS", "ENDS AT (UTC)", "STATE"],
+            &["PRODUCT", "VERSIONS", "UNTIL (UTC)", "STATE"],
             ents.iter()
                 .map(|e| {
                     vec![
                         e.product.clone(),
                         e.versions.clone(),
-                        e.expires_at.map(day).unwrap_or_else(|| "-".to_owned()),
+                        // Stored as the first instant it no longer holds; shown as the
+                        // last minute it does (`--until 2027-01-31` shows 2027-01-31 23:59).
+                        e.expires_at
+                            .map(|t| day(t - chrono::Duration::seconds(1)))
+                            .unwrap_or_else(|| "-".to_owned()),
                         if e.expired { "expired" } else { "active" }.to_owned(),
                     ]
                 })
