@@ -786,3 +786,42 @@ async fn postgres_sessions_killed_under_the_agent_are_replaced() {
     }
     assert!(recovered, "the agent did not reconnect to PostgreSQL");
 }
+
+/// Dial-out mode: when the web frontend goes away and comes back on its agent port, the
+/// agent dials it again by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dial_out_agent_redials_a_restarted_web_frontend() {
+    let db = TestDb::new(Backend::Sqlite).unwrap();
+    let (agent, _) = seeded_agent(&db).await;
+    let bag = std::sync::Arc::new(commlink::KeyBag::generate(8).unwrap());
+    let web_side = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = web_side.local_addr().unwrap();
+    let client = commlink::Client::accept(web_side, common::link_cfg(&bag, 1 << 20));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let link = common::link_cfg(&bag, 1 << 20);
+    let a = agent.clone();
+    let task = tokio::spawn(async move {
+        a.serve_dialout(addr.to_string(), link, async move {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    assert!(client.wait_up(Duration::from_secs(5)).await);
+    client.request(&login("alice", PASSWORD)).await.unwrap();
+
+    // The web frontend stops (its listener and connection close) and starts again.
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let web_side = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let client = commlink::Client::accept(web_side, common::link_cfg(&bag, 1 << 20));
+    assert!(
+        client.wait_up(Duration::from_secs(10)).await,
+        "the agent did not redial"
+    );
+    client.request(&login("alice", PASSWORD)).await.unwrap();
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
