@@ -59,21 +59,7 @@ pub async fn bench_commlink(args: BenchCommlinkArgs) -> anyhow::Result<()> {
         l.into_bytes()
     };
 
-    let mut transports = Vec::new();
-    for kind in [
-        Kind::Tcp,
-        Kind::Tls,
-        Kind::Commlink(Suite::Tdes),
-        Kind::Commlink(Suite::Des),
-    ] {
-        let r = match kind {
-            Kind::Tcp => bench_lines(kind, &args, &line, Plain).await,
-            Kind::Tls => bench_lines(kind, &args, &line, Tls::new()?).await,
-            Kind::Commlink(suite) => bench_commlink_suite(suite, &args, &message).await,
-        }
-        .with_context(|| format!("benchmarking {}", kind.name()))?;
-        transports.push(r);
-    }
+    let transports = measure_links(&args, &line, &message).await?;
 
     let mut ciphers = cipher_throughput()?;
     ciphers.push(sha256_throughput());
@@ -194,10 +180,13 @@ struct TransportResult {
 #[derive(Debug, Serialize)]
 struct CipherResult {
     what: String,
+    /// By wall clock.
     mb_per_sec: f64,
+    /// By this thread's on-CPU time (what the work costs, whatever else the machine runs).
+    mb_per_cpu_sec: f64,
 }
 
-/// In-process CPU work for one message on the commlink path, no I/O.
+/// In-process CPU work for one message on the commlink path, no I/O, in on-CPU time.
 #[derive(Debug, Serialize)]
 struct PerMessage {
     suite: &'static str,
@@ -404,22 +393,17 @@ async fn line_conn<W: Wrap>(
     })
 }
 
-async fn bench_lines<W: Wrap>(
-    kind: Kind,
-    args: &BenchCommlinkArgs,
-    line: &[u8],
-    w: W,
-) -> anyhow::Result<TransportResult> {
+/// Starts a line echo server on a loopback port.
+async fn start_line_server<W: Wrap>(w: W) -> anyhow::Result<(std::net::SocketAddr, AbortOnDrop)> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let server_wrap = w.clone();
     let server = AbortOnDrop(tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 continue;
             };
             let _ = tcp.set_nodelay(true);
-            let w = server_wrap.clone();
+            let w = w.clone();
             tokio::spawn(async move {
                 if let Ok(s) = w.accept(tcp).await {
                     let _ = echo_lines(s).await;
@@ -427,28 +411,21 @@ async fn bench_lines<W: Wrap>(
             });
         }
     }));
+    Ok((addr, server))
+}
 
-    // Sequential latency on one connection.
-    let mut conn = line_conn(addr, &w).await?;
-    for _ in 0..args.warmup {
-        conn.round_trip(line).await?;
-    }
-    let pb = bar(args.requests, format!("{}: sequential", kind.name()));
-    let mut samples = Vec::with_capacity(args.requests);
-    for _ in 0..args.requests {
-        let t = Instant::now();
-        conn.round_trip(line).await?;
-        samples.push(t.elapsed());
-        pb.inc(1);
-    }
-    pb.finish_and_clear();
-    drop(conn);
-
-    // Request rate: C connections, each doing its share sequentially. Connections (and
-    // TLS handshakes) are set up before the clock starts.
+/// Request rate: C connections, each doing its share of round trips sequentially.
+/// Connections (and TLS handshakes) are set up before the clock starts.
+async fn concurrent_lines<W: Wrap>(
+    kind: Kind,
+    addr: std::net::SocketAddr,
+    w: &W,
+    args: &BenchCommlinkArgs,
+    line: &[u8],
+) -> anyhow::Result<Duration> {
     let mut conns = Vec::with_capacity(args.concurrency);
     for _ in 0..args.concurrency {
-        conns.push(line_conn(addr, &w).await?);
+        conns.push(line_conn(addr, w).await?);
     }
     let pb = bar(args.requests, format!("{}: concurrent", kind.name()));
     let start = Instant::now();
@@ -471,14 +448,98 @@ async fn bench_lines<W: Wrap>(
     }
     let elapsed = start.elapsed();
     pb.finish_and_clear();
-    drop(server);
-    Ok(summarize(
-        kind,
-        samples,
-        args.requests,
-        elapsed,
-        args.concurrency,
-    ))
+    Ok(elapsed)
+}
+
+/// One connection doing sequential round trips.
+enum Link {
+    Tcp(LineConn<TcpStream>),
+    Tls(Box<LineConn<tokio_rustls::client::TlsStream<TcpStream>>>),
+    Commlink(Client),
+}
+
+impl Link {
+    async fn round_trip(&mut self, line: &[u8], message: &Tobj) -> anyhow::Result<()> {
+        match self {
+            Link::Tcp(c) => c.round_trip(line).await,
+            Link::Tls(c) => c.round_trip(line).await,
+            Link::Commlink(c) => call_checked(c, message).await,
+        }
+    }
+}
+
+/// Measures all four transports. The sequential round trips are taken in interleaved
+/// rounds (a tenth of each transport's samples per round), so a burst of load from other
+/// processes on this shared machine falls on all transports alike rather than on one.
+async fn measure_links(
+    args: &BenchCommlinkArgs,
+    line: &[u8],
+    message: &Tobj,
+) -> anyhow::Result<Vec<TransportResult>> {
+    let (tcp_addr, _tcp_server) = start_line_server(Plain).await?;
+    let tls = Tls::new()?;
+    let (tls_addr, _tls_server) = start_line_server(tls.clone()).await?;
+    let tdes = CommlinkBed::start(Suite::Tdes).await?;
+    let des = CommlinkBed::start(Suite::Des).await?;
+
+    let kinds = [
+        Kind::Tcp,
+        Kind::Tls,
+        Kind::Commlink(Suite::Tdes),
+        Kind::Commlink(Suite::Des),
+    ];
+    let mut links = vec![
+        Link::Tcp(line_conn(tcp_addr, &Plain).await?),
+        Link::Tls(Box::new(line_conn(tls_addr, &tls).await?)),
+        Link::Commlink(tdes.client.clone()),
+        Link::Commlink(des.client.clone()),
+    ];
+    for (kind, link) in kinds.iter().zip(links.iter_mut()) {
+        for _ in 0..args.warmup {
+            link.round_trip(line, message)
+                .await
+                .with_context(|| format!("warming up {}", kind.name()))?;
+        }
+    }
+
+    const ROUNDS: usize = 10;
+    let mut samples: Vec<Vec<Duration>> = kinds
+        .iter()
+        .map(|_| Vec::with_capacity(args.requests))
+        .collect();
+    let pb = bar(
+        args.requests * kinds.len(),
+        "sequential round trips (all transports, interleaved)".into(),
+    );
+    for n in shares(args.requests, ROUNDS) {
+        for ((kind, link), out) in kinds.iter().zip(links.iter_mut()).zip(samples.iter_mut()) {
+            for _ in 0..n {
+                let t = Instant::now();
+                link.round_trip(line, message)
+                    .await
+                    .with_context(|| format!("round trip over {}", kind.name()))?;
+                out.push(t.elapsed());
+                pb.inc(1);
+            }
+        }
+    }
+    pb.finish_and_clear();
+    drop(links);
+
+    let times = [
+        concurrent_lines(Kind::Tcp, tcp_addr, &Plain, args, line).await?,
+        concurrent_lines(Kind::Tls, tls_addr, &tls, args, line).await?,
+        tdes.concurrent(args, message).await?,
+        des.concurrent(args, message).await?,
+    ];
+    tdes.stop().await?;
+    des.stop().await?;
+    Ok(kinds
+        .into_iter()
+        .zip(samples)
+        .zip(times)
+        .map(|((kind, s), t)| summarize(kind, s, args.requests, t, args.concurrency))
+        .collect())
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -509,90 +570,130 @@ async fn call_checked(client: &Client, message: &Tobj) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn bench_commlink_suite(
+/// A commlink server (echo service) and a client dialed to it, on loopback.
+struct CommlinkBed {
     suite: Suite,
-    args: &BenchCommlinkArgs,
-    message: &Tobj,
-) -> anyhow::Result<TransportResult> {
-    let kind = Kind::Commlink(suite);
-    let mut cfg = LinkConfig::new(Arc::new(KeyBag::generate(128)?));
-    cfg.suite = suite;
-    cfg.request_timeout = Duration::from_secs(30);
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(commlink::serve(
-        listener,
-        cfg.clone(),
-        Arc::new(Echo),
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    let client = Client::dial(addr.to_string(), cfg);
-    if !client.wait_up(Duration::from_secs(10)).await {
-        bail!("the commlink to {addr} did not come up within 10 s");
+    client: Client,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl CommlinkBed {
+    async fn start(suite: Suite) -> anyhow::Result<CommlinkBed> {
+        let mut cfg = LinkConfig::new(Arc::new(KeyBag::generate(128)?));
+        cfg.suite = suite;
+        cfg.request_timeout = Duration::from_secs(30);
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(commlink::serve(
+            listener,
+            cfg.clone(),
+            Arc::new(Echo),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let client = Client::dial(addr.to_string(), cfg);
+        if !client.wait_up(Duration::from_secs(10)).await {
+            bail!(
+                "the {} commlink to {addr} did not come up within 10 s",
+                suite.name()
+            );
+        }
+        Ok(CommlinkBed {
+            suite,
+            client,
+            stop,
+            server,
+        })
     }
 
-    for _ in 0..args.warmup {
-        call_checked(&client, message).await?;
+    /// Request rate: C tasks sharing the one connection.
+    async fn concurrent(
+        &self,
+        args: &BenchCommlinkArgs,
+        message: &Tobj,
+    ) -> anyhow::Result<Duration> {
+        let kind = Kind::Commlink(self.suite);
+        let pb = bar(args.requests, format!("{}: concurrent", kind.name()));
+        let start = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for n in shares(args.requests, args.concurrency) {
+            let (client, message, pb) = (self.client.clone(), message.clone(), pb.clone());
+            tasks.spawn(async move {
+                for _ in 0..n {
+                    call_checked(&client, &message).await?;
+                    pb.inc(1);
+                }
+                anyhow::Ok(())
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r??;
+        }
+        let elapsed = start.elapsed();
+        pb.finish_and_clear();
+        Ok(elapsed)
     }
-    let pb = bar(args.requests, format!("{}: sequential", kind.name()));
-    let mut samples = Vec::with_capacity(args.requests);
-    for _ in 0..args.requests {
-        let t = Instant::now();
-        call_checked(&client, message).await?;
-        samples.push(t.elapsed());
-        pb.inc(1);
-    }
-    pb.finish_and_clear();
 
-    // Request rate: C tasks sharing the one connection.
-    let pb = bar(args.requests, format!("{}: concurrent", kind.name()));
-    let start = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for n in shares(args.requests, args.concurrency) {
-        let (client, message, pb) = (client.clone(), message.clone(), pb.clone());
-        tasks.spawn(async move {
-            for _ in 0..n {
-                call_checked(&client, &message).await?;
-                pb.inc(1);
-            }
-            anyhow::Ok(())
-        });
+    async fn stop(self) -> anyhow::Result<()> {
+        drop(self.client);
+        let _ = self.stop.send(());
+        self.server.await??;
+        Ok(())
     }
-    while let Some(r) = tasks.join_next().await {
-        r??;
-    }
-    let elapsed = start.elapsed();
-    pb.finish_and_clear();
-
-    drop(client);
-    let _ = stop.send(());
-    server.await??;
-    Ok(summarize(
-        kind,
-        samples,
-        args.requests,
-        elapsed,
-        args.concurrency,
-    ))
 }
 
 // ---------------------------------------------------------------------------------------
 // Raw cipher work (CPU only, on this thread).
 
+/// This thread's time on a CPU so far, from the scheduler's accounting (Linux). The machine
+/// is shared, so wall time alone would charge the cipher for other processes' slices.
+fn thread_cpu() -> Option<Duration> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: u64 = s.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
+}
+
+/// Wall-clock and on-CPU time of one measured stretch of work on this thread.
+struct Clock {
+    wall: Instant,
+    cpu: Option<Duration>,
+}
+
+impl Clock {
+    fn start() -> Clock {
+        Clock {
+            wall: Instant::now(),
+            cpu: thread_cpu(),
+        }
+    }
+
+    /// (wall, on-CPU); on-CPU falls back to wall where the kernel does not report it.
+    fn read(&self) -> (Duration, Duration) {
+        let wall = self.wall.elapsed();
+        let cpu = match (self.cpu, thread_cpu()) {
+            (Some(a), Some(b)) if b > a => b - a,
+            _ => wall,
+        };
+        (wall, cpu)
+    }
+}
+
 /// Runs `f` on `bytes`-sized inputs until [`CIPHER_MIN_TIME`] and 3 runs have passed;
-/// returns MB/s (10^6 bytes per second).
-fn throughput(bytes: usize, mut f: impl FnMut()) -> f64 {
+/// returns MB/s (10^6 bytes per second) by wall clock and by on-CPU time.
+fn throughput(bytes: usize, mut f: impl FnMut()) -> (f64, f64) {
     f(); // warm caches and allocators
-    let start = Instant::now();
+    let clock = Clock::start();
     let mut runs = 0u32;
-    while runs < 3 || start.elapsed() < CIPHER_MIN_TIME {
+    while runs < 3 || clock.wall.elapsed() < CIPHER_MIN_TIME {
         f();
         runs += 1;
     }
-    bytes as f64 * f64::from(runs) / start.elapsed().as_secs_f64() / 1e6
+    let (wall, cpu) = clock.read();
+    let total = bytes as f64 * f64::from(runs) / 1e6;
+    (total / wall.as_secs_f64(), total / cpu.as_secs_f64())
 }
 
 fn cipher_throughput() -> anyhow::Result<Vec<CipherResult>> {
@@ -604,13 +705,14 @@ fn cipher_throughput() -> anyhow::Result<Vec<CipherResult>> {
     for suite in [Suite::Des, Suite::Tdes] {
         let key = vec![0x3c; suite.key_len()];
         let mut sink = 0usize;
-        let mbps = throughput(payload.len(), || {
+        let (mbps, cpu_mbps) = throughput(payload.len(), || {
             sink ^= suite.cbc_encrypt(&key, &iv, &payload).len();
         });
         std::hint::black_box(sink);
         out.push(CipherResult {
             what: format!("{} CBC encrypt only", cbc_name(suite)),
             mb_per_sec: mbps,
+            mb_per_cpu_sec: cpu_mbps,
         });
         pb.inc(1);
 
@@ -620,7 +722,7 @@ fn cipher_throughput() -> anyhow::Result<Vec<CipherResult>> {
         let (_, mut opener) =
             crypto::derive(suite, &entry, 40000, &[1; 16], &[2; 16], Side::Acceptor);
         let mut failed = None;
-        let mbps = throughput(payload.len(), || {
+        let (mbps, cpu_mbps) = throughput(payload.len(), || {
             let line = sealer.seal(&payload);
             match opener.open(line.as_bytes()) {
                 Ok(p) if p.len() == payload.len() => {}
@@ -634,6 +736,7 @@ fn cipher_throughput() -> anyhow::Result<Vec<CipherResult>> {
         out.push(CipherResult {
             what: format!("{} seal+open (packet path)", suite.name()),
             mb_per_sec: mbps,
+            mb_per_cpu_sec: cpu_mbps,
         });
         pb.inc(1);
     }
@@ -652,13 +755,14 @@ fn cbc_name(suite: Suite) -> &'static str {
 fn sha256_throughput() -> CipherResult {
     let payload = vec![0xa5u8; CIPHER_PAYLOAD];
     let mut sink = 0u8;
-    let mbps = throughput(payload.len(), || {
+    let (mbps, cpu_mbps) = throughput(payload.len(), || {
         sink ^= sha2::Sha256::digest(&payload)[0];
     });
     std::hint::black_box(sink);
     CipherResult {
         what: "SHA-256 (for scale: the MAC hashes every cipher text)".into(),
         mb_per_sec: mbps,
+        mb_per_cpu_sec: cpu_mbps,
     }
 }
 
@@ -674,7 +778,7 @@ fn per_message_work(message: &Tobj) -> Vec<PerMessage> {
         let (_, mut opener) =
             crypto::derive(suite, &entry, 40000, &[1; 16], &[2; 16], Side::Acceptor);
         let mut ok = 0u32;
-        let start = Instant::now();
+        let clock = Clock::start();
         for _ in 0..N {
             let line = sealer.seal(message.encode().as_bytes());
             let parsed = opener
@@ -684,18 +788,18 @@ fn per_message_work(message: &Tobj) -> Vec<PerMessage> {
                 .and_then(|s| Tobj::parse(&s, &limits).ok());
             ok += u32::from(parsed.is_some());
         }
-        let whole = start.elapsed() / N;
+        let whole = clock.read().1 / N;
         std::hint::black_box(ok);
 
         let key = vec![0x3c; suite.key_len()];
         let iv = [0x24; crypto::BLOCK];
         let plain = message.encode().into_bytes();
-        let start = Instant::now();
+        let clock = Clock::start();
         for _ in 0..N {
             let c = suite.cbc_encrypt(&key, &iv, &plain);
             std::hint::black_box(suite.cbc_decrypt(&key, &iv, &c));
         }
-        let cbc = start.elapsed() / N;
+        let cbc = clock.read().1 / N;
         out.push(PerMessage {
             suite: suite.name(),
             encode_seal_open_parse_us: us(whole),
@@ -751,7 +855,10 @@ fn print_table(r: &Report) {
     println!();
     println!(
         "{:<32} {:>26} {:>10} {:>16}",
-        "commlink CPU per message", "encode+seal+open+parse µs", "of it CBC", "x2 per round trip"
+        "commlink on-CPU per message",
+        "encode+seal+open+parse µs",
+        "of it CBC",
+        "x2 per round trip"
     );
     for p in &r.per_message {
         println!(
