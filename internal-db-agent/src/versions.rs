@@ -353,4 +353,44 @@ mod tests {
             assert!(s.parse::<VersionSpec>().is_err(), "{s:?} accepted");
         }
     }
+
+    use proptest::prelude::*;
+
+    fn arb_version() -> impl Strategy<Value = Version> {
+        (
+            proptest::collection::vec(0u64..20, 1..5),
+            proptest::option::of("[a-z][a-z0-9]{0,4}"),
+        )
+            .prop_map(|(nums, pre)| Version { nums, pre })
+    }
+
+    proptest! {
+        #[test]
+        fn parsers_never_panic(s in any::<String>()) {
+            let _ = s.parse::<Version>();
+            let _ = s.parse::<VersionSpec>();
+        }
+
+        #[test]
+        fn display_round_trips(v in arb_version()) {
+            prop_assert_eq!(v.to_string().parse::<Version>().unwrap(), v);
+        }
+
+        #[test]
+        fn operators_agree_with_ordering(a in arb_version(), b in arb_version()) {
+            let s = |op: &str| format!("{op}{b}").parse::<VersionSpec>().unwrap();
+            prop_assert_eq!(s(">=").matches(&a), a >= b);
+            prop_assert_eq!(s(">").matches(&a), a > b);
+            prop_assert_eq!(s("<=").matches(&a), a <= b);
+            prop_assert_eq!(s("<").matches(&a), a < b);
+            prop_assert_eq!(s("=").matches(&a), a == b);
+            // A caret range and a bare prefix never admit anything below their version
+            // (prefixes of pre-releases aside).
+            if s("^").matches(&a) {
+                prop_assert!(a >= b);
+            }
+            prop_assert!(s("^").matches(&b));
+            prop_assert!(s("").matches(&b));
+        }
+    }
 }
