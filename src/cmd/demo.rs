@@ -179,8 +179,15 @@ fn prepare_repository(cfg: &FfsConfig, dir: &Path) -> anyhow::Result<()> {
             let f = std::fs::File::create(&big)?;
             f.set_len(BIG_FILE)?;
         }
-        ftp_stager::publish::publish(&repo, product, version, &[src.clone()], notes, true)
-            .with_context(|| format!("cannot publish demo release {product} {version}"))?;
+        ftp_stager::publish::publish(
+            &repo,
+            product,
+            version,
+            std::slice::from_ref(&src),
+            notes,
+            true,
+        )
+        .with_context(|| format!("cannot publish demo release {product} {version}"))?;
     }
     // The repository holds its own copies; the sources are scratch.
     let _ = std::fs::remove_dir_all(dir.join("demo-src"));
