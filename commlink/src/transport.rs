@@ -24,7 +24,7 @@ use std::time::Duration;
 use rand::TryRng as _;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use crate::crypto::{self, NONCE_LEN, OpenError, Opener, Sealer, Side, Suite};
@@ -360,10 +360,111 @@ impl Role {
     }
 }
 
-enum Out {
-    Msg(Tobj),
-    /// Send this last message, then stop writing.
-    Last(Tobj),
+/// Where outgoing packets go. Senders seal and append under a short lock (so packet numbers
+/// match byte order) and then flush the buffer themselves, so a request or reply reaches the
+/// socket without a hop through another task. Flushing is cancel-safe: bytes leave the
+/// buffer only after a `write` has accepted them, so a caller dropped mid-flush loses
+/// nothing; whatever it leaves is flushed by the next sender or the heartbeat.
+struct Outbox {
+    state: Mutex<OutState>,
+    writer: tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>,
+    closed: AtomicBool,
+    /// Milliseconds since `epoch` of the last packet queued (for heartbeats).
+    last_sent: AtomicU64,
+    epoch: std::time::Instant,
+}
+
+struct OutState {
+    sealer: Sealer,
+    buf: Vec<u8>,
+}
+
+/// Largest piece handed to one `write` call.
+const WRITE_CHUNK: usize = 64 * 1024;
+
+impl Outbox {
+    fn new(sealer: Sealer, writer: Box<dyn AsyncWrite + Send + Unpin>) -> Outbox {
+        Outbox {
+            state: Mutex::new(OutState {
+                sealer,
+                buf: Vec::with_capacity(4096),
+            }),
+            writer: tokio::sync::Mutex::new(writer),
+            closed: AtomicBool::new(false),
+            last_sent: AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
+        }
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, OutState> {
+        match self.state.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Seals `msg` into the buffer and flushes.
+    async fn send(&self, msg: &Tobj) -> std::io::Result<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "connection closed",
+            ));
+        }
+        let payload = msg.encode();
+        {
+            let mut st = self.lock_state();
+            let line = st.sealer.seal(payload.as_bytes());
+            frame::encode(&line, &mut st.buf);
+        }
+        self.last_sent
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.flush().await
+    }
+
+    /// Writes out everything buffered.
+    async fn flush(&self) -> std::io::Result<()> {
+        let mut w = self.writer.lock().await;
+        let mut piece = Vec::new();
+        loop {
+            piece.clear();
+            {
+                let st = self.lock_state();
+                if st.buf.is_empty() {
+                    break;
+                }
+                let n = st.buf.len().min(WRITE_CHUNK);
+                piece.extend_from_slice(&st.buf[..n]);
+            }
+            let written = match w.write(&piece).await {
+                Ok(0) => Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => Ok(n),
+                Err(e) => Err(e),
+            };
+            match written {
+                Ok(n) => {
+                    self.lock_state().buf.drain(..n);
+                }
+                Err(e) => {
+                    self.closed.store(true, Ordering::SeqCst);
+                    return Err(e);
+                }
+            }
+        }
+        w.flush().await
+    }
+
+    /// Sends a last message, then closes the write side.
+    async fn close_with(&self, msg: &Tobj) {
+        let _ = self.send(msg).await;
+        self.closed.store(true, Ordering::SeqCst);
+        let _ = self.writer.lock().await.shutdown().await;
+    }
+
+    fn idle_for(&self) -> Duration {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_sent.load(Ordering::Relaxed)))
+    }
 }
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Tobj, LinkError>>>>>;
@@ -371,7 +472,7 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Tobj, LinkError>>>>
 /// What a requester holds to use a live connection.
 #[derive(Clone)]
 struct ConnHandle {
-    tx: mpsc::Sender<Out>,
+    out: Arc<Outbox>,
     pending: Pending,
     alive: Arc<AtomicBool>,
 }
@@ -413,38 +514,39 @@ where
 {
     let Established {
         mut reader,
-        mut writer,
-        mut sealer,
+        writer,
+        sealer,
         mut opener,
     } = est;
-    let (tx, mut rx) = mpsc::channel::<Out>(MAX_IN_FLIGHT);
     let heartbeat = cfg.heartbeat;
-    let writer_task = AbortOnDrop(tokio::spawn(async move {
-        loop {
-            let (msg, last) = match tokio::time::timeout(heartbeat, rx.recv()).await {
-                Ok(Some(Out::Msg(t))) => (t, false),
-                Ok(Some(Out::Last(t))) => (t, true),
-                Ok(None) => break,
-                Err(_) => (Tobj::new(PING_TYPE, 0), false),
-            };
-            let line = sealer.seal(msg.encode().as_bytes());
-            if let Err(e) = write_line(&mut writer, &line).await {
-                debug!("commlink write failed: {e}");
-                break;
-            }
-            if last {
-                break;
+    let out = Arc::new(Outbox::new(sealer, Box::new(writer)));
+    let hello = Tobj::with_fields(HELLO_TYPE, 0, Fields::new().text("role", role.name()));
+    let _ = out.send(&hello).await;
+    // Heartbeats: a ping whenever nothing was sent for an interval; also flushes anything a
+    // cancelled sender left behind.
+    let _heartbeat_task = AbortOnDrop(tokio::spawn({
+        let out = out.clone();
+        async move {
+            let mut tick = tokio::time::interval(heartbeat / 2);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let r = if out.idle_for() >= heartbeat {
+                    out.send(&Tobj::new(PING_TYPE, 0)).await
+                } else {
+                    out.flush().await
+                };
+                if r.is_err() {
+                    break;
+                }
             }
         }
-        let _ = writer.shutdown().await;
     }));
-    let hello = Tobj::with_fields(HELLO_TYPE, 0, Fields::new().text("role", role.name()));
-    let _ = tx.send(Out::Msg(hello)).await;
 
     let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
     let alive = Arc::new(AtomicBool::new(true));
     let handle = ConnHandle {
-        tx: tx.clone(),
+        out: out.clone(),
         pending: pending.clone(),
         alive: alive.clone(),
     };
@@ -514,12 +616,12 @@ where
                     break ConnError::Protocol("request limiter closed".into());
                 };
                 let svc = service.clone();
-                let tx = tx.clone();
+                let out = out.clone();
                 tokio::spawn(async move {
                     let id = tobj.id;
                     let mut reply = svc.call(tobj).await;
                     reply.id = id;
-                    let _ = tx.send(Out::Msg(reply)).await;
+                    let _ = out.send(&reply).await;
                     drop(permit);
                 });
             }
@@ -533,10 +635,7 @@ where
     if !matches!(err, ConnError::Closed | ConnError::Io(_)) {
         // Tell the peer why, then give the writer a moment to flush.
         let last = error_reply(err.code(), err.to_string());
-        if tx.send(Out::Last(last)).await.is_ok() {
-            let mut guard = writer_task;
-            let _ = tokio::time::timeout(Duration::from_millis(200), &mut guard.0).await;
-        }
+        let _ = tokio::time::timeout(Duration::from_millis(200), out.close_with(&last)).await;
     }
     fail_all(&pending, &LinkError::Down(err.to_string()));
     err
@@ -863,7 +962,7 @@ impl Client {
                 p.remove(&id);
             }
         };
-        if conn.tx.send(Out::Msg(request)).await.is_err() {
+        if conn.out.send(&request).await.is_err() {
             remove();
             return Err(self.down());
         }
