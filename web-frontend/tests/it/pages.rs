@@ -522,6 +522,39 @@ async fn session_idle_timeout_ends_the_session() {
 }
 
 #[actix_web::test]
+async fn session_absolute_timeout_ends_even_a_busy_session() {
+    let stack = Stack::start().await;
+    let mut cfg = stack.web_config();
+    cfg.session_absolute_secs = 2;
+    let app = app!(stack, cfg);
+    let mut b = Browser::new("10.8.2.1:5000");
+    b.login(&app, "alice", PASSWORD).await;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(b.get(&app, "/products").await.status, 200);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(b.get(&app, "/products").await.location(), "/login");
+}
+
+#[actix_web::test]
+async fn login_rotates_the_session_cookie() {
+    let stack = Stack::start().await;
+    let app = app!(stack);
+    let mut b = Browser::new("10.8.3.1:5000");
+    b.get(&app, "/login").await;
+    let before = b.jar.get("ffs_session").cloned().unwrap();
+    b.login(&app, "alice", PASSWORD).await;
+    let after = b.jar.get("ffs_session").cloned().unwrap();
+    assert_ne!(before, after);
+    // The pre-login cookie (e.g. one planted by an attacker) is not signed in.
+    let mut fixated = Browser::new("10.8.3.2:5000");
+    fixated.jar.insert("ffs_session".into(), before);
+    assert_eq!(fixated.get(&app, "/products").await.location(), "/login");
+}
+
+#[actix_web::test]
 async fn security_headers_and_cookie_flags() {
     let stack = Stack::start().await;
     let app = app!(stack);

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Load run of the web frontend: 200 signed-in sessions, 200 connections, against the
+# product page and prepare-download. Needs wrk (apt-get install wrk). Prints wrk's report.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+N=${N:-200}
+DUR=${DUR:-20s}
+THREADS=${THREADS:-2}
+tmp=$(mktemp -d)
+cargo build --release -q -p web-frontend --example loadstack
+target=${CARGO_TARGET_DIR:-target}
+"$target/release/examples/loadstack" "$tmp/sessions" "$N" > "$tmp/url" 2> "$tmp/log" &
+pid=$!
+trap 'kill $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
+for _ in $(seq 1 600); do [ -s "$tmp/url" ] && break; sleep 0.2; done
+url=$(cat "$tmp/url")
+# CONNS: connection counts to run (default: N, i.e. one connection per session).
+for c in ${CONNS:-$N}; do
+  t=$THREADS; [ "$c" -lt "$t" ] && t=$c
+  echo "== GET /products, $N sessions, $c connections, $DUR"
+  wrk -t"$t" -c"$c" -d"$DUR" --latency -s web-frontend/bench/web-load.lua "$url" -- "$tmp/sessions" products
+  echo "== POST /prepare (authorize + stage + record), $N sessions, $c connections, $DUR"
+  wrk -t"$t" -c"$c" -d"$DUR" --latency -s web-frontend/bench/web-load.lua "$url" -- "$tmp/sessions" prepare
+done
