@@ -199,12 +199,36 @@ async fn sign_in_prepare_and_download_from_the_stager_then_delivery_is_recorded(
     assert_eq!(bytes.len(), want.len());
     assert_eq!(sha256_hex(&bytes), sha256_hex(want));
     assert!(page.contains(&sha256_hex(want)));
+    // The copy-paste recipe works as printed (plus -k for the test's self-signed stager).
+    let start = page.find("<code id=\"recipe\">").unwrap() + "<code id=\"recipe\">".len();
+    let end = start + page[start..].find("</code>").unwrap();
+    let recipe = crate::common::unescape(&page[start..end]).replace("curl -fSL", "curl -k -fSL");
+    let work = stack.path().join("recipe-run");
+    std::fs::create_dir_all(&work).unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(&recipe)
+        .current_dir(&work)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{recipe}\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("alpha-2.1.bin: OK") && stdout.contains("docs/README.txt: OK"),
+        "{stdout}"
+    );
     // The stager reports the delivery; the forwarder records it with the agent.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (_, _, body) = curl(&j, &[&format!("{base}/downloads")]).await;
         let body = String::from_utf8_lossy(&body);
-        if body.contains("68.4 KiB") {
+        // 68.4 KiB by the first curl, then the recipe's two files again: 136.7 KiB.
+        if body.contains("136.7 KiB") {
             break;
         }
         assert!(Instant::now() < deadline, "delivery never recorded: {body}");
