@@ -314,3 +314,68 @@ impl Backend {
             .entries)
     }
 }
+
+// Admin edits: the agent checks that `by` holds the admin role.
+impl Backend {
+    /// Grants (or replaces) an entitlement.
+    pub async fn entitle(
+        &self,
+        by: i64,
+        login: &str,
+        product: &str,
+        versions: &str,
+        until: Option<String>,
+    ) -> Result<(), BackendError> {
+        self.request(
+            Peer::Agent,
+            &am::Entitle {
+                by_customer_id: by,
+                login: login.to_string(),
+                product: product.to_string(),
+                versions: versions.to_string(),
+                until,
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Removes an entitlement; returns how many were removed.
+    pub async fn unentitle(
+        &self,
+        by: i64,
+        login: &str,
+        product: &str,
+    ) -> Result<u64, BackendError> {
+        Ok(self
+            .request(
+                Peer::Agent,
+                &am::Unentitle {
+                    by_customer_id: by,
+                    login: login.to_string(),
+                    product: product.to_string(),
+                },
+            )
+            .await?
+            .removed)
+    }
+
+    /// Disables or enables a customer.
+    pub async fn set_disabled(
+        &self,
+        by: i64,
+        login: &str,
+        disabled: bool,
+    ) -> Result<(), BackendError> {
+        self.request(
+            Peer::Agent,
+            &am::SetDisabled {
+                by_customer_id: by,
+                login: login.to_string(),
+                disabled,
+            },
+        )
+        .await?;
+        Ok(())
+    }
+}

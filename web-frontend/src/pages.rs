@@ -328,4 +328,8 @@ pub struct AdminCustomerPage {
     pub entitlements: Vec<EntitlementRow>,
     /// Recent history.
     pub history: Vec<HistoryView>,
+    /// Outcome of the last edit.
+    pub notice: Option<String>,
+    /// The login, URL-encoded, for the edit forms' actions.
+    pub login_path: String,
 }

@@ -10,10 +10,16 @@ use crate::session::Admin;
 use crate::state::AppState;
 use crate::views;
 
+#[derive(serde::Deserialize)]
+pub(crate) struct Query {
+    done: Option<String>,
+}
+
 pub(crate) async fn customer(
     Admin(user, session): Admin,
     state: web::Data<AppState>,
     path: web::Path<String>,
+    query: web::Query<Query>,
 ) -> Result<HttpResponse, AppError> {
     let login = path.into_inner();
     let (c, ents) = state.backend.customer(&login).await?;
@@ -51,6 +57,8 @@ pub(crate) async fn customer(
                 })
                 .collect(),
             history,
+            notice: query.into_inner().done,
+            login_path: crate::format::url_segment(&login),
         },
     )
 }

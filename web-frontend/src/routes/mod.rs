@@ -4,6 +4,7 @@ mod admin_areas;
 mod admin_catalog;
 mod admin_customer;
 mod admin_customers;
+mod admin_edit;
 mod admin_history;
 mod admin_index;
 mod admin_revoke;
@@ -48,6 +49,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(
             "/admin/customers/{login}",
             web::get().to(admin_customer::customer),
+        )
+        .route(
+            "/admin/customers/{login}/{action}",
+            web::post().to(admin_edit::edit),
         )
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))

@@ -50,6 +50,24 @@ async fn shoot(c: &fantoccini::Client, name: &str) {
     c.set_window_size(1280, 800).await.unwrap();
 }
 
+/// Waits (up to 15 s) until the page at `path` shows `text`: clicks return before the
+/// navigation they start has finished.
+async fn wait_for(c: &fantoccini::Client, path: &str, text: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let url = c.current_url().await.unwrap();
+        let src = c.source().await.unwrap_or_default();
+        if url.path() == path && src.contains(text) {
+            return src;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited for {text:?} at {path}, at {url}: {src}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn sign_in(c: &fantoccini::Client, base: &str, login: &str) {
     c.goto(&format!("{base}/login")).await.unwrap();
     c.find(Locator::Id("login"))
@@ -70,8 +88,7 @@ async fn sign_in(c: &fantoccini::Client, base: &str, login: &str) {
         .click()
         .await
         .unwrap();
-    let url = c.current_url().await.unwrap();
-    assert_eq!(url.path(), "/products", "signed in as {login}");
+    wait_for(c, "/products", "My products").await;
 }
 
 async fn sign_out(c: &fantoccini::Client) {
@@ -81,7 +98,7 @@ async fn sign_out(c: &fantoccini::Client) {
         .click()
         .await
         .unwrap();
-    assert_eq!(c.current_url().await.unwrap().path(), "/login");
+    wait_for(c, "/login", "Sign in").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,8 +209,7 @@ async fn chromium_signs_in_prepares_downloads_and_checks_sha256() {
         .click()
         .await
         .unwrap();
-    let src = c.source().await.unwrap();
-    assert!(src.contains("is ready"), "{src}");
+    wait_for(&c, "/prepare", "is ready").await;
     shoot(&c, "prepared").await;
     let link = c
         .find(Locator::Css("a.dl[href$='/alpha-2.1.bin']"))
