@@ -636,6 +636,19 @@ where
         // Tell the peer why, then give the writer a moment to flush.
         let last = error_reply(err.code(), err.to_string());
         let _ = tokio::time::timeout(Duration::from_millis(200), out.close_with(&last)).await;
+        // Closing a socket with unread input makes the kernel send RST, which can destroy
+        // the error packet before the peer reads it; read and discard briefly instead.
+        let _ = tokio::time::timeout(Duration::from_millis(200), async {
+            loop {
+                reader.buf.clear();
+                reader.buf.reserve(16 * 1024);
+                match reader.r.read_buf(&mut reader.buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
     }
     fail_all(&pending, &LinkError::Down(err.to_string()));
     err
@@ -962,15 +975,22 @@ impl Client {
                 p.remove(&id);
             }
         };
-        if conn.out.send(&request).await.is_err() {
-            remove();
-            return Err(self.down());
-        }
-        match tokio::time::timeout(self.inner.cfg.request_timeout, orx).await {
+        // If the write fails the connection is going down; its reader will tell every
+        // waiting request why (e.g. the peer's refusal), so wait briefly for that.
+        let wait = if conn.out.send(&request).await.is_err() {
+            Duration::from_millis(500).min(self.inner.cfg.request_timeout)
+        } else {
+            self.inner.cfg.request_timeout
+        };
+        match tokio::time::timeout(wait, orx).await {
             Ok(Ok(Ok(reply))) if reply.kind == ERROR_TYPE => Err(remote_error(&reply)),
             Ok(Ok(Ok(reply))) => Ok(reply),
             Ok(Ok(Err(e))) => Err(e),
             Ok(Err(_)) => Err(self.down()),
+            Err(_) if wait < self.inner.cfg.request_timeout => {
+                remove();
+                Err(self.down())
+            }
             Err(_) => {
                 remove();
                 Err(LinkError::Timeout(self.inner.cfg.request_timeout))
