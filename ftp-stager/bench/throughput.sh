@@ -44,7 +44,7 @@ http {
 }
 CONF
 mkdir -p "$S/nginx/tmp"
-nginx -c "$S/nginx/nginx.conf"
+nginx -c "$S/nginx/nginx.conf" 9>&- < /dev/null > /dev/null 2>&1
 
 # --- vsftpd (anonymous, read-only) ---
 mkdir -p "$S/ftproot" /var/run/vsftpd/empty
@@ -67,7 +67,7 @@ seccomp_sandbox=NO
 secure_chroot_dir=/var/run/vsftpd/empty
 xferlog_enable=NO
 CONF
-vsftpd "$S/vsftpd.conf" &
+vsftpd "$S/vsftpd.conf" 9>&- < /dev/null > /dev/null 2>&1 &
 VSFTPD_PID=$!
 sleep 1
 

@@ -348,7 +348,12 @@ pub fn render_svg(r: &Report) -> String {
         .into_iter()
         .filter(|m| r.rows.iter().any(|x| x.method == *m))
         .collect();
-    let colors = ["#2b8a3e", "#1971c2", "#c92a2a", "#868e96"];
+    let color = |m: &str| match m {
+        "hardlink" => "#2b8a3e",
+        "reflink" => "#1971c2",
+        "copy" => "#c92a2a",
+        _ => "#868e96",
+    };
     let mut sizes: Vec<u64> = r.rows.iter().map(|x| x.size).collect();
     sizes.dedup();
     let (w, h, left, top, bottom) = (760.0, 420.0, 70.0, 40.0, 60.0);
@@ -400,7 +405,7 @@ pub fn render_svg(r: &Report) -> String {
                 "<rect x=\"{x:.1}\" y=\"{yt:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"><title>{} {}: p50 {:.1} µs, p99 {:.1} µs</title></rect>\n",
                 bar_w * 0.9,
                 (top + plot_h - yt).max(0.0),
-                colors[mi % colors.len()],
+                color(m),
                 human(*size),
                 m,
                 row.p50_us,
@@ -420,13 +425,18 @@ pub fn render_svg(r: &Report) -> String {
         ));
     }
     for (mi, m) in methods.iter().enumerate() {
-        let x = left + mi as f64 * 150.0;
+        let x = left + mi as f64 * 130.0;
         s.push_str(&format!(
-            "<rect x=\"{x}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{m}</text>\n",
+            "<rect x=\"{x}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{}</text>\n",
             h - 24.0,
-            colors[mi % colors.len()],
+            color(m),
             x + 16.0,
-            h - 14.0
+            h - 14.0,
+            if *m == "stage-request" {
+                "whole stage request"
+            } else {
+                m
+            }
         ));
     }
     s.push_str("</svg>\n");
