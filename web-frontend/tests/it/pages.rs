@@ -788,3 +788,56 @@ async fn admin_edits_go_through_the_agent_and_are_refused_to_customers() {
         .await;
     assert_eq!(r.status, 404);
 }
+
+/// A writer that appends to a shared buffer (for the log test).
+#[derive(Clone, Default)]
+struct LogBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[actix_web::test]
+async fn passwords_never_reach_the_log() {
+    let buf = LogBuf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let stack = Stack::start().await;
+    let app = app!(stack);
+    let mut b = Browser::new("10.14.0.1:5000");
+    let wrong = "Tr0ub4dor&3-wrong";
+    assert_eq!(b.login(&app, "alice", wrong).await.status, 401);
+    assert_eq!(b.login(&app, "alice", PASSWORD).await.status, 303);
+    let csrf = b.csrf(&app).await;
+    let r = b
+        .post(
+            &app,
+            "/prepare",
+            &[("csrf", &csrf), ("product", "alpha"), ("version", "2.1")],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let ftp_password = crate::common::unescape(
+        r.body
+            .split("<code id=\"ftp-password\">")
+            .nth(1)
+            .and_then(|s| s.split("</code>").next())
+            .unwrap(),
+    );
+    let log = String::from_utf8_lossy(&buf.0.lock().unwrap()).into_owned();
+    assert!(log.contains("signed in"), "the log is captured: {log}");
+    assert!(log.contains("download prepared"));
+    for secret in [PASSWORD, wrong, ftp_password.as_str()] {
+        assert!(!log.contains(secret), "{secret:?} appears in the log");
+    }
+}
