@@ -31,7 +31,7 @@ pub mod schema;
 pub mod server;
 pub mod service;
 pub mod store;
-pub mod versions;
+pub use commlink::msg::versions;
 
 pub use config::{AgentConfig, Mode, TOML_TEMPLATE};
 pub use server::{Agent, AgentError, run};

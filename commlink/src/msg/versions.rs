@@ -1,5 +1,8 @@
 //! Version constraints on entitlements, e.g. `>=2.0, <3` (pure: no I/O).
 //!
+//! Part of the link vocabulary: the agent stores and enforces these constraints and the web
+//! frontend uses the same code to decide what to offer, so the two can never disagree.
+//!
 //! A version is dotted numbers with an optional pre-release tag: `2`, `2.1`, `2.1.3`,
 //! `3.0.0-rc1`. Missing components count as zero (`2.1` = `2.1.0`), and a pre-release sorts
 //! before its release (`3.0.0-rc1 < 3.0.0`); tags compare as text.
