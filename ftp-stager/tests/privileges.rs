@@ -1,0 +1,70 @@
+//! `run_as_user`: started as root, the stager binds first and then drops to the configured
+//! user for good. Runs in a child process (this binary re-executed) so the test process
+//! keeps its privileges. Skipped (passes trivially, saying so) when not run as root.
+
+use std::process::Command;
+
+#[test]
+#[ignore = "run by drops_root_after_binding in a child process"]
+fn drop_child() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let cfg = ftp_stager::StagerConfig {
+        run_as_user: "nobody".into(),
+        ..Default::default()
+    };
+    ftp_stager::server::drop_privileges(&cfg).unwrap();
+    // Still serving on the socket bound as root.
+    assert!(l.local_addr().is_ok());
+    println!(
+        "UID {} EUID {} GID {}",
+        nix::unistd::getuid(),
+        nix::unistd::geteuid(),
+        nix::unistd::getgid()
+    );
+    // Root cannot be regained.
+    assert!(nix::unistd::setuid(nix::unistd::Uid::from_raw(0)).is_err());
+    assert!(std::fs::read("/etc/shadow").is_err());
+}
+
+#[test]
+fn drops_root_after_binding() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("not root: privilege drop not exercised");
+        return;
+    }
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "drop_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let uid = nobody.uid.as_raw();
+    assert!(
+        text.contains(&format!("UID {uid} EUID {uid} GID {}", nobody.gid.as_raw())),
+        "{text}"
+    );
+}
+
+#[test]
+fn unknown_user_is_a_clear_error() {
+    if !nix::unistd::Uid::effective().is_root() {
+        return;
+    }
+    let cfg = ftp_stager::StagerConfig {
+        run_as_user: "no-such-user-ffs".into(),
+        ..Default::default()
+    };
+    let e = ftp_stager::server::drop_privileges(&cfg).unwrap_err();
+    assert!(e.to_string().contains("no such user"), "{e}");
+}
