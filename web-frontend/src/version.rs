@@ -1,11 +1,22 @@
-//! Release versions: ordering (newest first) and the entitlement constraint language the agent
-//! stores (`>=2.0, <3`, `=1.2.3`, `*`). Pure. The web side uses this only to decide what to
-//! *show*; the agent's `authorize` is the authority at prepare time.
+//! Release versions: ordering (newest first) and entitlement constraints (`>=2.0, <3`, `^2`,
+//! `*`), through the same code the agent enforces them with
+//! (`commlink::msg::versions`), so the page never offers what `authorize` refuses. Pure.
+//! The agent's `authorize` stays the authority at prepare time.
 
 use std::cmp::Ordering;
 
-/// Compares two version strings: dotted numeric parts numerically, anything else as text.
+use commlink::msg::versions::{Version, VersionSpec};
+
+/// Compares two version strings as the agent does; unparsable ones fall back to comparing
+/// dotted parts (numbers numerically, the rest as text).
 pub fn compare(a: &str, b: &str) -> Ordering {
+    match (a.parse::<Version>(), b.parse::<Version>()) {
+        (Ok(x), Ok(y)) => x.cmp(&y),
+        _ => compare_text(a, b),
+    }
+}
+
+fn compare_text(a: &str, b: &str) -> Ordering {
     let pa: Vec<&str> = a.split(['.', '-', '+']).collect();
     let pb: Vec<&str> = b.split(['.', '-', '+']).collect();
     for i in 0..pa.len().max(pb.len()) {
@@ -24,45 +35,14 @@ pub fn compare(a: &str, b: &str) -> Ordering {
     Ordering::Equal
 }
 
-/// Whether `version` satisfies a comma-separated list of comparators; an empty spec or `*`
-/// matches everything. An unparsable comparator matches nothing (fail closed).
+/// Whether `version` satisfies the constraint `spec` (empty or `*` = everything). Anything
+/// unparsable matches nothing (fail closed).
 pub fn matches(spec: &str, version: &str) -> bool {
-    let spec = spec.trim();
-    if spec.is_empty() || spec == "*" {
-        return true;
+    let spec = if spec.trim().is_empty() { "*" } else { spec };
+    match (spec.parse::<VersionSpec>(), version.parse::<Version>()) {
+        (Ok(s), Ok(v)) => s.matches(&v),
+        _ => false,
     }
-    spec.split(',').all(|c| {
-        let c = c.trim();
-        let (op, v) = if let Some(v) = c.strip_prefix(">=") {
-            (">=", v)
-        } else if let Some(v) = c.strip_prefix("<=") {
-            ("<=", v)
-        } else if let Some(v) = c.strip_prefix("==") {
-            ("=", v)
-        } else if let Some(v) = c.strip_prefix('>') {
-            (">", v)
-        } else if let Some(v) = c.strip_prefix('<') {
-            ("<", v)
-        } else if let Some(v) = c.strip_prefix('=') {
-            ("=", v)
-        } else if c == "*" {
-            return true;
-        } else {
-            ("=", c)
-        };
-        let v = v.trim();
-        if v.is_empty() {
-            return false;
-        }
-        let o = compare(version, v);
-        match op {
-            ">=" => o != Ordering::Less,
-            "<=" => o != Ordering::Greater,
-            ">" => o == Ordering::Greater,
-            "<" => o == Ordering::Less,
-            _ => o == Ordering::Equal,
-        }
-    })
 }
 
 #[cfg(test)]
@@ -91,5 +71,8 @@ mod tests {
         assert!(matches("1.2.3", "1.2.3"));
         assert!(!matches("1.2.3", "1.2.4"));
         assert!(!matches(">=", "1"));
+        assert!(matches("^2", "2.9"));
+        assert!(!matches("^2", "3.0"));
+        assert!(compare("3.0.0-rc1", "3.0.0") == Ordering::Less);
     }
 }
