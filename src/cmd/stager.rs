@@ -86,31 +86,11 @@ impl StagerCmd {
             StagerCmd::Catalog(a) => {
                 let repo = ftp_stager::Repository::open(&sc.repository)?;
                 let releases = repo.catalog(a.all)?;
-                if a.json {
-                    println!("{}", serde_json::to_string_pretty(&releases)?);
-                    return Ok(());
+                match print_catalog(&releases, a.json) {
+                    // `ffs catalog | head` closes the pipe early: not an error.
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                    other => Ok(other?),
                 }
-                if releases.is_empty() {
-                    println!("(no releases; add one with `ffs publish PRODUCT VERSION PATH…`)");
-                }
-                for m in &releases {
-                    println!(
-                        "{} {}{}  published {}  {} files, {} bytes",
-                        m.product,
-                        m.version,
-                        if m.yanked { " [yanked]" } else { "" },
-                        m.published_at.format("%Y-%m-%d %H:%M UTC"),
-                        m.files.len(),
-                        m.bytes()
-                    );
-                    if !m.notes.is_empty() {
-                        println!("  notes: {}", m.notes);
-                    }
-                    for f in &m.files {
-                        println!("  {}  {:>12}  {}", f.sha256, f.size, f.name);
-                    }
-                }
-                Ok(())
             }
             StagerCmd::Yank(a) => {
                 let repo = ftp_stager::Repository::open(&sc.repository)?;
@@ -123,6 +103,40 @@ impl StagerCmd {
             }
         }
     }
+}
+
+fn print_catalog(releases: &[ftp_stager::Manifest], json: bool) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if json {
+        let text = serde_json::to_string_pretty(releases).map_err(std::io::Error::other)?;
+        return writeln!(out, "{text}");
+    }
+    if releases.is_empty() {
+        writeln!(
+            out,
+            "(no releases; add one with `ffs publish PRODUCT VERSION PATH…`)"
+        )?;
+    }
+    for m in releases {
+        writeln!(
+            out,
+            "{} {}{}  published {}  {} files, {} bytes",
+            m.product,
+            m.version,
+            if m.yanked { " [yanked]" } else { "" },
+            m.published_at.format("%Y-%m-%d %H:%M UTC"),
+            m.files.len(),
+            m.bytes()
+        )?;
+        if !m.notes.is_empty() {
+            writeln!(out, "  notes: {}", m.notes)?;
+        }
+        for f in &m.files {
+            writeln!(out, "  {}  {:>12}  {}", f.sha256, f.size, f.name)?;
+        }
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {
