@@ -272,6 +272,20 @@ pub fn configure(stager: Arc<Stager>) -> impl FnOnce(&mut web::ServiceConfig) {
     }
 }
 
+/// Headers on every response: the URL carries a capability token, so no referrer leaves
+/// the page; nothing may frame it, sniff types, or load anything.
+fn security_headers() -> actix_web::middleware::DefaultHeaders {
+    actix_web::middleware::DefaultHeaders::new()
+        .add((header::REFERRER_POLICY, "no-referrer"))
+        .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .add((header::X_FRAME_OPTIONS, "DENY"))
+        .add((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; frame-ancestors 'none'",
+        ))
+        .add((header::STRICT_TRANSPORT_SECURITY, "max-age=31536000"))
+}
+
 /// Runs the HTTPS server on an already-bound listener until it is stopped through the
 /// returned handle (or the future is dropped).
 pub fn server(
@@ -281,7 +295,9 @@ pub fn server(
 ) -> std::io::Result<actix_web::dev::Server> {
     let tls = (*tls).clone();
     let srv = actix_web::HttpServer::new(move || {
-        actix_web::App::new().configure(configure(stager.clone()))
+        actix_web::App::new()
+            .wrap(security_headers())
+            .configure(configure(stager.clone()))
     })
     .workers(2)
     .disable_signals()

@@ -130,6 +130,8 @@ async fn curl_https_download_matches_catalog_and_resumes() {
         head.contains("content-type: application/octet-stream"),
         "{head}"
     );
+    assert!(head.contains("referrer-policy: no-referrer"), "{head}");
+    assert!(head.contains("x-content-type-options: nosniff"), "{head}");
 
     // The listing page names every file with its checksum.
     let (code, body) = curl(&[&a.https_base]).await;
