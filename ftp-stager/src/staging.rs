@@ -760,6 +760,38 @@ mod tests {
     }
 
     #[test]
+    fn different_filesystems_refuse_unless_a_fallback_is_configured() {
+        // /dev/shm is tmpfs; the temp dir is on another filesystem (skip if not).
+        let shm = std::path::Path::new("/dev/shm");
+        let (d, mut cfg) = setup();
+        if !shm.is_dir() || fsutil::device_of(shm).unwrap() == fsutil::device_of(d.path()).unwrap()
+        {
+            eprintln!("no second filesystem here; skipped");
+            return;
+        }
+        let areas = tempfile::tempdir_in(shm).unwrap();
+        cfg.areas_dir = areas.path().to_path_buf();
+        let err = Stager::open(&cfg).unwrap_err();
+        assert!(matches!(err, StagerError::Config(_)), "{err}");
+        assert!(err.to_string().contains("different filesystems"), "{err}");
+
+        cfg.fallback = Fallback::Copy;
+        let s = Stager::open(&cfg).unwrap();
+        assert_eq!(s.method(), Method::Copy);
+        let a = s.stage(&req(&[])).unwrap();
+        let staged = s.areas_dir().join(&a.area_id).join("big.bin");
+        assert_eq!(fs::read(&staged).unwrap(), vec![1u8; 100_000]);
+        assert_eq!(fs::metadata(&staged).unwrap().mode() & 0o777, 0o444);
+
+        cfg.fallback = Fallback::Reflink;
+        let s = Stager::open(&cfg).unwrap();
+        assert_eq!(s.method(), Method::Reflink);
+        let a = s.stage(&req(&["docs/readme.txt"])).unwrap();
+        let staged = s.areas_dir().join(&a.area_id).join("docs/readme.txt");
+        assert_eq!(fs::read(&staged).unwrap(), b"read me");
+    }
+
+    #[test]
     fn percentiles() {
         let v: Vec<u64> = (1..=100).collect();
         assert_eq!(percentile(&v, 50.0), 50);
