@@ -1,5 +1,6 @@
 //! HTTPS downloads: `GET /d/<token>/<path>` (Range, Content-Length/Type, ETag = the
-//! SHA-256) and `GET /d/<token>/` (a plain HTML listing of the area).
+//! SHA-256), `GET /d/<token>/` (a plain HTML listing of the area) and
+//! `GET /d/<token>/<dir>/` (the listing of one directory in it).
 //!
 //! Path safety: the request path is taken raw (before any decoding), percent-decoded once,
 //! and refused if it then still contains `%` (double encoding), a backslash, a control
@@ -90,7 +91,18 @@ async fn download(req: HttpRequest, stager: web::Data<Arc<Stager>>) -> HttpRespo
         Some(r) => r,
     };
     if rest.is_empty() {
-        return listing(&area);
+        return listing(&area, "");
+    }
+    if let Some(dir) = rest.strip_suffix('/') {
+        // A directory inside the release: list what lies beneath it.
+        return match decode_file_path(dir) {
+            Ok(d) if area.files.iter().any(|f| in_dir(&f.name, &d)) => listing(&area, &d),
+            Ok(_) => not_found(),
+            Err(PathError::Invalid) => {
+                tracing::info!(area = %area.id, path = rest, "refused listing path");
+                bad_request()
+            }
+        };
     }
     let name = match decode_file_path(rest) {
         Ok(n) => n,
@@ -177,7 +189,15 @@ fn open_inside(area: &Path, name: &str) -> std::io::Result<(std::fs::File, PathB
     Ok((f, path))
 }
 
-fn listing(area: &AreaRecord) -> HttpResponse {
+/// Whether release-relative `name` lies beneath directory `dir` (no trailing slash).
+fn in_dir(name: &str, dir: &str) -> bool {
+    name.strip_prefix(dir)
+        .is_some_and(|tail| tail.starts_with('/'))
+}
+
+/// The listing page of the area's root (`dir` empty) or of one directory in it: every
+/// file beneath, linked relative to the page, with size and checksum.
+fn listing(area: &AreaRecord, dir: &str) -> HttpResponse {
     let esc = |s: &str| {
         s.replace('&', "&amp;")
             .replace('<', "&lt;")
@@ -185,9 +205,19 @@ fn listing(area: &AreaRecord) -> HttpResponse {
             .replace('"', "&quot;")
     };
     let mut rows = String::new();
+    if !dir.is_empty() {
+        rows.push_str("<tr><td><a href=\"../\">../</a></td><td></td><td></td></tr>\n");
+    }
     for f in &area.files {
-        let href: String = f
-            .name
+        let shown = if dir.is_empty() {
+            f.name.as_str()
+        } else {
+            match f.name.strip_prefix(dir).and_then(|t| t.strip_prefix('/')) {
+                Some(t) => t,
+                None => continue,
+            }
+        };
+        let href: String = shown
             .split('/')
             .map(|c| percent_encoding::utf8_percent_encode(c, SEGMENT).to_string())
             .collect::<Vec<_>>()
@@ -195,14 +225,19 @@ fn listing(area: &AreaRecord) -> HttpResponse {
         rows.push_str(&format!(
             "<tr><td><a href=\"{}\">{}</a></td><td>{}</td><td><code>{}</code></td></tr>\n",
             esc(&href),
-            esc(&f.name),
+            esc(shown),
             f.size,
             f.sha256
         ));
     }
+    let at = if dir.is_empty() {
+        String::new()
+    } else {
+        format!(" — {}/", esc(dir))
+    };
     let body = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{p} {v}</title></head>\n\
-         <body><h1>{p} {v}</h1><p>Available until {e}.</p>\n\
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{p} {v}{at}</title></head>\n\
+         <body><h1>{p} {v}{at}</h1><p>Available until {e}.</p>\n\
          <table><thead><tr><th>File</th><th>Bytes</th><th>SHA-256</th></tr></thead><tbody>\n{rows}</tbody></table>\n\
          </body></html>\n",
         p = esc(&area.product),

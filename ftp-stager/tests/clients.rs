@@ -143,6 +143,18 @@ async fn curl_https_download_matches_catalog_and_resumes() {
     );
     assert!(page.contains("with%20space.txt"), "{page}");
 
+    // A directory inside the area has its own listing, linked relative to itself; a
+    // directory that is not there is 404, a traversal is refused.
+    let (code, body) = curl(&[&format!("{}docs/", a.https_base)]).await;
+    assert_eq!(code, 200);
+    let page = String::from_utf8(body).unwrap();
+    assert!(page.contains("href=\"readme.txt\""), "{page}");
+    assert!(!page.contains("big.bin"), "{page}");
+    let (code, _) = curl(&[&format!("{}nodir/", a.https_base)]).await;
+    assert_eq!(code, 404);
+    let (code, _) = curl(&[&format!("{}docs/%2e%2e/", a.https_base)]).await;
+    assert_eq!(code, 400);
+
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let dl = r.stager.deliveries(&Default::default());
     assert!(
