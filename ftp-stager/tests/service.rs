@@ -139,3 +139,33 @@ async fn areas_survive_a_stager_restart() {
     assert_eq!(seqs, vec![1, 2, 3], "{:?}", d.deliveries);
     r.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_running_sweeper_removes_expired_areas_on_its_own() {
+    let (dir, mut cfg) = make_repo();
+    cfg.sweep_interval_secs = 1;
+    let r = start_with(dir, cfg, None).await;
+    let short = r.stage(&["docs/readme.txt"], Some(1));
+    let long = r.stage(&["docs/readme.txt"], None);
+    let short_dir = r.cfg.areas_dir.join(&short.area_id);
+    let long_dir = r.cfg.areas_dir.join(&long.area_id);
+    assert!(short_dir.join("docs/readme.txt").is_file());
+
+    // Nobody calls sweep(): the server's own timer must remove the expired area.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while short_dir.exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(!short_dir.exists(), "expired area still on disk after 10 s");
+    let ids: Vec<String> = r
+        .stager
+        .areas()
+        .areas
+        .into_iter()
+        .map(|a| a.area_id)
+        .collect();
+    assert!(!ids.contains(&short.area_id), "{ids:?}");
+    assert!(ids.contains(&long.area_id), "{ids:?}");
+    assert!(long_dir.join("docs/readme.txt").is_file());
+    r.stop().await;
+}
