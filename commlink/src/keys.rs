@@ -35,16 +35,9 @@ pub enum KeyBagError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// Group or others may read the file.
-    #[error(
-        "key bag {path} has mode {mode:o}: it must be readable by its owner only; run `chmod 600 {path}`"
-    )]
-    Permissions {
-        /// The file.
-        path: String,
-        /// Its permission bits.
-        mode: u32,
-    },
+    /// The file is not readable by its owner only, or could not be read or written.
+    #[error("key bag {0}")]
+    File(#[from] crate::secret_file::SecretFileError),
     /// The file is not a key bag.
     #[error(
         "key bag {path} line {line}: {what}; regenerate it with `ffs keys generate --out {path}` and copy it to every host"
@@ -233,37 +226,22 @@ impl KeyBag {
 
     /// Loads a bag file, refusing one that group or others can read.
     pub fn load(path: &Path) -> Result<KeyBag, KeyBagError> {
-        use std::os::unix::fs::PermissionsExt as _;
         let p = path.display().to_string();
-        let io = |source| KeyBagError::Io {
+        let bytes = crate::secret_file::read_private(path)?;
+        let text = String::from_utf8(bytes).map_err(|_| KeyBagError::Malformed {
             path: p.clone(),
-            source,
-        };
-        let meta = std::fs::metadata(path).map_err(io)?;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(KeyBagError::Permissions { path: p, mode });
-        }
-        let text = std::fs::read_to_string(path).map_err(io)?;
+            line: 1,
+            what: "not UTF-8 text".into(),
+        })?;
         Self::parse(&text, &p)
     }
 
     /// Writes the bag to a new file with mode 0600 (fails if the file exists).
     pub fn write_new(&self, path: &Path) -> Result<(), KeyBagError> {
-        use std::io::Write as _;
-        use std::os::unix::fs::OpenOptionsExt as _;
-        let io = |source| KeyBagError::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(io)?;
-        f.write_all(self.to_file_text().as_bytes()).map_err(io)?;
-        f.sync_all().map_err(io)
+        Ok(crate::secret_file::write_new_private(
+            path,
+            self.to_file_text().as_bytes(),
+        )?)
     }
 }
 

@@ -11,6 +11,7 @@
 //! Layers, innermost first:
 //! - [`tobj`]: the message format (pure, no I/O);
 //! - [`keys`]: the key bag file;
+//! - [`secret_file`]: the owner-only (0600) rule every secret file on every host obeys;
 //! - [`crypto`]: suites, key derivation and packet sealing (pure, no I/O);
 //! - [`frame`]: CR LF line framing with a length limit enforced while reading (pure);
 //! - [`handshake`]: the plaintext hello lines that start a connection (pure);
@@ -24,6 +25,7 @@ pub mod frame;
 pub mod handshake;
 pub mod keys;
 pub mod msg;
+pub mod secret_file;
 pub mod tobj;
 pub mod transport;
 

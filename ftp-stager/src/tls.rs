@@ -2,10 +2,10 @@
 //! generated on first start into the state directory (key mode 0600, fingerprint logged).
 
 use std::fs;
-use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use commlink::secret_file;
 
 use crate::config::StagerConfig;
 use crate::error::{Result, StagerError};
@@ -38,17 +38,6 @@ pub fn load_or_generate(cfg: &StagerConfig) -> Result<TlsMaterial> {
     } else {
         (cfg.tls_cert.clone(), cfg.tls_key.clone())
     };
-    let mode = fs::metadata(&key_path)
-        .map_err(StagerError::io("stat", &key_path))?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        return Err(StagerError::Tls(format!(
-            "{} is readable by group or others (mode {:o}); chmod 600 it",
-            key_path.display(),
-            mode & 0o777
-        )));
-    }
     let certs = read_certs(&cert_path)?;
     let key = read_key(&key_path)?;
     let fingerprint = certs
@@ -80,16 +69,10 @@ fn generate(host: &str, cert: &Path, key: &Path) -> Result<()> {
     }
     let ck =
         rcgen::generate_simple_self_signed(names).map_err(|e| StagerError::Tls(e.to_string()))?;
+    // A key without its certificate is left over from an interrupted first start.
     let _ = fs::remove_file(key);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(key)
-        .map_err(StagerError::io("create", key))?;
-    f.write_all(ck.signing_key.serialize_pem().as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(StagerError::io("write", key))?;
+    secret_file::write_new_private(key, ck.signing_key.serialize_pem().as_bytes())
+        .map_err(|e| StagerError::Tls(e.to_string()))?;
     crate::fsutil::atomic_write(cert, ck.cert.pem().as_bytes(), 0o644)
         .map_err(StagerError::io("write", cert))?;
     tracing::info!(cert = %cert.display(), "generated a self-signed TLS certificate");
@@ -103,8 +86,9 @@ fn read_certs(p: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>
         .map_err(|e| StagerError::Tls(format!("{}: {e}", p.display())))
 }
 
+/// Reads the private key; refused unless readable by its owner only.
 fn read_key(p: &Path) -> Result<rustls::pki_types::PrivateKeyDer<'static>> {
-    let bytes = fs::read(p).map_err(StagerError::io("read", p))?;
+    let bytes = secret_file::read_private(p).map_err(|e| StagerError::Tls(e.to_string()))?;
     rustls_pemfile::private_key(&mut &bytes[..])
         .map_err(|e| StagerError::Tls(format!("{}: {e}", p.display())))?
         .ok_or_else(|| StagerError::Tls(format!("{} holds no private key", p.display())))
@@ -121,6 +105,7 @@ fn colon_hex(h: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
 
     #[test]
     fn generates_once_with_private_key() {
@@ -137,9 +122,7 @@ mod tests {
         let b = load_or_generate(&cfg).unwrap();
         assert_eq!(a.fingerprint, b.fingerprint, "reused, not regenerated");
         fs::set_permissions(&a.key_path, fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(
-            load_or_generate(&cfg).is_err(),
-            "world-readable key refused"
-        );
+        let e = load_or_generate(&cfg).unwrap_err().to_string();
+        assert!(e.contains("chmod 600"), "world-readable key refused: {e}");
     }
 }

@@ -21,14 +21,9 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// A secret file with group/other permission bits.
-    #[error("{path} has mode {mode:04o}; secret files must be 0600 (chmod 600 {path})")]
-    Permissions {
-        /// The file.
-        path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
-    },
+    /// A secret file that is missing, unreadable, or open to group/others.
+    #[error(transparent)]
+    SecretFile(#[from] commlink::secret_file::SecretFileError),
     /// A secret file whose content is not what it should be.
     #[error("{path}: {why}")]
     BadSecret {

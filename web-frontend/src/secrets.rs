@@ -1,9 +1,9 @@
 //! Secret files: the session cookie key and the TLS key. Each must be mode 0600 (no group or
 //! other bits) or it is refused; new ones are created with 0600 from the OS random source.
 
-use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
+
+use commlink::secret_file;
 
 use crate::error::StartError;
 
@@ -12,31 +12,12 @@ pub const SESSION_KEY_LEN: usize = 64;
 
 /// Refuses a secret file readable or writable by group or others.
 pub fn check_mode(path: &Path) -> Result<(), StartError> {
-    let meta = std::fs::metadata(path).map_err(|e| StartError::io(path, e))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(StartError::Permissions {
-            path: path.to_path_buf(),
-            mode,
-        });
-    }
-    Ok(())
+    Ok(secret_file::check_private(path)?)
 }
 
 /// Writes a new secret file with mode 0600; fails if it exists.
 pub fn write_new(path: &Path, bytes: &[u8]) -> Result<(), StartError> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| StartError::io(dir, e))?;
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| StartError::io(path, e))?;
-    f.write_all(bytes).map_err(|e| StartError::io(path, e))?;
-    f.sync_all().map_err(|e| StartError::io(path, e))?;
-    Ok(())
+    Ok(secret_file::write_new_private(path, bytes)?)
 }
 
 /// Loads the session key, generating it on first start.
@@ -48,9 +29,8 @@ pub fn load_or_create_session_key(path: &Path) -> Result<[u8; SESSION_KEY_LEN], 
         tracing::info!(path = %path.display(), "generated a new session key");
         return Ok(key);
     }
-    check_mode(path)?;
-    let text = std::fs::read_to_string(path).map_err(|e| StartError::io(path, e))?;
-    let bytes = hex::decode(text.trim()).map_err(|_| StartError::BadSecret {
+    let text = secret_file::read_private(path)?;
+    let bytes = hex::decode(text.trim_ascii()).map_err(|_| StartError::BadSecret {
         path: path.to_path_buf(),
         why: "expected hex",
     })?;
@@ -63,6 +43,7 @@ pub fn load_or_create_session_key(path: &Path) -> Result<[u8; SESSION_KEY_LEN], 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
 
     #[test]
     fn session_key_is_created_0600_and_reloaded() {

@@ -34,7 +34,6 @@ pub fn load_or_generate(cfg: &WebConfig) -> Result<TlsIdentity, StartError> {
         generate(&cfg.tls_cert, &cfg.tls_key, &cfg.tls_names)?;
         generated = true;
     }
-    secrets::check_mode(&cfg.tls_key)?;
     let certs = read_certs(&cfg.tls_cert)?;
     let key = read_key(&cfg.tls_key)?;
     let fingerprint = fingerprint(&certs[0]);
@@ -90,8 +89,9 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, StartError> {
     Ok(certs)
 }
 
+/// Reads the private key; refused unless readable by its owner only.
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, StartError> {
-    let pem = std::fs::read(path).map_err(|e| StartError::io(path, e))?;
+    let pem = commlink::secret_file::read_private(path)?;
     rustls_pemfile::private_key(&mut pem.as_slice())
         .map_err(|e| StartError::io(path, e))?
         .ok_or_else(|| StartError::Tls(format!("{}: no private key in the file", path.display())))
