@@ -153,6 +153,130 @@ fn secs(name: &str, v: f64) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(v))
 }
 
+/// Which role's settings `ffs config check` looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// `[agent]`.
+    Agent,
+    /// `[stager]`.
+    Stager,
+    /// `[web]`.
+    Web,
+}
+
+impl FfsConfig {
+    /// Checks what a role would refuse at start-up, without starting it or touching the
+    /// network: the key bag (present, 0600, well-formed), the `[link]` settings, and the
+    /// given roles' addresses, ranges, database URL and tuning. Returns one summary line per
+    /// part checked; the first problem is the error.
+    pub fn check(&self, roles: &[Role]) -> anyhow::Result<Vec<String>> {
+        let mut out = Vec::new();
+        let link = self.link_config()?;
+        out.push(format!(
+            "[link] key bag {}: {} entries, fingerprint {}; suite {}",
+            self.link.keys.display(),
+            link.bag.len(),
+            link.bag.fingerprint(),
+            link.suite.name()
+        ));
+        for role in roles {
+            out.push(match role {
+                Role::Agent => self.check_agent()?,
+                Role::Stager => self.check_stager()?,
+                Role::Web => self.check_web()?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn check_agent(&self) -> anyhow::Result<String> {
+        use internal_db_agent::config::Mode;
+        let a = &self.agent;
+        let url = internal_db_agent::db::DbUrl::parse(&a.database)?;
+        internal_db_agent::db::Tuning::new(&a.pg_synchronous_commit)
+            .context("[agent] pg_synchronous_commit")?;
+        a.hasher().context("[agent] argon2 settings")?;
+        let how = match a.mode {
+            Mode::Listen => format!("listens on {}", address("agent", "listen", &a.listen)?),
+            Mode::DialOut => format!("dials out to {}", address("agent", "dial", &a.dial)?),
+        };
+        Ok(format!("[agent] {how}; database {}", url.redacted()))
+    }
+
+    fn check_stager(&self) -> anyhow::Result<String> {
+        let s = &self.stager;
+        // Its message names the section and key already.
+        let passive = s.passive_range().map_err(anyhow::Error::msg)?;
+        address("stager", "link_listen", &s.link_listen)?;
+        address("stager", "ftp_listen", &s.ftp_listen)?;
+        address("stager", "https_listen", &s.https_listen)?;
+        if s.tls_cert.as_os_str().is_empty() != s.tls_key.as_os_str().is_empty() {
+            bail!("[stager] tls_cert and tls_key: set both or neither");
+        }
+        if !s.tls_key.as_os_str().is_empty() {
+            commlink::secret_file::check_private(&s.tls_key).context("[stager] tls_key")?;
+        }
+        Ok(format!(
+            "[stager] commlink {}, FTP {} (passive {}-{}), HTTPS {}; repository {}",
+            s.link_listen,
+            s.ftp_listen,
+            passive.start(),
+            passive.end(),
+            s.https_listen,
+            s.repository.display()
+        ))
+    }
+
+    fn check_web(&self) -> anyhow::Result<String> {
+        use web_frontend::config::AgentMode;
+        let w = &self.web;
+        address("web", "listen", &w.listen)?;
+        if !w.http_redirect_listen.trim().is_empty() {
+            address("web", "http_redirect_listen", &w.http_redirect_listen)?;
+        }
+        address("web", "stager_addr", &w.stager_addr)?;
+        let agent = match w.agent_mode {
+            AgentMode::Connect => {
+                format!(
+                    "dials the agent at {}",
+                    address("web", "agent_addr", &w.agent_addr)?
+                )
+            }
+            AgentMode::Accept => format!(
+                "waits for the agent on {}",
+                address("web", "agent_listen", &w.agent_listen)?
+            ),
+        };
+        if w.tls_key.exists() {
+            commlink::secret_file::check_private(&w.tls_key).context("[web] tls_key")?;
+        } else if !w.tls_generate {
+            bail!(
+                "[web] no certificate at {} and tls_generate = false",
+                w.tls_cert.display()
+            );
+        }
+        if w.session_key.exists() {
+            commlink::secret_file::check_private(&w.session_key).context("[web] session_key")?;
+        }
+        Ok(format!(
+            "[web] HTTPS on {}; {agent}; stager at {}",
+            w.listen, w.stager_addr
+        ))
+    }
+}
+
+/// Checks that `value` is `HOST:PORT` with a port in 1..=65535 (no name lookup).
+fn address<'a>(section: &str, key: &str, value: &'a str) -> anyhow::Result<&'a str> {
+    let bad =
+        || format!("[{section}] {key} = {value:?}: expected HOST:PORT, e.g. \"127.0.0.1:7702\"");
+    let (host, port) = value.trim().rsplit_once(':').with_context(bad)?;
+    let port: u16 = port.parse().ok().filter(|p| *p > 0).with_context(bad)?;
+    if host.is_empty() || port == 0 {
+        bail!(bad());
+    }
+    Ok(value)
+}
+
 /// Parses "A-B" (inclusive) or "" (none).
 pub fn parse_port_range(s: &str) -> anyhow::Result<Option<(u16, u16)>> {
     let s = s.trim();

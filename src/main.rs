@@ -68,6 +68,13 @@ enum ConfigCmd {
         #[arg(long, default_value = "ffs.toml")]
         out: PathBuf,
     },
+    /// Checks the config file (`--config`) and the key bag it names without starting
+    /// anything: what each role would refuse at start-up, said before you deploy.
+    Check {
+        /// Only these roles' sections (default: all three).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        role: Vec<config::Role>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -141,6 +148,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 })?;
             f.write_all(FfsConfig::template().as_bytes())?;
             println!("wrote {}", out.display());
+            Ok(())
+        }
+        Cmd::Config(ConfigCmd::Check { role }) => {
+            let roles = if role.is_empty() {
+                vec![config::Role::Agent, config::Role::Stager, config::Role::Web]
+            } else {
+                role
+            };
+            for line in load()?.check(&roles)? {
+                println!("ok  {line}");
+            }
+            println!("{}: config OK", cli.config.display());
             Ok(())
         }
         Cmd::Bench(BenchCmd::Commlink(args)) => cmd::bench_commlink::bench_commlink(args).await,

@@ -85,3 +85,79 @@ fn config_init_writes_a_commented_working_config() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("listen_typo"));
 }
+
+/// The TOML block of the README's three-host deployment section.
+fn readme_host_config() -> String {
+    let readme = include_str!("../README.md");
+    let start = readme.find("```toml\n").expect("README has a toml block");
+    let body = &readme[start + "```toml\n".len()..];
+    let end = body.find("```").expect("toml block ends");
+    // Indented inside a list item in the README.
+    body[..end]
+        .lines()
+        .map(|l| l.trim_start())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn config_check_passes_the_defaults_and_the_readme_and_names_each_mistake() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ffs_ok(d, &["config", "init"], None);
+    // No key bag yet: said, with the fix.
+    let out = ffs(d, &["config", "check"], None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("keys.bag"), "{err}");
+    ffs_ok(d, &["keys", "generate", "--out", "keys.bag"], None);
+    let ok = ffs_ok(d, &["config", "check"], None);
+    for part in ["[link]", "[agent]", "[stager]", "[web]", "config OK"] {
+        assert!(ok.contains(part), "{part} missing from:\n{ok}");
+    }
+
+    // The per-host config the README tells operators to write is accepted as written.
+    let readme = format!("[link]\nkeys = \"keys.bag\"\n\n{}", readme_host_config());
+    std::fs::write(d.join("readme.toml"), readme).unwrap();
+    let ok = ffs_ok(d, &["--config", "readme.toml", "config", "check"], None);
+    assert!(ok.contains("dials out to 10.0.1.10:7702"), "{ok}");
+    assert!(ok.contains("waits for the agent on 10.0.1.10:7702"), "{ok}");
+    assert!(ok.contains("passive 30000-30099"), "{ok}");
+
+    // Each mistake is named by section and key, and nothing is started.
+    let base = std::fs::read_to_string(d.join("ffs.toml")).unwrap();
+    for (from, to, says) in [
+        (
+            "passive_ports = \"30000-30099\"",
+            "passive_ports = \"30099-30000\"",
+            "passive_ports",
+        ),
+        (
+            "listen = \"127.0.0.1:8443\"",
+            "listen = \"8443\"",
+            "[web] listen",
+        ),
+        (
+            "suite = \"3des-cbc-hmac-sha256\"",
+            "suite = \"aes\"",
+            "suite",
+        ),
+        (
+            "[stager]",
+            "[stager]\nno_such_setting = 1",
+            "no_such_setting",
+        ),
+    ] {
+        assert!(base.contains(from), "template lacks {from}");
+        std::fs::write(d.join("bad.toml"), base.replacen(from, to, 1)).unwrap();
+        let out = ffs(d, &["--config", "bad.toml", "config", "check"], None);
+        assert!(!out.status.success(), "{to} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{to}: {err}");
+    }
+    // A key bag others can read fails the check too.
+    std::fs::set_permissions(d.join("keys.bag"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = ffs(d, &["config", "check", "--role", "web"], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"));
+}

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Load run of the web frontend: 200 signed-in sessions, 200 connections, against the
 # product page and prepare-download. Needs wrk (apt-get install wrk). Prints wrk's report.
+# THINK=MS gives each session a random 0.5-1.5 x MS pause between requests (people, not a
+# closed loop); the default 0 sends back to back.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${N:-200}
 DUR=${DUR:-20s}
 THREADS=${THREADS:-2}
+THINK=${THINK:-0}
 tmp=$(mktemp -d)
 cargo build --release -q -p web-frontend --example loadstack
 target=${CARGO_TARGET_DIR:-target}
@@ -17,8 +20,8 @@ url=$(cat "$tmp/url")
 # CONNS: connection counts to run (default: N, i.e. one connection per session).
 for c in ${CONNS:-$N}; do
   t=$THREADS; [ "$c" -lt "$t" ] && t=$c
-  echo "== GET /products, $N sessions, $c connections, $DUR"
-  wrk -t"$t" -c"$c" -d"$DUR" --latency -s web-frontend/bench/web-load.lua "$url" -- "$tmp/sessions" products
-  echo "== POST /prepare (authorize + stage + record), $N sessions, $c connections, $DUR"
-  wrk -t"$t" -c"$c" -d"$DUR" --latency -s web-frontend/bench/web-load.lua "$url" -- "$tmp/sessions" prepare
+  echo "== GET /products, $N sessions, $c connections, think ${THINK} ms, $DUR"
+  wrk -t"$t" -c"$c" -d"$DUR" --latency -s web-frontend/bench/web-load.lua "$url" -- "$tmp/sessions" products "$THINK"
+  echo "== POST /prepare (authorize + stage + record), $N sessions, $c connections, think ${THINK} ms, $DUR"
+  wrk -t"$t" -c"$c" -d"$DUR" --latency -s web-frontend/bench/web-load.lua "$url" -- "$tmp/sessions" prepare "$THINK"
 done

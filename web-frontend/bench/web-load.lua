@@ -1,8 +1,11 @@
 -- wrk script: rotates requests over N signed-in sessions (one per line: "COOKIE CSRF").
--- wrk ... -s web-load.lua URL -- SESSIONS_FILE products|prepare
+-- wrk ... -s web-load.lua URL -- SESSIONS_FILE products|prepare [THINK_MS]
+-- THINK_MS > 0: each connection waits a random 0.5-1.5 x THINK_MS between requests, like
+-- a person reading the page (wrk's latency excludes that wait).
 local sessions = {}
 local idx = 0
 local mode = "products"
+local think = 0
 
 function init(args)
   for line in io.lines(args[1]) do
@@ -10,7 +13,13 @@ function init(args)
     if c then table.insert(sessions, { c, t }) end
   end
   mode = args[2] or "products"
+  think = tonumber(args[3] or "0") or 0
   idx = math.random(#sessions)
+end
+
+function delay()
+  if think <= 0 then return 0 end
+  return math.floor(think * (0.5 + math.random()))
 end
 
 function request()
