@@ -50,7 +50,7 @@ pub(crate) async fn areas(
     render(
         StatusCode::OK,
         &AdminAreasPage {
-            nav: super::nav(Some(&user), &session, "admin"),
+            nav: super::nav(Some(&user), &session, "admin/areas"),
             rows,
             notice,
         },

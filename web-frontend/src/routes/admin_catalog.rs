@@ -35,7 +35,7 @@ pub(crate) async fn catalog(
     render(
         StatusCode::OK,
         &AdminCatalogPage {
-            nav: super::nav(Some(&user), &session, "admin"),
+            nav: super::nav(Some(&user), &session, "admin/catalog"),
             rows,
         },
     )

@@ -33,7 +33,7 @@ pub(crate) async fn customer(
     render(
         StatusCode::OK,
         &AdminCustomerPage {
-            nav: super::nav(Some(&user), &session, "admin"),
+            nav: super::nav(Some(&user), &session, "admin/customers"),
             customer: CustomerRow {
                 login: c.login,
                 name: c.name,

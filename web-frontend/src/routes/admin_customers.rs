@@ -28,7 +28,7 @@ pub(crate) async fn customers(
     render(
         StatusCode::OK,
         &AdminCustomersPage {
-            nav: super::nav(Some(&user), &session, "admin"),
+            nav: super::nav(Some(&user), &session, "admin/customers"),
             rows,
         },
     )

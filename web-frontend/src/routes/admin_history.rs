@@ -23,7 +23,7 @@ pub(crate) async fn history(
     render(
         StatusCode::OK,
         &AdminHistoryPage {
-            nav: super::nav(Some(&user), &session, "admin"),
+            nav: super::nav(Some(&user), &session, "admin/history"),
             rows,
         },
     )

@@ -451,6 +451,18 @@ async fn admin_pages_work_for_admins_and_are_refused_to_customers() {
     );
     let cat = root.get(&app, "/admin/catalog").await;
     assert!(cat.body.contains("alpha") && cat.body.contains("beta") && cat.body.contains("3.0"));
+    // The admin sub-navigation marks the page you are on, and only that one.
+    assert!(
+        cat.body
+            .contains("<a href=\"/admin/catalog\" aria-current=\"page\">Catalog</a>"),
+        "{}",
+        cat.body
+    );
+    assert_eq!(cat.body.matches("aria-current=\"page\"").count(), 1);
+    assert!(
+        cat.body
+            .contains("<a href=\"/admin\" aria-current=\"true\">Admin</a>")
+    );
     let cust = root.get(&app, "/admin/customers").await;
     assert!(cust.body.contains("bob@example.com"));
     let one = root.get(&app, "/admin/customers/alice").await;
