@@ -161,3 +161,84 @@ fn config_check_passes_the_defaults_and_the_readme_and_names_each_mistake() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"));
 }
+
+/// Runs `ffs ARGS` in `dir` on a pseudo-terminal (util-linux `script`), typing `typed`.
+/// `None` when `script` is not installed.
+fn ffs_on_a_terminal(dir: &std::path::Path, args: &[&str], typed: &str) -> Option<bool> {
+    use std::io::Write as _;
+    let cmdline = std::iter::once(ffs_bin())
+        .chain(args.iter().copied())
+        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut child = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", &cmdline, "/dev/null"])
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(typed.as_bytes())
+        .unwrap();
+    Some(child.wait().unwrap().success())
+}
+
+/// Whether `login` + `password` is accepted by the agent's own login path.
+fn agent_accepts(dir: &std::path::Path, login: &str, password: &str) -> bool {
+    use commlink::Message as _;
+    let url = format!("sqlite://{}", dir.join("ffs.db").display());
+    let pool = std::sync::Arc::new(internal_db_agent::db::Pool::open(&url, 1).unwrap());
+    let cfg = internal_db_agent::AgentConfig::default();
+    let svc = internal_db_agent::AgentService::new(pool, cfg.hasher().unwrap(), cfg.lockout());
+    let req = commlink::msg::agent::Login {
+        login: login.into(),
+        password: password.into(),
+        client_addr: "192.0.2.1".into(),
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let reply = rt.block_on(svc.handle(req.to_tobj(1)));
+    commlink::msg::agent::LoginOk::from_tobj(&reply).is_ok()
+}
+
+#[test]
+fn customer_add_and_passwd_ask_on_the_terminal_without_argv() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ffs_ok(d, &["config", "init"], None);
+    let add = [
+        "customer",
+        "add",
+        "tina",
+        "--name",
+        "Tina",
+        "--email",
+        "t@example.com",
+    ];
+    let Some(ok) = ffs_on_a_terminal(d, &add, "tty-pass-1234\ntty-pass-1234\n") else {
+        println!("SKIPPED: util-linux `script` is not installed, no pseudo-terminal to drive");
+        return;
+    };
+    assert!(ok, "customer add with a typed password failed");
+    assert!(agent_accepts(d, "tina", "tty-pass-1234"));
+    assert!(!agent_accepts(d, "tina", "something-else"));
+
+    // Two different entries: refused, nothing changes.
+    let passwd = ["customer", "passwd", "tina"];
+    assert_eq!(
+        ffs_on_a_terminal(d, &passwd, "new-pass-5678\nnew-pass-9999\n"),
+        Some(false)
+    );
+    assert!(agent_accepts(d, "tina", "tty-pass-1234"));
+    // Matching entries: the new password works, the old one no longer does.
+    assert_eq!(
+        ffs_on_a_terminal(d, &passwd, "new-pass-5678\nnew-pass-5678\n"),
+        Some(true)
+    );
+    assert!(agent_accepts(d, "tina", "new-pass-5678"));
+    assert!(!agent_accepts(d, "tina", "tty-pass-1234"));
+}
