@@ -657,3 +657,117 @@ fn firewall_listen_mode_fails_cleanly_and_works_once_opened() {
     let c = login(&s);
     assert!(prepare(&s, &c).contains("widget"));
 }
+
+/// The README's run command as a user runs it: `ffs demo` comes up, serves the login page,
+/// the printed password signs the demo customer in to their products, and Ctrl-C (SIGINT)
+/// stops everything cleanly. Ports are moved to free ones so parallel runs do not collide.
+#[test]
+fn demo_serves_the_login_page_signs_in_and_stops_on_ctrl_c() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let setup = ffs_ok(
+        dir.path(),
+        &["demo", "--dir", demo.to_str().unwrap(), "--setup-only"],
+        None,
+    );
+    let password = setup
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Login  demo   password "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the demo password is printed")
+        .to_owned();
+    let web = free_port();
+    let passive = free_port();
+    let mut cfg = std::fs::read_to_string(demo.join("ffs.toml")).unwrap();
+    for (old, new) in [
+        (":8443\"", web),
+        (":7701\"", free_port()),
+        (":7702\"", free_port()),
+        (":7711\"", free_port()),
+        (":2121\"", free_port()),
+        (":8444\"", free_port()),
+    ] {
+        assert!(cfg.contains(old), "demo config lacks {old}");
+        cfg = cfg.replace(old, &format!(":{new}\""));
+    }
+    cfg = cfg.replace(
+        "passive_ports = \"30000-30099\"",
+        &format!("passive_ports = \"{passive}-{passive}\""),
+    );
+    std::fs::write(demo.join("ffs.toml"), cfg).unwrap();
+
+    let mut child = std::process::Command::new(ffs_bin())
+        .args(["demo", "--dir", demo.to_str().unwrap()])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut printed = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !printed.contains("Ctrl-C stops everything") && std::time::Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            printed.push_str(&line);
+            printed.push('\n');
+        }
+    }
+    assert!(
+        printed.contains("ready in"),
+        "demo not ready in 60 s:\n{printed}"
+    );
+    let base = format!("https://127.0.0.1:{web}");
+    assert!(printed.contains(&format!("{base}/")), "{printed}");
+    assert!(
+        printed.contains("password as printed on the first run"),
+        "{printed}"
+    );
+
+    let c = Curl::new(dir.path(), "demo-user");
+    let page = c.get(&format!("{base}/login"));
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Sign in"), "{}", page.body);
+    let ready = c.get(&format!("{base}/readyz"));
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    let csrf = input_value(&page.body, "csrf").unwrap();
+    let r = c.post(
+        &format!("{base}/login"),
+        &[("csrf", &csrf), ("login", "demo"), ("password", &password)],
+    );
+    assert_eq!(
+        r.status, 303,
+        "the printed password did not sign in: {}",
+        r.body
+    );
+    let products = c.get(&format!("{base}/products"));
+    assert!(products.body.contains("acme-studio"), "{}", products.body);
+
+    // Ctrl-C: every role stops and the process exits 0.
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let stop_by = std::time::Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > stop_by {
+            let _ = child.kill();
+            panic!("ffs demo did not stop within 15 s of Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+}
