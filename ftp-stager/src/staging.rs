@@ -528,7 +528,7 @@ impl Stager {
 
     /// Deliveries after `after_seq`.
     pub fn deliveries(&self, req: &msg::DeliveriesRequest) -> msg::Deliveries {
-        let log = lock(&self.deliveries);
+        let mut log = lock(&self.deliveries);
         let limit = req.limit.unwrap_or(1000).clamp(1, 1000) as usize;
         msg::Deliveries {
             deliveries: log.after(req.after_seq, limit),

@@ -1,5 +1,10 @@
 //! The stager's persistent state: `areas.json` (area records, rewritten atomically on every
 //! change, mode 0600) and `deliveries.jsonl` (append-only log of completed transfers).
+//!
+//! The deliveries log is a buffer, not the record: the web frontend forwards each entry to
+//! the db agent, whose download history is the durable record. So the log is bounded: past
+//! `max_entries` it is compacted to its newest half (rewritten atomically, with a first line
+//! carrying the dropped entries' totals), and the memory it holds stays bounded with it.
 
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead as _, Write as _};
@@ -57,18 +62,41 @@ struct DeliveryLine {
     at: String,
 }
 
-/// The append-only deliveries log, with its entries held in memory for polling.
+/// First line of a compacted log: what the dropped entries added up to.
+#[derive(Serialize, Deserialize)]
+struct CarriedLine {
+    carried_count: u64,
+    carried_bytes: u64,
+}
+
+/// Default bound on the deliveries log (entries), before it is compacted to half.
+pub const DEFAULT_MAX_DELIVERIES: usize = 200_000;
+
+/// The append-only deliveries log, with its newest entries held in memory for polling.
 #[derive(Debug)]
 pub struct DeliveryLog {
     path: PathBuf,
     entries: Vec<Delivery>,
+    max_entries: usize,
+    /// Totals of the entries compacted away, and of those held.
+    carried: (u64, u64),
+    held_bytes: u64,
+    /// The highest seq a reader has asked to continue after (what has been consumed).
+    consumed: u64,
 }
 
 impl DeliveryLog {
-    /// Opens the log, reading what is there. A torn last line (crash mid-append) is skipped.
+    /// Opens the log with the default bound. See [`DeliveryLog::open_bounded`].
     pub fn open(state_dir: &Path) -> Result<DeliveryLog> {
+        Self::open_bounded(state_dir, DEFAULT_MAX_DELIVERIES)
+    }
+
+    /// Opens the log, reading what is there. A torn last line (crash mid-append) is skipped.
+    /// Past `max_entries` (at least 2) the log is compacted to its newest half.
+    pub fn open_bounded(state_dir: &Path, max_entries: usize) -> Result<DeliveryLog> {
         let path = state_dir.join("deliveries.jsonl");
         let mut entries = Vec::new();
+        let mut carried = (0, 0);
         match fs::read(&path) {
             Ok(bytes) => {
                 // A crash mid-append leaves a torn last line: cut it off so the next append
@@ -84,7 +112,9 @@ impl DeliveryLog {
                 }
                 for line in bytes[..good].lines() {
                     let line = line.map_err(StagerError::io("read", &path))?;
-                    if let Ok(d) = serde_json::from_str::<DeliveryLine>(&line) {
+                    if let Ok(c) = serde_json::from_str::<CarriedLine>(&line) {
+                        carried = (c.carried_count, c.carried_bytes);
+                    } else if let Ok(d) = serde_json::from_str::<DeliveryLine>(&line) {
                         entries.push(Delivery {
                             seq: d.seq,
                             area_id: d.area_id,
@@ -100,7 +130,62 @@ impl DeliveryLog {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(StagerError::io("open", &path)(e)),
         }
-        Ok(DeliveryLog { path, entries })
+        let held_bytes = entries.iter().map(|d| d.bytes).sum();
+        let mut log = DeliveryLog {
+            path,
+            entries,
+            max_entries: max_entries.max(2),
+            carried,
+            held_bytes,
+            consumed: 0,
+        };
+        log.compact_if_full()?;
+        Ok(log)
+    }
+
+    /// Past the bound: keep the newest half, carry the rest's totals, rewrite atomically.
+    fn compact_if_full(&mut self) -> Result<()> {
+        if self.entries.len() <= self.max_entries {
+            return Ok(());
+        }
+        let drop = self.entries.len() - self.max_entries / 2;
+        let dropped: Vec<Delivery> = self.entries.drain(..drop).collect();
+        let bytes: u64 = dropped.iter().map(|d| d.bytes).sum();
+        self.carried = (
+            self.carried.0 + dropped.len() as u64,
+            self.carried.1 + bytes,
+        );
+        self.held_bytes -= bytes;
+        let unforwarded = dropped.iter().filter(|d| d.seq > self.consumed).count();
+        if unforwarded > 0 {
+            tracing::warn!(
+                unforwarded,
+                "the deliveries log was compacted before these were forwarded to the db agent \
+                 (is the web frontend's link to the stager down?)"
+            );
+        }
+        let corrupt = |e: serde_json::Error| StagerError::Corrupt {
+            path: self.path.clone(),
+            why: e.to_string(),
+        };
+        let mut text = serde_json::to_string(&CarriedLine {
+            carried_count: self.carried.0,
+            carried_bytes: self.carried.1,
+        })
+        .map_err(corrupt)?;
+        text.push('\n');
+        for d in &self.entries {
+            text.push_str(&serde_json::to_string(&DeliveryLine::from(d)).map_err(corrupt)?);
+            text.push('\n');
+        }
+        fsutil::atomic_write(&self.path, text.as_bytes(), 0o600)
+            .map_err(StagerError::io("write", &self.path))?;
+        tracing::info!(
+            dropped = dropped.len(),
+            kept = self.entries.len(),
+            "deliveries log compacted"
+        );
+        Ok(())
     }
 
     /// The newest seq (0 when empty).
@@ -111,19 +196,11 @@ impl DeliveryLog {
     /// Appends one delivery (assigning its seq) and makes it durable.
     pub fn append(&mut self, mut d: Delivery) -> Result<Delivery> {
         d.seq = self.last_seq() + 1;
-        let line = DeliveryLine {
-            seq: d.seq,
-            area_id: d.area_id.clone(),
-            label: d.label.clone(),
-            file: d.file.clone(),
-            bytes: d.bytes,
-            protocol: d.protocol.clone(),
-            at: d.at.clone(),
-        };
-        let mut text = serde_json::to_string(&line).map_err(|e| StagerError::Corrupt {
-            path: self.path.clone(),
-            why: e.to_string(),
-        })?;
+        let mut text =
+            serde_json::to_string(&DeliveryLine::from(&d)).map_err(|e| StagerError::Corrupt {
+                path: self.path.clone(),
+                why: e.to_string(),
+            })?;
         text.push('\n');
         let mut f = OpenOptions::new()
             .create(true)
@@ -135,22 +212,45 @@ impl DeliveryLog {
             .map_err(StagerError::io("append", &self.path))?;
         f.sync_data()
             .map_err(StagerError::io("fsync", &self.path))?;
+        self.held_bytes += d.bytes;
         self.entries.push(d.clone());
+        self.compact_if_full()?;
         Ok(d)
     }
 
-    /// Deliveries with seq > `after`, at most `limit`.
-    pub fn after(&self, after: u64, limit: usize) -> Vec<Delivery> {
+    /// Deliveries with seq > `after`, at most `limit`. Asking marks everything up to
+    /// `after` as consumed (the reader has it).
+    pub fn after(&mut self, after: u64, limit: usize) -> Vec<Delivery> {
+        self.consumed = self.consumed.max(after);
         let start = self.entries.partition_point(|d| d.seq <= after);
         self.entries[start..].iter().take(limit).cloned().collect()
     }
 
-    /// (count, bytes) of all deliveries.
+    /// (count, bytes) of all deliveries ever logged, compacted ones included.
     pub fn totals(&self) -> (u64, u64) {
         (
-            self.entries.len() as u64,
-            self.entries.iter().map(|d| d.bytes).sum(),
+            self.carried.0 + self.entries.len() as u64,
+            self.carried.1 + self.held_bytes,
         )
+    }
+
+    /// How many entries are held (in memory and in the file).
+    pub fn held(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+impl From<&Delivery> for DeliveryLine {
+    fn from(d: &Delivery) -> Self {
+        DeliveryLine {
+            seq: d.seq,
+            area_id: d.area_id.clone(),
+            label: d.label.clone(),
+            file: d.file.clone(),
+            bytes: d.bytes,
+            protocol: d.protocol.clone(),
+            at: d.at.clone(),
+        }
     }
 }
 
@@ -187,8 +287,37 @@ mod tests {
         assert!(log.after(2, 10).is_empty());
         assert_eq!(log.totals(), (2, 6));
         log.append(d("z")).unwrap();
-        let log = DeliveryLog::open(dir.path()).unwrap();
+        let mut log = DeliveryLog::open(dir.path()).unwrap();
         assert_eq!(log.after(0, 10).len(), 3);
         assert_eq!(log.last_seq(), 3);
+    }
+
+    #[test]
+    fn log_is_bounded_and_keeps_seq_and_totals_across_compaction_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = DeliveryLog::open_bounded(dir.path(), 10).unwrap();
+        for i in 0..25 {
+            log.append(d(&format!("f{i}"))).unwrap();
+        }
+        assert!(log.held() <= 10, "held {}", log.held());
+        assert_eq!(log.last_seq(), 25, "seq keeps counting");
+        assert_eq!(log.totals(), (25, 75), "totals include what was compacted");
+        // The newest entries are still there, in order, for a reader that kept up.
+        let tail = log.after(20, 100);
+        assert_eq!(
+            tail.iter().map(|x| x.file.as_str()).collect::<Vec<_>>(),
+            ["f20", "f21", "f22", "f23", "f24"]
+        );
+        // The file is bounded too, and a reopen sees the same state.
+        let lines = fs::read_to_string(dir.path().join("deliveries.jsonl"))
+            .unwrap()
+            .lines()
+            .count();
+        assert!(lines <= 11, "{lines} lines");
+        let mut again = DeliveryLog::open_bounded(dir.path(), 10).unwrap();
+        assert_eq!(again.last_seq(), 25);
+        assert_eq!(again.totals(), (25, 75));
+        assert_eq!(again.after(24, 10)[0].file, "f24");
+        assert_eq!(again.append(d("next")).unwrap().seq, 26);
     }
 }
