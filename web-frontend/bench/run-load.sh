@@ -25,3 +25,5 @@ for c in ${CONNS:-$N}; do
   echo "== POST /prepare (authorize + stage + record), $N sessions, $c connections, think ${THINK} ms, $DUR"
   wrk -t"$t" -c"$c" -d"$DUR" --latency -s web-frontend/bench/web-load.lua "$url" -- "$tmp/sessions" prepare "$THINK"
 done
+# Peak memory of the whole stack (agent + stager + web in one process) over the run.
+grep -E 'VmHWM|VmRSS' /proc/$pid/status | sed 's/^/== loadstack /'
