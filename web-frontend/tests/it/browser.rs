@@ -1,6 +1,8 @@
 //! Headless Chromium through chromedriver (fantoccini): sign in, prepare a download, follow
 //! the HTTPS link to the stager, check the downloaded bytes' SHA-256; screenshots of the main
-//! pages at desktop (1280x800) and phone (390x844) width go to `docs/screenshots/`.
+//! pages at desktop (1280x800) and phone (390x844) width are taken on every run, and written
+//! to `docs/screenshots/` when `FFS_UPDATE_SCREENSHOTS=1` (otherwise to the test's scratch
+//! directory under `target/`, so a test run leaves the checkout clean).
 //! Skipped, with the reason printed, when chromedriver or chromium is not installed.
 
 use std::path::{Path, PathBuf};
@@ -34,7 +36,11 @@ impl Drop for Driver {
 }
 
 fn screenshots_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots")
+    if std::env::var_os("FFS_UPDATE_SCREENSHOTS").is_some_and(|v| v == "1") {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots")
+    } else {
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots")
+    }
 }
 
 async fn shoot(c: &fantoccini::Client, name: &str) {
