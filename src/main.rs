@@ -93,6 +93,27 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Our code does not panic on input, but a dependency might inside one connection's
+    // task (libunftp 0.24 unwraps a failed FTPS data-channel handshake). Tokio contains it
+    // to that task; this makes it one ERROR line in the log instead of a bare stderr dump.
+    std::panic::set_hook(Box::new(|info| {
+        let at = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let bt = std::backtrace::Backtrace::capture(); // only with RUST_BACKTRACE=1
+        if bt.status() == std::backtrace::BacktraceStatus::Captured {
+            tracing::error!(at = %at, "a task panicked (contained to that task): {what}\n{bt}");
+        } else {
+            tracing::error!(at = %at, "a task panicked (contained to that task): {what}");
+        }
+    }));
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -167,3 +167,47 @@ async fn curl_https_download_matches_catalog_and_resumes() {
     assert!(dl.deliveries.iter().any(|d| d.bytes == 1000));
     r.stop().await;
 }
+
+/// A client that answers the FTPS data connection with garbage instead of a TLS handshake
+/// (libunftp 0.24 unwraps that handshake inside the session's data task) disturbs only its
+/// own session: the server keeps serving everyone else, over FTPS and plain FTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn garbage_on_an_ftps_data_connection_does_not_take_the_server_down() {
+    let r = start().await;
+    let a = r.stage(&["big.bin"], None);
+    let bad = ftplib(
+        r.ftp,
+        &a.ftp_user,
+        &a.ftp_password,
+        true,
+        r#"
+import socket
+resp = ftp.sendcmd("PASV")
+nums = resp[resp.index("(") + 1:resp.index(")")].split(",")
+s = socket.create_connection((host, int(nums[4]) * 256 + int(nums[5])), timeout=10)
+ftp.putcmd("RETR big.bin")
+s.sendall(b"this is not a TLS client hello\r\n" * 64)
+s.close()
+print("sent garbage", flush=True)
+import os
+os._exit(0)  # skip the helper's QUIT: this session is broken on purpose
+"#,
+    )
+    .await
+    .unwrap();
+    assert!(bad.contains("sent garbage"), "{bad}");
+    let (sha, _) = catalog_sha(&r, "big.bin");
+    for tls in [true, false] {
+        let out = ftplib(
+            r.ftp,
+            &a.ftp_user,
+            &a.ftp_password,
+            tls,
+            r#"print("big", hashlib.sha256(get("big.bin")).hexdigest())"#,
+        )
+        .await
+        .unwrap();
+        assert!(out.contains(&format!("big {sha}")), "tls={tls}: {out}");
+    }
+    r.stop().await;
+}
