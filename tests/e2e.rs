@@ -363,6 +363,18 @@ fn customer_downloads_over_https_and_ftp_and_survives_restarts() {
     );
     assert_eq!(sha256_file(&again), want);
     r.web.assert_running();
+
+    // Operators stop the roles with SIGTERM (systemd): each one exits cleanly, status 0.
+    let mut r = r;
+    for d in [&mut r.web, &mut r.stager, &mut r.agent] {
+        let st = d.terminate(Duration::from_secs(15));
+        assert!(
+            st.is_some_and(|s| s.success()),
+            "{} did not stop cleanly on SIGTERM: {st:?}\n{}",
+            d.name,
+            d.log_text()
+        );
+    }
 }
 
 #[test]

@@ -141,7 +141,7 @@ impl AgentCmd {
         match self {
             AgentCmd::DbAgent => {
                 let link = cfg.link_config()?;
-                internal_db_agent::run(cfg.agent.clone(), link, shutdown_signal())
+                internal_db_agent::run(cfg.agent.clone(), link, super::shutdown_signal())
                     .await
                     .context("db agent")?;
                 Ok(())
@@ -262,28 +262,5 @@ impl CustomerCmd {
                 Ok(())
             }
         }
-    }
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -313,7 +313,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
 
     let outcome = tokio::select! {
-        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = super::shutdown_signal() => Ok(()),
         Some(done) = tasks.join_next() => match done {
             Ok(Ok(())) => Err(anyhow::anyhow!("a role stopped unexpectedly")),
             Ok(Err(e)) => Err(e),

@@ -60,7 +60,7 @@ impl StagerCmd {
         match self {
             StagerCmd::Stager => {
                 let link = cfg.link_config()?;
-                ftp_stager::server::run(&sc, link, shutdown_signal())
+                ftp_stager::server::run(&sc, link, super::shutdown_signal())
                     .await
                     .context("ftp-stager")?;
                 Ok(())
@@ -137,21 +137,6 @@ fn print_catalog(releases: &[ftp_stager::Manifest], json: bool) -> std::io::Resu
         }
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
 }
 
 /// `ffs bench staging` options.

@@ -27,11 +27,9 @@ impl WebCmd {
                 if let Some(p) = app.http_port() {
                     println!("ffs web: plain HTTP on port {p} redirects to HTTPS");
                 }
-                app.run_until(async {
-                    let _ = tokio::signal::ctrl_c().await;
-                })
-                .await
-                .context("web server")?;
+                app.run_until(super::shutdown_signal())
+                    .await
+                    .context("web server")?;
                 Ok(())
             }
         }

@@ -214,8 +214,10 @@ impl Application {
         let r = tokio::select! {
             r = &mut server => r,
             () = shutdown => {
-                handle.stop(true).await;
-                server.await
+                // The server future handles the stop command itself, so it must be polled
+                // while the stop is awaited (awaiting the stop first would wait forever).
+                let ((), r) = tokio::join!(handle.stop(true), &mut server);
+                r
             }
         };
         if let Some(h) = redirect_handle {
