@@ -782,6 +782,39 @@ async fn accept_one(
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
+/// The dialing side of a link, in either direction: dials `addr`, hands each established
+/// connection to `connected` (which returns when it drops), and dials again. Failed dials
+/// go to `failed` and back off exponentially (50 ms up to 2 s); each outage warns once.
+async fn redial<F>(
+    addr: &str,
+    cfg: &LinkConfig,
+    mut connected: impl FnMut(Established<TcpStream>, String) -> F,
+    mut failed: impl FnMut(String),
+) where
+    F: Future<Output = ()>,
+{
+    let mut backoff = BACKOFF_MIN;
+    let mut reported = false;
+    loop {
+        match dial(addr, cfg).await {
+            Ok((est, peer)) => {
+                backoff = BACKOFF_MIN;
+                reported = false;
+                connected(est, peer).await;
+            }
+            Err(e) => {
+                if !reported {
+                    warn!("{e}; retrying");
+                    reported = true;
+                }
+                failed(e);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // The requester.
 
@@ -815,39 +848,21 @@ impl Client {
         let errs = last_error.clone();
         let c = cfg.clone();
         let task = tokio::spawn(async move {
-            let mut backoff = BACKOFF_MIN;
-            let mut reported = false;
-            loop {
-                match dial(&addr, &c).await {
-                    Ok((est, peer)) => {
-                        backoff = BACKOFF_MIN;
-                        reported = false;
-                        let tx2 = tx.clone();
-                        let err = run_connection(
-                            est,
-                            c.clone(),
-                            Role::Requester,
-                            Arc::new(NoService),
-                            peer,
-                            move |h| {
-                                let _ = tx2.send(Some(h));
-                            },
-                        )
-                        .await;
-                        let _ = tx.send(None);
-                        set_error(&errs, format!("link to {addr} dropped: {err}"));
-                    }
-                    Err(e) => {
-                        if !reported {
-                            warn!("{e}; retrying");
-                            reported = true;
+            let connected = |est, peer| {
+                let (tx, c, errs, addr) = (tx.clone(), c.clone(), errs.clone(), addr.clone());
+                async move {
+                    let tx2 = tx.clone();
+                    let err = run_connection(est, c, Role::Requester, Arc::new(NoService), peer, {
+                        move |h| {
+                            let _ = tx2.send(Some(h));
                         }
-                        set_error(&errs, e);
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
-                    }
+                    })
+                    .await;
+                    let _ = tx.send(None);
+                    set_error(&errs, format!("link to {addr} dropped: {err}"));
                 }
-            }
+            };
+            redial(&addr, &c, connected, |e| set_error(&errs, e)).await
         });
         Client {
             inner: Arc::new(ClientInner {
@@ -1071,35 +1086,13 @@ pub async fn serve_dialout<S: Service>(
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
-    let work = async {
-        let mut backoff = BACKOFF_MIN;
-        let mut reported = false;
-        loop {
-            match dial(&addr, &cfg).await {
-                Ok((est, peer)) => {
-                    backoff = BACKOFF_MIN;
-                    reported = false;
-                    run_connection(
-                        est,
-                        cfg.clone(),
-                        Role::Responder,
-                        service.clone(),
-                        peer,
-                        |_| {},
-                    )
-                    .await;
-                }
-                Err(e) => {
-                    if !reported {
-                        warn!("{e}; retrying");
-                        reported = true;
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
-                }
-            }
+    let connected = |est, peer| {
+        let (cfg, service) = (cfg.clone(), service.clone());
+        async move {
+            run_connection(est, cfg, Role::Responder, service, peer, |_| {}).await;
         }
     };
+    let work = redial(&addr, &cfg, connected, |_| {});
     tokio::select! {
         _ = &mut shutdown => {}
         _ = work => {}
