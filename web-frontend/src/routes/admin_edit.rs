@@ -6,7 +6,7 @@ use actix_web::{HttpResponse, web};
 use crate::backend::BackendError;
 use crate::error::AppError;
 use crate::format;
-use crate::session::{self, Admin};
+use crate::session::Admin;
 use crate::state::AppState;
 
 use super::FormPairs;
@@ -18,8 +18,7 @@ pub(crate) async fn edit(
     body: web::Bytes,
 ) -> Result<HttpResponse, AppError> {
     let (login, action) = path.into_inner();
-    let form = FormPairs::parse(&body)?;
-    session::check_csrf(&session, form.get("csrf").unwrap_or(""))?;
+    let form = FormPairs::checked(&body, &session)?;
     let b = &state.backend;
     let result = match action.as_str() {
         "entitle" => {

@@ -5,7 +5,7 @@ use commlink::msg::stager::UnstageRequest;
 
 use crate::backend::Peer;
 use crate::error::AppError;
-use crate::session::{self, Admin};
+use crate::session::Admin;
 use crate::state::AppState;
 
 use super::FormPairs;
@@ -15,8 +15,7 @@ pub(crate) async fn revoke(
     state: web::Data<AppState>,
     body: web::Bytes,
 ) -> Result<HttpResponse, AppError> {
-    let form = FormPairs::parse(&body)?;
-    session::check_csrf(&session, form.get("csrf").unwrap_or(""))?;
+    let form = FormPairs::checked(&body, &session)?;
     let area_id = form.req("area_id")?.to_string();
     let r = state
         .backend

@@ -47,8 +47,7 @@ pub(crate) async fn submit(
     state: web::Data<AppState>,
     body: web::Bytes,
 ) -> Result<HttpResponse, AppError> {
-    let form = FormPairs::parse(&body)?;
-    session::check_csrf(&session, form.get("csrf").unwrap_or(""))?;
+    let form = FormPairs::checked(&body, &session)?;
     let ip = client_ip(&req, &state);
     if let Err(wait) = state.throttle.check(ip, Instant::now()) {
         tracing::warn!(%ip, "login throttled");

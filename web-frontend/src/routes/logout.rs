@@ -14,8 +14,7 @@ pub(crate) async fn logout(
     state: web::Data<AppState>,
     body: web::Bytes,
 ) -> Result<HttpResponse, AppError> {
-    let form = FormPairs::parse(&body)?;
-    session::check_csrf(&session, form.get("csrf").unwrap_or(""))?;
+    FormPairs::checked(&body, &session)?;
     session::logout(&session, &state);
     Ok(super::see_other("/login"))
 }

@@ -90,11 +90,15 @@ pub(crate) fn client_ip(req: &HttpRequest, state: &AppState) -> IpAddr {
 pub(crate) struct FormPairs(pub Vec<(String, String)>);
 
 impl FormPairs {
-    /// Parses a body; at most 64 KiB is accepted by the app's payload config.
-    pub fn parse(body: &[u8]) -> Result<Self, AppError> {
-        serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
+    /// Parses a state-changing form (at most 64 KiB, by the app's payload config) and
+    /// refuses it unless its `csrf` field matches the session's token. Every POST route
+    /// reads its form through here, so none can forget the check.
+    pub fn checked(body: &[u8], session: &Session) -> Result<Self, AppError> {
+        let form = serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
             .map(FormPairs)
-            .map_err(|_| AppError::BadRequest("The form could not be read.".into()))
+            .map_err(|_| AppError::BadRequest("The form could not be read.".into()))?;
+        crate::session::check_csrf(session, form.get("csrf").unwrap_or(""))?;
+        Ok(form)
     }
 
     /// The first value of `name`.

@@ -10,7 +10,7 @@ use crate::backend::{BackendError, Peer};
 use crate::error::AppError;
 use crate::format;
 use crate::pages::{PreparedPage, render};
-use crate::session::{self, User};
+use crate::session::User;
 use crate::state::AppState;
 use crate::views;
 
@@ -22,8 +22,7 @@ pub(crate) async fn prepare(
     state: web::Data<AppState>,
     body: web::Bytes,
 ) -> Result<HttpResponse, AppError> {
-    let form = FormPairs::parse(&body)?;
-    session::check_csrf(&session, form.get("csrf").unwrap_or(""))?;
+    let form = FormPairs::checked(&body, &session)?;
     let product = form.req("product")?.to_string();
     let version = form.req("version")?.to_string();
     let files = form.all("file");
