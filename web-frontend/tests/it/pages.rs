@@ -85,6 +85,16 @@ impl Browser {
         self.send(app, TestRequest::get().uri(path)).await
     }
 
+    /// Submits the "Prepare download" form for one release, as the product page does.
+    pub async fn prepare<S, B>(&mut self, app: &S, csrf: &str, product: &str, version: &str) -> Resp
+    where
+        S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+        B: MessageBody,
+    {
+        let form = [("csrf", csrf), ("product", product), ("version", version)];
+        self.post(app, "/prepare", &form).await
+    }
+
     pub async fn post<S, B>(&mut self, app: &S, path: &str, form: &[(&str, &str)]) -> Resp
     where
         S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
@@ -252,13 +262,7 @@ async fn forms_without_a_valid_csrf_token_are_refused() {
     assert_eq!(b.login(&app, "alice", PASSWORD).await.status, 303);
     let good = b.csrf(&app).await;
     let bad = "f".repeat(good.len());
-    let r = b
-        .post(
-            &app,
-            "/prepare",
-            &[("csrf", &bad), ("product", "alpha"), ("version", "2.1")],
-        )
-        .await;
+    let r = b.prepare(&app, &bad, "alpha", "2.1").await;
     assert_eq!(r.status, 403);
     assert!(r.body.contains("Form expired"));
     let r = b.post(&app, "/logout", &[("csrf", &bad)]).await;
@@ -272,13 +276,7 @@ async fn forms_without_a_valid_csrf_token_are_refused() {
     let mut other = Browser::new("10.4.0.2:5000");
     other.login(&app, "bob", PASSWORD).await;
     let theirs = other.csrf(&app).await;
-    let r = b
-        .post(
-            &app,
-            "/prepare",
-            &[("csrf", &theirs), ("product", "alpha"), ("version", "2.1")],
-        )
-        .await;
+    let r = b.prepare(&app, &theirs, "alpha", "2.1").await;
     assert_eq!(r.status, 403);
 }
 
@@ -352,13 +350,7 @@ async fn prepare_download_stages_records_and_shows_links() {
     let mut b = Browser::new("10.6.0.1:5000");
     b.login(&app, "alice", PASSWORD).await;
     let csrf = b.csrf(&app).await;
-    let r = b
-        .post(
-            &app,
-            "/prepare",
-            &[("csrf", &csrf), ("product", "alpha"), ("version", "2.1")],
-        )
-        .await;
+    let r = b.prepare(&app, &csrf, "alpha", "2.1").await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.contains("ftp://"));
     let links = crate::common::hrefs(&r.body, "https://");
@@ -395,13 +387,7 @@ async fn prepare_download_stages_records_and_shows_links() {
     assert!(h.body.contains("alpha 2.0"));
     assert!(h.body.contains("Prepare again"));
     // Re-prepare from the history form works.
-    let r = b
-        .post(
-            &app,
-            "/prepare",
-            &[("csrf", &csrf), ("product", "alpha"), ("version", "2.0")],
-        )
-        .await;
+    let r = b.prepare(&app, &csrf, "alpha", "2.0").await;
     assert_eq!(r.status, 200);
     // Bob's history does not show Alice's downloads.
     let mut bob = Browser::new("10.6.0.2:5000");
@@ -417,13 +403,7 @@ async fn admin_pages_work_for_admins_and_are_refused_to_customers() {
     let mut alice = Browser::new("10.7.0.1:5000");
     alice.login(&app, "alice", PASSWORD).await;
     let csrf = alice.csrf(&app).await;
-    let r = alice
-        .post(
-            &app,
-            "/prepare",
-            &[("csrf", &csrf), ("product", "alpha"), ("version", "2.1")],
-        )
-        .await;
+    let r = alice.prepare(&app, &csrf, "alpha", "2.1").await;
     assert_eq!(r.status, 200);
     for path in [
         "/admin",
@@ -649,13 +629,7 @@ async fn stager_down_keeps_the_catalog_and_explains_why_prepare_fails() {
     assert!(p.body.contains("alpha-2.1.bin"), "last catalog still shown");
     assert!(p.body.contains("disabled"));
     let csrf = b.csrf(&app).await;
-    let r = b
-        .post(
-            &app,
-            "/prepare",
-            &[("csrf", &csrf), ("product", "alpha"), ("version", "2.1")],
-        )
-        .await;
+    let r = b.prepare(&app, &csrf, "alpha", "2.1").await;
     assert_eq!(r.status, 503);
     assert!(
         r.body.contains("download service cannot be reached"),
@@ -676,12 +650,7 @@ async fn health_ready_and_metrics() {
     let r = b.get(&app, "/readyz").await;
     assert_eq!(r.status, 200, "{}", r.body);
     let csrf = b.csrf(&app).await;
-    b.post(
-        &app,
-        "/prepare",
-        &[("csrf", &csrf), ("product", "alpha"), ("version", "2.1")],
-    )
-    .await;
+    b.prepare(&app, &csrf, "alpha", "2.1").await;
     let m = b.get(&app, "/metrics").await;
     assert_eq!(m.status, 200);
     assert!(
@@ -831,13 +800,7 @@ async fn passwords_never_reach_the_log() {
     assert_eq!(b.login(&app, "alice", wrong).await.status, 401);
     assert_eq!(b.login(&app, "alice", PASSWORD).await.status, 303);
     let csrf = b.csrf(&app).await;
-    let r = b
-        .post(
-            &app,
-            "/prepare",
-            &[("csrf", &csrf), ("product", "alpha"), ("version", "2.1")],
-        )
-        .await;
+    let r = b.prepare(&app, &csrf, "alpha", "2.1").await;
     assert_eq!(r.status, 200);
     let ftp_password = crate::common::unescape(
         r.body
