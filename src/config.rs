@@ -269,12 +269,12 @@ impl FfsConfig {
 fn address<'a>(section: &str, key: &str, value: &'a str) -> anyhow::Result<&'a str> {
     let bad =
         || format!("[{section}] {key} = {value:?}: expected HOST:PORT, e.g. \"127.0.0.1:7702\"");
-    let (host, port) = value.trim().rsplit_once(':').with_context(bad)?;
-    let port: u16 = port.parse().ok().filter(|p| *p > 0).with_context(bad)?;
-    if host.is_empty() || port == 0 {
-        bail!(bad());
+    match value.trim().rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            Ok(value)
+        }
+        _ => bail!(bad()),
     }
-    Ok(value)
 }
 
 /// Parses "A-B" (inclusive) or "" (none).

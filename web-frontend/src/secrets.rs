@@ -1,5 +1,5 @@
-//! Secret files: the session cookie key and the TLS key. Each must be mode 0600 (no group or
-//! other bits) or it is refused; new ones are created with 0600 from the OS random source.
+//! The session cookie key: 64 random bytes in a secret file (0600 or refused, through
+//! `commlink::secret_file`), created on first start from the OS random source.
 
 use std::path::Path;
 
@@ -10,22 +10,12 @@ use crate::error::StartError;
 /// Length of the session key (actix's cookie `Key` wants 64 bytes).
 pub const SESSION_KEY_LEN: usize = 64;
 
-/// Refuses a secret file readable or writable by group or others.
-pub fn check_mode(path: &Path) -> Result<(), StartError> {
-    Ok(secret_file::check_private(path)?)
-}
-
-/// Writes a new secret file with mode 0600; fails if it exists.
-pub fn write_new(path: &Path, bytes: &[u8]) -> Result<(), StartError> {
-    Ok(secret_file::write_new_private(path, bytes)?)
-}
-
 /// Loads the session key, generating it on first start.
 pub fn load_or_create_session_key(path: &Path) -> Result<[u8; SESSION_KEY_LEN], StartError> {
     if !path.exists() {
         let mut key = [0u8; SESSION_KEY_LEN];
         rand::fill(&mut key[..]);
-        write_new(path, hex::encode(key).as_bytes())?;
+        secret_file::write_new_private(path, hex::encode(key).as_bytes())?;
         tracing::info!(path = %path.display(), "generated a new session key");
         return Ok(key);
     }
@@ -71,7 +61,7 @@ mod tests {
     fn garbage_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("k");
-        write_new(&p, b"zz").unwrap();
+        secret_file::write_new_private(&p, b"zz").unwrap();
         assert!(load_or_create_session_key(&p).is_err());
     }
 }

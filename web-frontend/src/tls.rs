@@ -9,7 +9,6 @@ use sha2::{Digest as _, Sha256};
 
 use crate::config::WebConfig;
 use crate::error::StartError;
-use crate::secrets;
 
 /// A loaded server identity.
 pub struct TlsIdentity {
@@ -69,7 +68,7 @@ fn generate(cert: &Path, key: &Path, names: &[String]) -> Result<(), StartError>
     };
     let ck = rcgen::generate_simple_self_signed(names)
         .map_err(|e| StartError::Tls(format!("generating a certificate: {e}")))?;
-    secrets::write_new(key, ck.signing_key.serialize_pem().as_bytes())?;
+    commlink::secret_file::write_new_private(key, ck.signing_key.serialize_pem().as_bytes())?;
     std::fs::write(cert, ck.cert.pem()).map_err(|e| StartError::io(cert, e))?;
     tracing::info!(cert = %cert.display(), "generated a self-signed TLS certificate");
     Ok(())
