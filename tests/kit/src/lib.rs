@@ -1,0 +1,46 @@
+//! Test support shared by the ffs workspace's tests (a `publish = false` dev-dependency).
+//!
+//! # `prereq`: no silent skips
+//!
+//! A test that needs something outside the Rust build (a program such as `nft` or
+//! `chromedriver`, a running PostgreSQL) asks for it through [`prereq`] before using it:
+//!
+//! ```no_run
+//! use ffs_testkit::prereq;
+//!
+//! // A program on PATH:
+//! if !prereq::require_command("pty", "script", "apt-get install bsdutils") {
+//!     return; // only when FFS_TEST_SKIP names "pty"
+//! }
+//! // Anything else: the check returns `bool` or `Result<_, impl Display>` (the reason).
+//! let url = std::env::var("FFS_TEST_POSTGRES_URL");
+//! if !prereq::require(
+//!     "postgres",
+//!     || url.as_ref().map_err(|_| "FFS_TEST_POSTGRES_URL is not set"),
+//!     "apt-get install postgresql, start it and set FFS_TEST_POSTGRES_URL",
+//! ) {
+//!     return;
+//! }
+//! ```
+//!
+//! - Present: the component is recorded as **exercised** and the call returns `true`.
+//! - Missing: the call **panics**, naming what is missing and how to install it (and that
+//!   `./test.sh` installs everything), so the test fails instead of passing while doing
+//!   nothing.
+//! - The only way out is the documented opt-out `FFS_TEST_SKIP=<comma list of components>`
+//!   (for example `FFS_TEST_SKIP=browser,postgres,netns`): a named component is not
+//!   checked, the call prints a loud notice, records the component as **skipped** and
+//!   returns `false`; the test then returns early. CI never sets it.
+//!
+//! Records are marker files (one per component, so they work across nextest's
+//! one-process-per-test) in `$FFS_TEST_COMPONENTS_DIR/{exercised,skipped}/<component>`;
+//! without that variable, in `ffs-test-components/` next to the test binary's profile
+//! directory (`target/debug/ffs-test-components/`). `./test.sh` clears the directory before
+//! the run and prints a one-line summary from it at the end.
+//!
+//! Component names in use (keep them short; they are the words of `FFS_TEST_SKIP`):
+//! `postgres` (PostgreSQL), `browser` (Chromium + chromedriver), `netns` (network
+//! namespaces + nftables), `pty` (util-linux `script`), and one per external server or
+//! client a test drives (`nginx`, `vsftpd`, `lftp`, `wget`, `aria2c`, `minisign`, …).
+
+pub mod prereq;
