@@ -193,6 +193,7 @@ impl FfsConfig {
         use internal_db_agent::config::Mode;
         let a = &self.agent;
         let url = internal_db_agent::db::DbUrl::parse(&a.database)?;
+        url.check_private().context("[agent] database")?;
         internal_db_agent::db::Tuning::new(&a.pg_synchronous_commit)
             .context("[agent] pg_synchronous_commit")?;
         a.hasher().context("[agent] argon2 settings")?;

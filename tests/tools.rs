@@ -242,3 +242,96 @@ fn customer_add_and_passwd_ask_on_the_terminal_without_argv() {
     assert!(agent_accepts(d, "tina", "new-pass-5678"));
     assert!(!agent_accepts(d, "tina", "tty-pass-1234"));
 }
+
+/// The permission bits of `path`.
+fn mode_of(path: &std::path::Path) -> String {
+    format!(
+        "{:04o}",
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    )
+}
+
+#[test]
+fn the_customer_database_is_created_0600_and_a_readable_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ffs_ok(d, &["config", "init"], None);
+    ffs_ok(d, &["keys", "generate", "--out", "keys.bag"], None);
+    // Under the usual umask (022) a plain create would give 0644.
+    let add = [
+        "customer",
+        "add",
+        "tina",
+        "--name",
+        "Tina",
+        "--email",
+        "t@example.com",
+        "--password-stdin",
+    ];
+    let umasked = std::process::Command::new("sh")
+        .current_dir(d)
+        .args(["-c", "umask 022 && exec \"$0\" \"$@\""])
+        .arg(ffs_bin())
+        .args(add)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write as _;
+            c.stdin.take().unwrap().write_all(b"pw-0123456789\n")?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(
+        umasked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&umasked.stderr)
+    );
+    let db = d.join("ffs.db");
+    assert_eq!(mode_of(&db), "0600", "ffs.db");
+    // The WAL companions exist while a connection is open; open one and look.
+    let url = format!("sqlite://{}", db.display());
+    let pool = internal_db_agent::db::Pool::open(&url, 1).unwrap();
+    internal_db_agent::admin::with(&pool, |c| {
+        internal_db_agent::admin::set_disabled(c, "tina", false)
+    })
+    .unwrap();
+    for companion in ["ffs.db-wal", "ffs.db-shm"] {
+        assert_eq!(mode_of(&d.join(companion)), "0600", "{companion}");
+    }
+    drop(pool);
+    ffs_ok(d, &["config", "check", "--role", "agent"], None);
+
+    // A database others can read is refused by `config check`, the agent and the CLI,
+    // each naming the chmod to run; the same for a readable companion. (The agent is run
+    // under `timeout`: one that wrongly starts would otherwise serve forever.)
+    for file in ["ffs.db", "ffs.db-wal"] {
+        let p = d.join(file);
+        if !p.exists() {
+            std::fs::write(&p, b"").unwrap();
+        }
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let agent = std::process::Command::new("timeout")
+            .current_dir(d)
+            .args(["60", ffs_bin(), "db-agent"])
+            .output()
+            .unwrap();
+        let cli = ffs(d, &["customer", "list"], None);
+        let check = ffs(d, &["config", "check", "--role", "agent"], None);
+        for (what, out) in [
+            ("db-agent", agent),
+            ("customer list", cli),
+            ("config check", check),
+        ] {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{what} accepted a readable {file}");
+            assert!(
+                err.contains(&format!("chmod 600 {}", p.display())),
+                "{what}: {err}"
+            );
+        }
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    ffs_ok(d, &["customer", "list"], None);
+}

@@ -85,6 +85,10 @@ pub enum DbError {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// The SQLite file or one of its `-wal`/`-shm` companions can be read by group or
+    /// others (it holds password hashes and customers' details).
+    #[error("customer database: {0}")]
+    NotPrivate(commlink::secret_file::SecretFileError),
     /// The backend refused the connection (the backend's own message is kept).
     #[error("cannot connect to {url}: {source}")]
     Connect {
@@ -176,6 +180,56 @@ impl DbUrl {
                 })?;
         }
         Ok(())
+    }
+
+    /// The SQLite file and its `-wal`/`-shm` companions (none for PostgreSQL or `:memory:`).
+    fn sqlite_files(&self) -> Vec<PathBuf> {
+        match self {
+            DbUrl::Sqlite(p) if p.as_os_str() != ":memory:" => {
+                let mut files = vec![p.clone()];
+                for suffix in ["-wal", "-shm"] {
+                    let mut f = p.clone().into_os_string();
+                    f.push(suffix);
+                    files.push(f.into());
+                }
+                files
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Refuses, for SQLite, a database file or `-wal`/`-shm` companion that group or others
+    /// have any permission on: the secret-file rule (`commlink::secret_file`), whose message
+    /// names the `chmod` to run. Missing files are fine (they will be created 0600).
+    pub fn check_private(&self) -> Result<(), DbError> {
+        for f in self.sqlite_files() {
+            match commlink::secret_file::check_private(&f) {
+                Err(commlink::secret_file::SecretFileError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound => {}
+                r => r.map_err(DbError::NotPrivate)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a missing SQLite file empty with mode 0600 before SQLite opens it; SQLite then
+    /// gives its `-wal` and `-shm` files the database file's mode. (SQLite itself would
+    /// create it 0644 under the usual umask.)
+    fn create_private(&self) -> Result<(), DbError> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let Some(path) = self.sqlite_files().into_iter().next() else {
+            return Ok(());
+        };
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(source) => Err(DbError::FileUnwritable { path, source }),
+        }
     }
 
     /// Opens one connection, set up for our use, and brings the schema up to date.
@@ -326,6 +380,8 @@ impl Pool {
     pub fn open_tuned(url: &str, size: usize, tuning: Tuning) -> Result<Pool, DbError> {
         let url = DbUrl::parse(url)?;
         url.check_writable()?;
+        url.check_private()?;
+        url.create_private()?;
         let first = url.connect_and_migrate_with(&tuning)?;
         Ok(Pool {
             url,
