@@ -2,6 +2,11 @@
 //!
 //! Failures are counted per login as typed, whether or not such a customer exists, so the
 //! lockout itself does not reveal which logins are real.
+//!
+//! A successful login clears its own login's counter (unlike the web's per-address
+//! throttle, which only time clears): only someone holding the account's password can
+//! produce that success, so it cannot be used to buy a guesser more attempts, while
+//! keeping the count would lock the owner out for typos made before they got it right.
 
 use chrono::{Duration, NaiveDateTime};
 

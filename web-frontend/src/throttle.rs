@@ -1,5 +1,10 @@
 //! Per-address login throttling (on top of the agent's per-login lockout). Pure logic: the
 //! caller passes the clock, so tests need no sleeping.
+//!
+//! Only failures count, and only time forgets them: a successful login does not clear the
+//! address's record, or a password sprayer holding one valid account of their own could
+//! reset the count by signing in between guesses. (The agent's per-login lockout does
+//! clear on success: there only the account's owner can produce one.)
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -55,12 +60,6 @@ impl LoginThrottle {
         prune(q, now, self.window);
         q.push_back(now);
     }
-
-    /// A successful login clears the address's record.
-    pub fn succeed(&self, addr: IpAddr) {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        map.remove(&addr);
-    }
 }
 
 fn prune(q: &mut VecDeque<Instant>, now: Instant, window: Duration) {
@@ -94,13 +93,17 @@ mod tests {
     }
 
     #[test]
-    fn success_clears() {
-        let t = LoginThrottle::new(1, Duration::from_secs(60));
+    fn only_time_forgets_a_failure() {
+        let t = LoginThrottle::new(2, Duration::from_secs(60));
         let a: IpAddr = "::1".parse().unwrap();
-        let now = Instant::now();
-        t.fail(a, now);
-        assert!(t.check(a, now).is_err());
-        t.succeed(a);
-        assert!(t.check(a, now).is_ok());
+        let t0 = Instant::now();
+        t.fail(a, t0);
+        t.fail(a, t0 + Duration::from_secs(30));
+        assert_eq!(t.check(a, t0 + Duration::from_secs(31)), Err(29));
+        assert!(
+            t.check(a, t0 + Duration::from_secs(60)).is_ok(),
+            "first aged out"
+        );
+        assert!(t.check(a, t0 + Duration::from_secs(90)).is_ok());
     }
 }

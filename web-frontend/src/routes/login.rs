@@ -64,8 +64,8 @@ pub(crate) async fn submit(
         );
     }
     match state.backend.login(&login, password, &ip.to_string()).await {
+        // A success leaves the address's failure count alone (see `throttle`).
         Ok(c) => {
-            state.throttle.succeed(ip);
             session::login(
                 &session,
                 SessionUser {

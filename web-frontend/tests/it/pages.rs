@@ -238,6 +238,28 @@ async fn per_address_throttle_stops_a_spray_across_logins() {
 }
 
 #[actix_web::test]
+async fn a_success_does_not_clear_the_address_failure_count() {
+    // A sprayer with one valid account of their own must not reset the count by signing in
+    // with it between guesses.
+    let stack = Stack::start().await;
+    let app = app!(stack);
+    let mut b = Browser::new("10.3.1.1:5000");
+    for i in 0..4 {
+        let r = b.login(&app, &format!("user{i}"), "wrong password!").await;
+        assert_eq!(r.status, 401);
+    }
+    let mut own = Browser::new("10.3.1.1:5001");
+    assert_eq!(own.login(&app, "alice", PASSWORD).await.status, 303);
+    assert_eq!(b.login(&app, "user4", "wrong password!").await.status, 401);
+    let r = b.login(&app, "user5", "wrong password!").await;
+    assert_eq!(
+        r.status, 429,
+        "the fifth failure from the address counts: {}",
+        r.body
+    );
+}
+
+#[actix_web::test]
 async fn forms_without_a_valid_csrf_token_are_refused() {
     let stack = Stack::start().await;
     let app = app!(stack);
