@@ -17,6 +17,41 @@ use crate::state::AppState;
 
 const USER_KEY: &str = "user";
 const CSRF_KEY: &str = "csrf";
+const FLASH_KEY: &str = "flash";
+
+/// The longest flash notice kept (the cookie has a size limit).
+const FLASH_MAX: usize = 400;
+
+/// A one-time notice for the page a POST redirects to ("post/redirect/get"). It travels in
+/// the signed and encrypted session, never in the URL, so a crafted link cannot make a
+/// page show text the site did not write.
+#[derive(Serialize, Deserialize)]
+struct Flash {
+    page: String,
+    text: String,
+}
+
+/// Leaves `text` for the next view of `page` (a path, e.g. `/admin/areas`) in this session.
+pub fn set_flash(session: &Session, page: &str, text: &str) {
+    let text: String = text.chars().take(FLASH_MAX).collect();
+    let _ = session.insert(
+        FLASH_KEY,
+        Flash {
+            page: page.to_string(),
+            text,
+        },
+    );
+}
+
+/// The notice left for `page`, removed so it shows once; a notice for another page stays.
+pub fn take_flash(session: &Session, page: &str) -> Option<String> {
+    let f = session.get::<Flash>(FLASH_KEY).ok().flatten()?;
+    if f.page != page {
+        return None;
+    }
+    session.remove(FLASH_KEY);
+    Some(f.text)
+}
 
 /// Who is logged in; stored in the session cookie.
 #[derive(Debug, Clone, Serialize, Deserialize)]

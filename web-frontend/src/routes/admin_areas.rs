@@ -3,24 +3,17 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use commlink::msg::stager::AreasRequest;
-use serde::Deserialize;
 
 use crate::backend::Peer;
 use crate::error::AppError;
 use crate::format;
 use crate::pages::{AdminAreasPage, AreaRow, render};
-use crate::session::Admin;
+use crate::session::{self, Admin};
 use crate::state::AppState;
-
-#[derive(Deserialize)]
-pub(crate) struct Query {
-    revoked: Option<String>,
-}
 
 pub(crate) async fn areas(
     Admin(user, session): Admin,
     state: web::Data<AppState>,
-    query: web::Query<Query>,
 ) -> Result<HttpResponse, AppError> {
     let list = state
         .backend
@@ -41,12 +34,8 @@ pub(crate) async fn areas(
             version: a.version,
         })
         .collect();
-    let notice = query.revoked.as_deref().map(|r| match r {
-        "1" => {
-            "The download area was revoked; its links and credentials no longer work.".to_string()
-        }
-        _ => "That download area was already gone.".to_string(),
-    });
+    // Only a notice this session's own revoke left (see `admin_revoke`).
+    let notice = session::take_flash(&session, "/admin/areas");
     render(
         StatusCode::OK,
         &AdminAreasPage {

@@ -6,22 +6,19 @@ use actix_web::{HttpResponse, web};
 use crate::error::AppError;
 use crate::format;
 use crate::pages::{AdminCustomerPage, CustomerRow, EntitlementRow, render};
-use crate::session::Admin;
+use crate::session::{self, Admin};
 use crate::state::AppState;
 use crate::views;
-
-#[derive(serde::Deserialize)]
-pub(crate) struct Query {
-    done: Option<String>,
-}
 
 pub(crate) async fn customer(
     Admin(user, session): Admin,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    query: web::Query<Query>,
 ) -> Result<HttpResponse, AppError> {
     let login = path.into_inner();
+    let login_path = format::url_segment(&login);
+    // Only a notice this session's own edit left (see `admin_edit`).
+    let notice = session::take_flash(&session, &format!("/admin/customers/{login_path}"));
     let (c, ents) = state.backend.customer(&login).await?;
     let history = state
         .backend
@@ -57,8 +54,8 @@ pub(crate) async fn customer(
                 })
                 .collect(),
             history,
-            notice: query.into_inner().done,
-            login_path: crate::format::url_segment(&login),
+            notice,
+            login_path,
         },
     )
 }

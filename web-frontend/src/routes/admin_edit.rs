@@ -6,7 +6,7 @@ use actix_web::{HttpResponse, web};
 use crate::backend::BackendError;
 use crate::error::AppError;
 use crate::format;
-use crate::session::Admin;
+use crate::session::{self, Admin};
 use crate::state::AppState;
 
 use super::FormPairs;
@@ -65,9 +65,7 @@ pub(crate) async fn edit(
         }
         Err(e) => return Err(e.into()),
     };
-    Ok(super::see_other(&format!(
-        "/admin/customers/{}?done={}",
-        format::url_segment(&login),
-        format::url_segment(&msg)
-    )))
+    let page = format!("/admin/customers/{}", format::url_segment(&login));
+    session::set_flash(&session, &page, &msg);
+    Ok(super::see_other(&page))
 }

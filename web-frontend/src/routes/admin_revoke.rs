@@ -5,7 +5,7 @@ use commlink::msg::stager::UnstageRequest;
 
 use crate::backend::Peer;
 use crate::error::AppError;
-use crate::session::Admin;
+use crate::session::{self, Admin};
 use crate::state::AppState;
 
 use super::FormPairs;
@@ -32,9 +32,11 @@ pub(crate) async fn revoke(
         Err(e) => return Err(e.into()),
     };
     tracing::info!(admin = %user.login, area = %area_id, removed, "area revoked");
-    Ok(super::see_other(if removed {
-        "/admin/areas?revoked=1"
+    let notice = if removed {
+        "The download area was revoked; its links and credentials no longer work."
     } else {
-        "/admin/areas?revoked=0"
-    }))
+        "That download area was already gone."
+    };
+    session::set_flash(&session, "/admin/areas", notice);
+    Ok(super::see_other("/admin/areas"))
 }

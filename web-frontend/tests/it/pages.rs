@@ -498,8 +498,8 @@ async fn admin_pages_work_for_admins_and_are_refused_to_customers() {
         )
         .await;
     assert_eq!(r.status, 303);
-    assert_eq!(r.location(), "/admin/areas?revoked=1");
-    let areas = root.get(&app, "/admin/areas?revoked=1").await;
+    assert_eq!(r.location(), "/admin/areas");
+    let areas = root.get(&app, "/admin/areas").await;
     assert!(areas.body.contains("was revoked"));
     assert!(!areas.body.contains(&area_id));
 }
@@ -790,6 +790,54 @@ async fn admin_edits_go_through_the_agent_and_are_refused_to_customers() {
         .post(&app, "/admin/customers/alice/explode", &[("csrf", &csrf)])
         .await;
     assert_eq!(r.status, 404);
+}
+
+#[actix_web::test]
+async fn admin_notices_come_from_the_session_never_from_the_url() {
+    let stack = Stack::start().await;
+    let app = app!(stack);
+    let mut root = Browser::new("10.13.1.1:5000");
+    root.login(&app, "root", PASSWORD).await;
+    // An attacker-built link: no notice, whatever its query says.
+    let spoof = "Call 555-0100 to re-validate your admin account";
+    for url in [
+        format!("/admin/customers/alice?done={}", spoof.replace(' ', "%20")),
+        "/admin/areas?revoked=1".to_string(),
+        "/admin/areas?revoked=0".to_string(),
+    ] {
+        let page = root.get(&app, &url).await;
+        assert_eq!(page.status, 200, "{url}");
+        assert!(
+            !page.body.contains("class=\"notice\""),
+            "{url}: {}",
+            page.body
+        );
+        assert!(!page.body.contains("555-0100"), "{url}");
+    }
+    // A real edit's notice is shown once, on the page it redirects to.
+    let page = root.get(&app, "/admin/customers/alice").await;
+    let csrf = input_value(&page.body, "csrf").unwrap();
+    let r = root
+        .post(
+            &app,
+            "/admin/customers/alice/entitle",
+            &[("csrf", &csrf), ("product", "beta"), ("versions", "*")],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(r.location(), "/admin/customers/alice", "nothing in the URL");
+    let page = root.get(&app, r.location()).await;
+    assert!(page.body.contains("entitled to beta"), "{}", page.body);
+    let again = root.get(&app, r.location()).await;
+    assert!(!again.body.contains("entitled to beta"), "shown once");
+    // Another session (or a copied URL) never sees it.
+    let mut other = Browser::new("10.13.1.2:5000");
+    other.login(&app, "root", PASSWORD).await;
+    let r = root
+        .post(&app, "/admin/customers/alice/disable", &[("csrf", &csrf)])
+        .await;
+    let page = other.get(&app, r.location()).await;
+    assert!(!page.body.contains("class=\"notice\""), "{}", page.body);
 }
 
 /// A writer that appends to a shared buffer (for the log test).
