@@ -25,6 +25,7 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod body;
 pub mod config;
 pub mod deliveries;
 pub mod error;

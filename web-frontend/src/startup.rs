@@ -262,9 +262,10 @@ pub fn app(
 > {
     App::new()
         .app_data(state)
-        .app_data(web::PayloadConfig::new(64 * 1024))
+        .app_data(web::PayloadConfig::new(crate::body::KEEP))
         .configure(routes::configure)
         .default_service(web::to(not_found))
+        .wrap(actix_web::middleware::from_fn(crate::body::read_first))
         .wrap(session_middleware(key))
         .wrap(security_headers())
         .wrap(actix_web::middleware::from_fn(record_metrics))
