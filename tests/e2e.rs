@@ -590,21 +590,26 @@ impl Drop for Netns {
     }
 }
 
-/// The agent in its own namespace with all inbound connections dropped, or a printed
-/// reason to skip.
+/// The agent in its own namespace with all inbound connections dropped. Fails the test,
+/// naming what to install, when namespaces or nftables are not available; `None` only when
+/// FFS_TEST_SKIP names `netns`.
 fn firewalled(tag: &str) -> Option<Netns> {
-    let ns = match Netns::create(tag) {
-        Ok(ns) => ns,
-        Err(why) => {
-            eprintln!("SKIPPED: network namespaces are not available here: {why}");
-            return None;
-        }
-    };
-    if let Err(why) = ns.firewall() {
-        eprintln!("SKIPPED: cannot install the nftables rule: {why}");
-        return None;
-    }
-    Some(ns)
+    ffs_testkit::prereq::obtain(
+        "netns",
+        || {
+            for program in ["ip", "nft"] {
+                if ffs_testkit::prereq::find_command(program).is_none() {
+                    return Err(format!("`{program}` is not on PATH"));
+                }
+            }
+            let ns = Netns::create(tag)
+                .map_err(|why| format!("cannot create a network namespace: {why}"))?;
+            ns.firewall()
+                .map_err(|why| format!("cannot install the nftables rule: {why}"))?;
+            Ok(ns)
+        },
+        "apt-get install iproute2 nftables, and run the tests as root (or with CAP_NET_ADMIN)",
+    )
 }
 
 #[test]

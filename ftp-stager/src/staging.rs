@@ -761,12 +761,19 @@ mod tests {
 
     #[test]
     fn different_filesystems_refuse_unless_a_fallback_is_configured() {
-        // /dev/shm is tmpfs; the temp dir is on another filesystem (skip if not).
+        // /dev/shm is tmpfs; the temp dir is on another filesystem.
         let shm = std::path::Path::new("/dev/shm");
         let (d, mut cfg) = setup();
-        if !shm.is_dir() || fsutil::device_of(shm).unwrap() == fsutil::device_of(d.path()).unwrap()
-        {
-            eprintln!("no second filesystem here; skipped");
+        let second_fs = ffs_testkit::prereq::require(
+            "tmpfs",
+            || {
+                shm.is_dir()
+                    && fsutil::device_of(shm).unwrap() != fsutil::device_of(d.path()).unwrap()
+            },
+            "a tmpfs at /dev/shm on another filesystem than the temp dir \
+             (mount -t tmpfs tmpfs /dev/shm)",
+        );
+        if !second_fs {
             return;
         }
         let areas = tempfile::tempdir_in(shm).unwrap();

@@ -1,6 +1,6 @@
 //! `run_as_user`: started as root, the stager binds first and then drops to the configured
 //! user for good. Runs in a child process (this binary re-executed) so the test process
-//! keeps its privileges. Skipped (passes trivially, saying so) when not run as root.
+//! keeps its privileges. Needs root: fails otherwise, unless FFS_TEST_SKIP names `root`.
 
 use std::process::Command;
 
@@ -26,10 +26,24 @@ fn drop_child() {
     assert!(std::fs::read("/etc/shadow").is_err());
 }
 
+/// Root, for the privilege drop (`false` only when FFS_TEST_SKIP names `root`).
+fn needs_root() -> bool {
+    ffs_testkit::prereq::require(
+        "root",
+        || {
+            if nix::unistd::Uid::effective().is_root() {
+                Ok(())
+            } else {
+                Err("the tests are not running as root")
+            }
+        },
+        "run the tests as root (sudo ./test.sh): the stager's privilege drop needs it",
+    )
+}
+
 #[test]
 fn drops_root_after_binding() {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("not root: privilege drop not exercised");
+    if !needs_root() {
         return;
     }
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
@@ -58,7 +72,7 @@ fn drops_root_after_binding() {
 
 #[test]
 fn unknown_user_is_a_clear_error() {
-    if !nix::unistd::Uid::effective().is_root() {
+    if !needs_root() {
         return;
     }
     let cfg = ftp_stager::StagerConfig {

@@ -1,6 +1,6 @@
-//! The agent's behaviour, on SQLite always and on PostgreSQL when FFS_TEST_POSTGRES_URL is
-//! set: first through `AgentService` directly, then over real commlink sockets in both
-//! connection modes.
+//! The agent's behaviour, on SQLite and on PostgreSQL (FFS_TEST_POSTGRES_URL; a run without
+//! it fails unless FFS_TEST_SKIP names `postgres`): first through `AgentService` directly,
+//! then over real commlink sockets in both connection modes.
 
 mod common;
 

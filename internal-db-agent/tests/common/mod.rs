@@ -28,7 +28,9 @@ pub struct TestDb {
 }
 
 impl TestDb {
-    /// `None` for PostgreSQL when FFS_TEST_POSTGRES_URL is not set.
+    /// A fresh database. PostgreSQL comes from FFS_TEST_POSTGRES_URL: unset or unreachable
+    /// fails the test with a hint (`./test.sh` sets it and starts the server); `None` only
+    /// when FFS_TEST_SKIP names `postgres`.
     pub fn new(backend: Backend) -> Option<TestDb> {
         let dir = tempfile::tempdir().unwrap();
         match backend {
@@ -38,12 +40,22 @@ impl TestDb {
                 pg: None,
             }),
             Backend::Postgres => {
-                let Ok(base) = std::env::var("FFS_TEST_POSTGRES_URL") else {
-                    eprintln!("FFS_TEST_POSTGRES_URL not set: skipping the PostgreSQL run");
-                    return None;
-                };
+                let (base, mut c) = ffs_testkit::prereq::obtain(
+                    "postgres",
+                    || {
+                        let base = std::env::var("FFS_TEST_POSTGRES_URL").map_err(|_| {
+                            "FFS_TEST_POSTGRES_URL is not set (e.g. \
+                             postgres://postgres@127.0.0.1:5432/test)"
+                                .to_owned()
+                        })?;
+                        let c = PgConnection::establish(&base)
+                            .map_err(|e| format!("cannot connect to {base}: {e}"))?;
+                        Ok::<_, String>((base, c))
+                    },
+                    "apt-get install postgresql, start it (pg_ctlcluster --skip-systemctl-redirect \
+                     <version> main start) and set FFS_TEST_POSTGRES_URL",
+                )?;
                 let schema = format!("ffs_test_{}_{}", std::process::id(), rand::random::<u32>());
-                let mut c = PgConnection::establish(&base).expect("connect FFS_TEST_POSTGRES_URL");
                 c.batch_execute(&format!("CREATE SCHEMA {schema}")).unwrap();
                 let sep = if base.contains('?') { '&' } else { '?' };
                 Some(TestDb {

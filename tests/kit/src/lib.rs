@@ -23,6 +23,10 @@
 //! }
 //! ```
 //!
+//! [`prereq::obtain`] is the same for a check that yields a value (`Option<T>`: the
+//! database URL, a program's path, a prepared network namespace), and
+//! [`prereq::find_command`] looks a program up on PATH.
+//!
 //! - Present: the component is recorded as **exercised** and the call returns `true`.
 //! - Missing: the call **panics**, naming what is missing and how to install it (and that
 //!   `./test.sh` installs everything), so the test fails instead of passing while doing

@@ -40,16 +40,32 @@ impl<T, E: Display> Outcome for Result<T, E> {
 /// `component`.
 #[track_caller]
 pub fn require<O: Outcome>(component: &str, check: impl FnOnce() -> O, install_hint: &str) -> bool {
+    obtain(component, || check().into_outcome(), install_hint).is_some()
+}
+
+/// Like [`require`], for a check that yields what the test then uses (a database URL, a
+/// program's path, a prepared namespace): `Some(value)` when present, `None` only when
+/// `FFS_TEST_SKIP` names `component` (then `get` is not run); panics with `install_hint`
+/// when `get` fails.
+#[track_caller]
+pub fn obtain<T, E: Display>(
+    component: &str,
+    get: impl FnOnce() -> Result<T, E>,
+    install_hint: &str,
+) -> Option<T> {
     if skipped(component) {
         record_skip(component);
-        return false;
+        return None;
     }
-    match check().into_outcome() {
-        Ok(()) => {
+    match get() {
+        Ok(value) => {
             record(component, "exercised");
-            true
+            Some(value)
         }
-        Err(reason) => panic!("{}", missing_message(component, &reason, install_hint)),
+        Err(reason) => panic!(
+            "{}",
+            missing_message(component, &reason.to_string(), install_hint)
+        ),
     }
 }
 

@@ -3,29 +3,18 @@
 //! pages at desktop (1280x800) and phone (390x844) width are taken on every run, and written
 //! to `docs/screenshots/` when `FFS_UPDATE_SCREENSHOTS=1` (otherwise to the test's scratch
 //! directory under `target/`, so a test run leaves the checkout clean).
-//! Skipped, with the reason printed, when chromedriver or chromium is not installed.
+//! Fails, naming the packages, when chromedriver or chromium is not installed (unless
+//! FFS_TEST_SKIP names `browser`).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use fantoccini::{ClientBuilder, Locator};
+use ffs_testkit::prereq::find_command;
 
 use crate::common::{PASSWORD, Stack, sha256_hex};
 use crate::https::start_web;
-
-fn find_exe(names: &[&str]) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    for dir in std::env::split_paths(&path) {
-        for n in names {
-            let p = dir.join(n);
-            if p.is_file() {
-                return Some(p);
-            }
-        }
-    }
-    None
-}
 
 struct Driver(tokio::process::Child);
 
@@ -109,14 +98,18 @@ async fn sign_out(c: &fantoccini::Client) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_signs_in_prepares_downloads_and_checks_sha256() {
-    let Some(driver) = find_exe(&["chromedriver"]) else {
-        println!(
-            "SKIPPED: chromedriver not found on PATH (apt-get install chromium chromium-driver)"
-        );
-        return;
-    };
-    let Some(chromium) = find_exe(&["chromium", "chromium-browser", "google-chrome"]) else {
-        println!("SKIPPED: chromium not found on PATH");
+    let Some((driver, chromium)) = ffs_testkit::prereq::obtain(
+        "browser",
+        || {
+            let driver = find_command("chromedriver").ok_or("`chromedriver` is not on PATH")?;
+            let chromium = ["chromium", "chromium-browser", "google-chrome"]
+                .into_iter()
+                .find_map(find_command)
+                .ok_or("`chromium` is not on PATH")?;
+            Ok::<_, &str>((driver, chromium))
+        },
+        "apt-get install chromium chromium-driver",
+    ) else {
         return;
     };
     let stack = Stack::start().await;

@@ -5,7 +5,7 @@
 //! - `pages`: every page and form through actix's test service (no TLS);
 //! - `https`: the real server over rustls, driven by curl (headers, redirect, cookies,
 //!   a download straight from the stager with its SHA-256 checked);
-//! - `browser`: headless Chromium via chromedriver (skipped with a reason if absent).
+//! - `browser`: headless Chromium via chromedriver (fails naming the packages if absent).
 
 mod browser;
 mod common;
