@@ -190,12 +190,8 @@ async fn chromium_signs_in_prepares_downloads_and_checks_sha256() {
         .click()
         .await
         .unwrap();
-    assert!(
-        c.source()
-            .await
-            .unwrap()
-            .contains("Wrong login or password.")
-    );
+    // The refusal is a new /login page: wait for it (the old one is still there at first).
+    wait_for(&c, "/login", "Wrong login or password.").await;
     sign_in(&c, &base, "alice").await;
     let src = c.source().await.unwrap();
     assert!(src.contains("alpha-2.1.bin") && !src.contains("beta-1.0.bin"));
