@@ -20,6 +20,9 @@ DEB_PACKAGES=(
 )
 # PyPI tools as "command=package" (checked with `command -v`; installed with pip).
 PIP_TOOLS=()
+# Components a full run (no arguments) must exercise, or name in FFS_TEST_SKIP: a test that
+# stops asking for its prerequisite, or is lost, turns the run red.
+EXPECTED_COMPONENTS=(postgres browser netns pty root tmpfs)
 # Summary labels for component names (the words of FFS_TEST_SKIP); others print as-is.
 declare -A COMPONENT_LABEL=(
   [postgres]="PostgreSQL" [browser]="Chromium" [netns]="nftables netns" [pty]="script/pty"
@@ -111,4 +114,12 @@ list() {
 }
 echo "== components exercised: $(list exercised); skipped via FFS_TEST_SKIP: $(list skipped)" \
   "(FFS_TEST_SKIP=${FFS_TEST_SKIP:-})"
+if [ $# -eq 0 ]; then
+  for c in "${EXPECTED_COMPONENTS[@]}"; do
+    if [ ! -e "$FFS_TEST_COMPONENTS_DIR/exercised/$c" ] && [ ! -e "$FFS_TEST_COMPONENTS_DIR/skipped/$c" ]; then
+      echo "== FAILED: no test exercised \`$c\` (expected in a full run; see EXPECTED_COMPONENTS in test.sh)"
+      [ "$status" -ne 0 ] || status=1
+    fi
+  done
+fi
 exit "$status"
