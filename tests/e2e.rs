@@ -377,6 +377,129 @@ fn customer_downloads_over_https_and_ftp_and_survives_restarts() {
     }
 }
 
+/// Whether an FTP login with these one-time credentials is accepted (Python ftplib).
+fn ftp_login_ok(port: u16, user: &str, pass: &str) -> bool {
+    let script = "import ftplib, sys\n\
+                  f = ftplib.FTP()\n\
+                  f.connect('127.0.0.1', int(sys.argv[1]), timeout=20)\n\
+                  f.login(sys.argv[2], sys.argv[3])\n\
+                  f.nlst()\n\
+                  f.quit()\n";
+    std::process::Command::new("python3")
+        .args(["-c", script, &port.to_string(), user, pass])
+        .output()
+        .expect("python3 must be installed (apt-get install python3)")
+        .status
+        .success()
+}
+
+/// Whether the area's README.txt can be fetched over HTTPS.
+fn https_ok(base: &str, dir: &Path) -> bool {
+    curl_download(&format!("{base}README.txt"), &dir.join("probe.txt"), false)
+}
+
+#[test]
+fn disable_and_unentitle_revoke_sessions_and_staged_areas_within_seconds() {
+    let s = site("listen", "127.0.0.1", "127.0.0.1");
+    let d = s.path();
+    // A second product, so an unentitle --revoke is seen to revoke only its own areas.
+    let src = d.join("gadget-src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("README.txt"), "gadget 1.0\n").unwrap();
+    ffs_ok(
+        d,
+        &["publish", "gadget", "1.0", src.to_str().unwrap()],
+        None,
+    );
+    ffs_ok(d, &["entitle", "alice", "gadget"], None);
+    let r = start(&s, &[]);
+    assert!(
+        eventually(Duration::from_secs(30), || ready(&s)),
+        "stack never became ready\nagent:\n{}\nstager:\n{}\nweb:\n{}",
+        r.agent.log_text(),
+        r.stager.log_text(),
+        r.web.log_text()
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let c = login(&s);
+    let (widget, w_user, w_pass) = locators(&prepare(&s, &c));
+    let products = c.get(&s.url("/products"));
+    let csrf = input_value(&products.body, "csrf").unwrap();
+    let g = c.post(
+        &s.url("/prepare"),
+        &[("csrf", &csrf), ("product", "gadget"), ("version", "1.0")],
+    );
+    assert_eq!(g.status, 200, "{}", g.body);
+    let (gadget, g_user, g_pass) = locators(&g.body);
+    for (base, user, pass) in [(&widget, &w_user, &w_pass), (&gadget, &g_user, &g_pass)] {
+        assert!(https_ok(base, tmp.path()), "{base}");
+        assert!(ftp_login_ok(s.ftp, user, pass), "{user}");
+    }
+
+    // Unentitle without --revoke leaves staged areas alone; with it, that product's go.
+    ffs_ok(d, &["unentitle", "alice", "gadget", "--revoke"], None);
+    let t = Instant::now();
+    let revoked = eventually(Duration::from_secs(30), || {
+        !https_ok(&gadget, tmp.path()) && !ftp_login_ok(s.ftp, &g_user, &g_pass)
+    });
+    assert!(
+        revoked,
+        "the gadget area still serves after unentitle --revoke\nweb:\n{}\nstager:\n{}",
+        r.web.log_text(),
+        r.stager.log_text()
+    );
+    println!("unentitle --revoke: area gone after {:?}", t.elapsed());
+    assert!(
+        https_ok(&widget, tmp.path()),
+        "the widget area is not touched"
+    );
+    assert!(ftp_login_ok(s.ftp, &w_user, &w_pass));
+    assert_eq!(
+        c.get(&s.url("/products")).status,
+        200,
+        "the session goes on"
+    );
+
+    // Disable: "no login, no downloads" — the open session ends and the area stops serving.
+    let out = ffs_ok(d, &["customer", "disable", "alice"], None);
+    assert!(out.contains("disabled"), "{out}");
+    let t = Instant::now();
+    let ended = eventually(Duration::from_secs(30), || {
+        let p = c.get(&s.url("/products"));
+        p.status == 303 && p.headers.contains("/login")
+    });
+    assert!(
+        ended,
+        "the disabled customer's session goes on\n{}",
+        r.web.log_text()
+    );
+    println!("disable: session refused after {:?}", t.elapsed());
+    assert!(
+        eventually(Duration::from_secs(30), || !https_ok(&widget, tmp.path())
+            && !ftp_login_ok(s.ftp, &w_user, &w_pass)),
+        "the disabled customer's area still serves\nweb:\n{}\nstager:\n{}",
+        r.web.log_text(),
+        r.stager.log_text()
+    );
+    println!("disable: area gone after {:?}", t.elapsed());
+    let again = Curl::new(d, "alice-again");
+    let page = again.get(&s.url("/login"));
+    let csrf = input_value(&page.body, "csrf").unwrap();
+    let r2 = again.post(
+        &s.url("/login"),
+        &[("csrf", &csrf), ("login", "alice"), ("password", PASSWORD)],
+    );
+    assert_ne!(r2.status, 303, "a disabled customer cannot sign in");
+
+    // Enabled again: a new session and a new area work (the old revocation does not reach
+    // areas staged after it).
+    ffs_ok(d, &["customer", "enable", "alice"], None);
+    let c = login(&s);
+    let (base, user, pass) = locators(&prepare(&s, &c));
+    assert!(https_ok(&base, tmp.path()));
+    assert!(ftp_login_ok(s.ftp, &user, &pass));
+}
+
 #[test]
 fn dial_out_agent_serves_the_web_without_any_inbound_connection() {
     let s = site("dial-out", "127.0.0.1", "127.0.0.1");

@@ -202,17 +202,24 @@ pub fn show_customer(
     Ok((cu, ents))
 }
 
-/// Disables or enables a customer.
+/// Disables or enables a customer. Disabling also records a revocation, through which the
+/// web frontend ends the customer's open sessions and the stager drops their staged areas
+/// within seconds (see `revocations` in ARCHITECTURE.md).
 pub fn set_disabled(
     c: &mut AnyConnection,
     login: &str,
     disabled: bool,
 ) -> Result<Customer, AdminError> {
     let cu = find(c, login)?;
-    store::set_disabled(c, cu.id, disabled)?;
-    if !disabled {
-        store::clear_failures(c, &cu.login)?;
-    }
+    diesel::Connection::transaction(c, |c| {
+        store::set_disabled(c, cu.id, disabled)?;
+        if disabled {
+            store::insert_revocation(c, cu.id, None)?;
+        } else {
+            store::clear_failures(c, &cu.login)?;
+        }
+        diesel::QueryResult::Ok(())
+    })?;
     Ok(Customer { disabled, ..cu })
 }
 
@@ -258,9 +265,23 @@ pub fn entitle(
 }
 
 /// Removes `login`'s entitlement to the product; returns how many were removed (0 or 1).
-pub fn unentitle(c: &mut AnyConnection, login: &str, product: &str) -> Result<usize, AdminError> {
+/// With `revoke`, also records a revocation of the product's staged areas (the web frontend
+/// has the stager drop them within seconds), even if no entitlement was left to remove.
+pub fn unentitle(
+    c: &mut AnyConnection,
+    login: &str,
+    product: &str,
+    revoke: bool,
+) -> Result<usize, AdminError> {
     let cu = find(c, login)?;
-    Ok(store::remove_entitlement(c, cu.id, product.trim())?)
+    let product = product.trim();
+    Ok(diesel::Connection::transaction(c, |c| {
+        let n = store::remove_entitlement(c, cu.id, product)?;
+        if revoke {
+            store::insert_revocation(c, cu.id, Some(product))?;
+        }
+        diesel::QueryResult::Ok(n)
+    })?)
 }
 
 /// Download history, newest first: one customer's (by login) or everyone's.

@@ -111,3 +111,20 @@ impl From<&HistoryRow> for commlink::msg::agent::HistoryEntry {
         }
     }
 }
+
+/// An operator's decision to take a customer's staged areas away: all of them and their web
+/// sessions (a disable, `product` = `None`), or one product's areas (`unentitle --revoke`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Revocation {
+    /// Feed position (increasing).
+    pub id: i64,
+    /// Whose.
+    pub customer_id: i64,
+    /// The product, or `None` for everything (and the sessions).
+    pub product: Option<String>,
+    /// When it was decided (UTC).
+    pub at: DateTime<Utc>,
+    /// The download areas staged for it up to that instant, newest first (at most
+    /// [`crate::store::REVOKE_MAX_AREAS`]); areas staged later are not affected.
+    pub area_ids: Vec<String>,
+}

@@ -105,14 +105,31 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Append-only: operator decisions that take staged areas (and, for a disable, the
+    /// customer's open web sessions) away; read by the web frontend as a feed.
+    revocations (id) {
+        /// Row id (the feed's cursor).
+        id -> BigInt,
+        /// Whose.
+        customer_id -> BigInt,
+        /// One product's areas, or everything of the customer (a disable) when NULL.
+        product -> Nullable<Text>,
+        /// When it was decided (UTC).
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(roles -> customers (customer_id));
 diesel::joinable!(entitlements -> customers (customer_id));
 diesel::joinable!(downloads -> customers (customer_id));
+diesel::joinable!(revocations -> customers (customer_id));
 diesel::allow_tables_to_appear_in_same_query!(
     customers,
     roles,
     entitlements,
     downloads,
     deliveries,
-    login_failures
+    login_failures,
+    revocations
 );

@@ -167,10 +167,35 @@ impl AgentService {
             m::Entitle::TYPE => reply(self.entitle(m::Entitle::from_tobj(t)?).await?),
             m::Unentitle::TYPE => reply(self.unentitle(m::Unentitle::from_tobj(t)?).await?),
             m::SetDisabled::TYPE => reply(self.set_disabled(m::SetDisabled::from_tobj(t)?).await?),
+            m::Revocations::TYPE => reply(self.revocations(m::Revocations::from_tobj(t)?).await?),
             other => Err(Refusal::bad(format!(
                 "unknown request type {other:?} for the db agent"
             ))),
         }
+    }
+
+    async fn revocations(&self, req: m::Revocations) -> Outcome<m::RevocationList> {
+        const PAGE: i64 = 100;
+        let since = store::now() - chrono::Duration::seconds(store::REVOCATION_HORIZON_SECS);
+        let mut rows = self
+            .pool
+            .run(move |c| Ok(store::revocations_after(c, req.after, since, PAGE + 1)?))
+            .await?;
+        let more = rows.len() as i64 > PAGE;
+        rows.truncate(PAGE as usize);
+        Ok(m::RevocationList {
+            revocations: rows
+                .into_iter()
+                .map(|r| m::RevocationInfo {
+                    id: r.id,
+                    customer_id: r.customer_id,
+                    product: r.product,
+                    at: rfc3339(r.at),
+                    area_ids: r.area_ids,
+                })
+                .collect(),
+            more,
+        })
     }
 
     async fn admin_op<T: Send + 'static>(
@@ -477,7 +502,7 @@ impl AgentService {
     async fn unentitle(&self, req: m::Unentitle) -> Outcome<m::Unentitled> {
         self.require_admin(req.by_customer_id).await?;
         let n = self
-            .admin_op(move |c| admin::unentitle(c, &req.login, &req.product))
+            .admin_op(move |c| admin::unentitle(c, &req.login, &req.product, false))
             .await?;
         Ok(m::Unentitled { removed: n as u64 })
     }

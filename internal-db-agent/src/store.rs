@@ -10,8 +10,10 @@ use diesel::prelude::*;
 
 use crate::db::AnyConnection;
 use crate::lockout::FailureState;
-use crate::model::{Customer, Entitlement, HistoryRow};
-use crate::schema::{customers, deliveries, downloads, entitlements, login_failures, roles};
+use crate::model::{Customer, Entitlement, HistoryRow, Revocation};
+use crate::schema::{
+    customers, deliveries, downloads, entitlements, login_failures, revocations, roles,
+};
 
 /// The role name of administrators.
 pub const ADMIN: &str = "admin";
@@ -409,6 +411,73 @@ pub fn max_stager_seq(c: &mut AnyConnection) -> QueryResult<Option<i64>> {
         .first::<Option<i64>>(c)
         .optional()
         .map(Option::flatten)
+}
+
+/// How far back the revocation feed reaches: a little over the stager's longest area
+/// lifetime (`max_ttl_secs`, 7 days by default), so a web frontend that restarts replays every
+/// revocation whose areas could still be live, and refuses every session it could still
+/// accept (12 hours at most).
+pub const REVOCATION_HORIZON_SECS: i64 = 8 * 24 * 3600;
+
+/// The most areas one revocation lists (newest first).
+pub const REVOKE_MAX_AREAS: i64 = 1000;
+
+/// Records a revocation: `product` = `None` takes everything of the customer (a disable).
+pub fn insert_revocation(
+    c: &mut AnyConnection,
+    customer_id: i64,
+    product: Option<&str>,
+) -> QueryResult<i64> {
+    insert_returning_id!(
+        c,
+        revocations::table,
+        (
+            revocations::customer_id.eq(customer_id),
+            revocations::product.eq(product),
+            revocations::created_at.eq(now()),
+        ),
+        revocations::id
+    )
+}
+
+/// Revocations after feed position `after` decided since `since`, oldest first, at most
+/// `limit`, each with the areas staged for it up to its instant (never later ones, so
+/// replaying the feed cannot touch areas staged after a customer was enabled again).
+pub fn revocations_after(
+    c: &mut AnyConnection,
+    after: i64,
+    since: NaiveDateTime,
+    limit: i64,
+) -> QueryResult<Vec<Revocation>> {
+    let rows: Vec<(i64, i64, Option<String>, NaiveDateTime)> = revocations::table
+        .filter(revocations::id.gt(after))
+        .filter(revocations::created_at.ge(since))
+        .order(revocations::id.asc())
+        .limit(limit)
+        .load(c)?;
+    let horizon = chrono::Duration::seconds(REVOCATION_HORIZON_SECS);
+    rows.into_iter()
+        .map(|(id, customer_id, product, at)| {
+            let mut q = downloads::table
+                .filter(downloads::customer_id.eq(customer_id))
+                .filter(downloads::staged_at.le(at))
+                .filter(downloads::staged_at.ge(at - horizon))
+                .select(downloads::area_id)
+                .order(downloads::id.desc())
+                .limit(REVOKE_MAX_AREAS)
+                .into_boxed();
+            if let Some(p) = &product {
+                q = q.filter(downloads::product.eq(p.clone()));
+            }
+            Ok(Revocation {
+                id,
+                customer_id,
+                product,
+                at: DateTime::from_naive_utc_and_offset(at, Utc),
+                area_ids: q.load(c)?,
+            })
+        })
+        .collect()
 }
 
 /// Download history, newest first, with deliveries summed per area.

@@ -111,6 +111,10 @@ pub struct UnentitleArgs {
     pub login: String,
     /// Product name.
     pub product: String,
+    /// Also take away the customer's staged download areas of this product (FTP and
+    /// HTTPS stop serving them within seconds); without it they live until they expire.
+    #[arg(long)]
+    pub revoke: bool,
 }
 
 /// `ffs history [LOGIN]`
@@ -161,11 +165,21 @@ impl AgentCmd {
             }
             AgentCmd::Unentitle(a) => {
                 let pool = open(cfg)?;
-                let n = admin::with(&pool, |c| admin::unentitle(c, &a.login, &a.product))?;
-                if n == 0 {
+                let n = admin::with(&pool, |c| {
+                    admin::unentitle(c, &a.login, &a.product, a.revoke)
+                })?;
+                if n == 0 && !a.revoke {
                     anyhow::bail!("{} had no entitlement to {}", a.login, a.product);
                 }
-                println!("removed {}'s entitlement to {}", a.login, a.product);
+                if n > 0 {
+                    println!("removed {}'s entitlement to {}", a.login, a.product);
+                }
+                if a.revoke {
+                    println!(
+                        "{}'s staged areas of {} are revoked once the web frontend next polls (seconds)",
+                        a.login, a.product
+                    );
+                }
                 Ok(())
             }
             AgentCmd::History(a) => {
@@ -236,7 +250,10 @@ impl CustomerCmd {
             }
             CustomerCmd::Disable { login } => {
                 let cu = admin::with(&pool, |c| admin::set_disabled(c, &login, true))?;
-                println!("disabled {}", cu.login);
+                println!(
+                    "disabled {}: sessions end and staged areas are revoked once the web frontend next polls (seconds)",
+                    cu.login
+                );
                 Ok(())
             }
             CustomerCmd::Enable { login } => {

@@ -278,6 +278,11 @@ impl Backend {
         Ok(r.last_seq.unwrap_or(0))
     }
 
+    /// The revocation feed after position `after`.
+    pub async fn revocations(&self, after: i64) -> Result<am::RevocationList, BackendError> {
+        self.request(Peer::Agent, &am::Revocations { after }).await
+    }
+
     /// All customers (admin).
     pub async fn customers(&self) -> Result<Vec<Customer>, BackendError> {
         Ok(self

@@ -57,6 +57,9 @@ pub struct WebConfig {
     pub backend_timeout_ms: u64,
     /// Seconds between polls of the stager's delivery log.
     pub delivery_poll_secs: u64,
+    /// Seconds between polls of the agent's revocation feed (a disabled customer's sessions
+    /// end and their staged areas are revoked within about this long).
+    pub revocation_poll_secs: u64,
     /// Take the client address from `X-Forwarded-For` (only behind a trusted proxy).
     pub trust_forwarded_for: bool,
     /// HTTP worker threads; 0 = one per CPU.
@@ -84,6 +87,7 @@ impl Default for WebConfig {
             login_window_secs: 300,
             backend_timeout_ms: 1500,
             delivery_poll_secs: 2,
+            revocation_poll_secs: 2,
             trust_forwarded_for: false,
             workers: 0,
         }
@@ -140,6 +144,9 @@ login_window_secs = 300
 backend_timeout_ms = 1500
 # Seconds between polls of the stager's delivery log.
 delivery_poll_secs = 2
+# Seconds between polls of the agent's revocation feed: a disabled customer's sessions end,
+# and revoked download areas stop serving, within about this long.
+revocation_poll_secs = 2
 # Take the client address from X-Forwarded-For (only behind a trusted proxy).
 trust_forwarded_for = false
 # HTTP worker threads; 0 = one per CPU.

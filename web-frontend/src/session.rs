@@ -93,6 +93,30 @@ impl Revoked {
     }
 }
 
+/// Customers whose sessions the agent ended (a disable, learned from the revocation feed):
+/// every session of the customer that began at or before that instant is refused.
+#[derive(Default)]
+pub struct EndedCustomers {
+    at: Mutex<HashMap<i64, i64>>,
+}
+
+impl EndedCustomers {
+    /// Ends `customer_id`'s sessions begun at or before `at` (UNIX seconds); entries older
+    /// than `keep` seconds before `now` are forgotten (no session lives that long).
+    pub fn end(&self, customer_id: i64, at: i64, now: i64, keep: i64) {
+        let mut m = self.at.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|_, t| *t + keep > now);
+        let t = m.entry(customer_id).or_insert(at);
+        *t = (*t).max(at);
+    }
+
+    /// Whether a session of `customer_id` that began at `created` has been ended.
+    pub fn ended(&self, customer_id: i64, created: i64) -> bool {
+        let m = self.at.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(&customer_id).is_some_and(|&at| created <= at)
+    }
+}
+
 /// Current UNIX time in seconds.
 pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
@@ -170,6 +194,11 @@ pub fn current(session: &Session, state: &AppState) -> Option<SessionUser> {
         session.purge();
         return None;
     }
+    if state.ended.ended(u.id, u.created) {
+        tracing::info!(login = %u.login, "session ended: the customer was disabled");
+        logout(session, state);
+        return None;
+    }
     // Re-issue the cookie at most every 30 s to keep the idle clock without a Set-Cookie on
     // every response.
     if t - u.seen >= 30 {
@@ -221,6 +250,25 @@ fn extract(req: &HttpRequest) -> Result<(SessionUser, Session), AppError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ended_customers_lose_older_sessions_only() {
+        let e = EndedCustomers::default();
+        e.end(7, 1000, 1000, 3600);
+        assert!(e.ended(7, 999) && e.ended(7, 1000));
+        assert!(!e.ended(7, 1001), "a session begun after the disable");
+        assert!(!e.ended(8, 500), "another customer");
+        e.end(7, 900, 1000, 3600);
+        assert!(
+            e.ended(7, 1000),
+            "an older replayed entry does not shorten it"
+        );
+        e.end(9, 5000, 5000, 3600);
+        assert!(
+            !e.ended(7, 1000),
+            "forgotten once no session can be that old"
+        );
+    }
 
     #[test]
     fn revoked_ids_expire_from_the_list() {

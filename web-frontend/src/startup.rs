@@ -23,6 +23,7 @@ use crate::config::{AgentMode, WebConfig};
 use crate::deliveries::Forwarder;
 use crate::error::{AppError, StartError};
 use crate::metrics::Metrics;
+use crate::revocations::Revoker;
 use crate::state::AppState;
 use crate::{routes, secrets, tls};
 
@@ -65,6 +66,7 @@ pub struct Application {
     http_port: Option<u16>,
     fingerprint: String,
     forwarder: Option<Forwarder>,
+    revoker: Revoker,
     state: web::Data<AppState>,
 }
 
@@ -126,6 +128,10 @@ impl Application {
             state.metrics.clone(),
             Duration::from_secs(state.cfg.delivery_poll_secs.max(1)),
         );
+        let revoker = Revoker::new(
+            state.clone(),
+            Duration::from_secs(state.cfg.revocation_poll_secs.max(1)),
+        );
         let app_state = state.clone();
         let server = HttpServer::new(move || app(app_state.clone(), key.clone()))
             .workers(workers)
@@ -164,6 +170,7 @@ impl Application {
             http_port,
             fingerprint: identity.fingerprint,
             forwarder: Some(forwarder),
+            revoker,
             state,
         })
     }
@@ -207,6 +214,7 @@ impl Application {
         let handle = self.server.handle();
         let redirect_handle = self.redirect.as_ref().map(Server::handle);
         let fwd = self.forwarder.map(|f| tokio::spawn(f.run()));
+        let revoker = tokio::spawn(self.revoker.run());
         let redirect = self.redirect;
         let redirect_task = redirect.map(tokio::spawn);
         let server = self.server;
@@ -229,6 +237,7 @@ impl Application {
         if let Some(f) = fwd {
             f.abort();
         }
+        revoker.abort();
         r
     }
 }

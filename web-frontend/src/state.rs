@@ -9,7 +9,7 @@ use commlink::msg::stager::ReleaseInfo;
 use crate::backend::Backend;
 use crate::config::WebConfig;
 use crate::metrics::Metrics;
-use crate::session::Revoked;
+use crate::session::{EndedCustomers, Revoked};
 use crate::throttle::LoginThrottle;
 
 /// Shared by all workers.
@@ -24,6 +24,8 @@ pub struct AppState {
     pub throttle: LoginThrottle,
     /// Session ids ended by logout.
     pub revoked: Revoked,
+    /// Customers whose older sessions the agent ended (disabled; see `revocations`).
+    pub ended: EndedCustomers,
     /// The last catalog the stager sent, with its time, shown when the stager is down.
     pub last_catalog: Mutex<Option<(String, Vec<ReleaseInfo>)>>,
 }
@@ -41,6 +43,7 @@ impl AppState {
             metrics,
             throttle,
             revoked: Revoked::default(),
+            ended: EndedCustomers::default(),
             last_catalog: Mutex::new(None),
         }
     }

@@ -21,6 +21,7 @@
 //! | [`Entitle`] `agent.entitle` | [`Entitled`] | admin: grant/replace an entitlement |
 //! | [`Unentitle`] `agent.unentitle` | [`Unentitled`] | admin: remove a product's entitlement |
 //! | [`SetDisabled`] `agent.set-disabled` | [`CustomerUpdated`] | admin: disable/enable a customer |
+//! | [`Revocations`] `agent.revocations` | [`RevocationList`] | feed: sessions to end, staged areas to revoke |
 //!
 //! The admin edits carry `by_customer_id`, the logged-in admin; the agent checks that this
 //! customer holds the admin role, so a customer session cannot edit even by forging a form.
@@ -863,6 +864,103 @@ impl Message for CustomerUpdated {
     }
 }
 
+/// `agent.revocations`: the revocation feed after position `after` (0 = from the start of
+/// the agent's horizon, a little over the stager's longest area lifetime). Each entry is an
+/// operator's decision: a disable (no `product`: end the customer's sessions begun at or
+/// before `at` and revoke all their areas) or `unentitle --revoke` (one product's areas).
+/// The web frontend polls it every few seconds, ends the sessions and has the stager
+/// unstage the areas; replaying it is harmless (areas are those staged up to `at` only).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Revocations {
+    /// The last position already handled (0 for none).
+    pub after: i64,
+}
+
+impl Message for Revocations {
+    const TYPE: &'static str = "agent.revocations";
+    fn to_fields(&self) -> Fields {
+        Fields::new().num("after", self.after)
+    }
+    fn from_fields(f: &Fields) -> Result<Self> {
+        Ok(Revocations {
+            after: f.req_parse("after")?,
+        })
+    }
+}
+
+impl Request for Revocations {
+    type Response = RevocationList;
+}
+
+/// One entry of the revocation feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationInfo {
+    /// Feed position (increasing).
+    pub id: i64,
+    /// Whose.
+    pub customer_id: i64,
+    /// One product's areas; `None` = a disable (all areas, and the sessions).
+    pub product: Option<String>,
+    /// When it was decided (RFC 3339 UTC).
+    pub at: String,
+    /// The stager areas to revoke (staged for it up to `at`), newest first.
+    pub area_ids: Vec<String>,
+}
+
+impl RevocationInfo {
+    fn to_fields(&self) -> Fields {
+        Fields::new()
+            .num("id", self.id)
+            .num("customer_id", self.customer_id)
+            .opt_text("product", self.product.as_deref())
+            .text("at", &self.at)
+            .text_list("areas", "area", self.area_ids.iter().map(String::as_str))
+    }
+
+    fn from_fields(f: &Fields) -> Result<Self> {
+        Ok(RevocationInfo {
+            id: f.req_parse("id")?,
+            customer_id: f.req_parse("customer_id")?,
+            product: f.opt_str("product")?.map(str::to_owned),
+            at: f.req_text("at")?.to_owned(),
+            area_ids: f.text_items("areas", "area")?,
+        })
+    }
+}
+
+/// Reply to [`Revocations`]: the next entries, oldest first (at most 100; ask again after
+/// the last one's `id` while `more` is set).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RevocationList {
+    /// The entries.
+    pub revocations: Vec<RevocationInfo>,
+    /// Whether more entries follow the last one.
+    pub more: bool,
+}
+
+impl Message for RevocationList {
+    const TYPE: &'static str = "agent.revocation-list";
+    fn to_fields(&self) -> Fields {
+        Fields::new()
+            .list(
+                "revocations",
+                "revocation",
+                self.revocations.iter().map(RevocationInfo::to_fields),
+            )
+            .flag("more", self.more)
+    }
+    fn from_fields(f: &Fields) -> Result<Self> {
+        Ok(RevocationList {
+            revocations: f
+                .list_items("revocations", "revocation")?
+                .into_iter()
+                .map(RevocationInfo::from_fields)
+                .collect::<Result<_>>()?,
+            more: f.req_flag("more")?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -895,6 +993,31 @@ mod tests {
             expires_at: expires.map(str::to_owned),
             expired: expires.is_some(),
         }
+    }
+
+    #[test]
+    fn revocations_round_trip() {
+        round_trip(Revocations { after: 41 });
+        round_trip(RevocationList::default());
+        round_trip(RevocationList {
+            revocations: vec![
+                RevocationInfo {
+                    id: 42,
+                    customer_id: 7,
+                    product: None,
+                    at: "2026-11-26T22:00:00Z".into(),
+                    area_ids: vec!["ab12".into(), "cd34".into()],
+                },
+                RevocationInfo {
+                    id: 43,
+                    customer_id: 7,
+                    product: Some("widget <pro>".into()),
+                    at: "2026-11-26T22:00:01Z".into(),
+                    area_ids: vec![],
+                },
+            ],
+            more: true,
+        });
     }
 
     #[test]
