@@ -939,7 +939,7 @@ pub struct RevocationList {
 }
 
 impl Message for RevocationList {
-    const TYPE: &'static str = "agent.revocation-list";
+    const TYPE: &'static str = "agent.revocations.list";
     fn to_fields(&self) -> Fields {
         Fields::new()
             .list(
