@@ -190,7 +190,8 @@ impl AgentService {
                     id: r.id,
                     customer_id: r.customer_id,
                     product: r.product,
-                    at: rfc3339(r.at),
+                    // Milliseconds: the web compares it with its sessions' login instants.
+                    at: r.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                     area_ids: r.area_ids,
                 })
                 .collect(),

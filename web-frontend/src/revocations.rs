@@ -52,13 +52,13 @@ impl Revoker {
     }
 
     async fn apply(&self, r: &RevocationInfo) -> Result<usize, BackendError> {
-        let now = crate::session::now();
+        let now = crate::session::now_ms();
         if r.product.is_none() {
             // An unreadable instant ends every session begun until now (the safe side).
             let at = chrono::DateTime::parse_from_rfc3339(&r.at)
-                .map(|t| t.timestamp())
+                .map(|t| t.timestamp_millis())
                 .unwrap_or(now);
-            let keep = self.state.cfg.session_absolute_secs as i64 + 60;
+            let keep = (self.state.cfg.session_absolute_secs as i64 + 60) * 1000;
             self.state.ended.end(r.customer_id, at, now, keep);
         }
         let mut removed = 0;

@@ -68,6 +68,10 @@ pub struct SessionUser {
     pub sid: String,
     /// Login time, UNIX seconds.
     pub created: i64,
+    /// Login time, UNIX milliseconds (compared with a disable's instant; 0 in sessions
+    /// begun before it was kept).
+    #[serde(default)]
+    pub created_ms: i64,
     /// Last request, UNIX seconds.
     pub seen: i64,
 }
@@ -94,15 +98,17 @@ impl Revoked {
 }
 
 /// Customers whose sessions the agent ended (a disable, learned from the revocation feed):
-/// every session of the customer that began at or before that instant is refused.
+/// every session of the customer that began at or before that instant is refused. Instants
+/// are UNIX milliseconds (the agent's clock for the disable, ours for the login; hosts are
+/// assumed NTP-synchronised).
 #[derive(Default)]
 pub struct EndedCustomers {
     at: Mutex<HashMap<i64, i64>>,
 }
 
 impl EndedCustomers {
-    /// Ends `customer_id`'s sessions begun at or before `at` (UNIX seconds); entries older
-    /// than `keep` seconds before `now` are forgotten (no session lives that long).
+    /// Ends `customer_id`'s sessions begun at or before `at`; entries older than `keep`
+    /// before `now` are forgotten (no session lives that long). All in milliseconds.
     pub fn end(&self, customer_id: i64, at: i64, now: i64, keep: i64) {
         let mut m = self.at.lock().unwrap_or_else(|p| p.into_inner());
         m.retain(|_, t| *t + keep > now);
@@ -120,6 +126,11 @@ impl EndedCustomers {
 /// Current UNIX time in seconds.
 pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
+}
+
+/// Current UNIX time in milliseconds.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }
 
 /// A random 128-bit hex token.
@@ -161,6 +172,7 @@ pub fn login(session: &Session, mut user: SessionUser) -> Result<(), AppError> {
     let t = now();
     user.sid = random_token();
     user.created = t;
+    user.created_ms = now_ms();
     user.seen = t;
     session
         .insert(USER_KEY, &user)
@@ -194,7 +206,7 @@ pub fn current(session: &Session, state: &AppState) -> Option<SessionUser> {
         session.purge();
         return None;
     }
-    if state.ended.ended(u.id, u.created) {
+    if state.ended.ended(u.id, u.created_ms.max(u.created * 1000)) {
         tracing::info!(login = %u.login, "session ended: the customer was disabled");
         logout(session, state);
         return None;

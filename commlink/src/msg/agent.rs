@@ -901,7 +901,8 @@ pub struct RevocationInfo {
     pub customer_id: i64,
     /// One product's areas; `None` = a disable (all areas, and the sessions).
     pub product: Option<String>,
-    /// When it was decided (RFC 3339 UTC).
+    /// When it was decided (RFC 3339 UTC with milliseconds, e.g.
+    /// `2026-11-26T22:00:00.250Z`: a session begun in the same second may be either side).
     pub at: String,
     /// The stager areas to revoke (staged for it up to `at`), newest first.
     pub area_ids: Vec<String>,
@@ -1005,7 +1006,7 @@ mod tests {
                     id: 42,
                     customer_id: 7,
                     product: None,
-                    at: "2026-11-26T22:00:00Z".into(),
+                    at: "2026-11-26T22:00:00.250Z".into(),
                     area_ids: vec!["ab12".into(), "cd34".into()],
                 },
                 RevocationInfo {

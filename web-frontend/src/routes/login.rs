@@ -79,6 +79,7 @@ pub(crate) async fn submit(
                     admin: c.admin,
                     sid: String::new(),
                     created: 0,
+                    created_ms: 0,
                     seen: 0,
                 },
             )?;

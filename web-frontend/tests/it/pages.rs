@@ -840,6 +840,73 @@ async fn admin_notices_come_from_the_session_never_from_the_url() {
     assert!(!page.body.contains("class=\"notice\""), "{}", page.body);
 }
 
+#[actix_web::test]
+async fn admin_disable_ends_the_customers_sessions_and_revokes_their_areas() {
+    use commlink::msg::stager::AreasRequest;
+    let stack = Stack::start().await;
+    let (state, key) = web_frontend::startup::build_state(
+        stack.web_config(),
+        stack.agent_client(),
+        stack.stager_client(),
+    )
+    .unwrap();
+    let app = test::init_service(web_frontend::startup::app(state.clone(), key)).await;
+    let mut revoker =
+        web_frontend::revocations::Revoker::new(state.clone(), std::time::Duration::from_secs(1));
+    let mut alice = Browser::new("10.14.0.1:5000");
+    alice.login(&app, "alice", PASSWORD).await;
+    let csrf = alice.csrf(&app).await;
+    assert_eq!(alice.prepare(&app, &csrf, "alpha", "2.1").await.status, 200);
+    let mut bob = Browser::new("10.14.0.2:5000");
+    bob.login(&app, "bob", PASSWORD).await;
+    let bcsrf = bob.csrf(&app).await;
+    assert_eq!(bob.prepare(&app, &bcsrf, "beta", "1.0").await.status, 200);
+    let labels = || async {
+        let list = state
+            .backend
+            .request(web_frontend::backend::Peer::Stager, &AreasRequest {})
+            .await
+            .unwrap();
+        let mut v: Vec<String> = list.areas.into_iter().map(|a| a.label).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(labels().await, ["alice", "bob"]);
+    revoker.poll_once().await.unwrap();
+    assert_eq!(labels().await, ["alice", "bob"], "nothing to revoke yet");
+
+    let mut root = Browser::new("10.14.0.3:5000");
+    root.login(&app, "root", PASSWORD).await;
+    let page = root.get(&app, "/admin/customers/alice").await;
+    let rcsrf = input_value(&page.body, "csrf").unwrap();
+    let r = root
+        .post(&app, "/admin/customers/alice/disable", &[("csrf", &rcsrf)])
+        .await;
+    assert_eq!(r.status, 303);
+    assert_eq!(
+        alice.get(&app, "/products").await.status,
+        200,
+        "not polled yet"
+    );
+    assert_eq!(revoker.poll_once().await.unwrap(), 1, "alice's one area");
+    assert_eq!(labels().await, ["bob"]);
+    assert_eq!(alice.get(&app, "/products").await.location(), "/login");
+    assert_eq!(bob.get(&app, "/products").await.status, 200, "others go on");
+    // Enabled again, alice signs in afresh and keeps what she stages now, even when a
+    // restarted web frontend replays the feed from the start.
+    root.post(&app, "/admin/customers/alice/enable", &[("csrf", &rcsrf)])
+        .await;
+    let mut again = Browser::new("10.14.0.4:5000");
+    again.login(&app, "alice", PASSWORD).await;
+    let csrf = again.csrf(&app).await;
+    assert_eq!(again.prepare(&app, &csrf, "alpha", "2.0").await.status, 200);
+    let mut replay =
+        web_frontend::revocations::Revoker::new(state.clone(), std::time::Duration::from_secs(1));
+    assert_eq!(replay.poll_once().await.unwrap(), 0);
+    assert_eq!(labels().await, ["alice", "bob"]);
+    assert_eq!(again.get(&app, "/products").await.status, 200);
+}
+
 /// A writer that appends to a shared buffer (for the log test).
 #[derive(Clone, Default)]
 struct LogBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
