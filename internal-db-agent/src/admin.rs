@@ -212,6 +212,7 @@ pub fn set_disabled(
 ) -> Result<Customer, AdminError> {
     let cu = find(c, login)?;
     diesel::Connection::transaction(c, |c| {
+        // The update takes the customer's row lock first (see `store::lock_customer`).
         store::set_disabled(c, cu.id, disabled)?;
         if disabled {
             store::insert_revocation(c, cu.id, None)?;
@@ -276,6 +277,7 @@ pub fn unentitle(
     let cu = find(c, login)?;
     let product = product.trim();
     Ok(diesel::Connection::transaction(c, |c| {
+        store::lock_customer(c, cu.id)?;
         let n = store::remove_entitlement(c, cu.id, product)?;
         if revoke {
             store::insert_revocation(c, cu.id, Some(product))?;

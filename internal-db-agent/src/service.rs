@@ -337,38 +337,7 @@ impl AgentService {
             return Err(Refusal::bad("product or version name too long"));
         }
         self.pool
-            .run(move |c| {
-                let now = store::now();
-                let Some(row) = store::customer_row(c, customer_id)? else {
-                    return Ok(Err(Refusal::new(
-                        "not-found",
-                        format!("no customer with id {customer_id}"),
-                    )));
-                };
-                if row.disabled {
-                    return Ok(Err(Refusal::denied("this account is disabled")));
-                }
-                let Some(e) = store::entitlement_for(c, customer_id, &product, now)? else {
-                    return Ok(Err(Refusal::denied(format!("not entitled to {product}"))));
-                };
-                if e.expired {
-                    let when = e.expires_at.map(rfc3339).unwrap_or_default();
-                    return Ok(Err(Refusal::denied(format!(
-                        "the entitlement to {product} ended at {when}"
-                    ))));
-                }
-                let Ok(spec) = e.versions.parse::<VersionSpec>() else {
-                    return Ok(Err(Refusal::denied(format!(
-                        "the entitlement to {product} has an unreadable version constraint"
-                    ))));
-                };
-                if !spec.matches_str(&version) {
-                    return Ok(Err(Refusal::denied(format!(
-                        "version {version} of {product} is outside the entitlement ({spec})"
-                    ))));
-                }
-                Ok(Ok(e))
-            })
+            .run(move |c| check_on(c, customer_id, &product, &version))
             .await?
     }
 
@@ -397,24 +366,35 @@ impl AgentService {
         if req.client_addr.len() > 200 {
             return Err(Refusal::bad("client_addr too long"));
         }
-        self.check(req.customer_id, req.product.clone(), req.version.clone())
-            .await?;
+        if req.product.len() > 200 || req.version.len() > 100 {
+            return Err(Refusal::bad("product or version name too long"));
+        }
+        // The check and the insert hold the customer's row lock, like a disable or an
+        // `unentitle --revoke` does: either that change comes first and this is refused, or
+        // it comes after and its revocation lists this area (see `store::lock_customer`).
         let id = self
             .pool
             .run(move |c| {
-                Ok(store::insert_download(
-                    c,
-                    &store::NewDownload {
-                        customer_id: req.customer_id,
-                        product: &req.product,
-                        version: &req.version,
-                        files: &req.files,
-                        area_id: &req.area_id,
-                        client_addr: &req.client_addr,
-                    },
-                )?)
+                diesel::Connection::transaction(c, |c| {
+                    store::lock_customer(c, req.customer_id)?;
+                    if let Err(refusal) = check_on(c, req.customer_id, &req.product, &req.version)?
+                    {
+                        return Ok(Err(refusal));
+                    }
+                    Ok(Ok(store::insert_download(
+                        c,
+                        &store::NewDownload {
+                            customer_id: req.customer_id,
+                            product: &req.product,
+                            version: &req.version,
+                            files: &req.files,
+                            area_id: &req.area_id,
+                            client_addr: &req.client_addr,
+                        },
+                    )?))
+                })
             })
-            .await?;
+            .await??;
         Ok(m::DownloadRecorded { history_id: id })
     }
 
@@ -533,4 +513,43 @@ impl commlink::Service for AgentService {
     async fn call(&self, request: Tobj) -> Tobj {
         self.handle(request).await
     }
+}
+
+/// Whether `customer_id` may have `product` `version` now: the entitlement, or the refusal.
+fn check_on(
+    c: &mut crate::db::AnyConnection,
+    customer_id: i64,
+    product: &str,
+    version: &str,
+) -> Result<Result<crate::model::Entitlement, Refusal>, DbError> {
+    let now = store::now();
+    let Some(row) = store::customer_row(c, customer_id)? else {
+        return Ok(Err(Refusal::new(
+            "not-found",
+            format!("no customer with id {customer_id}"),
+        )));
+    };
+    if row.disabled {
+        return Ok(Err(Refusal::denied("this account is disabled")));
+    }
+    let Some(e) = store::entitlement_for(c, customer_id, product, now)? else {
+        return Ok(Err(Refusal::denied(format!("not entitled to {product}"))));
+    };
+    if e.expired {
+        let when = e.expires_at.map(rfc3339).unwrap_or_default();
+        return Ok(Err(Refusal::denied(format!(
+            "the entitlement to {product} ended at {when}"
+        ))));
+    }
+    let Ok(spec) = e.versions.parse::<VersionSpec>() else {
+        return Ok(Err(Refusal::denied(format!(
+            "the entitlement to {product} has an unreadable version constraint"
+        ))));
+    };
+    if !spec.matches_str(version) {
+        return Ok(Err(Refusal::denied(format!(
+            "version {version} of {product} is outside the entitlement ({spec})"
+        ))));
+    }
+    Ok(Ok(e))
 }

@@ -422,6 +422,17 @@ pub const REVOCATION_HORIZON_SECS: i64 = 8 * 24 * 3600;
 /// The most areas one revocation lists (newest first).
 pub const REVOKE_MAX_AREAS: i64 = 1000;
 
+/// Takes the customer's row lock until the transaction ends (a no-op update: a row lock on
+/// PostgreSQL, the database write lock on SQLite). A disable, an `unentitle --revoke` and the
+/// recording of a download take it first, so they are ordered: a download is either refused
+/// or recorded before the revocation's instant, which then lists its area.
+pub fn lock_customer(c: &mut AnyConnection, customer_id: i64) -> QueryResult<()> {
+    diesel::update(customers::table.filter(customers::id.eq(customer_id)))
+        .set(customers::disabled.eq(customers::disabled))
+        .execute(c)
+        .map(|_| ())
+}
+
 /// Records a revocation: `product` = `None` takes everything of the customer (a disable).
 pub fn insert_revocation(
     c: &mut AnyConnection,

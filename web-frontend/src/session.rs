@@ -172,7 +172,11 @@ pub fn login(session: &Session, mut user: SessionUser) -> Result<(), AppError> {
     let t = now();
     user.sid = random_token();
     user.created = t;
-    user.created_ms = now_ms();
+    // The caller may date the session from before it asked the agent (see routes::login),
+    // so a disable that lands while the login is checked still ends it.
+    if user.created_ms == 0 {
+        user.created_ms = now_ms();
+    }
     user.seen = t;
     session
         .insert(USER_KEY, &user)

@@ -63,6 +63,9 @@ pub(crate) async fn submit(
             login,
         );
     }
+    // Taken before the agent checks the account: a disable committed after that check has a
+    // later instant, so the revocation follower still ends this session.
+    let asked_at = session::now_ms();
     match state.backend.login(&login, password, &ip.to_string()).await {
         // A success leaves the address's failure count alone (see `throttle`).
         Ok(c) => {
@@ -79,7 +82,7 @@ pub(crate) async fn submit(
                     admin: c.admin,
                     sid: String::new(),
                     created: 0,
-                    created_ms: 0,
+                    created_ms: asked_at,
                     seen: 0,
                 },
             )?;
