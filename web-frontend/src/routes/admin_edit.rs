@@ -42,10 +42,10 @@ pub(crate) async fn edit(
                 .await
                 .map(|n| format!("{n} entitlement to {product} removed"))
         }
-        "disable" => b
-            .set_disabled(user.id, &login, true)
-            .await
-            .map(|()| "disabled".to_string()),
+        "disable" => b.set_disabled(user.id, &login, true).await.map(|()| {
+            "disabled; their sessions end and their download areas are revoked within seconds"
+                .to_string()
+        }),
         "enable" => b
             .set_disabled(user.id, &login, false)
             .await

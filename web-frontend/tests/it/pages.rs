@@ -883,6 +883,12 @@ async fn admin_disable_ends_the_customers_sessions_and_revokes_their_areas() {
         .post(&app, "/admin/customers/alice/disable", &[("csrf", &rcsrf)])
         .await;
     assert_eq!(r.status, 303);
+    let notice = root.get(&app, r.location()).await;
+    assert!(
+        notice.body.contains("download areas are revoked"),
+        "{}",
+        notice.body
+    );
     assert_eq!(
         alice.get(&app, "/products").await.status,
         200,
