@@ -1005,3 +1005,97 @@ async fn random_requests_always_get_a_reply() {
     assert!(seen.len() >= 3, "{seen:?}");
     ask(&svc, &m::Customers {}).await.unwrap();
 }
+
+/// The ordering behind revocations, on PostgreSQL (row locks; on SQLite the database write
+/// lock orders them the same way): while a download is being recorded (its transaction holds
+/// the customer's row lock, as `agent.record-download` does), a disable waits; once the
+/// download is in, the disable's revocation lists its area. So a download prepared at the
+/// instant of a disable never escapes revocation.
+#[test]
+fn a_disable_waits_for_a_download_being_recorded_and_then_revokes_its_area() {
+    use diesel::connection::SimpleConnection as _;
+    use diesel::{Connection as _, RunQueryDsl as _};
+    use internal_db_agent::db::{AnyConnection, DbUrl};
+    use internal_db_agent::store;
+
+    #[derive(diesel::QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+
+    let Some(db) = TestDb::new(Backend::Postgres) else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (agent, _) = rt.block_on(seeded_agent(&db));
+    let svc = agent.service();
+    let bob = rt.block_on(bob_id(&svc));
+    let before = rt
+        .block_on(ask(&svc, &m::Revocations { after: 0 }))
+        .unwrap()
+        .revocations
+        .last()
+        .map_or(0, |r| r.id);
+
+    // A: the recording transaction, held open with the customer's row lock.
+    let mut a = DbUrl::parse(&db.url).unwrap().connect().unwrap();
+    a.batch_execute("BEGIN").unwrap();
+    store::lock_customer(&mut a, bob).unwrap();
+    let AnyConnection::Postgresql(pg) = &mut a else {
+        unreachable!("a PostgreSQL URL")
+    };
+    let a_pid = diesel::sql_query("SELECT pg_backend_pid()::bigint AS n")
+        .get_result::<N>(pg)
+        .unwrap()
+        .n;
+
+    // B: the operator disables bob meanwhile.
+    let pool = svc.pool().clone();
+    let b = std::thread::spawn(move || admin::with(&pool, |c| admin::set_disabled(c, "bob", true)));
+    let mut watch = diesel::PgConnection::establish(&db.url).unwrap();
+    let mut waiting = || {
+        diesel::sql_query(format!(
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE {a_pid} = ANY(pg_blocking_pids(pid))"
+        ))
+        .get_result::<N>(&mut watch)
+        .unwrap()
+        .n
+    };
+    let mut waited = false;
+    for _ in 0..600 {
+        if waiting() > 0 {
+            waited = true;
+            break;
+        }
+        assert!(
+            !b.is_finished(),
+            "the disable did not wait for the row lock"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(waited, "the disable never reached the customer's row lock");
+
+    // A finishes recording, then B goes through.
+    let files = vec!["f".to_string()];
+    store::insert_download(
+        &mut a,
+        &store::NewDownload {
+            customer_id: bob,
+            product: "widget",
+            version: "2.5",
+            files: &files,
+            area_id: "raced-1",
+            client_addr: "192.0.2.1",
+        },
+    )
+    .unwrap();
+    a.batch_execute("COMMIT").unwrap();
+    b.join().unwrap().unwrap();
+
+    let list = rt
+        .block_on(ask(&svc, &m::Revocations { after: before }))
+        .unwrap();
+    assert_eq!(list.revocations.len(), 1, "{list:?}");
+    assert_eq!(list.revocations[0].area_ids, ["raced-1"]);
+}
