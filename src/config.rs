@@ -33,7 +33,8 @@ pub struct FfsConfig {
 pub struct LinkSection {
     /// The key bag file (mode 0600; the same file on every host).
     pub keys: PathBuf,
-    /// `3des-cbc-hmac-sha256` (default) or `des-cbc` (legacy, the patent's single DES).
+    /// `aes256-gcm` (default), `3des-cbc-hmac-sha256` (for older peers) or `des-cbc`
+    /// (legacy, the patent's single DES).
     pub suite: String,
     /// Longest packet line accepted, in bytes.
     pub max_line: usize,
@@ -65,8 +66,9 @@ impl Default for LinkSection {
 pub const LINK_TEMPLATE: &str = r#"[link]
 # Key bag shared by every host (mode 0600). Create with `ffs keys generate --out keys.bag`.
 keys = "keys.bag"
-# "3des-cbc-hmac-sha256" (default) or "des-cbc" (legacy single DES, the patent's cipher).
-suite = "3des-cbc-hmac-sha256"
+# "aes256-gcm" (default), "3des-cbc-hmac-sha256" (for peers older than aes256-gcm) or
+# "des-cbc" (legacy single DES, the patent's cipher). Every host of a link must agree.
+suite = "aes256-gcm"
 # Longest packet line accepted, in bytes (checked while reading).
 max_line = 1048576
 request_timeout_secs = 10.0
@@ -117,7 +119,7 @@ impl FfsConfig {
         let mut c = commlink::LinkConfig::new(Arc::new(bag));
         c.suite = commlink::Suite::from_name(&l.suite).with_context(|| {
             format!(
-                "[link] suite = {:?}: use \"3des-cbc-hmac-sha256\" or \"des-cbc\"",
+                "[link] suite = {:?}: use \"aes256-gcm\", \"3des-cbc-hmac-sha256\" or \"des-cbc\"",
                 l.suite
             )
         })?;
@@ -301,7 +303,7 @@ mod tests {
     #[test]
     fn template_parses_to_defaults() {
         let cfg: FfsConfig = toml::from_str(&FfsConfig::template()).unwrap();
-        assert_eq!(cfg.link.suite, "3des-cbc-hmac-sha256");
+        assert_eq!(cfg.link.suite, "aes256-gcm");
         assert_eq!(cfg.link.max_line, 1 << 20);
     }
 

@@ -137,11 +137,7 @@ fn config_check_passes_the_defaults_and_the_readme_and_names_each_mistake() {
             "listen = \"8443\"",
             "[web] listen",
         ),
-        (
-            "suite = \"3des-cbc-hmac-sha256\"",
-            "suite = \"aes\"",
-            "suite",
-        ),
+        ("suite = \"aes256-gcm\"", "suite = \"aes\"", "suite"),
         (
             "[stager]",
             "[stager]\nno_such_setting = 1",

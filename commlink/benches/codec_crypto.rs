@@ -30,7 +30,7 @@ fn message() -> Tobj {
 fn seal_open(c: &mut Criterion) {
     let entry = [0x5a; 32];
     let mut g = c.benchmark_group("packet");
-    for suite in [Suite::Tdes, Suite::Des] {
+    for suite in Suite::ALL {
         for size in [200usize, 64 * 1024] {
             let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
             g.throughput(Throughput::Bytes(size as u64));

@@ -1,12 +1,16 @@
 //! Cipher suites, per-connection key derivation, and packet sealing. Pure: no I/O.
 //!
 //! A sealed packet is `base64(seq ‖ C ‖ tag)` where `seq` is the 8-byte big-endian packet
-//! number in this direction, `C = CBC(enc_key, IV, PKCS7(payload))` with
-//! `IV = HMAC(iv_key, seq)[..8]`, and `tag = HMAC(mac_key, seq ‖ C)[..16]`. Keys are derived
+//! number in this direction. With the default AEAD suite `aes256-gcm`,
+//! `C ‖ tag = AES-256-GCM(enc_key, nonce = 0⁴ ‖ seq, aad = seq, payload)`. With the CBC suites
+//! (3DES, DES), `C = CBC(enc_key, IV, PKCS7(payload))` with `IV = HMAC(iv_key, seq)[..8]`
+//! and `tag = HMAC(mac_key, seq ‖ C)[..16]`. Keys are derived
 //! per connection and per direction from the bag entry and both sides' nonces (see
 //! [`derive`] and PROTOCOL.md), so a packet recorded on one connection, reflected back to its
 //! sender, replayed, reordered, truncated or altered fails to open.
 
+use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::{AeadInOut as _, KeyInit as _};
 use base64::Engine as _;
 use cbc::cipher::block_padding::Pkcs7;
 use cbc::cipher::{BlockModeDecrypt as _, BlockModeEncrypt as _, KeyIvInit as _};
@@ -19,18 +23,24 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// Bytes of the sequence number at the start of a packet.
 pub const SEQ_LEN: usize = 8;
-/// Bytes of the truncated HMAC-SHA256 tag at the end of a packet.
+/// Bytes of the tag at the end of a packet (the GCM tag, or the truncated HMAC-SHA256).
 pub const TAG_LEN: usize = 16;
 /// Bytes of each side's handshake nonce.
 pub const NONCE_LEN: usize = 16;
 /// The DES block size.
 pub const BLOCK: usize = 8;
+/// Bytes of the AES-GCM nonce: four zero bytes then the packet number, big-endian.
+pub const GCM_NONCE_LEN: usize = 12;
 
 /// A cipher suite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Suite {
-    /// 3-key triple DES (EDE) in CBC mode with HMAC-SHA256 (encrypt-then-MAC). The default.
+    /// AES-256 in GCM mode (an AEAD; AES-NI and PCLMULQDQ when the CPU has them). The default.
     #[default]
+    Aes256Gcm,
+    /// 3-key triple DES (EDE) in CBC mode with HMAC-SHA256 (encrypt-then-MAC). For peers
+    /// that predate `aes256-gcm`; 64-bit block (Sweet32), no longer approved for encryption
+    /// (NIST SP 800-131A Rev. 2).
     Tdes,
     /// Single DES in CBC mode with HMAC-SHA256: the patent's cipher. **Legacy**: a 56-bit
     /// key can be searched exhaustively; use only to talk to old peers.
@@ -41,14 +51,19 @@ impl Suite {
     /// The suite's name in config files and on the wire.
     pub fn name(self) -> &'static str {
         match self {
+            Suite::Aes256Gcm => "aes256-gcm",
             Suite::Tdes => "3des-cbc-hmac-sha256",
             Suite::Des => "des-cbc",
         }
     }
 
+    /// Every suite, the default first.
+    pub const ALL: [Suite; 3] = [Suite::Aes256Gcm, Suite::Tdes, Suite::Des];
+
     /// The suite with this name.
     pub fn from_name(name: &str) -> Option<Suite> {
         match name {
+            "aes256-gcm" => Some(Suite::Aes256Gcm),
             "3des-cbc-hmac-sha256" => Some(Suite::Tdes),
             "des-cbc" => Some(Suite::Des),
             _ => None,
@@ -58,6 +73,7 @@ impl Suite {
     /// Bytes of cipher key.
     pub fn key_len(self) -> usize {
         match self {
+            Suite::Aes256Gcm => 32,
             Suite::Tdes => 24,
             Suite::Des => 8,
         }
@@ -68,11 +84,18 @@ impl Suite {
         self == Suite::Des
     }
 
-    /// CBC-encrypts `plain` (PKCS#7 padded). `key` is [`Suite::key_len`] bytes.
+    /// Whether this is a CBC suite (HMAC tag, PKCS#7 padding) rather than the AEAD.
+    pub fn is_cbc(self) -> bool {
+        self != Suite::Aes256Gcm
+    }
+
+    /// CBC-encrypts `plain` (PKCS#7 padded). `key` is [`Suite::key_len`] bytes. The AEAD
+    /// suite has no CBC mode: it yields an empty output (see [`Suite::is_cbc`]).
     pub fn cbc_encrypt(self, key: &[u8], iv: &[u8; BLOCK], plain: &[u8]) -> Vec<u8> {
         // Key lengths are fixed by `derive`; a wrong length is a programming error caught
         // by the tests, so fall back to an empty output rather than panic.
         match self {
+            Suite::Aes256Gcm => Vec::new(),
             Suite::Tdes => cbc::Encryptor::<des::TdesEde3>::new_from_slices(key, iv)
                 .map(|e| e.encrypt_padded_vec::<Pkcs7>(plain))
                 .unwrap_or_default(),
@@ -85,6 +108,7 @@ impl Suite {
     /// CBC-decrypts and unpads; `None` if the padding is invalid.
     pub fn cbc_decrypt(self, key: &[u8], iv: &[u8; BLOCK], cipher: &[u8]) -> Option<Vec<u8>> {
         match self {
+            Suite::Aes256Gcm => None,
             Suite::Tdes => cbc::Decryptor::<des::TdesEde3>::new_from_slices(key, iv)
                 .ok()?
                 .decrypt_padded_vec::<Pkcs7>(cipher)
@@ -110,9 +134,20 @@ pub enum Side {
 #[derive(Clone)]
 pub struct DirectionKeys {
     suite: Suite,
-    enc: Vec<u8>,
-    mac: [u8; 32],
-    iv: [u8; 32],
+    cipher: Cipher,
+}
+
+/// The keyed cipher of one direction.
+#[derive(Clone)]
+enum Cipher {
+    /// AES-256-GCM, key schedule expanded once per connection.
+    Gcm(Box<Aes256Gcm>),
+    /// A CBC suite with its HMAC keys.
+    Cbc {
+        enc: Vec<u8>,
+        mac: [u8; 32],
+        iv: [u8; 32],
+    },
 }
 
 impl std::fmt::Debug for DirectionKeys {
@@ -156,12 +191,16 @@ pub fn direction_keys(
     dir: &str,
 ) -> DirectionKeys {
     let enc = hmac(entry, &[b"ffs1 enc ", dir.as_bytes(), th]);
-    DirectionKeys {
-        suite,
-        enc: enc[..suite.key_len()].to_vec(),
-        mac: hmac(entry, &[b"ffs1 mac ", dir.as_bytes(), th]),
-        iv: hmac(entry, &[b"ffs1 iv ", dir.as_bytes(), th]),
-    }
+    let cipher = match suite {
+        // The AEAD needs no MAC or IV keys: the nonce is the packet number.
+        Suite::Aes256Gcm => Cipher::Gcm(Box::new(Aes256Gcm::new(&enc.into()))),
+        Suite::Tdes | Suite::Des => Cipher::Cbc {
+            enc: enc[..suite.key_len()].to_vec(),
+            mac: hmac(entry, &[b"ffs1 mac ", dir.as_bytes(), th]),
+            iv: hmac(entry, &[b"ffs1 iv ", dir.as_bytes(), th]),
+        },
+    };
+    DirectionKeys { suite, cipher }
 }
 
 /// Derives this side's sealer (outgoing) and opener (incoming) for a connection.
@@ -189,17 +228,18 @@ pub fn derive(
     )
 }
 
-impl DirectionKeys {
-    fn iv_for(&self, seq: u64) -> [u8; BLOCK] {
-        let full = hmac(&self.iv, &[&seq.to_be_bytes()]);
-        let mut iv = [0u8; BLOCK];
-        iv.copy_from_slice(&full[..BLOCK]);
-        iv
-    }
+fn cbc_iv(iv_key: &[u8; 32], seq: u64) -> [u8; BLOCK] {
+    let full = hmac(iv_key, &[&seq.to_be_bytes()]);
+    let mut iv = [0u8; BLOCK];
+    iv.copy_from_slice(&full[..BLOCK]);
+    iv
+}
 
-    fn tag(&self, seq_and_cipher: &[u8]) -> [u8; 32] {
-        hmac(&self.mac, &[seq_and_cipher])
-    }
+/// The AES-GCM nonce of packet `seq`: `0x00000000 ‖ BE64(seq)`.
+pub fn gcm_nonce(seq: u64) -> [u8; GCM_NONCE_LEN] {
+    let mut n = [0u8; GCM_NONCE_LEN];
+    n[4..].copy_from_slice(&seq.to_be_bytes());
+    n
 }
 
 /// Seals outgoing packets, numbering them 0, 1, 2, …
@@ -214,13 +254,33 @@ impl Sealer {
     pub fn seal(&mut self, payload: &[u8]) -> String {
         let seq = self.seq;
         self.seq += 1;
-        let iv = self.keys.iv_for(seq);
-        let c = self.keys.suite.cbc_encrypt(&self.keys.enc, &iv, payload);
-        let mut pkt = Vec::with_capacity(SEQ_LEN + c.len() + TAG_LEN);
-        pkt.extend_from_slice(&seq.to_be_bytes());
-        pkt.extend_from_slice(&c);
-        let tag = self.keys.tag(&pkt);
-        pkt.extend_from_slice(&tag[..TAG_LEN]);
+        let header = seq.to_be_bytes();
+        let pkt = match &self.keys.cipher {
+            Cipher::Gcm(aead) => {
+                let mut pkt = Vec::with_capacity(SEQ_LEN + payload.len() + TAG_LEN);
+                pkt.extend_from_slice(&header);
+                pkt.extend_from_slice(payload);
+                // Fails only for payloads over 64 GiB, far beyond any line limit.
+                match aead.encrypt_inout_detached(
+                    &gcm_nonce(seq).into(),
+                    &header,
+                    pkt[SEQ_LEN..].as_mut().into(),
+                ) {
+                    Ok(tag) => pkt.extend_from_slice(&tag),
+                    Err(_) => pkt.truncate(SEQ_LEN),
+                }
+                pkt
+            }
+            Cipher::Cbc { enc, mac, iv } => {
+                let c = self.keys.suite.cbc_encrypt(enc, &cbc_iv(iv, seq), payload);
+                let mut pkt = Vec::with_capacity(SEQ_LEN + c.len() + TAG_LEN);
+                pkt.extend_from_slice(&header);
+                pkt.extend_from_slice(&c);
+                let tag = hmac(mac, &[&pkt]);
+                pkt.extend_from_slice(&tag[..TAG_LEN]);
+                pkt
+            }
+        };
         base64::engine::general_purpose::STANDARD.encode(pkt)
     }
 }
@@ -231,10 +291,10 @@ pub enum OpenError {
     /// Not valid base64 (standard alphabet, padded).
     #[error("packet is not valid base64")]
     Base64,
-    /// Too short, or the cipher text is not whole blocks (truncated).
+    /// Too short, or (CBC suites) the cipher text is not whole blocks: truncated.
     #[error("packet has an impossible length ({0} bytes): truncated or corrupted")]
     Length(usize),
-    /// The MAC does not match.
+    /// The MAC (or the AEAD tag) does not match.
     #[error(
         "packet failed authentication: altered in transit, reflected back, recorded on another connection, or keyed from a different bag entry"
     )]
@@ -262,35 +322,60 @@ pub struct Opener {
 impl Opener {
     /// Opens one wire line (without the CR LF) and returns its payload.
     pub fn open(&mut self, line: &[u8]) -> Result<Vec<u8>, OpenError> {
-        let pkt = base64::engine::general_purpose::STANDARD
+        let mut pkt = base64::engine::general_purpose::STANDARD
             .decode(line)
             .map_err(|_| OpenError::Base64)?;
         let n = pkt.len();
-        if n < SEQ_LEN + BLOCK + TAG_LEN || !(n - SEQ_LEN - TAG_LEN).is_multiple_of(BLOCK) {
+        let cbc = self.keys.suite.is_cbc();
+        let shortest = SEQ_LEN + TAG_LEN + if cbc { BLOCK } else { 0 };
+        if n < shortest || (cbc && !(n - SEQ_LEN - TAG_LEN).is_multiple_of(BLOCK)) {
             return Err(OpenError::Length(n));
         }
-        let (body, tag) = pkt.split_at(n - TAG_LEN);
-        let want = self.keys.tag(body);
-        if !bool::from(subtle::ConstantTimeEq::ct_eq(&want[..TAG_LEN], tag)) {
-            return Err(OpenError::Mac);
-        }
-        let mut seq_bytes = [0u8; SEQ_LEN];
-        seq_bytes.copy_from_slice(&body[..SEQ_LEN]);
-        let seq = u64::from_be_bytes(seq_bytes);
-        if seq != self.expected {
-            return Err(OpenError::Sequence {
-                got: seq,
-                expected: self.expected,
-            });
-        }
-        let iv = self.keys.iv_for(seq);
-        let plain = self
-            .keys
-            .suite
-            .cbc_decrypt(&self.keys.enc, &iv, &body[SEQ_LEN..])
-            .ok_or(OpenError::Padding)?;
+        let mut header = [0u8; SEQ_LEN];
+        header.copy_from_slice(&pkt[..SEQ_LEN]);
+        let seq = u64::from_be_bytes(header);
+        let plain = match &self.keys.cipher {
+            Cipher::Gcm(aead) => {
+                let (body, tag) = pkt.split_at_mut(n - TAG_LEN);
+                let tag: &[u8] = tag;
+                aead.decrypt_inout_detached(
+                    &gcm_nonce(seq).into(),
+                    &header,
+                    body[SEQ_LEN..].as_mut().into(),
+                    tag.try_into().map_err(|_| OpenError::Length(n))?,
+                )
+                .map_err(|_| OpenError::Mac)?;
+                self.check_seq(seq)?;
+                pkt.truncate(n - TAG_LEN);
+                pkt.drain(..SEQ_LEN);
+                pkt
+            }
+            Cipher::Cbc { enc, mac, iv } => {
+                let (body, tag) = pkt.split_at(n - TAG_LEN);
+                let want = hmac(mac, &[body]);
+                if !bool::from(subtle::ConstantTimeEq::ct_eq(&want[..TAG_LEN], tag)) {
+                    return Err(OpenError::Mac);
+                }
+                self.check_seq(seq)?;
+                self.keys
+                    .suite
+                    .cbc_decrypt(enc, &cbc_iv(iv, seq), &body[SEQ_LEN..])
+                    .ok_or(OpenError::Padding)?
+            }
+        };
         self.expected += 1;
         Ok(plain)
+    }
+
+    fn check_seq(&self, seq: u64) -> Result<(), OpenError> {
+        if seq == self.expected {
+            Ok(())
+        } else {
+            Err(OpenError::Sequence {
+                got: seq,
+                expected: self.expected,
+            })
+        }
     }
 }
 
@@ -344,6 +429,33 @@ mod tests {
         }
     }
 
+    /// The GCM specification's (McGrew–Viega) test cases 13 and 14: AES-256, zero key and
+    /// IV, empty and one zero block of plaintext, no AAD.
+    #[test]
+    fn aes256_gcm_kat() {
+        let aead = Aes256Gcm::new(&[0u8; 32].into());
+        let nonce = [0u8; GCM_NONCE_LEN].into();
+        let mut empty: [u8; 0] = [];
+        let tag = aead
+            .encrypt_inout_detached(&nonce, b"", empty.as_mut_slice().into())
+            .unwrap();
+        assert_eq!(tag[..], h("530f8afbc74536b9a963b4f1c4cb738b")[..]);
+        let mut block = [0u8; 16];
+        let tag = aead
+            .encrypt_inout_detached(&nonce, b"", block.as_mut_slice().into())
+            .unwrap();
+        assert_eq!(block[..], h("cea7403d4d606b6e074ec5d3baf39d18")[..]);
+        assert_eq!(tag[..], h("d0d1c8a799996bf0265b98b5d48ab919")[..]);
+    }
+
+    #[test]
+    fn gcm_nonce_is_zeros_then_seq() {
+        assert_eq!(
+            gcm_nonce(0x0102_0304_0506_0708)[..],
+            h("00000000 0102030405060708")[..]
+        );
+    }
+
     fn pair(suite: Suite) -> ((Sealer, Opener), (Sealer, Opener)) {
         let entry = [7u8; 32];
         let ni = [1u8; 16];
@@ -356,7 +468,7 @@ mod tests {
 
     #[test]
     fn both_directions_open_in_order() {
-        for suite in [Suite::Tdes, Suite::Des] {
+        for suite in Suite::ALL {
             let ((mut is, mut io), (mut a_s, mut ao)) = pair(suite);
             for msg in [&b""[..], b"x", b"12345678", &[0xffu8; 1000]] {
                 let line = is.seal(msg);
@@ -373,93 +485,91 @@ mod tests {
 
     #[test]
     fn rejects_replay() {
-        let ((mut s, _), (_, mut o)) = pair(Suite::Tdes);
-        let p0 = s.seal(b"pay 1");
-        assert!(o.open(p0.as_bytes()).is_ok());
-        assert_eq!(
-            o.open(p0.as_bytes()),
-            Err(OpenError::Sequence {
-                got: 0,
-                expected: 1
-            })
-        );
+        for suite in Suite::ALL {
+            let ((mut s, _), (_, mut o)) = pair(suite);
+            let p0 = s.seal(b"pay 1");
+            assert!(o.open(p0.as_bytes()).is_ok());
+            assert_eq!(
+                o.open(p0.as_bytes()),
+                Err(OpenError::Sequence {
+                    got: 0,
+                    expected: 1
+                })
+            );
+        }
     }
 
     #[test]
     fn rejects_reordering() {
-        let ((mut s, _), (_, mut o)) = pair(Suite::Tdes);
-        let _p0 = s.seal(b"first");
-        let p1 = s.seal(b"second");
-        assert_eq!(
-            o.open(p1.as_bytes()),
-            Err(OpenError::Sequence {
-                got: 1,
-                expected: 0
-            })
-        );
+        for suite in Suite::ALL {
+            let ((mut s, _), (_, mut o)) = pair(suite);
+            let _p0 = s.seal(b"first");
+            let p1 = s.seal(b"second");
+            assert_eq!(
+                o.open(p1.as_bytes()),
+                Err(OpenError::Sequence {
+                    got: 1,
+                    expected: 0
+                })
+            );
+        }
     }
 
     #[test]
     fn rejects_reflection() {
-        let ((mut s, mut own_opener), _) = pair(Suite::Tdes);
-        let p0 = s.seal(b"to the acceptor");
-        // Sent back to the initiator, it is keyed for the other direction.
-        assert_eq!(own_opener.open(p0.as_bytes()), Err(OpenError::Mac));
+        for suite in Suite::ALL {
+            let ((mut s, mut own_opener), _) = pair(suite);
+            let p0 = s.seal(b"to the acceptor");
+            // Sent back to the initiator, it is keyed for the other direction.
+            assert_eq!(own_opener.open(p0.as_bytes()), Err(OpenError::Mac));
+        }
     }
 
     #[test]
     fn rejects_truncation() {
-        let ((mut s, _), (_, mut o)) = pair(Suite::Tdes);
-        let p = s.seal(&[b'a'; 40]);
-        // Drop whole base64 quanta (3 bytes each) so it still decodes, then less.
-        let cut = &p.as_bytes()[..p.len() - 12];
-        assert!(matches!(
-            o.open(cut),
-            Err(OpenError::Length(_) | OpenError::Mac)
-        ));
-        assert_eq!(o.open(&p.as_bytes()[..p.len() - 1]), Err(OpenError::Base64));
-        let short = base64::engine::general_purpose::STANDARD.encode([0u8; 20]);
-        assert_eq!(o.open(short.as_bytes()), Err(OpenError::Length(20)));
+        for suite in Suite::ALL {
+            let ((mut s, _), (_, mut o)) = pair(suite);
+            let p = s.seal(&[b'a'; 40]);
+            // Drop whole base64 quanta (3 bytes each) so it still decodes, then less.
+            let cut = &p.as_bytes()[..p.len() - 12];
+            assert!(matches!(
+                o.open(cut),
+                Err(OpenError::Length(_) | OpenError::Mac)
+            ));
+            assert_eq!(o.open(&p.as_bytes()[..p.len() - 1]), Err(OpenError::Base64));
+            let short = base64::engine::general_purpose::STANDARD.encode([0u8; 20]);
+            assert_eq!(o.open(short.as_bytes()), Err(OpenError::Length(20)));
+        }
     }
 
     #[test]
     fn rejects_every_flipped_bit() {
-        let ((mut s, _), (_, o)) = pair(Suite::Tdes);
-        let p = s.seal(b"authorize alice product 2.1");
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(&p)
-            .unwrap();
-        for bit in 0..raw.len() * 8 {
-            let mut bad = raw.clone();
-            bad[bit / 8] ^= 1 << (bit % 8);
-            let line = base64::engine::general_purpose::STANDARD.encode(&bad);
-            let mut fresh = o.clone();
-            assert!(fresh.open(line.as_bytes()).is_err(), "bit {bit} accepted");
+        for suite in Suite::ALL {
+            let ((mut s, _), (_, o)) = pair(suite);
+            let p = s.seal(b"authorize alice product 2.1");
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(&p)
+                .unwrap();
+            for bit in 0..raw.len() * 8 {
+                let mut bad = raw.clone();
+                bad[bit / 8] ^= 1 << (bit % 8);
+                let line = base64::engine::general_purpose::STANDARD.encode(&bad);
+                let mut fresh = o.clone();
+                assert!(fresh.open(line.as_bytes()).is_err(), "bit {bit} accepted");
+            }
         }
     }
 
     #[test]
     fn other_connection_cannot_open() {
-        let entry = [7u8; 32];
-        let (mut s1, _) = derive(
-            Suite::Tdes,
-            &entry,
-            50_000,
-            &[1; 16],
-            &[2; 16],
-            Side::Initiator,
-        );
-        let (_, mut o2) = derive(
-            Suite::Tdes,
-            &entry,
-            50_000,
-            &[1; 16],
-            &[3; 16],
-            Side::Acceptor,
-        );
-        assert_eq!(
-            o2.open(s1.seal(b"recorded").as_bytes()),
-            Err(OpenError::Mac)
-        );
+        for suite in Suite::ALL {
+            let entry = [7u8; 32];
+            let (mut s1, _) = derive(suite, &entry, 50_000, &[1; 16], &[2; 16], Side::Initiator);
+            let (_, mut o2) = derive(suite, &entry, 50_000, &[1; 16], &[3; 16], Side::Acceptor);
+            assert_eq!(
+                o2.open(s1.seal(b"recorded").as_bytes()),
+                Err(OpenError::Mac)
+            );
+        }
     }
 }

@@ -24,6 +24,10 @@ pub enum HandshakeError {
     /// Not a handshake line of this protocol.
     #[error("not an FFS/1 handshake line: {0}")]
     Malformed(String),
+    /// A well-formed line naming a suite this implementation does not know (never a
+    /// reason to fall back to another suite: the acceptor refuses with code `suite`).
+    #[error("unknown suite {0:?} (this end knows aes256-gcm, 3des-cbc-hmac-sha256, des-cbc)")]
+    UnknownSuite(String),
     /// The peer sent an ERROR line.
     #[error("peer refused the connection ({code}): {text}")]
     Refused {
@@ -80,7 +84,8 @@ fn nonce(s: &str) -> Option<[u8; NONCE_LEN]> {
 }
 
 fn suite(s: &str) -> Result<Suite, HandshakeError> {
-    Suite::from_name(s).ok_or_else(|| HandshakeError::Malformed(format!("unknown suite {s:?}")))
+    let shown: String = s.chars().take(40).collect();
+    Suite::from_name(s).ok_or(HandshakeError::UnknownSuite(shown))
 }
 
 impl Hello {
@@ -159,14 +164,14 @@ mod tests {
     #[test]
     fn hello_round_trips() {
         let h = Hello {
-            suite: Suite::Tdes,
+            suite: Suite::Aes256Gcm,
             port: 40_001,
             nonce: [0xab; 16],
             bag: "0123456789abcdef".into(),
         };
         assert_eq!(
             h.to_line(),
-            "FFS/1 HELLO 3des-cbc-hmac-sha256 40001 abababababababababababababababab 0123456789abcdef"
+            "FFS/1 HELLO aes256-gcm 40001 abababababababababababababababab 0123456789abcdef"
         );
         assert_eq!(Hello::parse(h.to_line().as_bytes()).unwrap(), h);
     }
@@ -189,6 +194,20 @@ mod tests {
     }
 
     #[test]
+    fn unknown_suite_is_its_own_error() {
+        let line =
+            b"FFS/1 HELLO aes128-ocb 40001 abababababababababababababababab 0123456789abcdef";
+        assert_eq!(
+            Hello::parse(line),
+            Err(HandshakeError::UnknownSuite("aes128-ocb".into()))
+        );
+        assert_eq!(
+            Welcome::parse(b"FFS/1 WELCOME rot13 abababababababababababababababab"),
+            Err(HandshakeError::UnknownSuite("rot13".into()))
+        );
+    }
+
+    #[test]
     fn rejects_garbage() {
         for bad in [
             &b"GET / HTTP/1.1"[..],
@@ -196,6 +215,7 @@ mod tests {
             b"FFS/1 HELLO aes 1 00 0123456789abcdef",
             b"FFS/1 HELLO des-cbc 99999 abababababababababababababababab 0123456789abcdef",
             b"FFS/1 WELCOME des-cbc zz",
+            b"FFS/1 WELCOME aes256-gcm zz",
         ] {
             assert!(
                 Hello::parse(bad).is_err() && Welcome::parse(bad).is_err(),

@@ -1,11 +1,12 @@
 //! The FFS commlink: the encrypted link between ffs hosts (seed 002's "FFS protocol").
 //!
 //! Packets are lines of printable ASCII ending in CR LF. Each carries one [`Tobj`] (tagged
-//! object) encrypted with a DES-family cipher keyed from a bag of N pre-shared keys
-//! ([`KeyBag`]); the bag entry is chosen per connection as *index = P mod N*, P being the
-//! TCP initiator's ephemeral source port. The default suite is 3-key triple DES with
-//! HMAC-SHA256 (encrypt-then-MAC), per-connection keys, sequence numbers and direction
-//! binding; single DES (`des-cbc`) exists for fidelity to the patent and is legacy.
+//! object) encrypted with a key from a bag of N pre-shared keys ([`KeyBag`]); the bag entry
+//! is chosen per connection as *index = P mod N*, P being the TCP initiator's ephemeral
+//! source port. The default suite is AES-256-GCM (`aes256-gcm`), with per-connection keys,
+//! sequence numbers and direction binding; 3-key triple DES with HMAC-SHA256
+//! (`3des-cbc-hmac-sha256`) stays for older peers, and single DES (`des-cbc`) exists for
+//! fidelity to the patent and is legacy.
 //! `PROTOCOL.md` beside this crate specifies the wire format byte by byte.
 //!
 //! Layers, innermost first:
@@ -42,18 +43,26 @@ pub mod fuzzing {
     pub fn frame_decoder(data: &[u8]) {
         let mut dec = crate::frame::LineDecoder::new(4096);
         let mut buf = data.to_vec();
-        let (_, mut opener) = crate::crypto::derive(
-            crate::Suite::Tdes,
-            &[7; 32],
-            1,
-            &[1; 16],
-            &[2; 16],
-            crate::crypto::Side::Initiator,
-        );
+        let mut openers: Vec<_> = crate::Suite::ALL
+            .into_iter()
+            .map(|suite| {
+                crate::crypto::derive(
+                    suite,
+                    &[7; 32],
+                    1,
+                    &[1; 16],
+                    &[2; 16],
+                    crate::crypto::Side::Initiator,
+                )
+                .1
+            })
+            .collect();
         while let Ok(Some(line)) = dec.decode(&mut buf) {
             let _ = crate::handshake::Hello::parse(&line);
             let _ = crate::handshake::Welcome::parse(&line);
-            let _ = opener.open(&line);
+            for opener in &mut openers {
+                let _ = opener.open(&line);
+            }
         }
     }
 

@@ -281,6 +281,13 @@ async fn accept_handshake<S: AsyncRead + AsyncWrite>(
     let line = reader.line().await?;
     let refuse = |code: &'static str, text: String| (code, text);
     let verdict = match Hello::parse(&line) {
+        Err(HandshakeError::UnknownSuite(s)) => Err(refuse(
+            "suite",
+            format!(
+                "this end requires suite {} and does not know the offered suite {s:?}; set the same [link] suite on both hosts",
+                cfg.suite.name()
+            ),
+        )),
         Err(e) => Err(refuse("malformed", e.to_string())),
         Ok(h) if h.suite != cfg.suite => Err(refuse(
             "suite",

@@ -71,7 +71,7 @@ async fn thousand_concurrent(client: &Client) {
 
 #[tokio::test]
 async fn listener_responder_serves_1000_concurrent_requests_per_suite() {
-    for suite in [Suite::Tdes, Suite::Des] {
+    for suite in Suite::ALL {
         let bag = bag();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -104,12 +104,12 @@ async fn dialout_responder_serves_1000_concurrent_requests() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     // The requester listens; the responder (the inside host) dials out.
-    let client = Client::accept(listener, cfg(&bag, Suite::Tdes));
+    let client = Client::accept(listener, cfg(&bag, Suite::Aes256Gcm));
     assert!(!client.is_up());
     let (stop, stopped) = oneshot::channel::<()>();
     let responder = tokio::spawn(serve_dialout(
         addr.to_string(),
-        cfg(&bag, Suite::Tdes),
+        cfg(&bag, Suite::Aes256Gcm),
         Arc::new(Reverse),
         async {
             let _ = stopped.await;
@@ -131,11 +131,11 @@ async fn wrong_bag_is_a_clear_error() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(serve(
         listener,
-        cfg(&bag(), Suite::Tdes),
+        cfg(&bag(), Suite::Aes256Gcm),
         Arc::new(Reverse),
         std::future::pending(),
     ));
-    let client = Client::dial(addr.to_string(), cfg(&bag(), Suite::Tdes));
+    let client = Client::dial(addr.to_string(), cfg(&bag(), Suite::Aes256Gcm));
     let err = ask(&client, "x").await.unwrap_err().to_string();
     assert!(
         err.contains("bag-mismatch") && err.contains("copy the same key bag"),
@@ -145,18 +145,56 @@ async fn wrong_bag_is_a_clear_error() {
 
 #[tokio::test]
 async fn suite_mismatch_is_a_clear_error() {
+    // An old-suite initiator against a default (aes256-gcm) acceptor, and the reverse: no
+    // end falls back to the other's suite.
+    for (accepts, offers) in [
+        (Suite::Aes256Gcm, Suite::Tdes),
+        (Suite::Tdes, Suite::Aes256Gcm),
+        (Suite::Aes256Gcm, Suite::Des),
+    ] {
+        let b = bag();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(
+            listener,
+            cfg(&b, accepts),
+            Arc::new(Reverse),
+            std::future::pending(),
+        ));
+        let client = Client::dial(addr.to_string(), cfg(&b, offers));
+        let err = ask(&client, "x").await.unwrap_err().to_string();
+        assert!(err.contains("suite"), "{err}");
+        assert!(err.contains(accepts.name()), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_suite_is_refused_with_code_suite() {
     let b = bag();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(serve(
         listener,
-        cfg(&b, Suite::Tdes),
+        cfg(&b, Suite::Aes256Gcm),
         Arc::new(Reverse),
         std::future::pending(),
     ));
-    let client = Client::dial(addr.to_string(), cfg(&b, Suite::Des));
-    let err = ask(&client, "x").await.unwrap_err().to_string();
-    assert!(err.contains("suite"), "{err}");
+    let s = TcpStream::connect(addr).await.unwrap();
+    let port = s.local_addr().unwrap().port();
+    let (r, mut w) = s.into_split();
+    let hello = format!(
+        "FFS/1 HELLO chacha99-poly {port} {} {}\r\n",
+        "ab".repeat(16),
+        b.fingerprint()
+    );
+    w.write_all(hello.as_bytes()).await.unwrap();
+    let mut line = String::new();
+    BufReader::new(r).read_line(&mut line).await.unwrap();
+    assert!(line.starts_with("FFS/1 ERROR suite "), "{line}");
+    assert!(
+        line.contains("chacha99-poly") && line.contains("aes256-gcm"),
+        "{line}"
+    );
 }
 
 /// A port-rewriting middlebox: forwards bytes, but from its own source port, like NAT.
@@ -185,11 +223,11 @@ async fn rewritten_source_port_is_detected() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(serve(
         listener,
-        cfg(&b, Suite::Tdes),
+        cfg(&b, Suite::Aes256Gcm),
         Arc::new(Reverse),
         std::future::pending(),
     ));
-    let client = Client::dial(nat(addr).await.to_string(), cfg(&b, Suite::Tdes));
+    let client = Client::dial(nat(addr).await.to_string(), cfg(&b, Suite::Aes256Gcm));
     let err = ask(&client, "x").await.unwrap_err().to_string();
     assert!(
         err.contains("port-mismatch") && err.contains("NAT"),
@@ -205,13 +243,13 @@ async fn client_reconnects_after_listener_restart() {
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(serve(
         listener,
-        cfg(&b, Suite::Tdes),
+        cfg(&b, Suite::Aes256Gcm),
         Arc::new(Reverse),
         async {
             let _ = stopped.await;
         },
     ));
-    let client = Client::dial(addr.to_string(), cfg(&b, Suite::Tdes));
+    let client = Client::dial(addr.to_string(), cfg(&b, Suite::Aes256Gcm));
     assert_eq!(ask(&client, "abc").await.unwrap(), "cba");
     let _ = stop.send(());
     server.await.unwrap().unwrap();
@@ -221,7 +259,7 @@ async fn client_reconnects_after_listener_restart() {
     let listener = TcpListener::bind(addr).await.unwrap();
     tokio::spawn(serve(
         listener,
-        cfg(&b, Suite::Tdes),
+        cfg(&b, Suite::Aes256Gcm),
         Arc::new(Reverse),
         std::future::pending(),
     ));
@@ -236,7 +274,7 @@ async fn client_reconnects_after_listener_restart() {
 async fn dialing_binds_inside_the_source_port_range() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let mut c = cfg(&bag(), Suite::Tdes);
+    let mut c = cfg(&bag(), Suite::Aes256Gcm);
     c.source_ports = Some((41_000, 41_099));
     let _client = Client::dial(addr.to_string(), c);
     let (_s, peer) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
@@ -264,7 +302,7 @@ impl RawPeer {
         let (r, mut w) = s.into_split();
         let mut reader = BufReader::new(r);
         let hello = Hello {
-            suite: Suite::Tdes,
+            suite: Suite::Aes256Gcm,
             port,
             nonce: [9; 16],
             bag: bag.fingerprint(),
@@ -276,7 +314,7 @@ impl RawPeer {
         reader.read_line(&mut line).await.unwrap();
         let welcome = Welcome::parse(line.trim_end().as_bytes()).unwrap();
         let (sealer, _) = crypto::derive(
-            Suite::Tdes,
+            Suite::Aes256Gcm,
             bag.entry_for_port(port),
             port,
             &[9; 16],
@@ -327,7 +365,7 @@ async fn tampered_replayed_and_oversized_packets_close_the_connection_only() {
     let b = bag();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let mut c = cfg(&b, Suite::Tdes);
+    let mut c = cfg(&b, Suite::Aes256Gcm);
     c.max_line = 4096;
     tokio::spawn(serve(
         listener,
@@ -393,7 +431,7 @@ async fn garbage_handshake_is_refused_with_an_error_line() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(serve(
         listener,
-        cfg(&bag(), Suite::Tdes),
+        cfg(&bag(), Suite::Aes256Gcm),
         Arc::new(Reverse),
         std::future::pending(),
     ));
@@ -410,7 +448,7 @@ async fn silent_peer_is_dropped_after_three_heartbeats() {
     let b = bag();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let mut c = cfg(&b, Suite::Tdes);
+    let mut c = cfg(&b, Suite::Aes256Gcm);
     c.heartbeat = Duration::from_millis(200);
     tokio::spawn(serve(
         listener,

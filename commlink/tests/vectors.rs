@@ -2,16 +2,18 @@
 //! spec (straight from the primitives) and compared with both the library and the pinned
 //! wire lines printed in PROTOCOL.md.
 
+use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::{Aead as _, KeyInit as _, Payload};
 use base64::Engine as _;
 use cbc::cipher::block_padding::Pkcs7;
 use cbc::cipher::{BlockModeEncrypt as _, KeyIvInit as _};
 use commlink::crypto::{self, Side};
 use commlink::{KeyBag, Suite};
-use hmac::{Hmac, KeyInit as _, Mac as _};
+use hmac::{Hmac, Mac as _};
 use sha2::{Digest as _, Sha256};
 
 fn hmac(key: &[u8], msg: &[u8]) -> Vec<u8> {
-    let mut m = <Hmac<Sha256>>::new_from_slice(key).unwrap();
+    let mut m = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(key).unwrap();
     m.update(msg);
     m.finalize().into_bytes().to_vec()
 }
@@ -45,6 +47,33 @@ fn spec_packet(suite: Suite, entry: &[u8], seq: u64, payload: &[u8], print: bool
         hmac(entry, &m)
     };
     let enc = with("ffs1 enc ");
+    if suite == Suite::Aes256Gcm {
+        // nonce = 0x00000000 ‖ BE64(seq); AAD = BE64(seq); the output is C ‖ tag.
+        let mut nonce = [0u8; 12];
+        nonce[4..].copy_from_slice(&seq.to_be_bytes());
+        let sealed = Aes256Gcm::new_from_slice(&enc)
+            .unwrap()
+            .encrypt(
+                &nonce.into(),
+                Payload {
+                    msg: payload,
+                    aad: &seq.to_be_bytes(),
+                },
+            )
+            .unwrap();
+        let (c, tag) = sealed.split_at(sealed.len() - 16);
+        if print {
+            println!("suite {} seq {seq}", suite.name());
+            println!("  transcript   {}", hex::encode(&th));
+            println!("  enc_key i2a  {}", hex::encode(&enc));
+            println!("  nonce        {}", hex::encode(nonce));
+            println!("  ciphertext   {}", hex::encode(c));
+            println!("  tag          {}", hex::encode(tag));
+        }
+        let mut pkt = seq.to_be_bytes().to_vec();
+        pkt.extend_from_slice(&sealed);
+        return base64::engine::general_purpose::STANDARD.encode(pkt);
+    }
     let mac = with("ffs1 mac ");
     let ivk = with("ffs1 iv ");
     let iv = &hmac(&ivk, &seq.to_be_bytes())[..8];
@@ -56,6 +85,7 @@ fn spec_packet(suite: Suite, entry: &[u8], seq: u64, payload: &[u8], print: bool
         Suite::Des => cbc::Encryptor::<des::Des>::new_from_slices(key, iv)
             .unwrap()
             .encrypt_padded_vec::<Pkcs7>(payload),
+        Suite::Aes256Gcm => unreachable!("handled above"),
     };
     let mut pkt = seq.to_be_bytes().to_vec();
     pkt.extend_from_slice(&c);
@@ -95,6 +125,7 @@ fn vector_bag_entry_is_port_mod_n() {
 fn protocol_md_vectors() {
     let print = std::env::var_os("FFS_PRINT_VECTORS").is_some();
     for (suite, want_hello, want_login) in [
+        (Suite::Aes256Gcm, GCM_HELLO, GCM_LOGIN),
         (Suite::Tdes, TDES_HELLO, TDES_LOGIN),
         (Suite::Des, DES_HELLO, DES_LOGIN),
     ] {
@@ -116,6 +147,8 @@ fn protocol_md_vectors() {
     }
 }
 
+const GCM_HELLO: &str = "AAAAAAAAAAAFbGlYN7ItR+wxOKN5tQaGgT3RCZHyjrK1jqjjO4lM0i0Ardn423ddrdbLEacYIb+yZYo/soFbEb+bq3cu7r4e2r/vAcE2yNCRt2o=";
+const GCM_LOGIN: &str = "AAAAAAAAAAE+TU1vjm68JJQxhPun/haoEbyX/KPgQSqCGw1m3fcCbtvtv1Ca4oQWLJZcrg8PoHeVFGA9atsvJHRKlM4nTs4VLzmumRb66ViFg/oHf8kPQXWoDXtB+Kp9brNMktOzsIQLPPPZH00=";
 const TDES_HELLO: &str = "AAAAAAAAAACz92ounoRcCsmg5U2SyVZ1laxUhRPjZ4UABUoDyy/BxoY6uHTc11hgcZg+LIaafvZK8rdyJbH0daWIo2cPwNEjx9FJioYmf2ICv0gb7VfD9Q==";
 const TDES_LOGIN: &str = "AAAAAAAAAAGtxh2RY1rnAYtL3RGw1OeWFMAc/MBZLA9+32MB6dkjYqu9KZt4ngXocIkOhPed12Iszpq7GgbMFB8X63HJjkSp+IZBuaapKc5ausn1HNHa+N8toqDwEAaGmfGu5Gut2AWqzF8oSDQH9Q==";
 const DES_HELLO: &str = "AAAAAAAAAAAq8o9/u9T9pqevPK/ehNoMjMx2JZCuFetrMC001BGJegL3X+1fGLobNCZThvYI/phCA+NCQlnDH8wnvT8ls7APwm0/3lPbUfvi20DWk7eP4w==";
