@@ -1,18 +1,21 @@
-//! HTTPS downloads: `GET /d/<token>/<path>` (Range, Content-Length/Type, ETag = the
-//! SHA-256), `GET /d/<token>/` (a plain HTML listing of the area) and
+//! HTTPS downloads: `GET /d/<token>/<path>` (ETag = the SHA-256, Last-Modified, and the
+//! conditional and range handling of nginx: If-Match / If-Unmodified-Since → 412,
+//! If-None-Match / If-Modified-Since → 304, Range in every form with `multipart/byteranges`
+//! for several ranges, 416 with `Content-Range: bytes */len`, If-Range by exact ETag or
+//! date; `Cache-Control: private, no-transform` on file responses, `no-store` elsewhere), `GET /d/<token>/` (a plain HTML listing of the area) and
 //! `GET /d/<token>/<dir>/` (the listing of one directory in it).
 //!
 //! Path safety: the request path is taken raw (before any decoding), percent-decoded once,
 //! and refused if it then still contains `%` (double encoding), a backslash, a control
 //! character, an empty, `.` or `..` component, or a leading `/`. The decoded name must be
-//! one of the area's staged files; the file is opened only after its canonical path is
-//! checked to be inside the area, with `O_NOFOLLOW` on the last component. So a symlink
+//! one of the area's staged files; it is opened through cap-std beneath the area's
+//! directory handle (openat2 `RESOLVE_BENEATH`, the same resolver FTP uses), so a symlink
 //! planted in an area (or a traversal in any encoding) never leads out of it.
 //!
 //! Deliveries are recorded when the response body has been handed completely to the
 //! connection (best effort: the client may still drop the last bytes in flight).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -119,35 +122,32 @@ async fn download(req: HttpRequest, stager: web::Data<Arc<Stager>>) -> HttpRespo
         let name = name.clone();
         web::block(move || open_inside(&area_dir, &name)).await
     };
-    let (file, path) = match opened {
-        Ok(Ok(fp)) => fp,
+    let (file, md) = match opened {
+        Ok(Ok(fm)) => fm,
         Ok(Err(e)) => {
             tracing::warn!(area = %area.id, file = %name, error = %e, "cannot open staged file");
             return not_found();
         }
         Err(_) => return HttpResponse::InternalServerError().finish(),
     };
-    let named = match actix_files::NamedFile::from_file(file, &path) {
-        Ok(n) => n,
-        Err(_) => return not_found(),
+    let base = name.rsplit('/').next().unwrap_or(&name).to_owned();
+    let info = FileInfo {
+        len: md.len(),
+        mtime: md
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs()),
+        etag: format!("\"{}\"", entry.sha256),
     };
-    let named = named
-        .use_etag(false)
-        .use_last_modified(true)
-        .set_content_disposition(header::ContentDisposition {
-            disposition: header::DispositionType::Attachment,
-            parameters: vec![header::DispositionParam::Filename(
-                name.rsplit('/').next().unwrap_or(&name).to_owned(),
-            )],
-        });
-    let mut resp = named.into_response(&req);
-    if let Ok(v) = header::HeaderValue::from_str(&format!("\"{}\"", entry.sha256)) {
-        resp.headers_mut().insert(header::ETAG, v);
-    }
+    let content_type = match base.rsplit_once('.') {
+        Some((_, ext)) => actix_files::file_extension_to_mime(ext).to_string(),
+        None => "application/octet-stream".to_owned(),
+    };
+    let head = req.method() == Method::HEAD;
+    let resp = respond(&req, &info, &content_type, &base, Arc::new(file), head);
     let status = resp.status();
-    if req.method() == Method::GET
-        && (status == StatusCode::OK || status == StatusCode::PARTIAL_CONTENT)
-    {
+    if !head && (status == StatusCode::OK || status == StatusCode::PARTIAL_CONTENT) {
         resp.map_body(move |_, body| {
             BoxBody::new(CountingBody {
                 inner: body,
@@ -168,25 +168,415 @@ async fn download(req: HttpRequest, stager: web::Data<Arc<Stager>>) -> HttpRespo
     }
 }
 
-/// Opens `area/name` only if it resolves inside `area` and is a regular file, without
-/// following a symlink in the last component.
-fn open_inside(area: &Path, name: &str) -> std::io::Result<(std::fs::File, PathBuf)> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let area = area.canonicalize()?;
-    let path = area.join(name);
-    let md = std::fs::symlink_metadata(&path)?;
+/// Opens `area/name` through the same capability-based lookup as FTP (cap-std: openat2
+/// `RESOLVE_BENEATH` on Linux), so `..`, absolute paths and symlinks that leave the area
+/// are refused by the kernel; the opened handle must be a regular file (checked with
+/// `fstat` on the handle itself, so no check-then-open race).
+fn open_inside(area: &Path, name: &str) -> std::io::Result<(std::fs::File, std::fs::Metadata)> {
+    let dir = cap_std::fs::Dir::open_ambient_dir(area, cap_std::ambient_authority())?;
+    let f = dir.open(name)?.into_std();
+    let md = f.metadata()?;
     if !md.file_type().is_file() {
         return Err(std::io::Error::other("not a regular file"));
     }
-    let canon = path.canonicalize()?;
-    if !canon.starts_with(&area) || canon != path {
-        return Err(std::io::Error::other("path leaves the area"));
+    Ok((f, md))
+}
+
+/// What the conditional and range logic needs to know of a file.
+#[derive(Debug, Clone)]
+struct FileInfo {
+    len: u64,
+    /// Modification time, whole seconds since the epoch (what `Last-Modified` shows).
+    mtime: u64,
+    /// The strong entity tag, quoted: `"<sha256>"`.
+    etag: String,
+}
+
+/// What a request for a file gets, decided the way nginx decides it (not-modified filter
+/// first, then the range filter).
+#[derive(Debug, PartialEq, Eq)]
+enum Plan {
+    PreconditionFailed,
+    NotModified,
+    Full,
+    /// Byte ranges, end exclusive; one range is a plain 206, several a multipart one.
+    Ranges(Vec<(u64, u64)>),
+    Unsatisfiable,
+}
+
+/// `Cache-Control` of file responses (200, 206, 304): the URL is a per-customer capability,
+/// so no shared cache may keep it, and no proxy may alter the bytes (the ETag is their
+/// SHA-256). Error and listing responses get `no-store` (set as the default header).
+const FILE_CACHE_CONTROL: &str = "private, no-transform";
+
+fn header_str(req: &HttpRequest, name: header::HeaderName) -> Option<&str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+fn parse_http_date(s: &str) -> Option<u64> {
+    let d: header::HttpDate = s.trim().parse().ok()?;
+    std::time::SystemTime::from(d)
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs())
+}
+
+/// An entity tag: (weak, opaque tag including its quotes).
+fn parse_etag(s: &str) -> Option<(bool, &str)> {
+    let s = s.trim();
+    let (weak, rest) = match s.strip_prefix("W/") {
+        Some(r) => (true, r),
+        None => (false, s),
+    };
+    (rest.len() >= 2
+        && rest.starts_with('"')
+        && rest.ends_with('"')
+        && !rest[1..rest.len() - 1].contains('"'))
+    .then_some((weak, rest))
+}
+
+/// Whether an `If-Match` (`weak` false: strong comparison) or `If-None-Match` (`weak`
+/// true: weak comparison) list matches our (strong) tag. `*` matches any existing file.
+fn etag_list_matches(list: &str, ours: &str, weak: bool) -> bool {
+    if list.trim() == "*" {
+        return true;
     }
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)?;
-    Ok((f, path))
+    list.split(',')
+        .filter_map(parse_etag)
+        .any(|(w, tag)| tag == ours && (weak || !w))
+}
+
+fn evaluate(req: &HttpRequest, info: &FileInfo) -> Plan {
+    evaluate_headers(
+        header_str(req, header::IF_MATCH),
+        header_str(req, header::IF_UNMODIFIED_SINCE),
+        header_str(req, header::IF_NONE_MATCH),
+        header_str(req, header::IF_MODIFIED_SINCE),
+        header_str(req, header::RANGE),
+        header_str(req, header::IF_RANGE),
+        info,
+    )
+}
+
+/// RFC 9110 §13.2.2 order: If-Match (else If-Unmodified-Since) → 412; If-None-Match (else
+/// If-Modified-Since) → 304; then Range, honoured only if If-Range (when present) matches
+/// exactly (our strong ETag, or the exact Last-Modified date — as nginx compares it).
+fn evaluate_headers(
+    if_match: Option<&str>,
+    if_unmodified_since: Option<&str>,
+    if_none_match: Option<&str>,
+    if_modified_since: Option<&str>,
+    range: Option<&str>,
+    if_range: Option<&str>,
+    info: &FileInfo,
+) -> Plan {
+    if let Some(im) = if_match {
+        if !etag_list_matches(im, &info.etag, false) {
+            return Plan::PreconditionFailed;
+        }
+    } else if let Some(t) = if_unmodified_since.and_then(parse_http_date)
+        && info.mtime > t
+    {
+        return Plan::PreconditionFailed;
+    }
+    if let Some(inm) = if_none_match {
+        if etag_list_matches(inm, &info.etag, true) {
+            return Plan::NotModified;
+        }
+    } else if let Some(t) = if_modified_since.and_then(parse_http_date)
+        && info.mtime <= t
+    {
+        return Plan::NotModified;
+    }
+    let Some(range) = range else {
+        return Plan::Full;
+    };
+    if let Some(ir) = if_range {
+        let ir = ir.trim();
+        let current = if ir.len() >= 2 && ir.ends_with('"') {
+            ir == info.etag
+        } else {
+            parse_http_date(ir) == Some(info.mtime)
+        };
+        if !current {
+            return Plan::Full;
+        }
+    }
+    parse_ranges(range, info.len)
+}
+
+/// Parses a `Range` header the way nginx's range filter does: anything but `bytes=` is
+/// ignored (200); a syntax error or no satisfiable range is 416; a range starting at 0
+/// that is empty, or ranges whose sum exceeds the file, make it serve the whole file.
+fn parse_ranges(value: &str, len: u64) -> Plan {
+    const MAX: u64 = i64::MAX as u64;
+    let v = value.as_bytes();
+    if v.len() < 6 || !v[..6].eq_ignore_ascii_case(b"bytes=") {
+        return Plan::Full;
+    }
+    let mut p = 6;
+    let at = |i: usize| v.get(i).copied().unwrap_or(0);
+    let skip_sp = |mut i: usize| {
+        while at(i) == b' ' {
+            i += 1;
+        }
+        i
+    };
+    let number = |i: &mut usize| -> Option<u64> {
+        let mut n: u64 = 0;
+        while at(*i).is_ascii_digit() {
+            n = n
+                .checked_mul(10)?
+                .checked_add(u64::from(at(*i) - b'0'))
+                .filter(|n| *n <= MAX)?;
+            *i += 1;
+        }
+        Some(n)
+    };
+    let mut ranges = Vec::new();
+    let mut size: u64 = 0;
+    loop {
+        let (start, end);
+        p = skip_sp(p);
+        if at(p) != b'-' {
+            if !at(p).is_ascii_digit() {
+                return Plan::Unsatisfiable;
+            }
+            let Some(s) = number(&mut p) else {
+                return Plan::Unsatisfiable;
+            };
+            p = skip_sp(p);
+            if at(p) != b'-' {
+                return Plan::Unsatisfiable;
+            }
+            p = skip_sp(p + 1);
+            if at(p) == b',' || at(p) == 0 {
+                start = s;
+                end = len;
+            } else {
+                if !at(p).is_ascii_digit() {
+                    return Plan::Unsatisfiable;
+                }
+                let Some(e) = number(&mut p) else {
+                    return Plan::Unsatisfiable;
+                };
+                p = skip_sp(p);
+                if at(p) != b',' && at(p) != 0 {
+                    return Plan::Unsatisfiable;
+                }
+                start = s;
+                end = if e >= len { len } else { e + 1 };
+            }
+        } else {
+            p += 1;
+            if !at(p).is_ascii_digit() {
+                return Plan::Unsatisfiable;
+            }
+            let Some(n) = number(&mut p) else {
+                return Plan::Unsatisfiable;
+            };
+            p = skip_sp(p);
+            if at(p) != b',' && at(p) != 0 {
+                return Plan::Unsatisfiable;
+            }
+            start = len.saturating_sub(n);
+            end = len;
+        }
+        if start < end {
+            ranges.push((start, end));
+            size = match size.checked_add(end - start) {
+                Some(s) if s <= MAX => s,
+                _ => return Plan::Unsatisfiable,
+            };
+        } else if start == 0 {
+            return Plan::Full;
+        }
+        if at(p) != b',' {
+            break;
+        }
+        p += 1;
+    }
+    if ranges.is_empty() {
+        return Plan::Unsatisfiable;
+    }
+    if size > len {
+        return Plan::Full;
+    }
+    Plan::Ranges(ranges)
+}
+
+/// Builds the response for an opened file: validators, `Cache-Control`, and the body
+/// (whole, one range, or `multipart/byteranges`); HEAD gets the same headers, no body.
+fn respond(
+    req: &HttpRequest,
+    info: &FileInfo,
+    content_type: &str,
+    filename: &str,
+    file: Arc<std::fs::File>,
+    head: bool,
+) -> HttpResponse {
+    let last_modified =
+        header::HttpDate::from(std::time::UNIX_EPOCH + std::time::Duration::from_secs(info.mtime));
+    let validators = |b: &mut actix_web::HttpResponseBuilder| {
+        b.insert_header((header::ETAG, info.etag.clone()))
+            .insert_header((header::LAST_MODIFIED, last_modified.to_string()))
+            .insert_header((header::CACHE_CONTROL, FILE_CACHE_CONTROL));
+    };
+    let body = |pieces: Vec<Piece>, size: u64| FileBody {
+        file: file.clone(),
+        pieces: if head {
+            Vec::new().into()
+        } else {
+            pieces.into()
+        },
+        size,
+        reading: None,
+    };
+    match evaluate(req, info) {
+        Plan::PreconditionFailed => HttpResponse::PreconditionFailed()
+            .content_type("text/plain; charset=utf-8")
+            .body("precondition failed\n"),
+        Plan::NotModified => {
+            let mut b = HttpResponse::NotModified();
+            validators(&mut b);
+            b.finish()
+        }
+        Plan::Unsatisfiable => HttpResponse::RangeNotSatisfiable()
+            .insert_header((header::CONTENT_RANGE, format!("bytes */{}", info.len)))
+            .content_type("text/plain; charset=utf-8")
+            .body("range not satisfiable\n"),
+        plan => {
+            let mut b = match &plan {
+                Plan::Ranges(_) => HttpResponse::PartialContent(),
+                _ => HttpResponse::Ok(),
+            };
+            validators(&mut b);
+            b.insert_header((header::ACCEPT_RANGES, "bytes"))
+                .insert_header(header::ContentDisposition {
+                    disposition: header::DispositionType::Attachment,
+                    parameters: vec![header::DispositionParam::Filename(filename.to_owned())],
+                });
+            match plan {
+                Plan::Ranges(r) if r.len() == 1 => {
+                    let (s, e) = r[0];
+                    b.insert_header((
+                        header::CONTENT_RANGE,
+                        format!("bytes {}-{}/{}", s, e - 1, info.len),
+                    ))
+                    .insert_header((header::CONTENT_TYPE, content_type))
+                    .body(body(vec![Piece::File { off: s, end: e }], e - s))
+                }
+                Plan::Ranges(r) => {
+                    let boundary = format!("{:020}", rand::random::<u64>());
+                    let mut pieces = Vec::new();
+                    let mut size = 0;
+                    for (s, e) in r {
+                        let part = format!(
+                            "\r\n--{boundary}\r\nContent-Type: {content_type}\r\nContent-Range: bytes {}-{}/{}\r\n\r\n",
+                            s,
+                            e - 1,
+                            info.len
+                        );
+                        size += part.len() as u64 + (e - s);
+                        pieces.push(Piece::Mem(Bytes::from(part)));
+                        pieces.push(Piece::File { off: s, end: e });
+                    }
+                    let tail = format!("\r\n--{boundary}--\r\n");
+                    size += tail.len() as u64;
+                    pieces.push(Piece::Mem(Bytes::from(tail)));
+                    b.insert_header((
+                        header::CONTENT_TYPE,
+                        format!("multipart/byteranges; boundary={boundary}"),
+                    ))
+                    .body(body(pieces, size))
+                }
+                _ => b
+                    .insert_header((header::CONTENT_TYPE, content_type))
+                    .body(body(
+                        vec![Piece::File {
+                            off: 0,
+                            end: info.len,
+                        }],
+                        info.len,
+                    )),
+            }
+        }
+    }
+}
+
+/// Bytes read from the file per chunk of a response body.
+const READ_CHUNK: u64 = 256 * 1024;
+
+enum Piece {
+    Mem(Bytes),
+    /// File bytes `off..end`.
+    File {
+        off: u64,
+        end: u64,
+    },
+}
+
+/// A response body of literal pieces and file ranges, read off the I/O thread with
+/// `pread`. Its size is announced up front; a file that shrank under it ends the body
+/// with an error (the connection is closed rather than short bytes sent).
+struct FileBody {
+    file: Arc<std::fs::File>,
+    pieces: std::collections::VecDeque<Piece>,
+    size: u64,
+    reading: Option<tokio::task::JoinHandle<std::io::Result<Bytes>>>,
+}
+
+impl MessageBody for FileBody {
+    type Error = std::io::Error;
+
+    fn size(&self) -> BodySize {
+        BodySize::Sized(self.size)
+    }
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        use std::future::Future as _;
+        let this = &mut *self;
+        loop {
+            if let Some(h) = this.reading.as_mut() {
+                let r = match Pin::new(h).poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(r) => r,
+                };
+                this.reading = None;
+                return Poll::Ready(Some(match r {
+                    Ok(r) => r,
+                    Err(e) => Err(std::io::Error::other(e)),
+                }));
+            }
+            match this.pieces.front_mut() {
+                None => return Poll::Ready(None),
+                Some(Piece::Mem(_)) => {
+                    if let Some(Piece::Mem(b)) = this.pieces.pop_front() {
+                        return Poll::Ready(Some(Ok(b)));
+                    }
+                }
+                Some(Piece::File { off, end }) => {
+                    if *off >= *end {
+                        this.pieces.pop_front();
+                        continue;
+                    }
+                    let n = (*end - *off).min(READ_CHUNK);
+                    let at = *off;
+                    *off += n;
+                    let file = this.file.clone();
+                    this.reading = Some(tokio::task::spawn_blocking(move || {
+                        use std::os::unix::fs::FileExt as _;
+                        let mut buf = vec![0u8; usize::try_from(n).unwrap_or(0)];
+                        file.read_exact_at(&mut buf, at)?;
+                        Ok(Bytes::from(buf))
+                    }));
+                }
+            }
+        }
+    }
 }
 
 /// Whether release-relative `name` lies beneath directory `dir` (no trailing slash).
@@ -319,6 +709,8 @@ fn security_headers() -> actix_web::middleware::DefaultHeaders {
             "default-src 'none'; frame-ancestors 'none'",
         ))
         .add((header::STRICT_TRANSPORT_SECURITY, "max-age=31536000"))
+        // Only where a handler set none: file responses set `FILE_CACHE_CONTROL`.
+        .add((header::CACHE_CONTROL, "no-store"))
 }
 
 /// Runs the HTTPS server on an already-bound listener until it is stopped through the
@@ -373,6 +765,111 @@ mod tests {
         ] {
             assert_eq!(decode_file_path(bad), Err(PathError::Invalid), "{bad:?}");
         }
+    }
+
+    fn info() -> FileInfo {
+        FileInfo {
+            len: 100,
+            mtime: 1_700_000_000,
+            etag: "\"abc\"".into(),
+        }
+    }
+
+    fn plan(h: [Option<&str>; 6]) -> Plan {
+        evaluate_headers(h[0], h[1], h[2], h[3], h[4], h[5], &info())
+    }
+
+    #[test]
+    fn ranges_parse_like_nginx() {
+        let r = |v: &str| parse_ranges(v, 100);
+        assert_eq!(r("bytes=10-19"), Plan::Ranges(vec![(10, 20)]));
+        assert_eq!(r("bytes=-10"), Plan::Ranges(vec![(90, 100)]));
+        assert_eq!(r("bytes=90-"), Plan::Ranges(vec![(90, 100)]));
+        assert_eq!(r("bytes=90-500"), Plan::Ranges(vec![(90, 100)]));
+        assert_eq!(r("bytes=-500"), Plan::Ranges(vec![(0, 100)]));
+        assert_eq!(
+            r("bytes=0-1, 5-6,-2"),
+            Plan::Ranges(vec![(0, 2), (5, 7), (98, 100)])
+        );
+        assert_eq!(r("BYTES=1-1"), Plan::Ranges(vec![(1, 2)]));
+        assert_eq!(r("bytes=100-"), Plan::Unsatisfiable);
+        assert_eq!(r("bytes=200-300"), Plan::Unsatisfiable);
+        assert_eq!(r("bytes=5-3"), Plan::Unsatisfiable);
+        assert_eq!(r("bytes=abc"), Plan::Unsatisfiable);
+        assert_eq!(r("bytes=-"), Plan::Unsatisfiable);
+        assert_eq!(r("bytes=99999999999999999999-"), Plan::Unsatisfiable);
+        assert_eq!(r("bytes=0-99,0-99"), Plan::Full);
+        assert_eq!(r("items=0-5"), Plan::Full);
+    }
+
+    #[test]
+    fn preconditions_follow_rfc_9110_order() {
+        let lm = "Tue, 14 Nov 2023 22:13:20 GMT"; // 1_700_000_000
+        let older = "Tue, 14 Nov 2023 22:13:19 GMT";
+        let r = Some("bytes=10-19");
+        let ten = Plan::Ranges(vec![(10, 20)]);
+        assert_eq!(
+            plan([Some("\"abc\""), None, None, None, None, None]),
+            Plan::Full
+        );
+        assert_eq!(plan([Some("*"), None, None, None, None, None]), Plan::Full);
+        assert_eq!(
+            plan([Some("\"x\", \"abc\""), None, None, None, None, None]),
+            Plan::Full
+        );
+        assert_eq!(
+            plan([Some("W/\"abc\""), None, None, None, None, None]),
+            Plan::PreconditionFailed
+        );
+        assert_eq!(
+            plan([Some("\"old\""), None, None, None, None, None]),
+            Plan::PreconditionFailed
+        );
+        assert_eq!(
+            plan([None, Some(older), None, None, None, None]),
+            Plan::PreconditionFailed
+        );
+        assert_eq!(plan([None, Some(lm), None, None, None, None]), Plan::Full);
+        assert_eq!(
+            plan([None, None, Some("\"abc\""), None, None, None]),
+            Plan::NotModified
+        );
+        assert_eq!(
+            plan([None, None, Some("W/\"abc\""), None, None, None]),
+            Plan::NotModified
+        );
+        assert_eq!(
+            plan([None, None, Some("*"), None, None, None]),
+            Plan::NotModified
+        );
+        assert_eq!(
+            plan([None, None, Some("\"old\""), None, None, None]),
+            Plan::Full
+        );
+        assert_eq!(
+            plan([None, None, None, Some(lm), None, None]),
+            Plan::NotModified
+        );
+        assert_eq!(
+            plan([None, None, None, Some(older), None, None]),
+            Plan::Full
+        );
+        assert_eq!(
+            plan([None, None, None, Some("garbage"), None, None]),
+            Plan::Full
+        );
+        assert_eq!(plan([None, None, None, None, r, Some("\"abc\"")]), ten);
+        assert_eq!(plan([None, None, None, None, r, Some(lm)]), ten);
+        assert_eq!(
+            plan([None, None, None, None, r, Some("\"old\"")]),
+            Plan::Full
+        );
+        assert_eq!(
+            plan([None, None, None, None, r, Some("W/\"abc\"")]),
+            Plan::Full
+        );
+        assert_eq!(plan([None, None, None, None, r, Some(older)]), Plan::Full);
+        assert_eq!(plan([None, None, None, None, r, None]), ten);
     }
 
     #[test]
