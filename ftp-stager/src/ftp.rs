@@ -18,7 +18,9 @@ use unftp_core::auth::{
     AuthenticationError, Authenticator, Credentials, Principal, UserDetail, UserDetailError,
     UserDetailProvider,
 };
-use unftp_core::storage::{Error, ErrorKind, Fileinfo, Result, StorageBackend};
+use unftp_core::storage::{
+    Error, ErrorKind, Fileinfo, Metadata, Permissions, Result, StorageBackend,
+};
 use unftp_sbe_fs::{Filesystem, Meta};
 
 use crate::staging::Stager;
@@ -163,9 +165,48 @@ fn relative(path: &Path) -> PathBuf {
     }
 }
 
+/// File metadata as an area shows it: the file system's, except the hard-link count,
+/// which is always 1. A staged file is a hard link shared by every live area holding it,
+/// across customers, so its real count would let one customer watch others' staging.
+#[derive(Debug)]
+pub struct AreaMeta(Meta);
+
+impl Metadata for AreaMeta {
+    fn len(&self) -> u64 {
+        self.0.len()
+    }
+    fn is_dir(&self) -> bool {
+        self.0.is_dir()
+    }
+    fn is_file(&self) -> bool {
+        self.0.is_file()
+    }
+    fn is_symlink(&self) -> bool {
+        self.0.is_symlink()
+    }
+    fn modified(&self) -> Result<std::time::SystemTime> {
+        self.0.modified()
+    }
+    fn gid(&self) -> u32 {
+        self.0.gid()
+    }
+    fn uid(&self) -> u32 {
+        self.0.uid()
+    }
+    fn links(&self) -> u64 {
+        1
+    }
+    fn permissions(&self) -> Permissions {
+        self.0.permissions()
+    }
+    fn readlink(&self) -> Option<&Path> {
+        self.0.readlink()
+    }
+}
+
 #[async_trait]
 impl StorageBackend<AreaUser> for AreaFs {
-    type Metadata = Meta;
+    type Metadata = AreaMeta;
 
     fn enter(&mut self, user: &AreaUser) -> std::io::Result<()> {
         // Re-root the inner backend (listing, metadata, cwd) and keep our own handle on the
@@ -191,16 +232,23 @@ impl StorageBackend<AreaUser> for AreaFs {
         &self,
         user: &AreaUser,
         path: P,
-    ) -> Result<Meta> {
-        self.inner()?.metadata(user, path).await
+    ) -> Result<AreaMeta> {
+        self.inner()?.metadata(user, path).await.map(AreaMeta)
     }
 
     async fn list<P: AsRef<Path> + Send + Debug>(
         &self,
         user: &AreaUser,
         path: P,
-    ) -> Result<Vec<Fileinfo<PathBuf, Meta>>> {
-        self.inner()?.list(user, path).await
+    ) -> Result<Vec<Fileinfo<PathBuf, AreaMeta>>> {
+        let list = self.inner()?.list(user, path).await?;
+        Ok(list
+            .into_iter()
+            .map(|f| Fileinfo {
+                path: f.path,
+                metadata: AreaMeta(f.metadata),
+            })
+            .collect())
     }
 
     async fn get_into<'a, P, W: ?Sized>(

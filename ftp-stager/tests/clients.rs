@@ -211,3 +211,34 @@ os._exit(0)  # skip the helper's QUIT: this session is broken on purpose
     }
     r.stop().await;
 }
+
+/// LIST shows a link count of 1, however many areas (of any customer) hold the same file as
+/// a hard link: the real count would let a customer watch others' staging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn list_shows_a_link_count_of_one() {
+    let r = start().await;
+    let a = r.stage(&[], None);
+    let _b = r.stage(&[], None);
+    let _c = r.stage(&[], None);
+    let out = ftplib(
+        r.ftp,
+        &a.ftp_user,
+        &a.ftp_password,
+        false,
+        r#"
+lines = []
+ftp.retrlines("LIST", lines.append)
+for l in lines:
+    print("line", l)
+"#,
+    )
+    .await
+    .unwrap();
+    let big = out
+        .lines()
+        .find(|l| l.starts_with("line ") && l.ends_with(" big.bin"))
+        .unwrap_or_else(|| panic!("no big.bin in LIST: {out}"));
+    let nlink = big.split_whitespace().nth(2);
+    assert_eq!(nlink, Some("1"), "{big}");
+    r.stop().await;
+}
