@@ -16,7 +16,8 @@
 //! - [`crypto`]: suites, key derivation and packet sealing (pure, no I/O);
 //! - [`frame`]: CR LF line framing with a length limit enforced while reading (pure);
 //! - [`handshake`]: the plaintext hello lines that start a connection (pure);
-//! - [`transport`]: async client and server over TCP, both dial directions (the I/O edge);
+//! - [`transport`]: async client and server over a carrier (raw TCP), both dial directions
+//!   (the I/O edge);
 //! - [`msg`]: the typed messages the ffs roles exchange.
 
 #![deny(missing_docs)]
@@ -33,7 +34,9 @@ pub mod transport;
 pub use crypto::Suite;
 pub use keys::{KeyBag, KeyBagError};
 pub use tobj::{Fields, Message, Request, Tobj, TobjError, Value};
-pub use transport::{Client, LinkConfig, LinkError, Service, error_reply, serve, serve_dialout};
+pub use transport::{
+    Carrier, Client, LinkConfig, LinkError, Service, error_reply, serve, serve_dialout,
+};
 
 #[doc(hidden)]
 /// Entry points for the fuzz targets in `fuzz/` (not a stable API).

@@ -1,0 +1,513 @@
+//! A running connection: the outbox senders share, heartbeats, and the reader loop, with
+//! the two paths a packet can take after the hello: the requester's (replies matched to
+//! waiting requests by id) and the responder's (requests answered by a [`Service`]).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tracing::{debug, info, warn};
+
+use super::config::{HELLO_TYPE, PING_TYPE, remote_error};
+use super::handshake_io::{ConnError, Established};
+use super::{ERROR_TYPE, LinkConfig, LinkError, Service, error_reply};
+use crate::crypto::Sealer;
+use crate::frame;
+use crate::tobj::{Fields, Tobj};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    Requester,
+    Responder,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Requester => "requester",
+            Role::Responder => "responder",
+        }
+    }
+}
+
+/// Where outgoing packets go. Senders seal and append under a short lock (so packet numbers
+/// match byte order) and then flush the buffer themselves, so a request or reply reaches the
+/// socket without a hop through another task. Flushing is cancel-safe: bytes leave the
+/// buffer only after a `write` has accepted them, so a caller dropped mid-flush loses
+/// nothing; whatever it leaves is flushed by the next sender or the heartbeat.
+pub(super) struct Outbox {
+    state: Mutex<OutState>,
+    writer: tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>,
+    closed: AtomicBool,
+    /// Milliseconds since `epoch` of the last packet queued (for heartbeats).
+    last_sent: AtomicU64,
+    epoch: std::time::Instant,
+}
+
+struct OutState {
+    sealer: Sealer,
+    buf: Vec<u8>,
+}
+
+/// Largest piece handed to one `write` call.
+const WRITE_CHUNK: usize = 64 * 1024;
+
+impl Outbox {
+    fn new(sealer: Sealer, writer: Box<dyn AsyncWrite + Send + Unpin>) -> Outbox {
+        Outbox {
+            state: Mutex::new(OutState {
+                sealer,
+                buf: Vec::with_capacity(4096),
+            }),
+            writer: tokio::sync::Mutex::new(writer),
+            closed: AtomicBool::new(false),
+            last_sent: AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
+        }
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, OutState> {
+        match self.state.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Seals `msg` into the buffer and flushes.
+    pub(super) async fn send(&self, msg: &Tobj) -> std::io::Result<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "connection closed",
+            ));
+        }
+        let payload = msg.encode();
+        {
+            let mut st = self.lock_state();
+            let line = st.sealer.seal(payload.as_bytes());
+            frame::encode(&line, &mut st.buf);
+        }
+        self.last_sent
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.flush().await
+    }
+
+    /// Writes out everything buffered.
+    async fn flush(&self) -> std::io::Result<()> {
+        let mut w = self.writer.lock().await;
+        let mut piece = Vec::new();
+        loop {
+            piece.clear();
+            {
+                let st = self.lock_state();
+                if st.buf.is_empty() {
+                    break;
+                }
+                let n = st.buf.len().min(WRITE_CHUNK);
+                piece.extend_from_slice(&st.buf[..n]);
+            }
+            let written = match w.write(&piece).await {
+                Ok(0) => Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => Ok(n),
+                Err(e) => Err(e),
+            };
+            match written {
+                Ok(n) => {
+                    self.lock_state().buf.drain(..n);
+                }
+                Err(e) => {
+                    self.closed.store(true, Ordering::SeqCst);
+                    return Err(e);
+                }
+            }
+        }
+        w.flush().await
+    }
+
+    /// Sends a last message, then closes the write side.
+    async fn close_with(&self, msg: &Tobj) {
+        let _ = self.send(msg).await;
+        self.closed.store(true, Ordering::SeqCst);
+        let _ = self.writer.lock().await.shutdown().await;
+    }
+
+    fn idle_for(&self) -> Duration {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_sent.load(Ordering::Relaxed)))
+    }
+}
+
+pub(super) type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Tobj, LinkError>>>>>;
+
+/// What a requester holds to use a live connection.
+#[derive(Clone)]
+pub(super) struct ConnHandle {
+    pub(super) out: Arc<Outbox>,
+    pub(super) pending: Pending,
+    pub(super) alive: Arc<AtomicBool>,
+}
+
+pub(super) struct AbortOnDrop(pub(super) tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn fail_all(pending: &Pending, err: &LinkError) {
+    let drained: Vec<_> = match pending.lock() {
+        Ok(mut p) => p.drain().collect(),
+        Err(poisoned) => poisoned.into_inner().drain().collect(),
+    };
+    for (_, tx) in drained {
+        let _ = tx.send(Err(err.clone()));
+    }
+}
+
+/// Concurrent requests one responder connection works on at once.
+const MAX_IN_FLIGHT: usize = 1024;
+
+/// What one role does with the packets after the hello (other than pings and a closing
+/// error), and when the connection goes down.
+trait Path: Send + 'static {
+    const ROLE: Role;
+
+    /// Handles one packet; an error closes the connection.
+    fn packet(
+        &mut self,
+        tobj: Tobj,
+        out: &Arc<Outbox>,
+    ) -> impl Future<Output = Result<(), ConnError>> + Send;
+
+    /// The connection is going down with `err` (called before the peer is told why).
+    fn down(&mut self, err: &ConnError);
+}
+
+/// The requester's path: every packet is a reply to a waiting request.
+struct RequesterPath {
+    pending: Pending,
+    alive: Arc<AtomicBool>,
+}
+
+impl Path for RequesterPath {
+    const ROLE: Role = Role::Requester;
+
+    async fn packet(&mut self, tobj: Tobj, _out: &Arc<Outbox>) -> Result<(), ConnError> {
+        let waiter = match self.pending.lock() {
+            Ok(mut p) => p.remove(&tobj.id),
+            Err(poisoned) => poisoned.into_inner().remove(&tobj.id),
+        };
+        match waiter {
+            Some(w) => {
+                let _ = w.send(Ok(tobj));
+            }
+            None => debug!(id = tobj.id, "reply for a request no longer waiting"),
+        }
+        Ok(())
+    }
+
+    fn down(&mut self, err: &ConnError) {
+        self.alive.store(false, Ordering::SeqCst);
+        fail_all(&self.pending, &LinkError::Down(err.to_string()));
+    }
+}
+
+/// The responder's path: every packet is a request, answered by the service in its own
+/// task (at most [`MAX_IN_FLIGHT`] at once per connection).
+struct ResponderPath<Svc> {
+    service: Arc<Svc>,
+    in_flight: Arc<Semaphore>,
+}
+
+impl<Svc: Service> Path for ResponderPath<Svc> {
+    const ROLE: Role = Role::Responder;
+
+    async fn packet(&mut self, tobj: Tobj, out: &Arc<Outbox>) -> Result<(), ConnError> {
+        let permit: OwnedSemaphorePermit = self
+            .in_flight
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ConnError::Protocol("request limiter closed".into()))?;
+        let svc = self.service.clone();
+        let out = out.clone();
+        tokio::spawn(async move {
+            let id = tobj.id;
+            let mut reply = svc.call(tobj).await;
+            reply.id = id;
+            let _ = out.send(&reply).await;
+            drop(permit);
+        });
+        Ok(())
+    }
+
+    fn down(&mut self, _err: &ConnError) {}
+}
+
+/// Runs an established connection as the requester until it ends. `on_up` is called once
+/// the peer has proven it holds the same keys (its first packet opened) with the handle
+/// requests use.
+pub(super) async fn run_requester<S>(
+    est: Established<S>,
+    cfg: LinkConfig,
+    peer: String,
+    on_up: impl FnOnce(ConnHandle),
+) -> ConnError
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let path = RequesterPath {
+        pending: Arc::new(Mutex::new(HashMap::new())),
+        alive: Arc::new(AtomicBool::new(true)),
+    };
+    let (pending, alive) = (path.pending.clone(), path.alive.clone());
+    run_connection(est, cfg, path, peer, move |out| {
+        on_up(ConnHandle {
+            out,
+            pending,
+            alive,
+        })
+    })
+    .await
+}
+
+/// Runs an established connection as the responder, answering with `service`, until it
+/// ends.
+pub(super) async fn run_responder<S, Svc>(
+    est: Established<S>,
+    cfg: LinkConfig,
+    service: Arc<Svc>,
+    peer: String,
+) -> ConnError
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+    Svc: Service,
+{
+    let path = ResponderPath {
+        service,
+        in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+    };
+    run_connection(est, cfg, path, peer, |_| {}).await
+}
+
+/// The loop both roles share: hello, heartbeats, reading and opening packets, and the
+/// closing error. `on_up` gets the outbox once the peer's hello has opened.
+async fn run_connection<S, P: Path>(
+    est: Established<S>,
+    cfg: LinkConfig,
+    mut path: P,
+    peer: String,
+    on_up: impl FnOnce(Arc<Outbox>),
+) -> ConnError
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let role = P::ROLE;
+    let Established {
+        mut reader,
+        writer,
+        sealer,
+        mut opener,
+    } = est;
+    let heartbeat = cfg.heartbeat;
+    let out = Arc::new(Outbox::new(sealer, Box::new(writer)));
+    let hello = Tobj::with_fields(HELLO_TYPE, 0, Fields::new().text("role", role.name()));
+    let _ = out.send(&hello).await;
+    // Heartbeats: a ping whenever nothing was sent for an interval; also flushes anything a
+    // cancelled sender left behind.
+    let _heartbeat_task = AbortOnDrop(tokio::spawn({
+        let out = out.clone();
+        async move {
+            let mut tick = tokio::time::interval(heartbeat / 2);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let r = if out.idle_for() >= heartbeat {
+                    out.send(&Tobj::new(PING_TYPE, 0)).await
+                } else {
+                    out.flush().await
+                };
+                if r.is_err() {
+                    break;
+                }
+            }
+        }
+    }));
+
+    let limits = cfg.limits();
+    let mut on_up = Some(on_up);
+    let silence = heartbeat * 3;
+
+    let err = loop {
+        let line = match tokio::time::timeout(silence, reader.line()).await {
+            Ok(Ok(line)) => line,
+            Ok(Err(e)) => break e,
+            Err(_) => {
+                break ConnError::Protocol(format!(
+                    "peer silent for {silence:?} (three heartbeats): link dead"
+                ));
+            }
+        };
+        let tobj = match opener
+            .open(&line)
+            .map_err(ConnError::from)
+            .and_then(|p| {
+                String::from_utf8(p).map_err(|_| ConnError::Protocol("payload is not UTF-8".into()))
+            })
+            .and_then(|s| Tobj::parse(&s, &limits).map_err(ConnError::from))
+        {
+            Ok(t) => t,
+            Err(e) => break e,
+        };
+        if let Some(up) = on_up.take() {
+            // The first packet must be the peer's hello, from the other role.
+            if tobj.kind != HELLO_TYPE {
+                break ConnError::Protocol(format!("expected {HELLO_TYPE}, got {}", tobj.kind));
+            }
+            let theirs = tobj.fields.req_text("role").unwrap_or("");
+            if theirs == role.name() {
+                break ConnError::Protocol(format!(
+                    "both ends are {theirs}s: one end must serve (db agent, stager) and the other request (web)"
+                ));
+            }
+            info!(%peer, role = role.name(), suite = cfg.suite.name(), "commlink up");
+            up(out.clone());
+            continue;
+        }
+        match tobj.kind.as_str() {
+            PING_TYPE => {}
+            ERROR_TYPE if tobj.id == 0 => {
+                break ConnError::Protocol(format!(
+                    "peer closed the link: {}",
+                    remote_error(&tobj)
+                ));
+            }
+            _ => {
+                if let Err(e) = path.packet(tobj, &out).await {
+                    break e;
+                }
+            }
+        }
+    };
+    match &err {
+        ConnError::Closed => info!(%peer, "commlink closed by peer"),
+        e => warn!(%peer, reason = %e, "commlink connection closed"),
+    }
+    path.down(&err);
+    if !matches!(err, ConnError::Closed | ConnError::Io(_)) {
+        // Tell the peer why, then give the writer a moment to flush.
+        let last = error_reply(err.code(), err.to_string());
+        let _ = tokio::time::timeout(Duration::from_millis(200), out.close_with(&last)).await;
+        // Closing a socket with unread input makes the kernel send RST, which can destroy
+        // the error packet before the peer reads it; read and discard briefly instead.
+        let _ = tokio::time::timeout(Duration::from_millis(200), async {
+            loop {
+                reader.buf.clear();
+                reader.buf.reserve(16 * 1024);
+                match reader.r.read_buf(&mut reader.buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+    }
+    err
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::KeyBag;
+    use crate::transport::handshake_io::{accept_handshake, initiate};
+
+    struct Echo;
+
+    impl Service for Echo {
+        async fn call(&self, request: Tobj) -> Tobj {
+            let said = request.fields.req_text("say").unwrap_or("").to_owned();
+            Tobj::with_fields("test.echoed", 0, Fields::new().text("said", said))
+        }
+    }
+
+    async fn pair() -> (
+        LinkConfig,
+        Established<tokio::io::DuplexStream>,
+        Established<tokio::io::DuplexStream>,
+    ) {
+        let cfg = LinkConfig::new(Arc::new(KeyBag::generate(8).expect("a key bag")));
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let (i, r) = tokio::join!(initiate(a, &cfg, 9000), accept_handshake(b, &cfg, 9000));
+        (cfg, i.expect("initiator"), r.expect("acceptor"))
+    }
+
+    #[tokio::test]
+    async fn the_requester_path_matches_replies_to_requests() {
+        let (cfg, i, r) = pair().await;
+        let responder = tokio::spawn(run_responder(r, cfg.clone(), Arc::new(Echo), "r".into()));
+        let (up_tx, up_rx) = oneshot::channel();
+        let requester = tokio::spawn(run_requester(i, cfg, "i".into(), move |h| {
+            let _ = up_tx.send(h);
+        }));
+        let handle = up_rx.await.expect("the link comes up");
+        let mut waiting = Vec::new();
+        for id in 1..=20u64 {
+            let (tx, rx) = oneshot::channel();
+            handle.pending.lock().expect("lock").insert(id, tx);
+            let req =
+                Tobj::with_fields("test.echo", id, Fields::new().text("say", format!("n{id}")));
+            handle.out.send(&req).await.expect("sent");
+            waiting.push((id, rx));
+        }
+        for (id, rx) in waiting {
+            let reply = rx.await.expect("answered").expect("a reply");
+            assert_eq!(reply.id, id);
+            assert_eq!(
+                reply.fields.req_text("said").ok(),
+                Some(format!("n{id}").as_str())
+            );
+        }
+        responder.abort();
+        let err = requester.await.expect("joined");
+        assert!(matches!(err, ConnError::Closed | ConnError::Io(_)), "{err}");
+        assert!(!handle.alive.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn a_request_waiting_when_the_link_drops_fails_as_down() {
+        let (cfg, i, r) = pair().await;
+        let (up_tx, up_rx) = oneshot::channel();
+        let requester = tokio::spawn(run_requester(i, cfg.clone(), "i".into(), move |h| {
+            let _ = up_tx.send(h);
+        }));
+        // A responder that says hello and then goes away.
+        let responder = tokio::spawn(run_responder(r, cfg, Arc::new(Echo), "r".into()));
+        let handle = up_rx.await.expect("the link comes up");
+        let (tx, rx) = oneshot::channel();
+        handle.pending.lock().expect("lock").insert(77, tx);
+        responder.abort();
+        let _ = requester.await;
+        assert!(matches!(rx.await, Ok(Err(LinkError::Down(_)))));
+    }
+
+    #[tokio::test]
+    async fn two_responders_refuse_each_other() {
+        let (cfg, i, r) = pair().await;
+        let (a, b) = tokio::join!(
+            run_responder(i, cfg.clone(), Arc::new(Echo), "i".into()),
+            run_responder(r, cfg, Arc::new(Echo), "r".into())
+        );
+        for err in [a, b] {
+            assert!(
+                err.to_string().contains("both ends are responders")
+                    || err.to_string().contains("peer closed the link"),
+                "{err}"
+            );
+        }
+    }
+}

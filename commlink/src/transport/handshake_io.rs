@@ -1,0 +1,306 @@
+//! Handshake I/O: connection errors, reading and writing CR LF lines on a byte stream, and
+//! both ends of the plaintext handshake (the pure parts live in [`crate::handshake`]).
+
+use rand::TryRng as _;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+
+use super::LinkConfig;
+use crate::crypto::{self, NONCE_LEN, OpenError, Opener, Sealer, Side};
+use crate::frame::{self, FrameError, LineDecoder};
+use crate::handshake::{self, HandshakeError, Hello, Welcome};
+use crate::tobj::TobjError;
+
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ConnError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("bad line: {0}")]
+    Frame(#[from] FrameError),
+    #[error("{0}")]
+    Open(#[from] OpenError),
+    #[error("{0}")]
+    Handshake(#[from] HandshakeError),
+    #[error("malformed tobj: {0}")]
+    Tobj(#[from] TobjError),
+    #[error("peer closed the connection")]
+    Closed,
+    #[error("{0}")]
+    Protocol(String),
+}
+
+impl ConnError {
+    /// The code sent to the peer before closing.
+    pub(super) fn code(&self) -> &'static str {
+        match self {
+            ConnError::Frame(_) => "bad-line",
+            ConnError::Open(_) => "bad-packet",
+            ConnError::Tobj(_) => "bad-request",
+            _ => "protocol",
+        }
+    }
+}
+
+pub(super) struct LineReader<R> {
+    pub(super) r: R,
+    pub(super) buf: Vec<u8>,
+    dec: LineDecoder,
+}
+
+impl<R: AsyncRead + Unpin> LineReader<R> {
+    pub(super) fn new(r: R, max: usize) -> Self {
+        LineReader {
+            r,
+            buf: Vec::with_capacity(16 * 1024),
+            dec: LineDecoder::new(max),
+        }
+    }
+
+    pub(super) fn set_max(&mut self, max: usize) {
+        self.dec = LineDecoder::new(max);
+    }
+
+    pub(super) async fn line(&mut self) -> Result<Vec<u8>, ConnError> {
+        loop {
+            if let Some(line) = self.dec.decode(&mut self.buf)? {
+                return Ok(line);
+            }
+            self.buf.reserve(16 * 1024);
+            if self.r.read_buf(&mut self.buf).await? == 0 {
+                return Err(ConnError::Closed);
+            }
+        }
+    }
+}
+
+pub(super) async fn write_line<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    line: &str,
+) -> std::io::Result<()> {
+    let mut out = Vec::with_capacity(line.len() + 2);
+    frame::encode(line, &mut out);
+    w.write_all(&out).await?;
+    w.flush().await
+}
+
+pub(super) fn nonce() -> Result<[u8; NONCE_LEN], ConnError> {
+    let mut n = [0u8; NONCE_LEN];
+    rand::rngs::SysRng
+        .try_fill_bytes(&mut n)
+        .map_err(|e| ConnError::Protocol(format!("OS random number generator failed: {e}")))?;
+    Ok(n)
+}
+
+pub(super) struct Established<S> {
+    pub(super) reader: LineReader<tokio::io::ReadHalf<S>>,
+    pub(super) writer: tokio::io::WriteHalf<S>,
+    pub(super) sealer: Sealer,
+    pub(super) opener: Opener,
+}
+
+/// Runs the initiator's handshake; `port` is our bound source port.
+pub(super) async fn initiate<S: AsyncRead + AsyncWrite>(
+    stream: S,
+    cfg: &LinkConfig,
+    port: u16,
+) -> Result<Established<S>, ConnError> {
+    let (r, mut w) = tokio::io::split(stream);
+    let mut reader = LineReader::new(r, handshake::MAX_HANDSHAKE_LINE);
+    let nonce_i = nonce()?;
+    let hello = Hello {
+        suite: cfg.suite,
+        port,
+        nonce: nonce_i,
+        bag: cfg.bag.fingerprint(),
+    };
+    write_line(&mut w, &hello.to_line()).await?;
+    let welcome = Welcome::parse(&reader.line().await?)?;
+    if welcome.suite != cfg.suite {
+        return Err(ConnError::Protocol(format!(
+            "peer answered with suite {} but we asked for {}",
+            welcome.suite.name(),
+            cfg.suite.name()
+        )));
+    }
+    let entry = cfg.bag.entry_for_port(port);
+    let (sealer, opener) = crypto::derive(
+        cfg.suite,
+        entry,
+        port,
+        &nonce_i,
+        &welcome.nonce,
+        Side::Initiator,
+    );
+    reader.set_max(cfg.max_line);
+    Ok(Established {
+        reader,
+        writer: w,
+        sealer,
+        opener,
+    })
+}
+
+/// Runs the acceptor's handshake; `seen_port` is the peer's port as this end sees it.
+pub(super) async fn accept_handshake<S: AsyncRead + AsyncWrite>(
+    stream: S,
+    cfg: &LinkConfig,
+    seen_port: u16,
+) -> Result<Established<S>, ConnError> {
+    let (r, mut w) = tokio::io::split(stream);
+    let mut reader = LineReader::new(r, handshake::MAX_HANDSHAKE_LINE);
+    let line = reader.line().await?;
+    let refuse = |code: &'static str, text: String| (code, text);
+    let verdict = match Hello::parse(&line) {
+        Err(HandshakeError::UnknownSuite(s)) => Err(refuse(
+            "suite",
+            format!(
+                "this end requires suite {} and does not know the offered suite {s:?}; set the same [link] suite on both hosts",
+                cfg.suite.name()
+            ),
+        )),
+        Err(e) => Err(refuse("malformed", e.to_string())),
+        Ok(h) if h.suite != cfg.suite => Err(refuse(
+            "suite",
+            format!(
+                "this end requires suite {} but the initiator offered {}; set the same [link] suite on both hosts",
+                cfg.suite.name(),
+                h.suite.name()
+            ),
+        )),
+        Ok(h) if h.bag != cfg.bag.fingerprint() => Err(refuse(
+            "bag-mismatch",
+            format!(
+                "the initiator's key bag (fingerprint {}) differs from this end's ({}); copy the same key bag file to both hosts",
+                h.bag,
+                cfg.bag.fingerprint()
+            ),
+        )),
+        Ok(h) if h.port != seen_port => Err(refuse(
+            "port-mismatch",
+            format!(
+                "the initiator bound source port {} but this end sees port {}: something (NAT, a proxy) rewrote the port, so the two ends would pick different keys; connect directly or exempt this link from NAT",
+                h.port, seen_port
+            ),
+        )),
+        Ok(h) => Ok(h),
+    };
+    let hello = match verdict {
+        Ok(h) => h,
+        Err((code, text)) => {
+            // Best effort: the peer may already be gone.
+            let _ = write_line(&mut w, &handshake::error_line(code, &text)).await;
+            return Err(ConnError::Handshake(HandshakeError::Refused {
+                code: code.into(),
+                text,
+            }));
+        }
+    };
+    let nonce_a = nonce()?;
+    let welcome = Welcome {
+        suite: cfg.suite,
+        nonce: nonce_a,
+    };
+    write_line(&mut w, &welcome.to_line()).await?;
+    let entry = cfg.bag.entry_for_port(hello.port);
+    let (sealer, opener) = crypto::derive(
+        cfg.suite,
+        entry,
+        hello.port,
+        &hello.nonce,
+        &nonce_a,
+        Side::Acceptor,
+    );
+    reader.set_max(cfg.max_line);
+    Ok(Established {
+        reader,
+        writer: w,
+        sealer,
+        opener,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::keys::KeyBag;
+
+    fn cfg() -> LinkConfig {
+        LinkConfig::new(Arc::new(KeyBag::generate(8).expect("a key bag")))
+    }
+
+    #[tokio::test]
+    async fn both_ends_derive_matching_keys() {
+        let cfg = cfg();
+        let (a, b) = tokio::io::duplex(4096);
+        let (i, r) = tokio::join!(initiate(a, &cfg, 40001), accept_handshake(b, &cfg, 40001));
+        let (mut i, mut r) = (i.expect("initiator"), r.expect("acceptor"));
+        let line = i.sealer.seal(b"to the acceptor");
+        assert_eq!(
+            r.opener.open(line.as_bytes()).expect("opens"),
+            b"to the acceptor"
+        );
+        let line = r.sealer.seal(b"to the initiator");
+        assert_eq!(
+            i.opener.open(line.as_bytes()).expect("opens"),
+            b"to the initiator"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rewritten_port_is_refused_with_its_code_at_both_ends() {
+        let cfg = cfg();
+        let (a, b) = tokio::io::duplex(4096);
+        let (i, r) = tokio::join!(initiate(a, &cfg, 40001), accept_handshake(b, &cfg, 51000));
+        for err in [
+            i.err().expect("initiator refused"),
+            r.err().expect("acceptor refused"),
+        ] {
+            match err {
+                ConnError::Handshake(HandshakeError::Refused { code, .. }) => {
+                    assert_eq!(code, "port-mismatch")
+                }
+                other => panic!("expected a port-mismatch refusal, got {other}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_different_bag_is_refused() {
+        let (a, b) = tokio::io::duplex(4096);
+        let (mine, theirs) = (cfg(), cfg());
+        let (i, r) = tokio::join!(initiate(a, &mine, 7), accept_handshake(b, &theirs, 7));
+        assert!(
+            matches!(i, Err(ConnError::Handshake(HandshakeError::Refused { ref code, .. })) if code == "bag-mismatch")
+        );
+        assert!(r.is_err());
+    }
+
+    #[tokio::test]
+    async fn line_reader_enforces_its_limit_and_reports_a_cut_line() {
+        let (mut w, r) = tokio::io::duplex(4096);
+        let mut reader = LineReader::new(r, 16);
+        w.write_all(b"short\r\n").await.expect("write");
+        assert_eq!(reader.line().await.expect("a line"), b"short");
+        w.write_all(b"0123456789abcdefghij\r\n")
+            .await
+            .expect("write");
+        assert!(matches!(reader.line().await, Err(ConnError::Frame(_))));
+
+        let (mut w, r) = tokio::io::duplex(4096);
+        let mut reader = LineReader::new(r, 16);
+        w.write_all(b"no end").await.expect("write");
+        drop(w);
+        assert!(matches!(reader.line().await, Err(ConnError::Closed)));
+    }
+
+    #[tokio::test]
+    async fn write_line_frames_with_cr_lf() {
+        let (mut w, mut r) = tokio::io::duplex(4096);
+        write_line(&mut w, "FFS/1 X").await.expect("write");
+        drop(w);
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).await.expect("read");
+        assert_eq!(got, b"FFS/1 X\r\n");
+    }
+}

@@ -1,0 +1,63 @@
+//! The async transport: the only part of the commlink that touches sockets.
+//!
+//! Two roles are independent of who dials whom:
+//! - the **requester** ([`Client`]) sends requests and matches replies by id, many at once
+//!   over one connection;
+//! - the **responder** ([`serve`], [`serve_dialout`]) answers them with a [`Service`].
+//!
+//! Either may be the TCP dialer (the *initiator*, whose source port picks the key) or the
+//! listener (the *acceptor*). Seed 002 has the requester dial; seed 000 has the inside host
+//! (the responder) dial out so its firewall admits nothing inbound. Dialing ends keep the link
+//! up by themselves: they redial after any failure with a capped backoff, and both ends send
+//! heartbeats so a dead peer is noticed within three intervals.
+//!
+//! Any protocol violation (bad line, failed MAC, wrong packet number, malformed tobj) is
+//! logged with its reason and closes the connection; the peer is told why when possible.
+//!
+//! The pieces, one file each:
+//! - `config`: [`LinkConfig`], [`LinkError`], the [`Service`] trait and error replies;
+//! - `handshake_io`: line reading and writing, and both ends of the plaintext handshake;
+//! - `conn`: a running connection (outbox, heartbeats, reader loop) with its requester and
+//!   responder paths;
+//! - `carrier` and `tcp`: how a byte stream to the peer is opened ([`Carrier`]); raw TCP,
+//!   with source-port ranges, is the one carrier so far;
+//! - `dial`: dialing and accepting within the connect timeout, and the redial loop;
+//! - `client`: the requester ([`Client`]);
+//! - `server`: the responders ([`serve`], [`serve_dialout`]).
+
+mod carrier;
+mod client;
+mod config;
+mod conn;
+mod dial;
+mod handshake_io;
+mod server;
+mod tcp;
+
+pub use carrier::Carrier;
+pub use client::Client;
+pub use config::{ERROR_TYPE, LinkConfig, LinkError, Service, error_reply};
+pub use server::{serve, serve_dialout, serve_dialout_via};
+pub use tcp::Tcp;
+
+#[doc(hidden)]
+/// Test hooks: run the handshake and a connection over any byte stream (not a stable API).
+pub mod testing {
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncRead, AsyncWrite};
+
+    use super::{LinkConfig, Service, conn, handshake_io};
+
+    /// Runs the responder over an arbitrary stream as the acceptor, with `port` as the
+    /// initiator's port.
+    pub async fn serve_stream<S, Svc>(stream: S, cfg: LinkConfig, port: u16, service: Arc<Svc>)
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+        Svc: Service,
+    {
+        if let Ok(est) = handshake_io::accept_handshake(stream, &cfg, port).await {
+            conn::run_responder(est, cfg, service, "stream".into()).await;
+        }
+    }
+}
