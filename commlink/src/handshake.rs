@@ -78,9 +78,23 @@ fn words(line: &[u8], what: &str) -> Result<Vec<String>, HandshakeError> {
     Ok(w)
 }
 
+/// Lower-case hex digits only (`0-9a-f`), as PROTOCOL.md requires.
+fn is_lower_hex(s: &str) -> bool {
+    s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 fn nonce(s: &str) -> Option<[u8; NONCE_LEN]> {
     let mut n = [0u8; NONCE_LEN];
-    (s.len() == NONCE_LEN * 2 && hex::decode_to_slice(s, &mut n).is_ok()).then_some(n)
+    (s.len() == NONCE_LEN * 2 && is_lower_hex(s) && hex::decode_to_slice(s, &mut n).is_ok())
+        .then_some(n)
+}
+
+/// A port in its one spelling: decimal digits, no sign, no leading zero, 1 to 65535.
+fn port(s: &str) -> Option<u16> {
+    if s.is_empty() || s.len() > 5 || s.starts_with('0') || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
 }
 
 fn suite(s: &str) -> Result<Suite, HandshakeError> {
@@ -110,12 +124,12 @@ impl Hello {
             return Err(bad());
         }
         let bag = &w[5];
-        if bag.len() != 16 || !bag.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if bag.len() != 16 || !is_lower_hex(bag) {
             return Err(bad());
         }
         Ok(Hello {
             suite: suite(&w[2])?,
-            port: w[3].parse().map_err(|_| bad())?,
+            port: port(&w[3]).ok_or_else(bad)?,
             nonce: nonce(&w[4]).ok_or_else(bad)?,
             bag: bag.clone(),
         })
@@ -222,5 +236,42 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn only_the_one_spelling_of_port_nonce_and_bag_is_accepted() {
+        let line = |port: &str, nonce: &str, bag: &str| {
+            format!("FFS/1 HELLO aes256-gcm {port} {nonce} {bag}").into_bytes()
+        };
+        let (n, b) = ("abababababababababababababababab", "0123456789abcdef");
+        assert_eq!(Hello::parse(&line("17123", n, b)).unwrap().port, 17123);
+        assert_eq!(Hello::parse(&line("1", n, b)).unwrap().port, 1);
+        assert_eq!(Hello::parse(&line("65535", n, b)).unwrap().port, 65535);
+        for bad_port in [
+            "017123", "+17123", "-1", "0", "00", "65536", "99999", "", "1e3", " 1",
+        ] {
+            assert!(
+                matches!(
+                    Hello::parse(&line(bad_port, n, b)),
+                    Err(HandshakeError::Malformed(_))
+                ),
+                "port {bad_port:?} accepted"
+            );
+        }
+        let upper_nonce = "ABABABABABABABABABABABABABABABAB";
+        assert!(matches!(
+            Hello::parse(&line("17123", upper_nonce, b)),
+            Err(HandshakeError::Malformed(_))
+        ));
+        assert!(matches!(
+            Hello::parse(&line("17123", n, "0123456789ABCDEF")),
+            Err(HandshakeError::Malformed(_))
+        ));
+        let welcome = format!("FFS/1 WELCOME aes256-gcm {upper_nonce}");
+        assert!(matches!(
+            Welcome::parse(welcome.as_bytes()),
+            Err(HandshakeError::Malformed(_))
+        ));
+        assert!(Welcome::parse(format!("FFS/1 WELCOME aes256-gcm {n}").as_bytes()).is_ok());
     }
 }

@@ -462,3 +462,47 @@ async fn silent_peer_is_dropped_after_three_heartbeats() {
     // Say nothing more: the responder must give up on us.
     assert!(p.closed().await, "silent peer was not dropped");
 }
+
+#[tokio::test]
+async fn only_the_one_spelling_of_a_hello_is_accepted_on_the_wire() {
+    let b = bag();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve(
+        listener,
+        cfg(&b, Suite::Aes256Gcm),
+        Arc::new(Reverse),
+        std::future::pending(),
+    ));
+    let nonce = "0123456789abcdef0123456789abcdef";
+    let fp = b.fingerprint();
+    // Each variant: how the port, nonce and fingerprint are spelled, and the reply expected.
+    type Spell = fn(u16, &str, &str) -> String;
+    let variants: [(Spell, &str); 6] = [
+        (
+            |p, n, f| format!("{p} {n} {f}"),
+            "FFS/1 WELCOME aes256-gcm ",
+        ),
+        (|p, n, f| format!("0{p} {n} {f}"), "FFS/1 ERROR malformed"),
+        (|p, n, f| format!("+{p} {n} {f}"), "FFS/1 ERROR malformed"),
+        (
+            |p, n, f| format!("{p} {} {f}", n.to_uppercase()),
+            "FFS/1 ERROR malformed",
+        ),
+        (
+            |p, n, f| format!("{p} {n} {}", f.to_uppercase()),
+            "FFS/1 ERROR malformed",
+        ),
+        (|p, n, f| format!("{p}  {n} {f}"), "FFS/1 ERROR malformed"),
+    ];
+    for (spell, expected) in variants {
+        let s = TcpStream::connect(addr).await.unwrap();
+        let port = s.local_addr().unwrap().port();
+        let hello = format!("FFS/1 HELLO aes256-gcm {}\r\n", spell(port, nonce, &fp));
+        let (r, mut w) = s.into_split();
+        w.write_all(hello.as_bytes()).await.unwrap();
+        let mut line = String::new();
+        BufReader::new(r).read_line(&mut line).await.unwrap();
+        assert!(line.starts_with(expected), "{hello:?} got {line:?}");
+    }
+}
