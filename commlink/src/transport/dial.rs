@@ -6,9 +6,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::handshake_io::{Established, accept_handshake, initiate};
+use super::refusals::RefusalLog;
 use super::{Carrier, LinkConfig};
 
 /// Opens a stream over `carrier` and runs the initiator's handshake within the connect
@@ -78,7 +79,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// The dialing side of a link, in either direction: dials `carrier`, hands each established
 /// connection to `connected` (which returns when it drops), and dials again. Failed dials
-/// go to `failed` and back off exponentially (50 ms up to 2 s); each outage warns once.
+/// go to `failed` and back off exponentially (50 ms up to 2 s, reset by a success); each
+/// new cause of failure is logged at once, repeats once a minute with their count.
 pub(super) async fn redial<C: Carrier, F>(
     carrier: &C,
     cfg: &LinkConfig,
@@ -88,18 +90,19 @@ pub(super) async fn redial<C: Carrier, F>(
     F: Future<Output = ()>,
 {
     let mut backoff = BACKOFF_MIN;
-    let mut reported = false;
+    let mut log = RefusalLog::default();
     loop {
         match dial(carrier, cfg).await {
             Ok((est, peer)) => {
                 backoff = BACKOFF_MIN;
-                reported = false;
+                if let Some(line) = log.succeeded() {
+                    info!(%peer, "commlink {line}");
+                }
                 connected(est, peer).await;
             }
             Err(e) => {
-                if !reported {
-                    warn!("{e}; retrying");
-                    reported = true;
+                if let Some(line) = log.failed(&e, std::time::Instant::now()) {
+                    warn!("{line}");
                 }
                 failed(e);
                 tokio::time::sleep(backoff).await;

@@ -22,6 +22,7 @@
 //! - `carrier` and `tcp`: how a byte stream to the peer is opened ([`Carrier`]); raw TCP,
 //!   with source-port ranges, is the one carrier so far;
 //! - `dial`: dialing and accepting within the connect timeout, and the redial loop;
+//! - `refusals`: what the redial loop logs (each new cause at once, repeats counted);
 //! - `client`: the requester ([`Client`]);
 //! - `server`: the responders ([`serve`], [`serve_dialout`]).
 
@@ -31,6 +32,7 @@ mod config;
 mod conn;
 mod dial;
 mod handshake_io;
+mod refusals;
 mod server;
 mod tcp;
 
