@@ -72,7 +72,7 @@ fn start_nginx(nginx: &Path, file: &Path) -> Nginx {
     );
     let conf_path = dir.path().join("nginx.conf");
     std::fs::write(&conf_path, conf).unwrap();
-    let child = Command::new(nginx)
+    let mut child = Command::new(nginx)
         .arg("-p")
         .arg(dir.path())
         .arg("-c")
@@ -91,6 +91,8 @@ fn start_nginx(nginx: &Path, file: &Path) -> Nginx {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("nginx did not start listening on {http} / {https}");
 }
 
