@@ -27,12 +27,14 @@ pub mod frame;
 pub mod handshake;
 pub mod keys;
 pub mod msg;
+pub mod refusal;
 pub mod secret_file;
 pub mod tobj;
 pub mod transport;
 
 pub use crypto::Suite;
 pub use keys::{KeyBag, KeyBagError};
+pub use refusal::{RefusalCode, UnknownCode};
 pub use tobj::{Fields, Message, Request, Tobj, TobjError, Value};
 pub use transport::{
     Carrier, Client, LinkConfig, LinkError, Service, error_reply, serve, serve_dialout,

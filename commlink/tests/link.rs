@@ -18,7 +18,7 @@ struct Reverse;
 impl Service for Reverse {
     async fn call(&self, request: Tobj) -> Tobj {
         if request.kind == "test.fail" {
-            return commlink::error_reply("denied", "as requested");
+            return commlink::error_reply(commlink::RefusalCode::Denied, "as requested");
         }
         let text = request.fields.req_text("text").unwrap_or("").to_owned();
         // Finish out of order so replies overtake each other.
@@ -89,7 +89,7 @@ async fn listener_responder_serves_1000_concurrent_requests_per_suite() {
         // An error reply surfaces as Remote, and the link keeps working.
         let err = client.call(Tobj::new("test.fail", 0)).await.unwrap_err();
         assert!(
-            matches!(err, LinkError::Remote { ref code, .. } if code == "denied"),
+            err.refusal_code() == Some(commlink::RefusalCode::Denied),
             "{err}"
         );
         assert_eq!(ask(&client, "ok").await.unwrap(), "ko");

@@ -1,5 +1,6 @@
 //! The crate's error type.
 
+use commlink::RefusalCode;
 use std::path::PathBuf;
 
 /// Why a stager operation failed. Each variant knows what a commlink peer should be told
@@ -51,12 +52,12 @@ impl StagerError {
     }
 
     /// The commlink error code for this error.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> RefusalCode {
         match self {
-            StagerError::NotFound(_) => "not-found",
-            StagerError::Invalid(_) => "bad-request",
-            StagerError::Refused(_) => "denied",
-            _ => "internal",
+            StagerError::NotFound(_) => RefusalCode::NotFound,
+            StagerError::Invalid(_) => RefusalCode::BadRequest,
+            StagerError::Refused(_) => RefusalCode::Denied,
+            _ => RefusalCode::Internal,
         }
     }
 }

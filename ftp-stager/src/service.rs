@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use commlink::msg::stager as msg;
-use commlink::{Message as _, Tobj, error_reply};
+use commlink::{Message as _, RefusalCode, Tobj, error_reply};
 
 use crate::error::StagerError;
 use crate::staging::Stager;
@@ -27,7 +27,7 @@ impl StagerService {
             Ok(reply) => reply,
             Err(e) => {
                 tracing::error!(error = %e, "stager request handler failed");
-                error_reply("internal", "request handler failed")
+                error_reply(RefusalCode::Internal, "request handler failed")
             }
         }
     }
@@ -40,9 +40,12 @@ impl commlink::Service for StagerService {
 }
 
 fn fail(e: StagerError) -> Tobj {
-    if e.code() == "internal" {
+    if e.code() == RefusalCode::Internal {
         tracing::error!(error = %e, "stager request failed");
-        error_reply("internal", "internal error on the stager (see its log)")
+        error_reply(
+            RefusalCode::Internal,
+            "internal error on the stager (see its log)",
+        )
     } else {
         error_reply(e.code(), e.to_string())
     }
@@ -53,7 +56,7 @@ fn dispatch(s: &Stager, req: &Tobj) -> Tobj {
         ($t:ty) => {
             match <$t>::from_tobj(req) {
                 Ok(r) => r,
-                Err(e) => return error_reply("bad-request", e.to_string()),
+                Err(e) => return error_reply(RefusalCode::BadRequest, e.to_string()),
             }
         };
     }
@@ -95,6 +98,9 @@ fn dispatch(s: &Stager, req: &Tobj) -> Tobj {
             let r = decode!(msg::DeliveriesRequest);
             s.deliveries(&r).to_tobj(0)
         }
-        other => error_reply("bad-request", format!("unknown request type {other:?}")),
+        other => error_reply(
+            RefusalCode::BadRequest,
+            format!("unknown request type {other:?}"),
+        ),
     }
 }

@@ -79,7 +79,9 @@ async fn requests_over_a_real_commlink() {
         })
         .await
     {
-        Err(LinkError::Remote { code, .. }) => assert_eq!(code, "not-found"),
+        Err(e @ LinkError::Remote { .. }) => {
+            assert_eq!(e.refusal_code(), Some(commlink::RefusalCode::NotFound))
+        }
         other => panic!("{other:?}"),
     }
     match client
@@ -90,7 +92,9 @@ async fn requests_over_a_real_commlink() {
         })
         .await
     {
-        Err(LinkError::Remote { code, .. }) => assert_eq!(code, "bad-request"),
+        Err(e @ LinkError::Remote { .. }) => {
+            assert_eq!(e.refusal_code(), Some(commlink::RefusalCode::BadRequest))
+        }
         other => panic!("{other:?}"),
     }
 

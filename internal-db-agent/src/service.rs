@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use commlink::msg::agent as m;
-use commlink::{Message, Tobj, TobjError, error_reply};
+use commlink::{Message, RefusalCode, Tobj, TobjError, error_reply};
 use tracing::{info, warn};
 
 use crate::admin::{self, AdminError};
@@ -25,24 +25,24 @@ pub const LOGIN_DENIED: &str = "invalid login or password";
 /// Why a request was refused: an error code and a message for the peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    /// `bad-request`, `denied`, `locked`, `not-found` or `internal`.
-    pub code: &'static str,
+    /// The code sent to the peer.
+    pub code: RefusalCode,
     /// What the peer is told.
     pub message: String,
 }
 
 impl Refusal {
-    fn new(code: &'static str, message: impl Into<String>) -> Self {
+    fn new(code: RefusalCode, message: impl Into<String>) -> Self {
         Refusal {
             code,
             message: message.into(),
         }
     }
     fn denied(message: impl Into<String>) -> Self {
-        Refusal::new("denied", message)
+        Refusal::new(RefusalCode::Denied, message)
     }
     fn bad(message: impl Into<String>) -> Self {
-        Refusal::new("bad-request", message)
+        Refusal::new(RefusalCode::BadRequest, message)
     }
 }
 
@@ -57,10 +57,13 @@ impl From<DbError> for Refusal {
         tracing::error!(error = %e, "database error");
         match e {
             DbError::Connect { .. } => Refusal::new(
-                "unavailable",
+                RefusalCode::Unavailable,
                 "the database is unreachable; try again shortly",
             ),
-            _ => Refusal::new("internal", "the database failed; see the agent's log"),
+            _ => Refusal::new(
+                RefusalCode::Internal,
+                "the database failed; see the agent's log",
+            ),
         }
     }
 }
@@ -74,7 +77,7 @@ impl From<diesel::result::Error> for Refusal {
 impl From<AdminError> for Refusal {
     fn from(e: AdminError) -> Self {
         match e {
-            AdminError::NotFound(_) => Refusal::new("not-found", e.to_string()),
+            AdminError::NotFound(_) => Refusal::new(RefusalCode::NotFound, e.to_string()),
             AdminError::Exists(_) | AdminError::Invalid(_) | AdminError::Password(_) => {
                 Refusal::bad(e.to_string())
             }
@@ -113,7 +116,7 @@ impl AgentService {
         match self.dispatch(&request).await {
             Ok(reply) => reply,
             Err(r) => {
-                if r.code == "bad-request" {
+                if r.code == RefusalCode::BadRequest {
                     warn!(kind = %kind, reason = %r.message, "refused malformed request");
                 }
                 error_reply(r.code, r.message)
@@ -238,7 +241,7 @@ impl AgentService {
         if let Some(until) = locked {
             info!(login = %login, client = %client, "login refused: locked");
             return Err(Refusal::new(
-                "locked",
+                RefusalCode::Locked,
                 format!(
                     "too many failed logins; try again after {}",
                     rfc3339(chrono::DateTime::from_naive_utc_and_offset(
@@ -319,7 +322,9 @@ impl AgentService {
                 )?))
             })
             .await?
-            .ok_or_else(|| Refusal::new("not-found", format!("no customer with id {id}")))?;
+            .ok_or_else(|| {
+                Refusal::new(RefusalCode::NotFound, format!("no customer with id {id}"))
+            })?;
         Ok(m::EntitlementList {
             customer_id: id,
             entitlements: ents.iter().map(Into::into).collect(),
@@ -525,7 +530,7 @@ fn check_on(
     let now = store::now();
     let Some(row) = store::customer_row(c, customer_id)? else {
         return Ok(Err(Refusal::new(
-            "not-found",
+            RefusalCode::NotFound,
             format!("no customer with id {customer_id}"),
         )));
     };

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use commlink::msg::agent as am;
 use commlink::msg::stager as sm;
-use commlink::{Client, LinkError, Request};
+use commlink::{Client, LinkError, RefusalCode, Request};
 
 use crate::error::AppError;
 use crate::metrics::Metrics;
@@ -50,20 +50,21 @@ pub enum BackendError {
         /// Who refused.
         peer: Peer,
         /// The machine-readable code.
-        code: String,
+        code: RefusalCode,
         /// The peer's explanation.
         message: String,
     },
-    /// The reply made no sense.
+    /// The reply made no sense (including a refusal with a code this version does not
+    /// know).
     #[error("{peer} sent a bad reply: {why}", peer = .0.name(), why = .1)]
     BadReply(Peer, String),
 }
 
 impl BackendError {
     /// The refusal code, if the peer refused.
-    pub fn code(&self) -> Option<&str> {
+    pub fn code(&self) -> Option<RefusalCode> {
         match self {
-            BackendError::Refused { code, .. } => Some(code),
+            BackendError::Refused { code, .. } => Some(*code),
             _ => None,
         }
     }
@@ -76,11 +77,10 @@ impl From<BackendError> for AppError {
                 tracing::warn!(peer = p.name(), %why, "back end unreachable");
                 AppError::Unavailable(p.display())
             }
-            BackendError::Refused { code, message, .. } => match code.as_str() {
-                "denied" => AppError::NotFound,
-                "not-found" => AppError::NotFound,
-                "bad-request" => AppError::BadRequest(message),
-                "unavailable" => AppError::Unavailable("back-end database"),
+            BackendError::Refused { code, message, .. } => match code {
+                RefusalCode::Denied | RefusalCode::NotFound => AppError::NotFound,
+                RefusalCode::BadRequest => AppError::BadRequest(message),
+                RefusalCode::Unavailable => AppError::Unavailable("back-end database"),
                 _ => AppError::Internal(format!("{code}: {message}")),
             },
             BackendError::BadReply(p, why) => {
@@ -142,11 +142,17 @@ impl Backend {
             Ok(Err(LinkError::Timeout(d))) => {
                 Err(BackendError::Unreachable(peer, format!("timeout {d:?}")))
             }
-            Ok(Err(LinkError::Remote { code, message })) => Err(BackendError::Refused {
-                peer,
-                code,
-                message,
-            }),
+            Ok(Err(LinkError::Remote { code, message })) => match code.parse() {
+                Ok(code) => Err(BackendError::Refused {
+                    peer,
+                    code,
+                    message,
+                }),
+                Err(unknown) => Err(BackendError::BadReply(
+                    peer,
+                    format!("{unknown}: {message}"),
+                )),
+            },
             Ok(Err(LinkError::Decode(e))) => Err(BackendError::BadReply(peer, e.to_string())),
         };
         let ok = !matches!(

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use commlink::RefusalCode;
 use commlink::msg::stager::DeliveriesRequest;
 
 use crate::backend::{Backend, BackendError, Peer};
@@ -67,9 +68,11 @@ impl Forwarder {
                 Ok(()) => n += 1,
                 // An area the agent never recorded (e.g. staged by a benchmark) is skipped
                 // rather than blocking the log forever.
-                Err(BackendError::Refused { code, message, .. })
-                    if code == "not-found" || code == "bad-request" =>
-                {
+                Err(BackendError::Refused {
+                    code: RefusalCode::NotFound | RefusalCode::BadRequest,
+                    message,
+                    ..
+                }) => {
                     tracing::warn!(seq = d.seq, area = %d.area_id, %message, "delivery not recorded");
                 }
                 Err(e) => {

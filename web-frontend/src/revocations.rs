@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use actix_web::web;
+use commlink::RefusalCode;
 use commlink::msg::agent::RevocationInfo;
 use commlink::msg::stager::UnstageRequest;
 
@@ -72,7 +73,7 @@ impl Revoker {
                     tracing::info!(customer = r.customer_id, product = ?r.product, %area, "staged area revoked");
                 }
                 Ok(_) => {}
-                Err(e) if e.code() == Some("not-found") => {}
+                Err(e) if e.code() == Some(RefusalCode::NotFound) => {}
                 Err(e) => return Err(e),
             }
         }

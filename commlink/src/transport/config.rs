@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::crypto::Suite;
 use crate::keys::KeyBag;
+use crate::refusal::RefusalCode;
 use crate::tobj::{Fields, Limits, Tobj, TobjError};
 
 /// Settings shared by both ends of a link.
@@ -63,7 +64,9 @@ pub enum LinkError {
     /// The peer answered with an error reply.
     #[error("peer refused: {code}: {message}")]
     Remote {
-        /// Machine-readable code, e.g. `denied`, `bad-request`, `internal`.
+        /// Machine-readable code as sent, e.g. `denied`, `bad-request`, `internal`; kept as
+        /// text because a newer peer may send a code this version does not know (see
+        /// [`LinkError::refusal_code`]).
         code: String,
         /// Human-readable explanation.
         message: String,
@@ -73,17 +76,29 @@ pub enum LinkError {
     Decode(#[from] TobjError),
 }
 
+impl LinkError {
+    /// The typed code of a [`LinkError::Remote`] refusal, if this version knows it.
+    pub fn refusal_code(&self) -> Option<RefusalCode> {
+        match self {
+            LinkError::Remote { code, .. } => code.parse().ok(),
+            _ => None,
+        }
+    }
+}
+
 /// The tobj type of an error reply.
 pub const ERROR_TYPE: &str = "ffs.error";
 pub(super) const HELLO_TYPE: &str = "ffs.hello";
 pub(super) const PING_TYPE: &str = "ffs.ping";
 
 /// An error reply with a code and message; a [`Service`] returns it to refuse a request.
-pub fn error_reply(code: &str, message: impl Into<String>) -> Tobj {
+pub fn error_reply(code: RefusalCode, message: impl Into<String>) -> Tobj {
     Tobj::with_fields(
         ERROR_TYPE,
         0,
-        Fields::new().text("code", code).text("message", message),
+        Fields::new()
+            .text("code", code.as_str())
+            .text("message", message),
     )
 }
 
@@ -107,7 +122,7 @@ mod tests {
 
     #[test]
     fn error_reply_round_trips_into_a_remote_error() {
-        let reply = error_reply("denied", "no such customer");
+        let reply = error_reply(RefusalCode::Denied, "no such customer");
         assert_eq!(reply.kind, ERROR_TYPE);
         match remote_error(&reply) {
             LinkError::Remote { code, message } => {

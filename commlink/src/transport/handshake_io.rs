@@ -8,6 +8,7 @@ use super::LinkConfig;
 use crate::crypto::{self, NONCE_LEN, OpenError, Opener, Sealer, Side};
 use crate::frame::{self, FrameError, LineDecoder};
 use crate::handshake::{self, HandshakeError, Hello, Welcome};
+use crate::refusal::RefusalCode;
 use crate::tobj::TobjError;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,12 +31,12 @@ pub(super) enum ConnError {
 
 impl ConnError {
     /// The code sent to the peer before closing.
-    pub(super) fn code(&self) -> &'static str {
+    pub(super) fn code(&self) -> RefusalCode {
         match self {
-            ConnError::Frame(_) => "bad-line",
-            ConnError::Open(_) => "bad-packet",
-            ConnError::Tobj(_) => "bad-request",
-            _ => "protocol",
+            ConnError::Frame(_) => RefusalCode::BadLine,
+            ConnError::Open(_) => RefusalCode::BadPacket,
+            ConnError::Tobj(_) => RefusalCode::BadRequest,
+            _ => RefusalCode::Protocol,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! CSRF-checked and carried out by the agent (which checks the admin role again).
 
 use actix_web::{HttpResponse, web};
+use commlink::RefusalCode;
 
 use crate::backend::BackendError;
 use crate::error::AppError;
@@ -58,9 +59,11 @@ pub(crate) async fn edit(
             m
         }
         // The agent's explanation is meant for the admin (bad constraint, self-disable, ...).
-        Err(BackendError::Refused { code, message, .. })
-            if code == "bad-request" || code == "denied" =>
-        {
+        Err(BackendError::Refused {
+            code: RefusalCode::BadRequest | RefusalCode::Denied,
+            message,
+            ..
+        }) => {
             format!("not changed: {message}")
         }
         Err(e) => return Err(e.into()),

@@ -1,6 +1,7 @@
 //! `POST /admin/areas/revoke`: stager.unstage for one area (CSRF-checked), then back to the list.
 
 use actix_web::{HttpResponse, web};
+use commlink::RefusalCode;
 use commlink::msg::stager::UnstageRequest;
 
 use crate::backend::Peer;
@@ -28,7 +29,7 @@ pub(crate) async fn revoke(
         .await;
     let removed = match r {
         Ok(u) => u.removed,
-        Err(e) if e.code() == Some("not-found") => false,
+        Err(e) if e.code() == Some(RefusalCode::NotFound) => false,
         Err(e) => return Err(e.into()),
     };
     tracing::info!(admin = %user.login, area = %area_id, removed, "area revoked");

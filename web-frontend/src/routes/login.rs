@@ -6,6 +6,7 @@ use std::time::Instant;
 use actix_session::Session;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
+use commlink::RefusalCode;
 
 use crate::backend::BackendError;
 use crate::error::AppError;
@@ -89,7 +90,10 @@ pub(crate) async fn submit(
             tracing::info!(%login, %ip, "signed in");
             Ok(super::see_other("/products"))
         }
-        Err(BackendError::Refused { code, .. }) if code == "locked" => {
+        Err(BackendError::Refused {
+            code: RefusalCode::Locked,
+            ..
+        }) => {
             state.throttle.fail(ip, Instant::now());
             tracing::info!(%login, %ip, "sign-in refused: locked");
             page(
@@ -99,7 +103,10 @@ pub(crate) async fn submit(
                 login,
             )
         }
-        Err(BackendError::Refused { code, .. }) if code == "denied" => {
+        Err(BackendError::Refused {
+            code: RefusalCode::Denied,
+            ..
+        }) => {
             state.throttle.fail(ip, Instant::now());
             tracing::info!(%login, %ip, "sign-in refused");
             page(

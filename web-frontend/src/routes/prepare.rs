@@ -4,9 +4,10 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
+use commlink::RefusalCode;
 use commlink::msg::stager::StageRequest;
 
-use crate::backend::{BackendError, Peer};
+use crate::backend::Peer;
 use crate::error::AppError;
 use crate::format;
 use crate::pages::{PreparedPage, render};
@@ -33,7 +34,7 @@ pub(crate) async fn prepare(
         .authorize(user.id, &product, &version)
         .await
         .map_err(|e| {
-            if e.code() == Some("denied") {
+            if e.code() == Some(RefusalCode::Denied) {
                 tracing::warn!(login = %user.login, %product, %version, "prepare refused by the agent");
             }
             AppError::from(e)
@@ -50,13 +51,7 @@ pub(crate) async fn prepare(
                 ttl_secs: None,
             },
         )
-        .await
-        .map_err(|e| match e {
-            BackendError::Refused { code, message, .. } if code == "bad-request" => {
-                AppError::BadRequest(message)
-            }
-            other => AppError::from(other),
-        })?;
+        .await?;
     if let Err(e) = state
         .backend
         .record_download(user.id, &area, &product, &version, &ip)
