@@ -146,6 +146,17 @@ struct Running {
     web: Daemon,
 }
 
+/// Waits (up to 30 s) until the whole stack answers ready; on failure shows every log.
+fn wait_ready(s: &Site, r: &Running) {
+    assert!(
+        eventually(Duration::from_secs(30), || ready(s)),
+        "stack never became ready\nagent:\n{}\nstager:\n{}\nweb:\n{}",
+        r.agent.log_text(),
+        r.stager.log_text(),
+        r.web.log_text()
+    );
+}
+
 fn start(s: &Site, agent_prefix: &[&str]) -> Running {
     let d = s.path();
     let mut agent_args: Vec<&str> = agent_prefix.to_vec();
@@ -241,13 +252,7 @@ fn history(s: &Site) -> serde_json::Value {
 fn customer_downloads_over_https_and_ftp_and_survives_restarts() {
     let s = site("listen", "127.0.0.1", "127.0.0.1");
     let mut r = start(&s, &[]);
-    assert!(
-        eventually(Duration::from_secs(30), || ready(&s)),
-        "stack never became ready\nagent:\n{}\nstager:\n{}\nweb:\n{}",
-        r.agent.log_text(),
-        r.stager.log_text(),
-        r.web.log_text()
-    );
+    wait_ready(&s, &r);
 
     let c = login(&s);
     let page = prepare(&s, &c);
@@ -413,13 +418,7 @@ fn disable_and_unentitle_revoke_sessions_and_staged_areas_within_seconds() {
     );
     ffs_ok(d, &["entitle", "alice", "gadget"], None);
     let r = start(&s, &[]);
-    assert!(
-        eventually(Duration::from_secs(30), || ready(&s)),
-        "stack never became ready\nagent:\n{}\nstager:\n{}\nweb:\n{}",
-        r.agent.log_text(),
-        r.stager.log_text(),
-        r.web.log_text()
-    );
+    wait_ready(&s, &r);
     let tmp = tempfile::tempdir().unwrap();
     let c = login(&s);
     let (widget, w_user, w_pass) = locators(&prepare(&s, &c));

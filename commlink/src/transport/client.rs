@@ -67,15 +67,7 @@ impl Client {
             };
             redial(&carrier, &c, connected, |e| set_error(&errs, e)).await
         });
-        Client {
-            inner: Arc::new(ClientInner {
-                cfg,
-                current: rx,
-                last_error,
-                next_id: AtomicU64::new(1),
-                _maintainer: AbortOnDrop(task),
-            }),
-        }
+        Client::from_parts(cfg, rx, last_error, task)
     }
 
     /// A client whose responder dials in (seed 000's direction): accepts connections on
@@ -137,10 +129,20 @@ impl Client {
                 while conns.try_join_next().is_some() {}
             }
         });
+        Client::from_parts(cfg, rx, last_error, task)
+    }
+
+    /// The client around its maintainer task (which dials, or accepts dial-ins).
+    fn from_parts(
+        cfg: LinkConfig,
+        current: watch::Receiver<Option<ConnHandle>>,
+        last_error: Arc<Mutex<String>>,
+        task: tokio::task::JoinHandle<()>,
+    ) -> Client {
         Client {
             inner: Arc::new(ClientInner {
                 cfg,
-                current: rx,
+                current,
                 last_error,
                 next_id: AtomicU64::new(1),
                 _maintainer: AbortOnDrop(task),
