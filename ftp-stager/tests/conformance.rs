@@ -1,5 +1,6 @@
 //! nginx is the oracle for HTTPS downloads: a real nginx serves the very same file (a hard
-//! link to the staged one: same bytes, same mtime) and both servers get the same matrix of
+//! link to the staged one: same bytes, same mtime) over plain HTTP and over HTTPS (a
+//! self-signed certificate), and the stager and each nginx listener get the same matrix of
 //! Range / conditional requests through curl. Status codes, bodies (the parts of a
 //! `multipart/byteranges` body, compared part by part), `Content-Range` and
 //! `Content-Length` must agree.
@@ -99,14 +100,36 @@ fn parts(r: &Reply) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-/// Starts nginx (as root, configured in `dir`) serving `root` on a free port; returns its
-/// base URL and the child.
-fn start_nginx(dir: &std::path::Path, root: &std::path::Path) -> (String, std::process::Child) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+/// A running nginx serving one directory over plain HTTP and over HTTPS (a self-signed
+/// certificate made for the test).
+struct Nginx {
+    http: String,
+    https: String,
+    child: std::process::Child,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
+        .port()
+}
+
+/// Starts nginx (as root, configured in `dir`) serving `root` on two free ports, one
+/// plain and one TLS.
+fn start_nginx(dir: &std::path::Path, root: &std::path::Path) -> Nginx {
+    let (port, tls_port) = (free_port(), free_port());
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
     let d = dir.display();
     let conf = format!(
         "user root root;\ndaemon off;\nmaster_process off;\npid {d}/nginx.pid;\n\
@@ -114,32 +137,37 @@ fn start_nginx(dir: &std::path::Path, root: &std::path::Path) -> (String, std::p
          http {{\n access_log off;\n client_body_temp_path {d}/cb;\n proxy_temp_path {d}/pt;\n\
          fastcgi_temp_path {d}/ft;\n uwsgi_temp_path {d}/ut;\n scgi_temp_path {d}/st;\n\
          default_type application/octet-stream;\n if_modified_since before;\n\
-         server {{ listen 127.0.0.1:{port}; root {}; }}\n}}\n",
+         server {{ listen 127.0.0.1:{port}; listen 127.0.0.1:{tls_port} ssl;\n\
+         ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem; root {}; }}\n}}\n",
         root.display()
     );
     std::fs::write(dir.join("nginx.conf"), conf).unwrap();
     let nginx = ffs_testkit::prereq::find_command("nginx").unwrap();
-    let mut child = Command::new(nginx)
-        .arg("-p")
-        .arg(dir)
-        .arg("-c")
-        .arg(dir.join("nginx.conf"))
-        .arg("-e")
-        .arg(dir.join("error.log"))
-        .spawn()
-        .expect("nginx starts");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return (format!("http://127.0.0.1:{port}/"), child);
+    let mut nginx = Nginx {
+        http: format!("http://127.0.0.1:{port}/"),
+        https: format!("https://127.0.0.1:{tls_port}/"),
+        child: Command::new(nginx)
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .spawn()
+            .expect("nginx starts"),
+    };
+    for p in [port, tls_port] {
+        while std::net::TcpStream::connect(("127.0.0.1", p)).is_err() {
+            if let Ok(Some(st)) = nginx.child.try_wait() {
+                panic!(
+                    "nginx exited ({st}): {}",
+                    std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!(
-        "nginx did not listen: {}",
-        std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
-    );
+    nginx
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -154,9 +182,12 @@ async fn https_ranges_and_preconditions_match_nginx() {
     let nroot = ndir.join("root");
     std::fs::create_dir_all(&nroot).unwrap();
     std::fs::hard_link(&staged, nroot.join("big.bin")).unwrap();
-    let (nbase, mut child) = start_nginx(&ndir, &nroot);
+    let nginx = start_nginx(&ndir, &nroot);
     let ours = format!("{}big.bin", a.https_base);
-    let theirs = format!("{nbase}big.bin");
+    let oracles = [
+        ("nginx over HTTP", format!("{}big.bin", nginx.http)),
+        ("nginx over HTTPS", format!("{}big.bin", nginx.https)),
+    ];
 
     let result = tokio::task::spawn_blocking(move || {
         let len = std::fs::metadata(nroot.join("big.bin")).unwrap().len();
@@ -168,8 +199,6 @@ async fn https_ranges_and_preconditions_match_nginx() {
             )
         };
         let (oe, olm) = first(&ours);
-        let (ne, nlm) = first(&theirs);
-        assert_eq!(olm, nlm, "same file, same Last-Modified");
         let stale_date = "Thu, 01 Jan 1970 00:00:01 GMT".to_owned();
         let h = |k: &str, v: &str| (k.to_owned(), v.to_owned());
         // Each case: (name, HEAD?, headers given (etag, last-modified)).
@@ -290,62 +319,65 @@ async fn https_ranges_and_preconditions_match_nginx() {
             ),
         ];
         let mut failures = Vec::new();
-        for (name, head, mk) in &cases {
-            let o = fetch(&ours, *head, &mk(&oe, &olm));
-            let n = fetch(&theirs, *head, &mk(&ne, &nlm));
-            let mut diff = |what: &str, a: String, b: String| {
-                if a != b {
-                    failures.push(format!("{name}: {what}: ours {a:?}, nginx {b:?}"));
-                }
-            };
-            diff("status", o.status.to_string(), n.status.to_string());
-            let hdr = |r: &Reply, k: &str| r.headers.get(k).cloned().unwrap_or_default();
-            diff(
-                "Content-Range",
-                hdr(&o, "content-range"),
-                hdr(&n, "content-range"),
-            );
-            if o.status == n.status && matches!(o.status, 200 | 206) {
+        for (oracle, theirs) in &oracles {
+            let (ne, nlm) = first(theirs);
+            assert_eq!(olm, nlm, "same file, same Last-Modified ({oracle})");
+            for (name, head, mk) in &cases {
+                let o = fetch(&ours, *head, &mk(&oe, &olm));
+                let n = fetch(theirs, *head, &mk(&ne, &nlm));
+                let mut diff = |what: &str, a: String, b: String| {
+                    if a != b {
+                        failures.push(format!("{oracle}: {name}: {what}: ours {a:?}, nginx {b:?}"));
+                    }
+                };
+                diff("status", o.status.to_string(), n.status.to_string());
+                let hdr = |r: &Reply, k: &str| r.headers.get(k).cloned().unwrap_or_default();
                 diff(
-                    "Content-Length",
-                    hdr(&o, "content-length"),
-                    hdr(&n, "content-length"),
+                    "Content-Range",
+                    hdr(&o, "content-range"),
+                    hdr(&n, "content-range"),
                 );
-                let multi = hdr(&n, "content-type").starts_with("multipart/byteranges");
-                if *head {
-                    // curl -I writes the header block where the body would go: no body
-                    // came; Content-Length (compared above) is what HEAD promises.
-                } else if multi {
-                    let (po, pn) = (parts(&o), parts(&n));
+                if o.status == n.status && matches!(o.status, 200 | 206) {
                     diff(
-                        "parts",
-                        format!(
-                            "{:?}",
-                            po.iter().map(|p| (&p.0, sha_hex(&p.1))).collect::<Vec<_>>()
-                        ),
-                        format!(
-                            "{:?}",
-                            pn.iter().map(|p| (&p.0, sha_hex(&p.1))).collect::<Vec<_>>()
-                        ),
+                        "Content-Length",
+                        hdr(&o, "content-length"),
+                        hdr(&n, "content-length"),
                     );
-                    assert!(pn.len() == 3, "nginx answered {} parts", pn.len());
-                } else {
-                    diff("body", sha_hex(&o.body), sha_hex(&n.body));
+                    let multi = hdr(&n, "content-type").starts_with("multipart/byteranges");
+                    if *head {
+                        // curl -I writes the header block where the body would go: no body
+                        // came; Content-Length (compared above) is what HEAD promises.
+                    } else if multi {
+                        let (po, pn) = (parts(&o), parts(&n));
+                        diff(
+                            "parts",
+                            format!(
+                                "{:?}",
+                                po.iter().map(|p| (&p.0, sha_hex(&p.1))).collect::<Vec<_>>()
+                            ),
+                            format!(
+                                "{:?}",
+                                pn.iter().map(|p| (&p.0, sha_hex(&p.1))).collect::<Vec<_>>()
+                            ),
+                        );
+                        assert!(pn.len() == 3, "nginx answered {} parts", pn.len());
+                    } else {
+                        diff("body", sha_hex(&o.body), sha_hex(&n.body));
+                    }
                 }
-            }
-            if o.status == 304 {
-                diff(
-                    "body",
-                    format!("{}", o.body.len()),
-                    format!("{}", n.body.len()),
-                );
+                if o.status == 304 {
+                    diff(
+                        "body",
+                        format!("{}", o.body.len()),
+                        format!("{}", n.body.len()),
+                    );
+                }
             }
         }
         failures
     })
     .await;
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(nginx);
     let failures = result.unwrap();
     assert!(
         failures.is_empty(),
