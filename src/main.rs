@@ -39,7 +39,7 @@ enum Cmd {
     Config(ConfigCmd),
     /// Benchmarks.
     #[command(subcommand)]
-    Bench(BenchCmd),
+    Bench(cmd::bench::BenchCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,14 +75,6 @@ enum ConfigCmd {
         #[arg(long, value_enum, value_delimiter = ',')]
         role: Vec<config::Role>,
     },
-}
-
-#[derive(Debug, Subcommand)]
-enum BenchCmd {
-    /// Commlink round-trip latency and throughput per suite, beside plain TCP and TLS.
-    Commlink(cmd::bench_commlink::BenchCommlinkArgs),
-    /// Per-file staging latency by method (hard link, reflink, copy) across sizes.
-    Staging(cmd::stager::BenchStagingArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -183,14 +175,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}: config OK", cli.config.display());
             Ok(())
         }
-        Cmd::Bench(BenchCmd::Commlink(args)) => cmd::bench_commlink::bench_commlink(args).await,
-        Cmd::Bench(BenchCmd::Staging(args)) => {
+        Cmd::Bench(cmd::bench::BenchCmd::Commlink(args)) => cmd::bench::commlink::run(args).await,
+        Cmd::Bench(cmd::bench::BenchCmd::Staging(args)) => {
             let cfg = if cli.config.exists() {
                 load()?
             } else {
                 FfsConfig::default()
             };
-            cmd::stager::bench_staging(args, &cfg).await
+            cmd::bench::staging::run(args, &cfg).await
         }
     }
 }

@@ -19,16 +19,24 @@
 //! - [`transport`]: async client and server over a carrier (raw TCP), both dial directions
 //!   (the I/O edge);
 //! - [`msg`]: the typed messages the ffs roles exchange.
+//!
+//! Beside them: [`stats`] (percentiles, shared by every role's statistics and benchmark),
+//! [`progress`] (how libraries report long work without drawing it) and, with the `bench`
+//! feature, `bench` (what `ffs bench commlink` measures).
 
 #![deny(missing_docs)]
 
+#[cfg(feature = "bench")]
+pub mod bench;
 pub mod crypto;
 pub mod frame;
 pub mod handshake;
 pub mod keys;
 pub mod msg;
+pub mod progress;
 pub mod refusal;
 pub mod secret_file;
+pub mod stats;
 pub mod tobj;
 pub mod transport;
 

@@ -1,7 +1,8 @@
 //! `ffs bench staging`: per-file stage latency by method (hard link, reflink where the
 //! filesystem supports it, copy) across file sizes, measured in one run; plus the latency of
 //! a whole `stage` request (an N-file release, including the state-file write) through
-//! [`Stager::stage`]. Output as a table, JSON, and a hand-written SVG chart.
+//! [`Stager::stage`]. This module measures and returns a [`Report`]; the `ffs` binary
+//! presents it (table, JSON, SVG chart) and draws the progress reported here.
 //!
 //! Source files hold real (pseudo-random) bytes, not sparse holes, so copying is measured
 //! fairly. They were just written, so the copy reads from the page cache: the copy numbers
@@ -12,12 +13,14 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use commlink::progress::Progress;
+use commlink::stats::p50_p99_max;
 use serde::Serialize;
 
 use crate::config::StagerConfig;
 use crate::error::{Result, StagerError};
 use crate::repository::{Manifest, ManifestFile, Repository};
-use crate::staging::{Method, Stager, percentile, reflink};
+use crate::staging::{Method, Stager, reflink};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -30,8 +33,6 @@ pub struct BenchOptions {
     pub rounds: usize,
     /// Scratch directory (repository and areas are created inside; removed afterwards).
     pub dir: PathBuf,
-    /// Show progress on stderr.
-    pub progress: bool,
 }
 
 /// Latency of one (size, method) pair.
@@ -74,26 +75,6 @@ impl Report {
     }
 }
 
-/// Parses sizes such as `1MiB`, `100MiB`, `1GiB`, `4096`, `10KB`.
-pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("bad size {s:?}"))?;
-    let mul: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "kb" => 1000,
-        "m" | "mib" => 1 << 20,
-        "mb" => 1_000_000,
-        "g" | "gib" => 1 << 30,
-        "gb" => 1_000_000_000,
-        _ => return Err(format!("bad size unit in {s:?} (use KiB, MiB, GiB)")),
-    };
-    n.checked_mul(mul)
-        .ok_or_else(|| format!("size {s:?} too large"))
-}
-
 /// Human size (binary units).
 pub fn human(n: u64) -> String {
     match n {
@@ -126,11 +107,11 @@ fn write_pattern(path: &Path, size: u64) -> Result<()> {
 }
 
 fn us(samples_ns: &mut [u64]) -> (f64, f64, f64) {
-    samples_ns.sort_unstable();
+    let (p50, p99, max) = p50_p99_max(samples_ns);
     (
-        percentile(samples_ns, 50.0) as f64 / 1000.0,
-        percentile(samples_ns, 99.0) as f64 / 1000.0,
-        samples_ns.last().copied().unwrap_or(0) as f64 / 1000.0,
+        p50 as f64 / 1000.0,
+        p99 as f64 / 1000.0,
+        max as f64 / 1000.0,
     )
 }
 
@@ -151,7 +132,7 @@ fn fs_type(dir: &Path) -> String {
 }
 
 /// Runs the benchmark.
-pub fn run(opts: &BenchOptions) -> Result<Report> {
+pub fn run(opts: &BenchOptions, progress: &dyn Progress) -> Result<Report> {
     if opts.files == 0 || opts.rounds == 0 || opts.sizes.is_empty() {
         return Err(StagerError::Invalid(
             "need at least one size, file and round".into(),
@@ -161,12 +142,13 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
     let scratch = opts
         .dir
         .join(format!("ffs-bench-{}", crate::fsutil::random_hex(4)));
-    let result = run_in(opts, &scratch);
+    let result = run_in(opts, progress, &scratch);
+    progress.finish();
     let _ = fs::remove_dir_all(&scratch);
     result
 }
 
-fn run_in(opts: &BenchOptions, scratch: &Path) -> Result<Report> {
+fn run_in(opts: &BenchOptions, progress: &dyn Progress, scratch: &Path) -> Result<Report> {
     let cfg = StagerConfig {
         repository: scratch.join("repo"),
         areas_dir: scratch.join("areas"),
@@ -177,11 +159,6 @@ fn run_in(opts: &BenchOptions, scratch: &Path) -> Result<Report> {
     let src_dir = scratch.join("src");
     fs::create_dir_all(&src_dir).map_err(StagerError::io("create", &src_dir))?;
     let mut rows = Vec::new();
-    let say = |m: String| {
-        if opts.progress {
-            eprintln!("{m}");
-        }
-    };
 
     // Does this filesystem clone?
     let probe = src_dir.join("probe");
@@ -191,7 +168,7 @@ fn run_in(opts: &BenchOptions, scratch: &Path) -> Result<Report> {
     let mut stager: Option<Stager> = None;
     for &size in &opts.sizes {
         let name = human(size);
-        say(format!("writing a {name} source file"));
+        progress.phase(&format!("writing a {name} source file"), 0);
         let src = src_dir.join(format!("{name}.bin"));
         write_pattern(&src, size)?;
         let version = format!("{name}-n{}", opts.files);
@@ -201,7 +178,7 @@ fn run_in(opts: &BenchOptions, scratch: &Path) -> Result<Report> {
             &version,
             std::slice::from_ref(&src),
             "",
-            opts.progress,
+            false,
         )?;
         let _ = fs::remove_file(&src);
         let sha = m.files[0].sha256.clone();
@@ -231,11 +208,14 @@ fn run_in(opts: &BenchOptions, scratch: &Path) -> Result<Report> {
             } else {
                 opts.rounds
             };
-            say(format!(
-                "{name}: {} × {} files × {rounds} rounds",
-                method.name(),
-                opts.files
-            ));
+            progress.phase(
+                &format!(
+                    "{name}: {} × {} files × {rounds} rounds",
+                    method.name(),
+                    opts.files
+                ),
+                (rounds * opts.files) as u64,
+            );
             let mut samples = Vec::with_capacity(rounds * opts.files);
             for r in 0..rounds {
                 let area = cfg.areas_dir.join(format!("bench-{r}"));
@@ -247,6 +227,7 @@ fn run_in(opts: &BenchOptions, scratch: &Path) -> Result<Report> {
                         .place(&obj, &dst)
                         .map_err(StagerError::io("place", &dst))?;
                     samples.push(t.elapsed().as_nanos() as u64);
+                    progress.advance(1);
                 }
                 fs::remove_dir_all(&area).map_err(StagerError::io("remove", &area))?;
             }
@@ -271,12 +252,17 @@ fn run_in(opts: &BenchOptions, scratch: &Path) -> Result<Report> {
             version: version.clone(),
             ..Default::default()
         };
+        progress.phase(
+            &format!("{name}: whole stage requests × {}", opts.rounds),
+            opts.rounds as u64,
+        );
         let mut samples = Vec::new();
         for _ in 0..opts.rounds {
             let t = Instant::now();
             let a = st.stage(&req)?;
             samples.push(t.elapsed().as_nanos() as u64);
             st.unstage(&a.area_id)?;
+            progress.advance(1);
         }
         let (p50, p99, max) = us(&mut samples);
         rows.push(Row {
@@ -299,187 +285,41 @@ fn run_in(opts: &BenchOptions, scratch: &Path) -> Result<Report> {
     })
 }
 
-/// A plain-text table with the copy/hard-link ratio per size.
-pub fn render_table(r: &Report) -> String {
-    let mut s = format!(
-        "per-file staging latency, {} files per release, filesystem {}, reflink {}\n",
-        r.files,
-        r.filesystem,
-        if r.reflink_supported {
-            "supported"
-        } else {
-            "not supported"
-        }
-    );
-    s.push_str(&format!(
-        "{:>8}  {:<14} {:>7} {:>12} {:>12} {:>12}\n",
-        "size", "method", "samples", "p50 µs", "p99 µs", "max µs"
-    ));
-    for row in &r.rows {
-        s.push_str(&format!(
-            "{:>8}  {:<14} {:>7} {:>12.1} {:>12.1} {:>12.1}\n",
-            human(row.size),
-            row.method,
-            row.samples,
-            row.p50_us,
-            row.p99_us,
-            row.max_us
-        ));
-    }
-    let mut sizes: Vec<u64> = r.rows.iter().map(|x| x.size).collect();
-    sizes.dedup();
-    for size in sizes {
-        if let (Some(h), Some(c)) = (r.p50(size, "hardlink"), r.p50(size, "copy"))
-            && h > 0.0
-        {
-            s.push_str(&format!(
-                "{:>8}  copy / hard link (p50): {:.0}×\n",
-                human(size),
-                c / h
-            ));
-        }
-    }
-    s
-}
-
-/// A grouped bar chart (log scale, p50 bars with p99 ticks) as standalone SVG.
-pub fn render_svg(r: &Report) -> String {
-    let methods: Vec<&str> = ["hardlink", "reflink", "copy", "stage-request"]
-        .into_iter()
-        .filter(|m| r.rows.iter().any(|x| x.method == *m))
-        .collect();
-    let color = |m: &str| match m {
-        "hardlink" => "#2b8a3e",
-        "reflink" => "#1971c2",
-        "copy" => "#c92a2a",
-        _ => "#868e96",
-    };
-    let mut sizes: Vec<u64> = r.rows.iter().map(|x| x.size).collect();
-    sizes.dedup();
-    let (w, h, left, top, bottom) = (760.0, 420.0, 70.0, 40.0, 60.0);
-    let plot_h = h - top - bottom;
-    let max = r
-        .rows
-        .iter()
-        .map(|x| x.p99_us.max(x.p50_us))
-        .fold(1.0f64, f64::max);
-    let min = r
-        .rows
-        .iter()
-        .map(|x| x.p50_us)
-        .filter(|v| *v > 0.0)
-        .fold(max, f64::min)
-        .max(0.1);
-    let lo = min.log10().floor();
-    let hi = max.log10().ceil().max(lo + 1.0);
-    let y = |v: f64| top + plot_h * (1.0 - (v.max(10f64.powf(lo)).log10() - lo) / (hi - lo));
-    let group_w = (w - left - 20.0) / sizes.len().max(1) as f64;
-    let bar_w = (group_w * 0.8) / methods.len().max(1) as f64;
-    let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-         <text x=\"{left}\" y=\"22\" font-size=\"15\">Per-file staging latency (p50 bar, p99 tick; µs, log scale; {} files/release)</text>\n",
-        r.files
-    );
-    let mut e = lo;
-    while e <= hi {
-        let yy = y(10f64.powf(e));
-        s.push_str(&format!(
-            "<line x1=\"{left}\" x2=\"{}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n",
-            w - 20.0,
-            left - 6.0,
-            yy + 4.0,
-            fmt_us(10f64.powf(e))
-        ));
-        e += 1.0;
-    }
-    for (gi, size) in sizes.iter().enumerate() {
-        let gx = left + gi as f64 * group_w + group_w * 0.1;
-        for (mi, m) in methods.iter().enumerate() {
-            let Some(row) = r.rows.iter().find(|x| x.size == *size && x.method == *m) else {
-                continue;
-            };
-            let x = gx + mi as f64 * bar_w;
-            let yt = y(row.p50_us);
-            s.push_str(&format!(
-                "<rect x=\"{x:.1}\" y=\"{yt:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"><title>{} {}: p50 {:.1} µs, p99 {:.1} µs</title></rect>\n",
-                bar_w * 0.9,
-                (top + plot_h - yt).max(0.0),
-                color(m),
-                human(*size),
-                m,
-                row.p50_us,
-                row.p99_us
-            ));
-            let y99 = y(row.p99_us);
-            s.push_str(&format!(
-                "<line x1=\"{x:.1}\" x2=\"{:.1}\" y1=\"{y99:.1}\" y2=\"{y99:.1}\" stroke=\"black\" stroke-width=\"2\"/>\n",
-                x + bar_w * 0.9
-            ));
-        }
-        s.push_str(&format!(
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\n",
-            gx + group_w * 0.4,
-            top + plot_h + 18.0,
-            human(*size)
-        ));
-    }
-    for (mi, m) in methods.iter().enumerate() {
-        let x = left + mi as f64 * 130.0;
-        s.push_str(&format!(
-            "<rect x=\"{x}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{}</text>\n",
-            h - 24.0,
-            color(m),
-            x + 16.0,
-            h - 14.0,
-            if *m == "stage-request" {
-                "whole stage request"
-            } else {
-                m
-            }
-        ));
-    }
-    s.push_str("</svg>\n");
-    s
-}
-
-fn fmt_us(v: f64) -> String {
-    if v >= 1_000_000.0 {
-        format!("{:.0} s", v / 1_000_000.0)
-    } else if v >= 1000.0 {
-        format!("{:.0} ms", v / 1000.0)
-    } else {
-        format!("{v:.0} µs")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn sizes_parse() {
-        assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
-        assert_eq!(parse_size("100MiB").unwrap(), 100 << 20);
-        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
-        assert_eq!(parse_size("4096").unwrap(), 4096);
-        assert_eq!(parse_size("10KB").unwrap(), 10_000);
-        assert!(parse_size("1XB").is_err());
-        assert!(parse_size("MiB").is_err());
+    fn human_sizes() {
         assert_eq!(human(100 << 20), "100MiB");
+        assert_eq!(human(1 << 30), "1GiB");
+        assert_eq!(human(1000), "1000B");
+    }
+
+    /// Counts what is reported, to check that progress arrives.
+    #[derive(Default)]
+    struct Count(std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU64);
+
+    impl Progress for Count {
+        fn phase(&self, _: &str, _: u64) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        fn advance(&self, n: u64) {
+            self.1.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     #[test]
-    fn small_run_measures_every_method_and_renders() {
+    fn small_run_measures_every_method_and_reports_progress() {
         let d = tempfile::tempdir().unwrap();
-        let r = run(&BenchOptions {
+        let opts = BenchOptions {
             sizes: vec![64 << 10, 1 << 20],
             files: 3,
             rounds: 2,
             dir: d.path().to_path_buf(),
-            progress: false,
-        })
-        .unwrap();
+        };
+        let progress = Count::default();
+        let r = run(&opts, &progress).unwrap();
         for size in [64 << 10, 1 << 20] {
             for m in ["hardlink", "copy", "stage-request"] {
                 let row = r
@@ -490,10 +330,13 @@ mod tests {
                 assert!(row.p50_us > 0.0 && row.p99_us >= row.p50_us, "{row:?}");
             }
         }
-        let t = render_table(&r);
-        assert!(t.contains("copy / hard link"), "{t}");
-        let svg = render_svg(&r);
-        assert!(svg.starts_with("<svg") && svg.contains("hardlink"));
+        let samples: usize = r.rows.iter().map(|x| x.samples).sum();
+        assert_eq!(
+            progress.1.load(std::sync::atomic::Ordering::Relaxed),
+            samples as u64,
+            "one step per sample"
+        );
+        assert!(progress.0.load(std::sync::atomic::Ordering::Relaxed) >= 6);
         assert_eq!(
             fs::read_dir(d.path()).unwrap().count(),
             0,

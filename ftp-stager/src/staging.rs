@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use chrono::{Duration, Utc};
 use commlink::msg::stager::{self as msg, Delivery};
+use commlink::stats::percentile;
 
 use crate::areas::{AreaRecord, Secrets, password_hash, rfc3339, token_hash};
 use crate::config::{Fallback, StagerConfig};
@@ -614,15 +615,6 @@ fn spawn_persister(
     tx
 }
 
-/// Nearest-rank percentile of sorted values (0 when empty).
-pub fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 fn url_host(h: &str) -> String {
     if h.contains(':') && !h.starts_with('[') {
         format!("[{h}]")
@@ -796,14 +788,5 @@ mod tests {
         let a = s.stage(&req(&["docs/readme.txt"])).unwrap();
         let staged = s.areas_dir().join(&a.area_id).join("docs/readme.txt");
         assert_eq!(fs::read(&staged).unwrap(), b"read me");
-    }
-
-    #[test]
-    fn percentiles() {
-        let v: Vec<u64> = (1..=100).collect();
-        assert_eq!(percentile(&v, 50.0), 50);
-        assert_eq!(percentile(&v, 99.0), 99);
-        assert_eq!(percentile(&[], 50.0), 0);
-        assert_eq!(percentile(&[7], 99.0), 7);
     }
 }

@@ -17,13 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use commlink::msg::agent as m;
+use commlink::stats::percentile;
 use common::{Backend, PASSWORD, TestDb, seed, serve};
 use internal_db_agent::{Agent, AgentConfig, Mode};
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -112,8 +108,8 @@ async fn round_trips(backend: Backend, sync: &str) {
             lat.len(),
             wall.as_secs_f64(),
             lat.len() as f64 / wall.as_secs_f64(),
-            ms(pct(&lat, 0.5)),
-            ms(pct(&lat, 0.99)),
+            ms(percentile(&lat, 50.0)),
+            ms(percentile(&lat, 99.0)),
         );
     }
     served.shutdown().await;
@@ -172,8 +168,8 @@ async fn bench_argon2_login_cost() {
         println!(
             "BENCH login case={name} n={n} mean={:.1}ms p50={:.1}ms p99={:.1}ms (argon2id m=19456KiB t=2 p=1, over the commlink)",
             ms(mean),
-            ms(pct(l, 0.5)),
-            ms(pct(l, 0.99)),
+            ms(percentile(l, 50.0)),
+            ms(percentile(l, 99.0)),
         );
     }
     // The hash alone, without link or database.
@@ -199,8 +195,8 @@ async fn bench_argon2_login_cost() {
         l.sort();
         println!(
             "BENCH argon2 {name} n={n} p50={:.1}ms p99={:.1}ms",
-            ms(pct(l, 0.5)),
-            ms(pct(l, 0.99))
+            ms(percentile(l, 50.0)),
+            ms(percentile(l, 99.0))
         );
     }
     // Concurrent logins: how many per second the default cost allows on this machine.

@@ -1,4 +1,4 @@
-//! `ffs stager`, `ffs publish`, `ffs catalog`, `ffs yank` and `ffs bench staging`: thin
+//! `ffs stager`, `ffs publish`, `ffs catalog` and `ffs yank`: thin
 //! wrappers over the `ftp_stager` crate.
 
 use std::path::PathBuf;
@@ -134,80 +134,6 @@ fn print_catalog(releases: &[ftp_stager::Manifest], json: bool) -> std::io::Resu
         }
         for f in &m.files {
             writeln!(out, "  {}  {:>12}  {}", f.sha256, f.size, f.name)?;
-        }
-    }
-    Ok(())
-}
-
-/// `ffs bench staging` options.
-#[derive(Debug, clap::Args)]
-pub struct BenchStagingArgs {
-    /// File sizes, comma-separated (KiB, MiB, GiB).
-    #[arg(long, default_value = "1MiB,100MiB,1GiB")]
-    pub sizes: String,
-    /// Files per release.
-    #[arg(long, default_value_t = 10)]
-    pub files: usize,
-    /// Rounds per size and method (copies of files ≥ 64 MiB run one round).
-    #[arg(long, default_value_t = 20)]
-    pub rounds: usize,
-    /// Scratch directory (default: beside the configured areas directory, so the
-    /// filesystem is the one staging really uses).
-    #[arg(long)]
-    pub dir: Option<PathBuf>,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
-    /// Also write an SVG chart here.
-    #[arg(long)]
-    pub svg: Option<PathBuf>,
-}
-
-/// Runs `ffs bench staging`.
-pub async fn bench_staging(
-    args: BenchStagingArgs,
-    cfg: &crate::config::FfsConfig,
-) -> anyhow::Result<()> {
-    let sizes = args
-        .sizes
-        .split(',')
-        .map(ftp_stager::bench::parse_size)
-        .collect::<Result<Vec<u64>, String>>()
-        .map_err(anyhow::Error::msg)?;
-    let dir = match args.dir {
-        Some(d) => d,
-        None => {
-            let areas = &cfg.stager.areas_dir;
-            let parent = areas
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .map(PathBuf::from)
-                .unwrap_or_else(std::env::temp_dir);
-            if parent.exists() {
-                parent
-            } else {
-                std::env::temp_dir()
-            }
-        }
-    };
-    let opts = ftp_stager::bench::BenchOptions {
-        sizes,
-        files: args.files,
-        rounds: args.rounds,
-        dir,
-        progress: !args.json,
-    };
-    let report = tokio::task::spawn_blocking(move || ftp_stager::bench::run(&opts)).await??;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", ftp_stager::bench::render_table(&report));
-    }
-    if let Some(p) = args.svg {
-        std::fs::write(&p, ftp_stager::bench::render_svg(&report))
-            .with_context(|| format!("cannot write {}", p.display()))?;
-        if !args.json {
-            println!("chart written to {}", p.display());
         }
     }
     Ok(())
