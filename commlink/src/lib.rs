@@ -43,7 +43,7 @@ pub mod transport;
 pub use crypto::Suite;
 pub use keys::{KeyBag, KeyBagError};
 pub use refusal::{RefusalCode, UnknownCode};
-pub use tobj::{Fields, Message, Request, Tobj, TobjError, Value};
+pub use tobj::{Fields, Link, Message, Request, Tobj, TobjError, Value};
 pub use transport::{
     Carrier, Client, LinkConfig, LinkError, Service, error_reply, serve, serve_dialout,
 };

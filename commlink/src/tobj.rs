@@ -556,11 +556,36 @@ pub trait Message: Sized {
     }
 }
 
-/// A request message and the message type that answers it.
+/// A request message, the message type that answers it, and the link it travels on.
+///
+/// The link is part of the type, so code that holds one client per peer can pick the client
+/// from the request and a request cannot be sent to the wrong peer: a function that takes
+/// only stager requests refuses an agent request at compile time.
+///
+/// ```
+/// use commlink::Request;
+/// use commlink::msg::stager::{StagerLink, StatsRequest};
+/// fn to_stager<R: Request<Link = StagerLink>>(_: &R) {}
+/// to_stager(&StatsRequest {});
+/// ```
+///
+/// ```compile_fail,E0271
+/// use commlink::Request;
+/// use commlink::msg::agent::Customers;
+/// use commlink::msg::stager::StagerLink;
+/// fn to_stager<R: Request<Link = StagerLink>>(_: &R) {}
+/// to_stager(&Customers {});
+/// ```
 pub trait Request: Message {
     /// The reply's type.
     type Response: Message;
+    /// The link (peer pair) this request travels on.
+    type Link: Link;
 }
+
+/// A commlink link between two roles, as a marker type ([`crate::msg::agent::AgentLink`],
+/// [`crate::msg::stager::StagerLink`]); each [`Request`] names the one it travels on.
+pub trait Link {}
 
 #[cfg(test)]
 mod tests {

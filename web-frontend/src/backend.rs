@@ -1,16 +1,23 @@
 //! The two commlinks (agent and stager) behind one type, [`Backend`]: every call has a
 //! deadline, is timed into the metrics, and fails with a [`BackendError`] that says which
-//! peer and why. This is the only module that speaks the commlink message types.
+//! peer and why. This is the only module that builds and sends commlink requests: the rest
+//! of the crate calls a typed method per request, and the client a request goes to is picked
+//! from its type ([`commlink::Request::Link`]), so it cannot reach the wrong peer.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use commlink::msg::agent as am;
+use commlink::msg::agent::AgentLink;
 use commlink::msg::stager as sm;
-use commlink::{Client, LinkError, RefusalCode, Request};
+use commlink::msg::stager::StagerLink;
+use commlink::{Client, Link, LinkError, Request};
 
 use crate::error::AppError;
 use crate::metrics::Metrics;
+
+pub use commlink::RefusalCode;
+pub use commlink::msg::stager::{AreaSummary, Delivery, ReleaseInfo, StagedArea, Stats};
 
 /// Which peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,16 +127,14 @@ impl Backend {
         self.stager.is_up()
     }
 
-    /// Sends a typed request to `peer` with the deadline.
-    pub async fn request<R: Request>(
-        &self,
-        peer: Peer,
-        req: &R,
-    ) -> Result<R::Response, BackendError> {
-        let client = match peer {
-            Peer::Agent => &self.agent,
-            Peer::Stager => &self.stager,
-        };
+    /// Sends a typed request, with the deadline, to the peer its link names.
+    async fn request<R>(&self, req: &R) -> Result<R::Response, BackendError>
+    where
+        R: Request,
+        R::Link: Route,
+    {
+        let peer = <R::Link as Route>::PEER;
+        let client = <R::Link as Route>::client(self);
         let start = Instant::now();
         let r = tokio::time::timeout(self.timeout, client.request(req)).await;
         let out = match r {
@@ -165,14 +170,90 @@ impl Backend {
     }
 
     /// The stager's catalog.
-    pub async fn catalog(
-        &self,
-        include_yanked: bool,
-    ) -> Result<Vec<sm::ReleaseInfo>, BackendError> {
-        let c = self
-            .request(Peer::Stager, &sm::CatalogRequest { include_yanked })
-            .await?;
+    pub async fn catalog(&self, include_yanked: bool) -> Result<Vec<ReleaseInfo>, BackendError> {
+        let c = self.request(&sm::CatalogRequest { include_yanked }).await?;
         Ok(c.releases)
+    }
+
+    /// Stages a release (or some of its files; empty = all) into a new download area
+    /// labelled `label`, with the stager's default lifetime.
+    pub async fn stage(
+        &self,
+        product: &str,
+        version: &str,
+        files: Vec<String>,
+        label: &str,
+    ) -> Result<StagedArea, BackendError> {
+        self.request(&sm::StageRequest {
+            product: product.to_string(),
+            version: version.to_string(),
+            files,
+            label: label.to_string(),
+            ttl_secs: None,
+        })
+        .await
+    }
+
+    /// Removes a download area: true if it was removed, false if it was already gone
+    /// (expired or removed before, which the stager may also say as `not-found`).
+    pub async fn unstage(&self, area_id: &str) -> Result<bool, BackendError> {
+        let r = self
+            .request(&sm::UnstageRequest {
+                area_id: area_id.to_string(),
+            })
+            .await;
+        match r {
+            Ok(u) => Ok(u.removed),
+            Err(e) if e.code() == Some(RefusalCode::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The live download areas (admin).
+    pub async fn areas(&self) -> Result<Vec<AreaSummary>, BackendError> {
+        Ok(self.request(&sm::AreasRequest {}).await?.areas)
+    }
+
+    /// The stager's staging-latency and delivery counters (admin).
+    pub async fn stats(&self) -> Result<Stats, BackendError> {
+        self.request(&sm::StatsRequest {}).await
+    }
+
+    /// Up to `limit` completed transfers from the stager's delivery log with
+    /// `seq > after_seq`, oldest first.
+    pub async fn deliveries(
+        &self,
+        after_seq: u64,
+        limit: u64,
+    ) -> Result<Vec<Delivery>, BackendError> {
+        let r = self
+            .request(&sm::DeliveriesRequest {
+                after_seq,
+                limit: Some(limit),
+            })
+            .await?;
+        Ok(r.deliveries)
+    }
+}
+
+/// Where a link's requests go: the client and the peer named in errors. Implemented for the
+/// web frontend's two links only.
+trait Route: Link {
+    const PEER: Peer;
+    fn client(b: &Backend) -> &Client;
+}
+
+impl Route for AgentLink {
+    const PEER: Peer = Peer::Agent;
+    fn client(b: &Backend) -> &Client {
+        &b.agent
+    }
+}
+
+impl Route for StagerLink {
+    const PEER: Peer = Peer::Stager;
+    fn client(b: &Backend) -> &Client {
+        &b.stager
     }
 }
 
@@ -182,6 +263,10 @@ pub type Customer = am::CustomerInfo;
 pub type Entitlement = am::EntitlementInfo;
 /// One download-history row.
 pub type HistoryEntry = am::HistoryEntry;
+/// One entry of the revocation feed.
+pub type Revocation = am::RevocationInfo;
+/// A page of the revocation feed.
+pub type RevocationPage = am::RevocationList;
 
 impl Backend {
     /// Authenticates a customer (`Refused{denied|locked}` otherwise).
@@ -192,14 +277,11 @@ impl Backend {
         client_addr: &str,
     ) -> Result<Customer, BackendError> {
         let r = self
-            .request(
-                Peer::Agent,
-                &am::Login {
-                    login: login.to_string(),
-                    password: password.to_string(),
-                    client_addr: client_addr.to_string(),
-                },
-            )
+            .request(&am::Login {
+                login: login.to_string(),
+                password: password.to_string(),
+                client_addr: client_addr.to_string(),
+            })
             .await?;
         Ok(r.customer)
     }
@@ -207,13 +289,10 @@ impl Backend {
     /// A customer's live entitlements.
     pub async fn entitlements(&self, customer_id: i64) -> Result<Vec<Entitlement>, BackendError> {
         let r = self
-            .request(
-                Peer::Agent,
-                &am::Entitlements {
-                    customer_id,
-                    include_expired: false,
-                },
-            )
+            .request(&am::Entitlements {
+                customer_id,
+                include_expired: false,
+            })
             .await?;
         Ok(r.entitlements)
     }
@@ -225,14 +304,11 @@ impl Backend {
         product: &str,
         version: &str,
     ) -> Result<(), BackendError> {
-        self.request(
-            Peer::Agent,
-            &am::Authorize {
-                customer_id,
-                product: product.to_string(),
-                version: version.to_string(),
-            },
-        )
+        self.request(&am::Authorize {
+            customer_id,
+            product: product.to_string(),
+            version: version.to_string(),
+        })
         .await?;
         Ok(())
     }
@@ -241,60 +317,51 @@ impl Backend {
     pub async fn record_download(
         &self,
         customer_id: i64,
-        area: &sm::StagedArea,
+        area: &StagedArea,
         product: &str,
         version: &str,
         client_addr: &str,
     ) -> Result<i64, BackendError> {
         let r = self
-            .request(
-                Peer::Agent,
-                &am::RecordDownload {
-                    customer_id,
-                    product: product.to_string(),
-                    version: version.to_string(),
-                    files: area.files.iter().map(|f| f.name.clone()).collect(),
-                    area_id: area.area_id.clone(),
-                    client_addr: client_addr.to_string(),
-                },
-            )
+            .request(&am::RecordDownload {
+                customer_id,
+                product: product.to_string(),
+                version: version.to_string(),
+                files: area.files.iter().map(|f| f.name.clone()).collect(),
+                area_id: area.area_id.clone(),
+                client_addr: client_addr.to_string(),
+            })
             .await?;
         Ok(r.history_id)
     }
 
     /// Records a completed transfer reported by the stager (idempotent per stager seq).
-    pub async fn record_delivery(&self, d: &sm::Delivery) -> Result<(), BackendError> {
-        self.request(
-            Peer::Agent,
-            &am::RecordDelivery {
-                area_id: d.area_id.clone(),
-                file: d.file.clone(),
-                bytes: d.bytes,
-                protocol: d.protocol.clone(),
-                stager_seq: Some(d.seq),
-            },
-        )
+    pub async fn record_delivery(&self, d: &Delivery) -> Result<(), BackendError> {
+        self.request(&am::RecordDelivery {
+            area_id: d.area_id.clone(),
+            file: d.file.clone(),
+            bytes: d.bytes,
+            protocol: d.protocol.clone(),
+            stager_seq: Some(d.seq),
+        })
         .await?;
         Ok(())
     }
 
     /// The highest stager delivery seq the agent has recorded.
     pub async fn delivery_cursor(&self) -> Result<u64, BackendError> {
-        let r = self.request(Peer::Agent, &am::DeliveryCursor {}).await?;
+        let r = self.request(&am::DeliveryCursor {}).await?;
         Ok(r.last_seq.unwrap_or(0))
     }
 
     /// The revocation feed after position `after`.
-    pub async fn revocations(&self, after: i64) -> Result<am::RevocationList, BackendError> {
-        self.request(Peer::Agent, &am::Revocations { after }).await
+    pub async fn revocations(&self, after: i64) -> Result<RevocationPage, BackendError> {
+        self.request(&am::Revocations { after }).await
     }
 
     /// All customers (admin).
     pub async fn customers(&self) -> Result<Vec<Customer>, BackendError> {
-        Ok(self
-            .request(Peer::Agent, &am::Customers {})
-            .await?
-            .customers)
+        Ok(self.request(&am::Customers {}).await?.customers)
     }
 
     /// One customer and all their entitlements (admin).
@@ -303,12 +370,9 @@ impl Backend {
         login: &str,
     ) -> Result<(Customer, Vec<Entitlement>), BackendError> {
         let r = self
-            .request(
-                Peer::Agent,
-                &am::Customer {
-                    login: login.to_string(),
-                },
-            )
+            .request(&am::Customer {
+                login: login.to_string(),
+            })
             .await?;
         Ok((r.customer, r.entitlements))
     }
@@ -320,7 +384,7 @@ impl Backend {
         limit: u32,
     ) -> Result<Vec<HistoryEntry>, BackendError> {
         Ok(self
-            .request(Peer::Agent, &am::History { customer_id, limit })
+            .request(&am::History { customer_id, limit })
             .await?
             .entries)
     }
@@ -337,16 +401,13 @@ impl Backend {
         versions: &str,
         until: Option<String>,
     ) -> Result<(), BackendError> {
-        self.request(
-            Peer::Agent,
-            &am::Entitle {
-                by_customer_id: by,
-                login: login.to_string(),
-                product: product.to_string(),
-                versions: versions.to_string(),
-                until,
-            },
-        )
+        self.request(&am::Entitle {
+            by_customer_id: by,
+            login: login.to_string(),
+            product: product.to_string(),
+            versions: versions.to_string(),
+            until,
+        })
         .await?;
         Ok(())
     }
@@ -359,14 +420,11 @@ impl Backend {
         product: &str,
     ) -> Result<u64, BackendError> {
         Ok(self
-            .request(
-                Peer::Agent,
-                &am::Unentitle {
-                    by_customer_id: by,
-                    login: login.to_string(),
-                    product: product.to_string(),
-                },
-            )
+            .request(&am::Unentitle {
+                by_customer_id: by,
+                login: login.to_string(),
+                product: product.to_string(),
+            })
             .await?
             .removed)
     }
@@ -378,14 +436,11 @@ impl Backend {
         login: &str,
         disabled: bool,
     ) -> Result<(), BackendError> {
-        self.request(
-            Peer::Agent,
-            &am::SetDisabled {
-                by_customer_id: by,
-                login: login.to_string(),
-                disabled,
-            },
-        )
+        self.request(&am::SetDisabled {
+            by_customer_id: by,
+            login: login.to_string(),
+            disabled,
+        })
         .await?;
         Ok(())
     }

@@ -7,10 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use commlink::RefusalCode;
-use commlink::msg::stager::DeliveriesRequest;
-
-use crate::backend::{Backend, BackendError, Peer};
+use crate::backend::{Backend, BackendError, RefusalCode};
 use crate::metrics::Metrics;
 
 /// Forwards deliveries until the task is dropped or aborted.
@@ -48,19 +45,10 @@ impl Forwarder {
                 s
             }
         };
-        let batch = self
-            .backend
-            .request(
-                Peer::Stager,
-                &DeliveriesRequest {
-                    after_seq: after,
-                    limit: Some(500),
-                },
-            )
-            .await?;
+        let batch = self.backend.deliveries(after, 500).await?;
         let mut n = 0;
         let mut last = after;
-        for d in &batch.deliveries {
+        for d in &batch {
             if d.seq <= last {
                 continue;
             }

@@ -10,13 +10,9 @@
 
 use std::time::Duration;
 
-use actix_web::web;
-use commlink::RefusalCode;
-use commlink::msg::agent::RevocationInfo;
-use commlink::msg::stager::UnstageRequest;
-
-use crate::backend::{BackendError, Peer};
+use crate::backend::{BackendError, Revocation};
 use crate::state::AppState;
+use actix_web::web;
 
 /// Follows the feed until the task is dropped or aborted.
 pub struct Revoker {
@@ -52,7 +48,7 @@ impl Revoker {
         }
     }
 
-    async fn apply(&self, r: &RevocationInfo) -> Result<usize, BackendError> {
+    async fn apply(&self, r: &Revocation) -> Result<usize, BackendError> {
         let now = crate::session::now_ms();
         if r.product.is_none() {
             // An unreadable instant ends every session begun until now (the safe side).
@@ -64,17 +60,9 @@ impl Revoker {
         }
         let mut removed = 0;
         for area in &r.area_ids {
-            let req = UnstageRequest {
-                area_id: area.clone(),
-            };
-            match self.state.backend.request(Peer::Stager, &req).await {
-                Ok(u) if u.removed => {
-                    removed += 1;
-                    tracing::info!(customer = r.customer_id, product = ?r.product, %area, "staged area revoked");
-                }
-                Ok(_) => {}
-                Err(e) if e.code() == Some(RefusalCode::NotFound) => {}
-                Err(e) => return Err(e),
+            if self.state.backend.unstage(area).await? {
+                removed += 1;
+                tracing::info!(customer = r.customer_id, product = ?r.product, %area, "staged area revoked");
             }
         }
         Ok(removed)

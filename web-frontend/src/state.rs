@@ -4,9 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use commlink::msg::stager::ReleaseInfo;
-
-use crate::backend::Backend;
+use crate::backend::{Backend, ReleaseInfo};
 use crate::config::WebConfig;
 use crate::metrics::Metrics;
 use crate::session::{EndedCustomers, Revoked};

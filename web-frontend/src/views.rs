@@ -3,9 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use commlink::msg::stager::{ReleaseInfo, StagedArea};
-
-use crate::backend::{Entitlement, HistoryEntry};
+use crate::backend::{Entitlement, HistoryEntry, ReleaseInfo, StagedArea};
 use crate::format;
 use crate::pages::{FileView, HistoryView, LinkView, ProductView, ReleaseView};
 use crate::version;

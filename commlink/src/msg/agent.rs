@@ -26,9 +26,15 @@
 //! The admin edits carry `by_customer_id`, the logged-in admin; the agent checks that this
 //! customer holds the admin role, so a customer session cannot edit even by forging a form.
 
-use crate::tobj::{Fields, Message, Request, TobjError};
+use crate::tobj::{Fields, Link, Message, Request, TobjError};
 
 type Result<T> = std::result::Result<T, TobjError>;
+
+/// The web frontend ⇄ internal db agent link: every request in this module travels on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentLink {}
+
+impl Link for AgentLink {}
 
 /// A customer as the agent shows it (never with the password hash).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,6 +219,7 @@ impl Message for Login {
 
 impl Request for Login {
     type Response = LoginOk;
+    type Link = AgentLink;
 }
 
 /// Reply to [`Login`]: who logged in.
@@ -264,6 +271,7 @@ impl Message for Entitlements {
 
 impl Request for Entitlements {
     type Response = EntitlementList;
+    type Link = AgentLink;
 }
 
 /// Reply to [`Entitlements`].
@@ -328,6 +336,7 @@ impl Message for Authorize {
 
 impl Request for Authorize {
     type Response = Authorized;
+    type Link = AgentLink;
 }
 
 /// Reply to [`Authorize`]: yes, under this entitlement.
@@ -405,6 +414,7 @@ impl Message for RecordDownload {
 
 impl Request for RecordDownload {
     type Response = DownloadRecorded;
+    type Link = AgentLink;
 }
 
 /// Reply to [`RecordDownload`].
@@ -468,6 +478,7 @@ impl Message for RecordDelivery {
 
 impl Request for RecordDelivery {
     type Response = DeliveryRecorded;
+    type Link = AgentLink;
 }
 
 /// Reply to [`RecordDelivery`].
@@ -513,6 +524,7 @@ impl Message for DeliveryCursor {
 
 impl Request for DeliveryCursor {
     type Response = DeliveryCursorReply;
+    type Link = AgentLink;
 }
 
 /// Reply to [`DeliveryCursor`].
@@ -565,6 +577,7 @@ impl Message for History {
 
 impl Request for History {
     type Response = HistoryList;
+    type Link = AgentLink;
 }
 
 /// Reply to [`History`].
@@ -610,6 +623,7 @@ impl Message for Customers {
 
 impl Request for Customers {
     type Response = CustomerList;
+    type Link = AgentLink;
 }
 
 /// Reply to [`Customers`].
@@ -661,6 +675,7 @@ impl Message for Customer {
 
 impl Request for Customer {
     type Response = CustomerDetail;
+    type Link = AgentLink;
 }
 
 /// Reply to [`Customer`].
@@ -735,6 +750,7 @@ impl Message for Entitle {
 
 impl Request for Entitle {
     type Response = Entitled;
+    type Link = AgentLink;
 }
 
 /// Reply to [`Entitle`].
@@ -791,6 +807,7 @@ impl Message for Unentitle {
 
 impl Request for Unentitle {
     type Response = Unentitled;
+    type Link = AgentLink;
 }
 
 /// Reply to [`Unentitle`].
@@ -843,6 +860,7 @@ impl Message for SetDisabled {
 
 impl Request for SetDisabled {
     type Response = CustomerUpdated;
+    type Link = AgentLink;
 }
 
 /// Reply to [`SetDisabled`].
@@ -890,6 +908,7 @@ impl Message for Revocations {
 
 impl Request for Revocations {
     type Response = RevocationList;
+    type Link = AgentLink;
 }
 
 /// One entry of the revocation feed.

@@ -5,9 +5,15 @@
 //! [`StatsRequest`] → [`Stats`], [`DeliveriesRequest`] → [`Deliveries`].
 //! Times are RFC 3339 text; sizes are bytes; checksums are lower-case hex SHA-256.
 
-use crate::tobj::{Fields, Message, Request, TobjError};
+use crate::tobj::{Fields, Link, Message, Request, TobjError};
 
 type Result<T> = std::result::Result<T, TobjError>;
+
+/// The web frontend ⇄ ftp-stager link: every request in this module travels on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StagerLink {}
+
+impl Link for StagerLink {}
 
 /// One file of a release or an area.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +75,7 @@ impl Message for CatalogRequest {
 
 impl Request for CatalogRequest {
     type Response = Catalog;
+    type Link = StagerLink;
 }
 
 /// One release of a product.
@@ -180,6 +187,7 @@ impl Message for StageRequest {
 
 impl Request for StageRequest {
     type Response = StagedArea;
+    type Link = StagerLink;
 }
 
 /// Reply to [`StageRequest`]: the area and its one-time credentials (returned only here).
@@ -253,6 +261,7 @@ impl Message for UnstageRequest {
 
 impl Request for UnstageRequest {
     type Response = Unstaged;
+    type Link = StagerLink;
 }
 
 /// Reply to [`UnstageRequest`].
@@ -295,6 +304,7 @@ impl Message for AreasRequest {
 
 impl Request for AreasRequest {
     type Response = AreaList;
+    type Link = StagerLink;
 }
 
 /// One live area as the admin sees it.
@@ -387,6 +397,7 @@ impl Message for StatsRequest {
 
 impl Request for StatsRequest {
     type Response = Stats;
+    type Link = StagerLink;
 }
 
 /// Reply to [`StatsRequest`]. Latencies are whole-request stage times in microseconds,
@@ -470,6 +481,7 @@ impl Message for DeliveriesRequest {
 
 impl Request for DeliveriesRequest {
     type Response = Deliveries;
+    type Link = StagerLink;
 }
 
 /// One completed transfer.

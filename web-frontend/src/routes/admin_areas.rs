@@ -2,9 +2,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
-use commlink::msg::stager::AreasRequest;
 
-use crate::backend::Peer;
 use crate::error::AppError;
 use crate::format;
 use crate::pages::{AdminAreasPage, AreaRow, render};
@@ -15,11 +13,7 @@ pub(crate) async fn areas(
     Admin(user, session): Admin,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
-    let list = state
-        .backend
-        .request(Peer::Stager, &AreasRequest {})
-        .await?;
-    let mut areas = list.areas;
+    let mut areas = state.backend.areas().await?;
     areas.sort_by(|a, b| b.created_at.cmp(&a.created_at));
     let rows = areas
         .into_iter()

@@ -1,14 +1,12 @@
 //! `POST /admin/customers/{login}/{entitle|unentitle|disable|enable}`: admin edits, each
 //! CSRF-checked and carried out by the agent (which checks the admin role again).
 
-use actix_web::{HttpResponse, web};
-use commlink::RefusalCode;
-
-use crate::backend::BackendError;
+use crate::backend::{BackendError, RefusalCode};
 use crate::error::AppError;
 use crate::format;
 use crate::session::{self, Admin};
 use crate::state::AppState;
+use actix_web::{HttpResponse, web};
 
 use super::FormPairs;
 

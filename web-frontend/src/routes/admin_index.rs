@@ -2,9 +2,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
-use commlink::msg::stager::StatsRequest;
 
-use crate::backend::Peer;
 use crate::error::AppError;
 use crate::format;
 use crate::pages::{AdminIndexPage, StatsView, render};
@@ -15,22 +13,17 @@ pub(crate) async fn index(
     Admin(user, session): Admin,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
-    let stats = state
-        .backend
-        .request(Peer::Stager, &StatsRequest {})
-        .await
-        .ok()
-        .map(|s| StatsView {
-            count: s.stage_count,
-            p50_us: s.stage_p50_us,
-            p99_us: s.stage_p99_us,
-            max_us: s.stage_max_us,
-            method: s.method,
-            areas: s.areas,
-            area_bytes: format::size(s.area_bytes),
-            deliveries: s.deliveries,
-            delivered: format::size(s.delivered_bytes),
-        });
+    let stats = state.backend.stats().await.ok().map(|s| StatsView {
+        count: s.stage_count,
+        p50_us: s.stage_p50_us,
+        p99_us: s.stage_p99_us,
+        max_us: s.stage_max_us,
+        method: s.method,
+        areas: s.areas,
+        area_bytes: format::size(s.area_bytes),
+        deliveries: s.deliveries,
+        delivered: format::size(s.delivered_bytes),
+    });
     render(
         StatusCode::OK,
         &AdminIndexPage {

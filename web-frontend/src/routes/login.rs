@@ -3,16 +3,14 @@
 
 use std::time::Instant;
 
-use actix_session::Session;
-use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, web};
-use commlink::RefusalCode;
-
-use crate::backend::BackendError;
+use crate::backend::{BackendError, RefusalCode};
 use crate::error::AppError;
 use crate::pages::{LoginPage, render};
 use crate::session::{self, SessionUser};
 use crate::state::AppState;
+use actix_session::Session;
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::{FormPairs, client_ip, nav};
 

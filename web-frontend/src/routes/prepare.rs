@@ -2,18 +2,15 @@
 //! the links and one-time credentials. The agent decides; editing the form's product or
 //! version only gets a "not found".
 
-use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, web};
-use commlink::RefusalCode;
-use commlink::msg::stager::StageRequest;
-
-use crate::backend::Peer;
+use crate::backend::RefusalCode;
 use crate::error::AppError;
 use crate::format;
 use crate::pages::{PreparedPage, render};
 use crate::session::User;
 use crate::state::AppState;
 use crate::views;
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::{FormPairs, client_ip};
 
@@ -41,16 +38,7 @@ pub(crate) async fn prepare(
         })?;
     let area = state
         .backend
-        .request(
-            Peer::Stager,
-            &StageRequest {
-                product: product.clone(),
-                version: version.clone(),
-                files,
-                label: user.login.clone(),
-                ttl_secs: None,
-            },
-        )
+        .stage(&product, &version, files, &user.login)
         .await?;
     if let Err(e) = state
         .backend
@@ -58,15 +46,7 @@ pub(crate) async fn prepare(
         .await
     {
         // An unrecorded download must not stay usable: withdraw the area.
-        let _ = state
-            .backend
-            .request(
-                Peer::Stager,
-                &commlink::msg::stager::UnstageRequest {
-                    area_id: area.area_id.clone(),
-                },
-            )
-            .await;
+        let _ = state.backend.unstage(&area.area_id).await;
         return Err(e.into());
     }
     tracing::info!(login = %user.login, %product, %version, area = %area.area_id, "download prepared");

@@ -842,7 +842,6 @@ async fn admin_notices_come_from_the_session_never_from_the_url() {
 
 #[actix_web::test]
 async fn admin_disable_ends_the_customers_sessions_and_revokes_their_areas() {
-    use commlink::msg::stager::AreasRequest;
     let stack = Stack::start().await;
     let (state, key) = web_frontend::startup::build_state(
         stack.web_config(),
@@ -862,12 +861,8 @@ async fn admin_disable_ends_the_customers_sessions_and_revokes_their_areas() {
     let bcsrf = bob.csrf(&app).await;
     assert_eq!(bob.prepare(&app, &bcsrf, "beta", "1.0").await.status, 200);
     let labels = || async {
-        let list = state
-            .backend
-            .request(web_frontend::backend::Peer::Stager, &AreasRequest {})
-            .await
-            .unwrap();
-        let mut v: Vec<String> = list.areas.into_iter().map(|a| a.label).collect();
+        let areas = state.backend.areas().await.unwrap();
+        let mut v: Vec<String> = areas.into_iter().map(|a| a.label).collect();
         v.sort();
         v
     };
