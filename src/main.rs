@@ -58,6 +58,24 @@ enum KeysCmd {
         /// The key bag file.
         file: PathBuf,
     },
+    /// Release signing keys (minisign format, Ed25519).
+    #[command(subcommand)]
+    Signing(SigningCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum SigningCmd {
+    /// Makes a new Ed25519 signing key: the secret key (minisign format, unencrypted, mode
+    /// 0600) for `[stager] signing_key`, and the public key customers verify with
+    /// (`minisign -Vm SHA256SUMS -p ffs.pub`) for `[web] signing_public_keys`.
+    Generate {
+        /// Where to write the secret key (must not exist).
+        #[arg(long, default_value = "ffs.key")]
+        out: PathBuf,
+        /// Where to write the public key (must not exist; default: OUT with `.pub`).
+        #[arg(long)]
+        public: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,6 +165,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 file.display(),
                 bag.len(),
                 bag.fingerprint()
+            );
+            Ok(())
+        }
+        Cmd::Keys(KeysCmd::Signing(SigningCmd::Generate { out, public })) => {
+            let public = public.unwrap_or_else(|| out.with_extension("pub"));
+            let id = ftp_stager::signing::generate(&out, &public)?;
+            println!(
+                "wrote {} (secret, mode 0600, unencrypted: keep it on the publishing host only) and {} (public), key id {id}",
+                out.display(),
+                public.display()
+            );
+            println!(
+                "set [stager] signing_key = {:?} to sign new releases, and add {:?} to [web] signing_public_keys so customers can verify them",
+                out.display().to_string(),
+                public.display().to_string()
             );
             Ok(())
         }

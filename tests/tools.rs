@@ -333,3 +333,96 @@ fn the_customer_database_is_created_0600_and_a_readable_one_is_refused() {
     }
     ffs_ok(d, &["customer", "list"], None);
 }
+
+#[test]
+fn signing_key_generate_then_publish_signs_and_catalog_shows_the_signature_state() {
+    ffs_testkit::prereq::require_command("minisign", "minisign", "apt-get install minisign");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = ffs_ok(
+        d,
+        &["keys", "signing", "generate", "--out", "ffs.key"],
+        None,
+    );
+    assert_eq!(mode_of(&d.join("ffs.key")), "0600");
+    let public = std::fs::read_to_string(d.join("ffs.pub")).unwrap();
+    assert!(public.starts_with("untrusted comment: "), "{public}");
+    let key_id = out
+        .split("key id ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    assert!(public.contains(&key_id), "{public}");
+    assert!(
+        !ffs(
+            d,
+            &["keys", "signing", "generate", "--out", "ffs.key"],
+            None
+        )
+        .status
+        .success(),
+        "never overwrites a key"
+    );
+
+    std::fs::create_dir_all(d.join("in")).unwrap();
+    std::fs::write(d.join("in/tool.bin"), b"the tool\n").unwrap();
+    std::fs::write(d.join("ffs.toml"), "").unwrap();
+    ffs_ok(d, &["publish", "tool", "1.0", "in"], None);
+    std::fs::write(d.join("ffs.toml"), "[stager]\nsigning_key = \"ffs.key\"\n").unwrap();
+    let published = ffs_ok(d, &["publish", "tool", "2.0", "in"], None);
+    assert!(
+        published.contains(&format!("signed by key {key_id}")),
+        "{published}"
+    );
+    let cat = ffs_ok(d, &["catalog"], None);
+    let line = |v: &str| {
+        cat.lines()
+            .find(|l| l.starts_with(&format!("tool {v} ")))
+            .unwrap_or_else(|| panic!("{cat}"))
+            .to_owned()
+    };
+    assert!(
+        line("2.0").ends_with(&format!("signed by key {key_id}")),
+        "{cat}"
+    );
+    assert!(line("1.0").ends_with("unsigned"), "{cat}");
+    assert!(!cat.to_lowercase().contains("verified"), "{cat}");
+
+    // The repository's SHA256SUMS of 2.0 verifies with the real minisign and the public key.
+    let json: serde_json::Value =
+        serde_json::from_str(&ffs_ok(d, &["catalog", "--json"], None)).unwrap();
+    let rel = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["version"] == "2.0")
+        .unwrap();
+    let obj = |sha: &serde_json::Value| {
+        let sha = sha.as_str().unwrap();
+        d.join("stager/repository/objects")
+            .join(&sha[..2])
+            .join(&sha[2..])
+    };
+    let check = d.join("check");
+    std::fs::create_dir_all(&check).unwrap();
+    std::fs::copy(
+        obj(&rel["signature"]["sums"]["sha256"]),
+        check.join("SHA256SUMS"),
+    )
+    .unwrap();
+    std::fs::copy(
+        obj(&rel["signature"]["minisig"]["sha256"]),
+        check.join("SHA256SUMS.minisig"),
+    )
+    .unwrap();
+    let v = std::process::Command::new("minisign")
+        .args(["-Vm", "SHA256SUMS", "-p"])
+        .arg(d.join("ffs.pub"))
+        .current_dir(&check)
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{v:?}");
+    let sums = std::fs::read_to_string(check.join("SHA256SUMS")).unwrap();
+    assert!(sums.ends_with("  tool.bin\n"), "{sums}");
+}

@@ -57,6 +57,9 @@ pub struct StagerConfig {
     pub fallback: Fallback,
     /// When started as root: drop to this user after binding the ports (empty = stay).
     pub run_as_user: String,
+    /// minisign secret key (mode 0600) `ffs publish` signs each release's `SHA256SUMS` with;
+    /// empty = releases are published unsigned. Create with `ffs keys signing generate`.
+    pub signing_key: PathBuf,
 }
 
 impl Default for StagerConfig {
@@ -80,6 +83,7 @@ impl Default for StagerConfig {
             sweep_interval_secs: 30,
             fallback: Fallback::None,
             run_as_user: String::new(),
+            signing_key: PathBuf::new(),
         }
     }
 }
@@ -93,6 +97,7 @@ impl StagerConfig {
             &mut self.state_dir,
             &mut self.tls_cert,
             &mut self.tls_key,
+            &mut self.signing_key,
         ] {
             if !p.as_os_str().is_empty() && p.is_relative() {
                 *p = base.join(&*p);
@@ -148,6 +153,10 @@ sweep_interval_secs = 30
 fallback = "none"
 # If started as root, switch to this user after binding ports ("" = do not switch).
 run_as_user = ""
+# Secret key (minisign format, mode 0600) `ffs publish` signs SHA256SUMS of each release
+# with; "" = publish unsigned. Create with `ffs keys signing generate`, and give the web
+# frontend the public key ([web] signing_public_keys).
+signing_key = ""
 "#;
 
 #[cfg(test)]

@@ -17,7 +17,7 @@
 //! - [`bench`] — `ffs bench staging`: per-file stage latency by method and size.
 //!
 //! Modules: [`config`], [`error`], [`fsutil`], [`repository`], [`publish`](mod@publish),
-//! [`areas`], [`state`], [`staging`], [`ftp`], [`https`], [`tls`], [`service`], [`server`],
+//! [`signing`], [`areas`], [`state`], [`staging`], [`ftp`], [`https`], [`tls`], [`service`], [`server`],
 //! [`bench`].
 
 #![deny(missing_docs)]
@@ -33,6 +33,7 @@ pub mod publish;
 pub mod repository;
 pub mod server;
 pub mod service;
+pub mod signing;
 pub mod staging;
 pub mod state;
 pub mod tls;
@@ -40,7 +41,8 @@ pub mod tls;
 pub use areas::AreaRecord;
 pub use config::{Fallback, StagerConfig, TOML_TEMPLATE};
 pub use error::StagerError;
-pub use publish::publish;
+pub use publish::{publish, publish_signed};
 pub use repository::{Manifest, ManifestFile, Repository};
 pub use service::StagerService;
+pub use signing::{ReleaseSignature, Signer};
 pub use staging::{Method, Stager};

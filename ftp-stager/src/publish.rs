@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +23,7 @@ use sha2::{Digest as _, Sha256};
 use crate::error::{Result, StagerError};
 use crate::fsutil;
 use crate::repository::{Manifest, ManifestFile, Repository, valid_file_name, valid_name};
+use crate::signing::{self, ReleaseSignature, Signer};
 
 /// Test-only crash injection: when this environment variable holds N ≥ 1, the process
 /// SIGKILLs itself at the N-th durable step of a publish (used by the crash-safety test).
@@ -58,9 +59,9 @@ struct Input {
     size: u64,
 }
 
-/// Publishes `paths` as release `product` `version`. A directory contributes its files
-/// under names relative to it; a plain file contributes its file name. Shows an indicatif
-/// progress bar on stderr when `progress` is true.
+/// Publishes `paths` as release `product` `version`, unsigned. A directory contributes its
+/// files under names relative to it; a plain file contributes its file name. Shows an
+/// indicatif progress bar on stderr when `progress` is true.
 pub fn publish(
     repo: &Repository,
     product: &str,
@@ -68,6 +69,21 @@ pub fn publish(
     paths: &[PathBuf],
     notes: &str,
     progress: bool,
+) -> Result<Manifest> {
+    publish_signed(repo, product, version, paths, notes, progress, None)
+}
+
+/// [`publish`], and with a `signer` also writes `SHA256SUMS` and `SHA256SUMS.minisig` as
+/// objects of the release (see [`crate::signing`]) and keeps the public key in the
+/// repository's `keys/`.
+pub fn publish_signed(
+    repo: &Repository,
+    product: &str,
+    version: &str,
+    paths: &[PathBuf],
+    notes: &str,
+    progress: bool,
+    signer: Option<&Signer>,
 ) -> Result<Manifest> {
     if !valid_name(product) || !valid_name(version) {
         return Err(StagerError::Invalid(format!(
@@ -80,6 +96,16 @@ pub fn publish(
     let inputs = collect_inputs(paths)?;
     if inputs.is_empty() {
         return Err(StagerError::Invalid("the inputs hold no files".into()));
+    }
+    if signer.is_some()
+        && let Some(i) = inputs
+            .iter()
+            .find(|i| i.name == signing::SUMS_NAME || i.name == signing::SIG_NAME)
+    {
+        return Err(StagerError::Refused(format!(
+            "{} is written by ffs when signing a release; rename that input file",
+            i.name
+        )));
     }
     let _lock = repo.lock()?;
     let mpath = repo.manifest_path(product, version)?;
@@ -107,7 +133,8 @@ pub fn publish(
     let mut buf = vec![0u8; CHUNK];
     for input in &inputs {
         bar.set_message(input.name.clone());
-        let (sha, size) = import_one(repo, &input.source, &mut buf, &bar)?;
+        let mut src = File::open(&input.source).map_err(StagerError::io("open", &input.source))?;
+        let (sha, size) = import_one(repo, &mut src, &input.source, &mut buf, &bar)?;
         files.push(ManifestFile {
             name: input.name.clone(),
             size,
@@ -116,14 +143,28 @@ pub fn publish(
     }
     bar.finish_and_clear();
     files.sort_by(|a, b| a.name.cmp(&b.name));
+    let published_at = Utc::now();
+    let signature = match signer {
+        Some(s) => Some(sign_release(
+            repo,
+            s,
+            product,
+            version,
+            &published_at,
+            &files,
+            &mut buf,
+        )?),
+        None => None,
+    };
     let m = Manifest {
         product: product.to_owned(),
         version: version.to_owned(),
         notes: notes.to_owned(),
-        published_at: Utc::now(),
+        published_at,
         yanked: false,
         yanked_at: None,
         files,
+        signature,
     };
     step();
     repo.write_manifest(&m)?;
@@ -133,9 +174,55 @@ pub fn publish(
         version,
         files = m.files.len(),
         bytes = m.bytes(),
+        signed_by = m.signed_by(),
         "published"
     );
     Ok(m)
+}
+
+/// Writes `SHA256SUMS` and its signature as objects and keeps the public key in `keys/`.
+fn sign_release(
+    repo: &Repository,
+    signer: &Signer,
+    product: &str,
+    version: &str,
+    published_at: &chrono::DateTime<Utc>,
+    files: &[ManifestFile],
+    buf: &mut [u8],
+) -> Result<ReleaseSignature> {
+    let sums = signing::sums_text(files);
+    let tc = signing::trusted_comment(
+        product,
+        version,
+        &published_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    );
+    let sig = signer.sign(sums.as_bytes(), &tc)?;
+    let hidden = indicatif::ProgressBar::hidden();
+    let label = Path::new(signing::SUMS_NAME);
+    let (sums_sha, sums_size) = import_one(repo, &mut sums.as_bytes(), label, buf, &hidden)?;
+    let label = Path::new(signing::SIG_NAME);
+    let (sig_sha, sig_size) = import_one(repo, &mut sig.as_bytes(), label, buf, &hidden)?;
+    let kp = signing::repo_key_path(repo.root(), signer.key_id())?;
+    if !kp.exists() {
+        let dir = repo.root().join("keys");
+        fs::create_dir_all(&dir).map_err(StagerError::io("create", &dir))?;
+        fsutil::atomic_write(&kp, signer.public_key_text().as_bytes(), 0o444)
+            .map_err(StagerError::io("write", &kp))?;
+    }
+    Ok(ReleaseSignature {
+        key_id: signer.key_id().to_owned(),
+        trusted_comment: tc,
+        sums: ManifestFile {
+            name: signing::SUMS_NAME.into(),
+            size: sums_size,
+            sha256: sums_sha,
+        },
+        minisig: ManifestFile {
+            name: signing::SIG_NAME.into(),
+            size: sig_size,
+            sha256: sig_sha,
+        },
+    })
 }
 
 /// Removes what an interrupted publish left: import files in `tmp/` and manifest
@@ -164,14 +251,15 @@ fn clean_tmp(repo: &Repository) -> Result<()> {
     Ok(())
 }
 
-/// Copies `source` into a temp file while hashing, then moves it into the object store.
+/// Copies `src` (read from `source`, named in errors) into a temp file while hashing, then
+/// moves it into the object store.
 fn import_one(
     repo: &Repository,
+    src: &mut impl std::io::Read,
     source: &Path,
     buf: &mut [u8],
     bar: &indicatif::ProgressBar,
 ) -> Result<(String, u64)> {
-    let mut src = File::open(source).map_err(StagerError::io("open", source))?;
     let tmp = repo
         .tmp_dir()
         .join(format!("import-{}", fsutil::random_hex(8)));

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StagerError};
 use crate::fsutil;
+use crate::signing::ReleaseSignature;
 
 /// One file of a release.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,12 +54,31 @@ pub struct Manifest {
     pub yanked_at: Option<DateTime<Utc>>,
     /// The files, sorted by name.
     pub files: Vec<ManifestFile>,
+    /// How the release was signed (`SHA256SUMS` and its minisign signature); `None` for a
+    /// release published without a signing key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<ReleaseSignature>,
 }
 
 impl Manifest {
     /// Total bytes.
     pub fn bytes(&self) -> u64 {
         self.files.iter().map(|f| f.size).sum()
+    }
+
+    /// What an area of this release holds for the chosen `files`: those files, then
+    /// `SHA256SUMS` and `SHA256SUMS.minisig` when the release is signed.
+    pub fn with_signature_files(&self, mut files: Vec<ManifestFile>) -> Vec<ManifestFile> {
+        if let Some(s) = &self.signature {
+            files.push(s.sums.clone());
+            files.push(s.minisig.clone());
+        }
+        files
+    }
+
+    /// The signing key's id, or "" when unsigned.
+    pub fn signed_by(&self) -> &str {
+        self.signature.as_ref().map_or("", |s| s.key_id.as_str())
     }
 
     /// As the commlink message type.
@@ -71,6 +91,7 @@ impl Manifest {
                 .published_at
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             yanked: self.yanked,
+            signed_by: self.signed_by().to_owned(),
             files: self
                 .files
                 .iter()
@@ -344,7 +365,14 @@ fn parse_manifest(path: &Path, bytes: &[u8]) -> Result<Manifest> {
         && valid_name(&m.version)
         && m.files
             .iter()
-            .all(|f| valid_file_name(&f.name) && valid_sha(&f.sha256));
+            .all(|f| valid_file_name(&f.name) && valid_sha(&f.sha256))
+        && m.signature.as_ref().is_none_or(|s| {
+            crate::signing::valid_key_id(&s.key_id)
+                && s.sums.name == crate::signing::SUMS_NAME
+                && s.minisig.name == crate::signing::SIG_NAME
+                && valid_sha(&s.sums.sha256)
+                && valid_sha(&s.minisig.sha256)
+        });
     if !ok {
         return Err(StagerError::Corrupt {
             path: path.to_path_buf(),

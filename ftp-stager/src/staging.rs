@@ -311,6 +311,8 @@ impl Stager {
         if files.is_empty() {
             return Err(StagerError::Invalid("nothing to stage".into()));
         }
+        // A signed release's areas always hold SHA256SUMS and its signature too.
+        let files = m.with_signature_files(files);
         let ttl = req
             .ttl_secs
             .unwrap_or(self.default_ttl)

@@ -67,16 +67,30 @@ impl StagerCmd {
             }
             StagerCmd::Publish(a) => {
                 let m = tokio::task::spawn_blocking(move || {
+                    let signer = if sc.signing_key.as_os_str().is_empty() {
+                        None
+                    } else {
+                        Some(ftp_stager::Signer::load(&sc.signing_key)?)
+                    };
                     let repo = ftp_stager::Repository::open(&sc.repository)?;
-                    ftp_stager::publish(&repo, &a.product, &a.version, &a.paths, &a.notes, true)
+                    ftp_stager::publish_signed(
+                        &repo,
+                        &a.product,
+                        &a.version,
+                        &a.paths,
+                        &a.notes,
+                        true,
+                        signer.as_ref(),
+                    )
                 })
                 .await??;
                 println!(
-                    "published {} {}: {} files, {} bytes",
+                    "published {} {}: {} files, {} bytes, {}",
                     m.product,
                     m.version,
                     m.files.len(),
-                    m.bytes()
+                    m.bytes(),
+                    signature_state(&m)
                 );
                 for f in &m.files {
                     println!("  {}  {:>12}  {}", f.sha256, f.size, f.name);
@@ -105,6 +119,15 @@ impl StagerCmd {
     }
 }
 
+/// "signed by key ID" or "unsigned": what the manifest records. Whether the signature still
+/// verifies is `ffs repo verify`'s job; an unsigned release is never called verified.
+fn signature_state(m: &ftp_stager::Manifest) -> String {
+    match &m.signature {
+        Some(s) => format!("signed by key {}", s.key_id),
+        None => "unsigned".to_owned(),
+    }
+}
+
 fn print_catalog(releases: &[ftp_stager::Manifest], json: bool) -> std::io::Result<()> {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
@@ -121,13 +144,14 @@ fn print_catalog(releases: &[ftp_stager::Manifest], json: bool) -> std::io::Resu
     for m in releases {
         writeln!(
             out,
-            "{} {}{}  published {}  {} files, {} bytes",
+            "{} {}{}  published {}  {} files, {} bytes  {}",
             m.product,
             m.version,
             if m.yanked { " [yanked]" } else { "" },
             m.published_at.format("%Y-%m-%d %H:%M UTC"),
             m.files.len(),
-            m.bytes()
+            m.bytes(),
+            signature_state(m)
         )?;
         if !m.notes.is_empty() {
             writeln!(out, "  notes: {}", m.notes)?;

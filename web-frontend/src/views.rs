@@ -199,6 +199,7 @@ mod tests {
             notes: String::new(),
             published_at: "2026-11-01T00:00:00Z".into(),
             yanked,
+            signed_by: String::new(),
             files: vec![FileInfo {
                 name: "a.bin".into(),
                 size: 10,

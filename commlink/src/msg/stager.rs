@@ -91,7 +91,11 @@ pub struct ReleaseInfo {
     pub published_at: String,
     /// Whether it was withdrawn (`ffs yank`); a yanked release cannot be staged.
     pub yanked: bool,
-    /// Its files.
+    /// The id of the minisign key that signed its `SHA256SUMS` (16 upper-case hex digits);
+    /// empty when the release is unsigned. Optional on the wire (absent = unsigned).
+    pub signed_by: String,
+    /// Its files (without `SHA256SUMS` and its signature, which every area of a signed
+    /// release holds besides them).
     pub files: Vec<FileInfo>,
 }
 
@@ -103,7 +107,8 @@ impl ReleaseInfo {
                 .text("version", &self.version)
                 .text("notes", &self.notes)
                 .text("published_at", &self.published_at)
-                .flag("yanked", self.yanked),
+                .flag("yanked", self.yanked)
+                .opt_text("signed_by", Some(&self.signed_by).filter(|s| !s.is_empty())),
             &self.files,
         )
     }
@@ -114,6 +119,7 @@ impl ReleaseInfo {
             notes: f.req_text("notes")?.to_owned(),
             published_at: f.req_text("published_at")?.to_owned(),
             yanked: f.req_flag("yanked")?,
+            signed_by: f.opt_str("signed_by")?.unwrap_or_default().to_owned(),
             files: files_from(f)?,
         })
     }
@@ -580,6 +586,21 @@ mod tests {
     }
 
     #[test]
+    fn catalog_round_trips_signed_releases() {
+        round_trip(Catalog {
+            releases: vec![ReleaseInfo {
+                product: "tool".into(),
+                version: "2.0".into(),
+                notes: String::new(),
+                published_at: "2026-11-27T10:00:00Z".into(),
+                yanked: false,
+                signed_by: "0123456789ABCDEF".into(),
+                files: vec![file("a.iso")],
+            }],
+        });
+    }
+
+    #[test]
     fn catalog_round_trips() {
         round_trip(CatalogRequest {
             include_yanked: true,
@@ -593,6 +614,7 @@ mod tests {
                 notes: "line1\r\nline2".into(),
                 published_at: "2026-11-23T10:00:00Z".into(),
                 yanked: false,
+                signed_by: String::new(),
                 files: vec![file("a/b.iso"), file("é.txt")],
             }],
         });
