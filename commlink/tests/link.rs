@@ -33,10 +33,8 @@ impl Service for Reverse {
 }
 
 fn cfg(bag: &Arc<KeyBag>, suite: Suite) -> LinkConfig {
-    let mut c = LinkConfig::new(bag.clone());
+    let mut c = ffs_testkit::link::config_with(bag.clone());
     c.suite = suite;
-    c.heartbeat = Duration::from_millis(500);
-    c.connect_timeout = Duration::from_secs(2);
     c
 }
 

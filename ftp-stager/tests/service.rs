@@ -3,14 +3,12 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use commlink::msg::stager::*;
-use commlink::{Client, KeyBag, LinkConfig, LinkError};
+use commlink::{Client, LinkConfig, LinkError};
 use common::*;
 
 fn link_config() -> LinkConfig {
-    LinkConfig::new(Arc::new(KeyBag::generate(16).unwrap()))
+    ffs_testkit::link::config()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

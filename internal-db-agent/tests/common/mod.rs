@@ -159,9 +159,7 @@ pub const AGENT_MAX_LINE: usize = 64 * 1024;
 /// Link settings; the requester accepts longer lines than the agent so that an oversized
 /// request really reaches the agent.
 pub fn link_cfg(bag: &Arc<KeyBag>, max_line: usize) -> LinkConfig {
-    let mut c = LinkConfig::new(bag.clone());
-    c.heartbeat = Duration::from_millis(500);
-    c.request_timeout = Duration::from_secs(10);
+    let mut c = ffs_testkit::link::config_with(bag.clone());
     c.max_line = max_line;
     c
 }

@@ -1,5 +1,11 @@
 //! Test support shared by the ffs workspace's tests (a `publish = false` dev-dependency).
 //!
+//! - [`prereq`]: prerequisites that fail a test loudly instead of skipping it (below);
+//! - [`link`]: the commlink settings every test uses (one test `LinkConfig`);
+//! - [`html`]: the one scraper for rendered pages (form fields, links, URLs);
+//! - [`port`]: ports for external servers, reserved across test processes;
+//! - [`hash`]: SHA-256 of bytes and files as hex.
+//!
 //! # `prereq`: no silent skips
 //!
 //! A test that needs something outside the Rust build (a program such as `nft` or
@@ -47,4 +53,8 @@
 //! namespaces + nftables), `pty` (util-linux `script`), and one per external server or
 //! client a test drives (`nginx`, `vsftpd`, `lftp`, `wget`, `aria2c`, `minisign`, …).
 
+pub mod hash;
+pub mod html;
+pub mod link;
+pub mod port;
 pub mod prereq;

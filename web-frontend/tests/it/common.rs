@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use commlink::{Client, KeyBag, LinkConfig};
+use commlink::{Client, LinkConfig};
 use internal_db_agent::admin::{self, NewCustomer};
 use tokio::sync::watch;
 
@@ -30,13 +30,9 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
+/// The test link settings (one definition for the workspace: `ffs_testkit::link`).
 pub fn link_config() -> LinkConfig {
-    let bag = KeyBag::generate(8).unwrap();
-    let mut link = LinkConfig::new(Arc::new(bag));
-    link.connect_timeout = Duration::from_millis(500);
-    link.request_timeout = Duration::from_secs(5);
-    link.heartbeat = Duration::from_secs(1);
-    link
+    ffs_testkit::link::config()
 }
 
 impl Stack {
@@ -261,45 +257,12 @@ async fn start_stager(
 }
 
 /// SHA-256 hex of bytes.
-pub fn sha256_hex(b: &[u8]) -> String {
-    use sha2::Digest as _;
-    hex::encode(sha2::Sha256::digest(b))
-}
-
-/// The value of `<input ... name="NAME" value="...">` in a page.
-pub fn input_value(html: &str, name: &str) -> Option<String> {
-    let re = regex::Regex::new(&format!(
-        r#"name="{}"\s+value="([^"]*)""#,
-        regex::escape(name)
-    ))
-    .unwrap();
-    re.captures(html).map(|c| unescape(&c[1]))
-}
-
-/// Every `href` starting with `prefix`.
-pub fn hrefs(html: &str, prefix: &str) -> Vec<String> {
-    let re = regex::Regex::new(r#"href="([^"]*)""#).unwrap();
-    re.captures_iter(html)
-        .map(|c| unescape(&c[1]))
-        .filter(|h| h.starts_with(prefix))
-        .collect()
-}
-
-pub fn unescape(s: &str) -> String {
-    let re = regex::Regex::new(r"&#(x?)([0-9a-fA-F]+);").unwrap();
-    let s = re.replace_all(s, |c: &regex::Captures<'_>| {
-        let n = if &c[1] == "x" {
-            u32::from_str_radix(&c[2], 16).unwrap()
-        } else {
-            c[2].parse().unwrap()
-        };
-        char::from_u32(n).unwrap().to_string()
-    });
-    s.replace("&quot;", "\"")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
-}
+// Also compiled into examples/loadstack.rs, which uses none of these.
+#[allow(unused_imports)]
+pub use ffs_testkit::{
+    hash::sha256_hex,
+    html::{hrefs, input_value, unescape},
+};
 
 pub fn tmp_file(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)

@@ -1,10 +1,8 @@
 //! The operator tools as a user runs them: `ffs keys`, `ffs config init`.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt as _;
 
-use support::*;
+use crate::support::*;
 
 #[test]
 fn keys_generate_writes_a_private_bag_and_check_refuses_a_readable_one() {
@@ -88,7 +86,7 @@ fn config_init_writes_a_commented_working_config() {
 
 /// The TOML block of the README's three-host deployment section.
 fn readme_host_config() -> String {
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../../README.md");
     let start = readme.find("```toml\n").expect("README has a toml block");
     let body = &readme[start + "```toml\n".len()..];
     let end = body.find("```").expect("toml block ends");

@@ -1,12 +1,10 @@
 //! End-to-end: the built `ffs` binary as three separate processes (db agent, stager, web),
 //! driven with real clients: HTTPS with curl, FTP with Python's ftplib.
 
-mod support;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 /// A configured directory with a customer, an entitlement and a published release.
 struct Site {

@@ -1,10 +1,7 @@
 //! Helpers for the end-to-end tests: run the real `ffs` binary in a fresh directory, start
 //! roles as separate processes, and drive them with real clients (curl, Python's ftplib).
 
-#![allow(dead_code)]
-
 use std::io::Write as _;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -14,13 +11,7 @@ pub fn ffs_bin() -> &'static str {
     env!("CARGO_BIN_EXE_ffs")
 }
 
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port")
-}
+pub use ffs_testkit::port::free_port;
 
 /// Runs `ffs ARGS` in `dir` to completion, feeding `stdin`.
 pub fn ffs(dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
@@ -246,51 +237,7 @@ impl Curl {
     }
 }
 
-/// The value of `<input name="NAME" value="...">` in an HTML page.
-pub fn input_value(html: &str, name: &str) -> Option<String> {
-    let at = html.find(&format!("name=\"{name}\""))?;
-    let tag_start = html[..at].rfind('<')?;
-    let tag_end = at + html[at..].find('>')?;
-    let tag = &html[tag_start..tag_end];
-    let v = tag.find("value=\"")? + 7;
-    let end = tag[v..].find('"')?;
-    Some(html_unescape(&tag[v..v + end]))
-}
-
-/// Undoes the HTML escaping templates apply.
-pub fn html_unescape(s: &str) -> String {
-    s.replace("&#x2f;", "/")
-        .replace("&#x2F;", "/")
-        .replace("&#47;", "/")
-        .replace("&#x3a;", ":")
-        .replace("&#x3A;", ":")
-        .replace("&#39;", "'")
-        .replace("&#x27;", "'")
-        .replace("&quot;", "\"")
-        .replace("&#34;", "\"")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
-}
-
-/// Every distinct `http(s)://` or `ftp://` URL in a page, unescaped.
-pub fn urls(html: &str, scheme: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut rest = html;
-    let needle = format!("{scheme}://");
-    while let Some(i) = rest.find(&needle) {
-        let tail = &rest[i..];
-        let end = tail
-            .find(|c: char| c == '"' || c == '<' || c == '\'' || c.is_whitespace())
-            .unwrap_or(tail.len());
-        let u = html_unescape(&tail[..end]);
-        if !out.contains(&u) {
-            out.push(u);
-        }
-        rest = &tail[end..];
-    }
-    out
-}
+pub use ffs_testkit::html::{input_value, urls};
 
 /// Downloads `url` with curl into `dest` (optionally resuming), returns success.
 pub fn curl_download(url: &str, dest: &Path, resume: bool) -> bool {
@@ -342,7 +289,5 @@ ftp.quit()
 
 /// Lower-case hex SHA-256 of a file.
 pub fn sha256_file(path: &Path) -> String {
-    use sha2::Digest as _;
-    let data = std::fs::read(path).expect("read file");
-    hex::encode(sha2::Sha256::digest(&data))
+    ffs_testkit::hash::sha256_file(path).expect("read file")
 }

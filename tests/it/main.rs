@@ -1,0 +1,10 @@
+//! The `ffs` binary's integration tests, one test binary: the real `ffs` binary run as a
+//! user and an operator would run it, each role its own process.
+//!
+//! - `e2e`: the whole system (web, stager, agent) through real clients;
+//! - `tools`: the operator tools (`ffs keys`, `ffs config`, `ffs customer`, …);
+//! - `support`: starting daemons, driving curl and ftplib, waiting for ports.
+
+mod e2e;
+mod support;
+mod tools;
