@@ -22,7 +22,7 @@ DEB_PACKAGES=(
 PIP_TOOLS=()
 # Components a full run (no arguments) must exercise, or name in FFS_TEST_SKIP: a test that
 # stops asking for its prerequisite, or is lost, turns the run red.
-EXPECTED_COMPONENTS=(postgres browser netns pty root tmpfs nginx wget aria2c)
+EXPECTED_COMPONENTS=(postgres browser netns pty root tmpfs nginx vsftpd wget aria2c)
 # Summary labels for component names (the words of FFS_TEST_SKIP); others print as-is.
 declare -A COMPONENT_LABEL=(
   [postgres]="PostgreSQL" [browser]="Chromium" [netns]="nftables netns" [pty]="script/pty"
