@@ -1,15 +1,14 @@
 //! Runs logins (right, wrong, unknown, locked), admin reads and edits over a real commlink
 //! with every log line captured at TRACE level, then checks that neither a plaintext
-//! password nor any argon2 hash appears. One test per binary: it installs the global
-//! subscriber so that every thread (blocking workers included) is captured.
-
-mod common;
+//! password nor any argon2 hash appears. It installs the global subscriber so that every
+//! thread (blocking workers included) is captured; nextest gives each test its own
+//! process, so no other test's subscriber is in the way.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use crate::common::{Backend, PASSWORD, TestDb, seeded_agent, serve};
 use commlink::msg::agent as m;
-use common::{Backend, PASSWORD, TestDb, seeded_agent, serve};
 use internal_db_agent::Mode;
 
 #[derive(Clone)]

@@ -1,6 +1,5 @@
 //! Shared test helpers: a fresh database per test on either backend, seeded customers,
 //! and agents served over real commlink sockets.
-#![allow(dead_code)]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +22,8 @@ pub enum Backend {
 /// A database of its own: a temp SQLite file, or a fresh PostgreSQL schema dropped at the end.
 pub struct TestDb {
     pub url: String,
-    pub dir: tempfile::TempDir,
+    /// Keeps the SQLite file's directory (or an unused one for PostgreSQL) alive.
+    _dir: tempfile::TempDir,
     pg: Option<(String, String)>,
 }
 
@@ -36,7 +36,7 @@ impl TestDb {
         match backend {
             Backend::Sqlite => Some(TestDb {
                 url: format!("sqlite://{}", dir.path().join("ffs.db").display()),
-                dir,
+                _dir: dir,
                 pg: None,
             }),
             Backend::Postgres => {
@@ -62,7 +62,7 @@ impl TestDb {
                     url: format!(
                         "{base}{sep}options=-csearch_path%3D{schema}&application_name={schema}"
                     ),
-                    dir,
+                    _dir: dir,
                     pg: Some((base, schema)),
                 })
             }

@@ -2,13 +2,11 @@
 //! it fails unless FFS_TEST_SKIP names `postgres`): first through `AgentService` directly,
 //! then over real commlink sockets in both connection modes.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::{Backend, PASSWORD, TestDb, seeded_agent, serve};
 use commlink::msg::agent as m;
 use commlink::{Fields, LinkError, Message, Tobj};
-use common::{Backend, PASSWORD, TestDb, seeded_agent, serve};
 use internal_db_agent::service::LOGIN_DENIED;
 use internal_db_agent::{Agent, AgentService, Mode, admin};
 
@@ -573,7 +571,7 @@ async fn over_the_link(b: Backend, mode: Mode) {
 
     // An oversized request: refused (the agent drops that connection after saying why),
     // and the agent keeps serving once the link is re-established.
-    let huge = login("bob", &"x".repeat(common::AGENT_MAX_LINE * 2));
+    let huge = login("bob", &"x".repeat(crate::common::AGENT_MAX_LINE * 2));
     let r = client.request(&huge).await;
     eprintln!("oversized request ({mode:?}): {r:?}");
     assert!(r.is_err(), "an oversized request was answered: {r:?}");
@@ -734,14 +732,14 @@ async fn run_in_dial_out_mode_serves_until_shutdown() {
     let bag = std::sync::Arc::new(commlink::KeyBag::generate(8).unwrap());
     let web_side = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = web_side.local_addr().unwrap();
-    let client = commlink::Client::accept(web_side, common::link_cfg(&bag, 1 << 20));
+    let client = commlink::Client::accept(web_side, crate::common::link_cfg(&bag, 1 << 20));
     let cfg = internal_db_agent::AgentConfig {
         mode: Mode::DialOut,
         dial: addr.to_string(),
         ..db.config()
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let link = common::link_cfg(&bag, 1 << 20);
+    let link = crate::common::link_cfg(&bag, 1 << 20);
     let task = tokio::spawn(internal_db_agent::run(cfg, link, async move {
         let _ = stopped.await;
     }));
@@ -765,7 +763,7 @@ async fn run_reports_a_busy_listen_address() {
         ..db.config()
     };
     let bag = std::sync::Arc::new(commlink::KeyBag::generate(8).unwrap());
-    let e = internal_db_agent::run(cfg, common::link_cfg(&bag, 1 << 20), std::future::pending())
+    let e = internal_db_agent::run(cfg, crate::common::link_cfg(&bag, 1 << 20), std::future::pending())
         .await
         .unwrap_err()
         .to_string();
@@ -859,9 +857,9 @@ async fn dial_out_agent_redials_a_restarted_web_frontend() {
     let bag = std::sync::Arc::new(commlink::KeyBag::generate(8).unwrap());
     let web_side = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = web_side.local_addr().unwrap();
-    let client = commlink::Client::accept(web_side, common::link_cfg(&bag, 1 << 20));
+    let client = commlink::Client::accept(web_side, crate::common::link_cfg(&bag, 1 << 20));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let link = common::link_cfg(&bag, 1 << 20);
+    let link = crate::common::link_cfg(&bag, 1 << 20);
     let a = agent.clone();
     let task = tokio::spawn(async move {
         a.serve_dialout(addr.to_string(), link, async move {
@@ -876,7 +874,7 @@ async fn dial_out_agent_redials_a_restarted_web_frontend() {
     drop(client);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let web_side = tokio::net::TcpListener::bind(addr).await.unwrap();
-    let client = commlink::Client::accept(web_side, common::link_cfg(&bag, 1 << 20));
+    let client = commlink::Client::accept(web_side, crate::common::link_cfg(&bag, 1 << 20));
     assert!(
         client.wait_up(Duration::from_secs(10)).await,
         "the agent did not redial"

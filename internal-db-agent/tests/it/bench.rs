@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! FFS_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test \
-//!   cargo test --release -p internal-db-agent --test bench -- --ignored --nocapture
+//!   cargo test --release -p internal-db-agent --test it bench:: -- --ignored --nocapture
 //! ```
 //!
 //! 1. authorize + record-download round trips per second through a real commlink (listen
@@ -11,14 +11,12 @@
 //! 2. the argon2id login cost at the default parameters (19 MiB, 2 passes): correct,
 //!    wrong password and unknown login, which must cost the same.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::{Backend, PASSWORD, TestDb, seed, serve};
 use commlink::msg::agent as m;
 use commlink::stats::percentile;
-use common::{Backend, PASSWORD, TestDb, seed, serve};
 use internal_db_agent::{Agent, AgentConfig, Mode};
 
 fn ms(d: Duration) -> f64 {

@@ -1,0 +1,11 @@
+//! The agent's integration tests, one test binary.
+//!
+//! - `agent`: behaviour on SQLite and PostgreSQL, directly and over real commlink sockets;
+//! - `no_secrets_in_logs`: every log line captured while logging in, checked for secrets;
+//! - `bench`: throughput and login cost (ignored by default; run in release);
+//! - `common`: fresh databases, seeded customers, agents served over real sockets.
+
+mod agent;
+mod bench;
+mod common;
+mod no_secrets_in_logs;
