@@ -21,8 +21,10 @@
 //! - [`msg`]: the typed messages the ffs roles exchange.
 //!
 //! Beside them: [`stats`] (percentiles, shared by every role's statistics and benchmark),
-//! [`progress`] (how libraries report long work without drawing it) and, with the `bench`
-//! feature, `bench` (what `ffs bench commlink` measures).
+//! [`progress`] (how libraries report long work without drawing it), with the `tls` feature
+//! `tls` (the one TLS certificate loader of the roles that serve TLS, generating a
+//! self-signed pair on first start) and, with the `bench` feature, `bench` (what
+//! `ffs bench commlink` measures).
 
 #![deny(missing_docs)]
 
@@ -37,6 +39,8 @@ pub mod progress;
 pub mod refusal;
 pub mod secret_file;
 pub mod stats;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod tobj;
 pub mod transport;
 

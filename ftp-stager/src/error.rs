@@ -40,8 +40,8 @@ pub enum StagerError {
     #[error("configuration: {0}")]
     Config(String),
     /// TLS set-up failed.
-    #[error("tls: {0}")]
-    Tls(String),
+    #[error("tls ([stager] tls_cert, tls_key): {0}")]
+    Tls(#[from] commlink::tls::TlsError),
 }
 
 impl StagerError {

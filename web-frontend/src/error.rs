@@ -1,7 +1,7 @@
 //! Errors: [`StartError`] for start-up (files, TLS, binding) and [`AppError`], the one error
 //! type handlers return; it implements `ResponseError`, so every failure is a page.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header;
@@ -13,14 +13,6 @@ use crate::pages::ErrorPage;
 /// Why the frontend could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// A file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
     /// A secret file that is missing, unreadable, or open to group/others.
     #[error(transparent)]
     SecretFile(#[from] commlink::secret_file::SecretFileError),
@@ -33,8 +25,8 @@ pub enum StartError {
         why: &'static str,
     },
     /// The TLS certificate or key is unusable.
-    #[error("TLS: {0}")]
-    Tls(String),
+    #[error("TLS ([web] tls_cert, tls_key, tls_generate): {0}")]
+    Tls(#[from] commlink::tls::TlsError),
     /// A listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -43,15 +35,6 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
-}
-
-impl StartError {
-    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        StartError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
-    }
 }
 
 /// Everything a handler can fail with. Each variant knows its status and page.

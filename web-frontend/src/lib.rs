@@ -39,7 +39,6 @@ pub mod session;
 pub mod startup;
 pub mod state;
 pub mod throttle;
-pub mod tls;
 pub mod version;
 pub mod views;
 

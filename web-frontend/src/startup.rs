@@ -25,7 +25,7 @@ use crate::error::{AppError, StartError};
 use crate::metrics::Metrics;
 use crate::revocations::Revoker;
 use crate::state::AppState;
-use crate::{routes, secrets, tls};
+use crate::{routes, secrets};
 
 /// The content security policy: no inline script or style, nothing framed, forms only here.
 pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -107,7 +107,11 @@ impl Application {
         stager: Client,
         listeners: Listeners,
     ) -> Result<Application, StartError> {
-        let identity = tls::load_or_generate(&cfg)?;
+        let identity = commlink::tls::load_or_generate(
+            &cfg.tls_cert,
+            &cfg.tls_key,
+            cfg.tls_generate.then_some(cfg.tls_names.as_slice()),
+        )?;
         if identity.generated {
             tracing::info!(fingerprint = %identity.fingerprint, "self-signed certificate generated");
         }
@@ -137,7 +141,7 @@ impl Application {
             .workers(workers)
             .disable_signals()
             .shutdown_timeout(5)
-            .listen_rustls_0_23(listeners.https, (*identity.config).clone())
+            .listen_rustls_0_23(listeners.https, (*identity.server_config).clone())
             .map_err(|source| StartError::Bind {
                 addr: format!("port {port}"),
                 source,

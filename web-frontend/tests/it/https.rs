@@ -145,7 +145,7 @@ async fn https_headers_redirect_and_fingerprint() {
         .next()
         .unwrap()
         .unwrap();
-    assert_eq!(web.fingerprint, web_frontend::tls::fingerprint(&der));
+    assert_eq!(web.fingerprint, commlink::tls::fingerprint(&der));
     let out = Command::new("sh")
         .arg("-c")
         .arg(format!(
