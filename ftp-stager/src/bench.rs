@@ -164,117 +164,40 @@ fn run_in(opts: &BenchOptions, progress: &dyn Progress, scratch: &Path) -> Resul
     let probe = src_dir.join("probe");
     write_pattern(&probe, 4096)?;
     let reflink_supported = reflink(&probe, &src_dir.join("probe.clone")).is_ok();
+    let mut methods = vec![Method::HardLink];
+    if reflink_supported {
+        methods.push(Method::Reflink);
+    }
+    methods.push(Method::Copy);
 
     let mut stager: Option<Stager> = None;
     for &size in &opts.sizes {
-        let name = human(size);
-        progress.phase(&format!("writing a {name} source file"), 0);
-        let src = src_dir.join(format!("{name}.bin"));
-        write_pattern(&src, size)?;
-        let version = format!("{name}-n{}", opts.files);
-        let m = crate::publish::publish(
-            &repo,
-            "bench",
-            &version,
-            std::slice::from_ref(&src),
-            "",
-            false,
-        )?;
-        let _ = fs::remove_file(&src);
-        let sha = m.files[0].sha256.clone();
-        // A release of N files (same content under N names: staging cost does not depend
-        // on content, and it keeps the scratch space at one copy per size).
-        let release = Manifest {
-            files: (0..opts.files)
-                .map(|i| ManifestFile {
-                    name: format!("f{i:03}.bin"),
-                    size,
-                    sha256: sha.clone(),
-                })
-                .collect(),
-            ..m
-        };
-        repo.write_manifest(&release)?;
-        let obj = repo.object_path(&sha)?;
-
-        let mut methods = vec![Method::HardLink];
-        if reflink_supported {
-            methods.push(Method::Reflink);
-        }
-        methods.push(Method::Copy);
-        for method in methods {
+        let (version, obj) = bench_release(&repo, &src_dir, size, opts.files, progress)?;
+        for &method in &methods {
+            // Copies of large files take seconds each: one round is enough to see them.
             let rounds = if method != Method::HardLink && size >= 64 << 20 {
                 1
             } else {
                 opts.rounds
             };
-            progress.phase(
-                &format!(
-                    "{name}: {} × {} files × {rounds} rounds",
-                    method.name(),
-                    opts.files
-                ),
-                (rounds * opts.files) as u64,
-            );
-            let mut samples = Vec::with_capacity(rounds * opts.files);
-            for r in 0..rounds {
-                let area = cfg.areas_dir.join(format!("bench-{r}"));
-                fs::create_dir_all(&area).map_err(StagerError::io("create", &area))?;
-                for i in 0..opts.files {
-                    let dst = area.join(format!("f{i:03}.bin"));
-                    let t = Instant::now();
-                    method
-                        .place(&obj, &dst)
-                        .map_err(StagerError::io("place", &dst))?;
-                    samples.push(t.elapsed().as_nanos() as u64);
-                    progress.advance(1);
-                }
-                fs::remove_dir_all(&area).map_err(StagerError::io("remove", &area))?;
-            }
-            let (p50, p99, max) = us(&mut samples);
-            rows.push(Row {
+            let samples = place_samples(
+                method,
+                &obj,
+                &cfg.areas_dir,
                 size,
-                method: method.name().into(),
-                samples: samples.len(),
-                p50_us: p50,
-                p99_us: p99,
-                max_us: max,
-            });
+                rounds,
+                opts.files,
+                progress,
+            )?;
+            rows.push(Row::from_samples(size, method.name(), samples));
         }
-
-        // Whole stage requests (hard link), as the web frontend sees them minus the link.
         let st = match &stager {
             Some(s) => s,
             None => stager.insert(Stager::open(&cfg)?),
         };
-        let req = commlink::msg::stager::StageRequest {
-            product: "bench".into(),
-            version: version.clone(),
-            ..Default::default()
-        };
-        progress.phase(
-            &format!("{name}: whole stage requests × {}", opts.rounds),
-            opts.rounds as u64,
-        );
-        let mut samples = Vec::new();
-        for _ in 0..opts.rounds {
-            let t = Instant::now();
-            let a = st.stage(&req)?;
-            samples.push(t.elapsed().as_nanos() as u64);
-            st.unstage(&a.area_id)?;
-            progress.advance(1);
-        }
-        let (p50, p99, max) = us(&mut samples);
-        rows.push(Row {
-            size,
-            method: "stage-request".into(),
-            samples: samples.len(),
-            p50_us: p50,
-            p99_us: p99,
-            max_us: max,
-        });
+        let samples = stage_samples(st, &version, size, opts.rounds, progress)?;
+        rows.push(Row::from_samples(size, "stage-request", samples));
         // Free the scratch space before the next size.
-        drop(release);
         let _ = fs::remove_file(&obj);
     }
     Ok(Report {
@@ -283,6 +206,124 @@ fn run_in(opts: &BenchOptions, progress: &dyn Progress, scratch: &Path) -> Resul
         filesystem: fs_type(scratch),
         rows,
     })
+}
+
+impl Row {
+    fn from_samples(size: u64, method: &str, mut samples_ns: Vec<u64>) -> Row {
+        let (p50, p99, max) = us(&mut samples_ns);
+        Row {
+            size,
+            method: method.into(),
+            samples: samples_ns.len(),
+            p50_us: p50,
+            p99_us: p99,
+            max_us: max,
+        }
+    }
+}
+
+/// Publishes one `size`-byte file of real bytes and a release naming it `files` times
+/// (same content under N names: staging cost does not depend on content, and it keeps the
+/// scratch space at one copy per size). Returns the release's version and the object.
+fn bench_release(
+    repo: &Repository,
+    src_dir: &Path,
+    size: u64,
+    files: usize,
+    progress: &dyn Progress,
+) -> Result<(String, PathBuf)> {
+    let name = human(size);
+    progress.phase(&format!("writing a {name} source file"), 0);
+    let src = src_dir.join(format!("{name}.bin"));
+    write_pattern(&src, size)?;
+    let version = format!("{name}-n{files}");
+    let m = crate::publish::publish(
+        repo,
+        "bench",
+        &version,
+        std::slice::from_ref(&src),
+        "",
+        false,
+    )?;
+    let _ = fs::remove_file(&src);
+    let sha = m.files[0].sha256.clone();
+    let release = Manifest {
+        files: (0..files)
+            .map(|i| ManifestFile {
+                name: format!("f{i:03}.bin"),
+                size,
+                sha256: sha.clone(),
+            })
+            .collect(),
+        ..m
+    };
+    repo.write_manifest(&release)?;
+    Ok((version, repo.object_path(&sha)?))
+}
+
+/// Per-file latency of placing `obj` into fresh areas with `method`, in ns.
+fn place_samples(
+    method: Method,
+    obj: &Path,
+    areas_dir: &Path,
+    size: u64,
+    rounds: usize,
+    files: usize,
+    progress: &dyn Progress,
+) -> Result<Vec<u64>> {
+    progress.phase(
+        &format!(
+            "{}: {} × {files} files × {rounds} rounds",
+            human(size),
+            method.name()
+        ),
+        (rounds * files) as u64,
+    );
+    let mut samples = Vec::with_capacity(rounds * files);
+    for r in 0..rounds {
+        let area = areas_dir.join(format!("bench-{r}"));
+        fs::create_dir_all(&area).map_err(StagerError::io("create", &area))?;
+        for i in 0..files {
+            let dst = area.join(format!("f{i:03}.bin"));
+            let t = Instant::now();
+            method
+                .place(obj, &dst)
+                .map_err(StagerError::io("place", &dst))?;
+            samples.push(t.elapsed().as_nanos() as u64);
+            progress.advance(1);
+        }
+        fs::remove_dir_all(&area).map_err(StagerError::io("remove", &area))?;
+    }
+    Ok(samples)
+}
+
+/// Latency of whole stage requests (hard link) for the release, as the web frontend sees
+/// them minus the link, in ns.
+fn stage_samples(
+    st: &Stager,
+    version: &str,
+    size: u64,
+    rounds: usize,
+    progress: &dyn Progress,
+) -> Result<Vec<u64>> {
+    let req = commlink::msg::stager::StageRequest {
+        product: "bench".into(),
+        version: version.to_owned(),
+        ..Default::default()
+    };
+    progress.phase(
+        &format!("{}: whole stage requests × {rounds}", human(size)),
+        rounds as u64,
+    );
+    let mut samples = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let a = st.stage(&req)?;
+        samples.push(t.elapsed().as_nanos() as u64);
+        st.unstage(&a.area_id)?;
+        progress.advance(1);
+    }
+    Ok(samples)
 }
 
 #[cfg(test)]

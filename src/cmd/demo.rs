@@ -211,6 +211,33 @@ fn print_logins(logins: &[Login], dir: &Path) {
     }
 }
 
+/// What `ffs demo` prints once it is running: the URL, the certificate, the logins.
+fn print_banner(
+    ready: Duration,
+    web_port: u16,
+    web_fingerprint: &str,
+    logins: &[Login],
+    dir: &Path,
+) {
+    let url = format!("https://127.0.0.1:{web_port}/");
+    println!();
+    println!("  ffs demo is running (ready in {} ms)", ready.as_millis());
+    println!();
+    println!("  Open   {url}");
+    println!("         (self-signed certificate, SHA-256 {web_fingerprint})");
+    println!();
+    print_logins(logins, dir);
+    println!();
+    println!("  Try: sign in as demo, open acme-studio 2.0.0, Prepare download, then fetch the");
+    println!("  HTTPS link with curl -k or the FTP URL with any FTP client; sign in as admin to");
+    println!(
+        "  see active areas, history and staging latency. Working directory: {}",
+        dir.display()
+    );
+    println!("  Ctrl-C stops everything.");
+    println!();
+}
+
 /// Runs `ffs demo`.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -290,24 +317,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     while !both_up() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let ready = started.elapsed();
-    let url = format!("https://127.0.0.1:{web_port}/");
-    println!();
-    println!("  ffs demo is running (ready in {} ms)", ready.as_millis());
-    println!();
-    println!("  Open   {url}");
-    println!("         (self-signed certificate, SHA-256 {web_fingerprint})");
-    println!();
-    print_logins(&logins, dir);
-    println!();
-    println!("  Try: sign in as demo, open acme-studio 2.0.0, Prepare download, then fetch the");
-    println!("  HTTPS link with curl -k or the FTP URL with any FTP client; sign in as admin to");
-    println!(
-        "  see active areas, history and staging latency. Working directory: {}",
-        dir.display()
-    );
-    println!("  Ctrl-C stops everything.");
-    println!();
+    print_banner(started.elapsed(), web_port, &web_fingerprint, &logins, dir);
     if !both_up() {
         tracing::warn!("the web frontend's links are not all up yet; see the log above");
     }

@@ -13,11 +13,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tracing::{debug, info, warn};
 
 use super::config::{HELLO_TYPE, PING_TYPE, remote_error};
-use super::handshake_io::{ConnError, Established};
+use super::handshake_io::{ConnError, Established, LineReader};
 use super::{ERROR_TYPE, LinkConfig, LinkError, Service, error_reply};
-use crate::crypto::Sealer;
+use crate::crypto::{Opener, Sealer};
 use crate::frame;
-use crate::tobj::{Fields, Tobj};
+use crate::tobj::{Fields, Limits, Tobj};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Role {
@@ -314,66 +314,23 @@ where
         sealer,
         mut opener,
     } = est;
-    let heartbeat = cfg.heartbeat;
     let out = Arc::new(Outbox::new(sealer, Box::new(writer)));
     let hello = Tobj::with_fields(HELLO_TYPE, 0, Fields::new().text("role", role.name()));
     let _ = out.send(&hello).await;
-    // Heartbeats: a ping whenever nothing was sent for an interval; also flushes anything a
-    // cancelled sender left behind.
-    let _heartbeat_task = AbortOnDrop(tokio::spawn({
-        let out = out.clone();
-        async move {
-            let mut tick = tokio::time::interval(heartbeat / 2);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let r = if out.idle_for() >= heartbeat {
-                    out.send(&Tobj::new(PING_TYPE, 0)).await
-                } else {
-                    out.flush().await
-                };
-                if r.is_err() {
-                    break;
-                }
-            }
-        }
-    }));
+    let _heartbeat_task = spawn_heartbeats(out.clone(), cfg.heartbeat);
 
     let limits = cfg.limits();
     let mut on_up = Some(on_up);
-    let silence = heartbeat * 3;
+    let silence = cfg.heartbeat * 3;
 
     let err = loop {
-        let line = match tokio::time::timeout(silence, reader.line()).await {
-            Ok(Ok(line)) => line,
-            Ok(Err(e)) => break e,
-            Err(_) => {
-                break ConnError::Protocol(format!(
-                    "peer silent for {silence:?} (three heartbeats): link dead"
-                ));
-            }
-        };
-        let tobj = match opener
-            .open(&line)
-            .map_err(ConnError::from)
-            .and_then(|p| {
-                String::from_utf8(p).map_err(|_| ConnError::Protocol("payload is not UTF-8".into()))
-            })
-            .and_then(|s| Tobj::parse(&s, &limits).map_err(ConnError::from))
-        {
+        let tobj = match next_packet(&mut reader, &mut opener, &limits, silence).await {
             Ok(t) => t,
             Err(e) => break e,
         };
         if let Some(up) = on_up.take() {
-            // The first packet must be the peer's hello, from the other role.
-            if tobj.kind != HELLO_TYPE {
-                break ConnError::Protocol(format!("expected {HELLO_TYPE}, got {}", tobj.kind));
-            }
-            let theirs = tobj.fields.req_text("role").unwrap_or("");
-            if theirs == role.name() {
-                break ConnError::Protocol(format!(
-                    "both ends are {theirs}s: one end must serve (db agent, stager) and the other request (web)"
-                ));
+            if let Err(e) = check_hello(&tobj, role.name()) {
+                break e;
             }
             info!(%peer, role = role.name(), suite = cfg.suite.name(), "commlink up");
             up(out.clone());
@@ -400,24 +357,91 @@ where
     }
     path.down(&err);
     if !matches!(err, ConnError::Closed | ConnError::Io(_)) {
-        // Tell the peer why, then give the writer a moment to flush.
-        let last = error_reply(err.code(), err.to_string());
-        let _ = tokio::time::timeout(Duration::from_millis(200), out.close_with(&last)).await;
-        // Closing a socket with unread input makes the kernel send RST, which can destroy
-        // the error packet before the peer reads it; read and discard briefly instead.
-        let _ = tokio::time::timeout(Duration::from_millis(200), async {
-            loop {
-                reader.buf.clear();
-                reader.buf.reserve(16 * 1024);
-                match reader.r.read_buf(&mut reader.buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
-            }
-        })
-        .await;
+        tell_peer_why(&out, &mut reader, &err).await;
     }
     err
+}
+
+/// Heartbeats: a ping whenever nothing was sent for an interval; also flushes anything a
+/// cancelled sender left behind. Stops when the task is dropped or a send fails.
+fn spawn_heartbeats(out: Arc<Outbox>, heartbeat: Duration) -> AbortOnDrop {
+    AbortOnDrop(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(heartbeat / 2);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let r = if out.idle_for() >= heartbeat {
+                out.send(&Tobj::new(PING_TYPE, 0)).await
+            } else {
+                out.flush().await
+            };
+            if r.is_err() {
+                break;
+            }
+        }
+    }))
+}
+
+/// Reads, opens and parses the next packet; silence for `silence` ends the link.
+async fn next_packet<R: AsyncRead + Unpin>(
+    reader: &mut LineReader<R>,
+    opener: &mut Opener,
+    limits: &Limits,
+    silence: Duration,
+) -> Result<Tobj, ConnError> {
+    let line = match tokio::time::timeout(silence, reader.line()).await {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(ConnError::Protocol(format!(
+                "peer silent for {silence:?} (three heartbeats): link dead"
+            )));
+        }
+    };
+    let payload = opener.open(&line)?;
+    let text = String::from_utf8(payload)
+        .map_err(|_| ConnError::Protocol("payload is not UTF-8".into()))?;
+    Ok(Tobj::parse(&text, limits)?)
+}
+
+/// The first packet must be the peer's hello, from the other role.
+fn check_hello(tobj: &Tobj, ours: &str) -> Result<(), ConnError> {
+    if tobj.kind != HELLO_TYPE {
+        return Err(ConnError::Protocol(format!(
+            "expected {HELLO_TYPE}, got {}",
+            tobj.kind
+        )));
+    }
+    let theirs = tobj.fields.req_text("role").unwrap_or("");
+    if theirs == ours {
+        return Err(ConnError::Protocol(format!(
+            "both ends are {theirs}s: one end must serve (db agent, stager) and the other request (web)"
+        )));
+    }
+    Ok(())
+}
+
+/// Sends the peer the reason the link ends, then drains its input briefly.
+async fn tell_peer_why<R: AsyncRead + Unpin>(
+    out: &Outbox,
+    reader: &mut LineReader<R>,
+    err: &ConnError,
+) {
+    // Tell the peer why, then give the writer a moment to flush.
+    let last = error_reply(err.code(), err.to_string());
+    let _ = tokio::time::timeout(Duration::from_millis(200), out.close_with(&last)).await;
+    // Closing a socket with unread input makes the kernel send RST, which can destroy
+    // the error packet before the peer reads it; read and discard briefly instead.
+    let _ = tokio::time::timeout(Duration::from_millis(200), async {
+        loop {
+            reader.buf.clear();
+            reader.buf.reserve(16 * 1024);
+            match reader.r.read_buf(&mut reader.buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -763,10 +763,14 @@ async fn run_reports_a_busy_listen_address() {
         ..db.config()
     };
     let bag = std::sync::Arc::new(commlink::KeyBag::generate(8).unwrap());
-    let e = internal_db_agent::run(cfg, crate::common::link_cfg(&bag, 1 << 20), std::future::pending())
-        .await
-        .unwrap_err()
-        .to_string();
+    let e = internal_db_agent::run(
+        cfg,
+        crate::common::link_cfg(&bag, 1 << 20),
+        std::future::pending(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(e.contains(&addr) && e.contains("[agent] listen"), "{e}");
 }
 
