@@ -117,13 +117,7 @@ impl Drop for Nginx {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use ffs_testkit::port::free_port;
 
 /// Starts nginx (as root, configured in `dir`) serving `root` on two free ports, one
 /// plain and one TLS.
