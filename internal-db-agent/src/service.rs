@@ -488,7 +488,7 @@ impl AgentService {
     async fn unentitle(&self, req: m::Unentitle) -> Outcome<m::Unentitled> {
         self.require_admin(req.by_customer_id).await?;
         let n = self
-            .admin_op(move |c| admin::unentitle(c, &req.login, &req.product, false))
+            .admin_op(move |c| admin::unentitle(c, &req.login, &req.product, req.revoke))
             .await?;
         Ok(m::Unentitled { removed: n as u64 })
     }

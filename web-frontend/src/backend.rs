@@ -412,18 +412,21 @@ impl Backend {
         Ok(())
     }
 
-    /// Removes an entitlement; returns how many were removed.
+    /// Removes an entitlement (with `revoke`, also has the customer's staged areas of the
+    /// product revoked); returns how many entitlements were removed.
     pub async fn unentitle(
         &self,
         by: i64,
         login: &str,
         product: &str,
+        revoke: bool,
     ) -> Result<u64, BackendError> {
         Ok(self
             .request(&am::Unentitle {
                 by_customer_id: by,
                 login: login.to_string(),
                 product: product.to_string(),
+                revoke,
             })
             .await?
             .removed)

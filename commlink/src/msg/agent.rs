@@ -777,7 +777,9 @@ impl Message for Entitled {
     }
 }
 
-/// `agent.unentitle`: remove `login`'s entitlement to a product (admins only).
+/// `agent.unentitle`: remove `login`'s entitlement to a product (admins only), and with
+/// `revoke` also revoke the customer's staged areas of that product (a revocation in the
+/// [`Revocations`] feed, as `ffs unentitle --revoke` records).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unentitle {
     /// The admin making the change.
@@ -786,6 +788,8 @@ pub struct Unentitle {
     pub login: String,
     /// Product name.
     pub product: String,
+    /// Also revoke the product's staged areas (absent on the wire = `false`).
+    pub revoke: bool,
 }
 
 impl Message for Unentitle {
@@ -795,12 +799,14 @@ impl Message for Unentitle {
             .num("by_customer_id", self.by_customer_id)
             .text("login", &self.login)
             .text("product", &self.product)
+            .flag("revoke", self.revoke)
     }
     fn from_fields(f: &Fields) -> Result<Self> {
         Ok(Unentitle {
             by_customer_id: f.req_parse("by_customer_id")?,
             login: f.req_text("login")?.to_owned(),
             product: f.req_text("product")?.to_owned(),
+            revoke: f.opt_parse("revoke")?.unwrap_or(false),
         })
     }
 }
@@ -1186,6 +1192,7 @@ mod tests {
             by_customer_id: 1,
             login: "bob".into(),
             product: "widget".into(),
+            revoke: true,
         });
         round_trip(Unentitled { removed: 1 });
         round_trip(SetDisabled {

@@ -423,6 +423,7 @@ async fn admin_requests(b: Backend) {
         by_customer_id: by,
         login: "bob".into(),
         product: "gizmo".into(),
+        revoke: false,
     };
     assert_eq!(code(ask(&svc, &un(bob)).await).0, "denied");
     assert_eq!(ask(&svc, &un(alice)).await.unwrap().removed, 1);

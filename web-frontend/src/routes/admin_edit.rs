@@ -37,9 +37,17 @@ pub(crate) async fn edit(
         }
         "unentitle" => {
             let product = form.req("product")?.to_string();
-            b.unentitle(user.id, &login, &product)
+            // The checkbox "also revoke staged areas": present (any value) when ticked.
+            let revoke = form.get("revoke").is_some();
+            b.unentitle(user.id, &login, &product, revoke)
                 .await
-                .map(|n| format!("{n} entitlement to {product} removed"))
+                .map(|n| {
+                    let mut m = format!("{n} entitlement to {product} removed");
+                    if revoke {
+                        m.push_str("; their staged areas of it are revoked within seconds");
+                    }
+                    m
+                })
         }
         "disable" => b.set_disabled(user.id, &login, true).await.map(|()| {
             "disabled; their sessions end and their download areas are revoked within seconds"

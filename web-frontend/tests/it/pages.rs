@@ -908,6 +908,111 @@ async fn admin_disable_ends_the_customers_sessions_and_revokes_their_areas() {
     assert_eq!(again.get(&app, "/products").await.status, 200);
 }
 
+#[actix_web::test]
+async fn admin_unentitle_can_also_revoke_the_products_staged_areas() {
+    let stack = Stack::start().await;
+    let (state, key) = web_frontend::startup::build_state(
+        stack.web_config(),
+        stack.agent_client(),
+        stack.stager_client(),
+    )
+    .unwrap();
+    let app = test::init_service(web_frontend::startup::app(state.clone(), key)).await;
+    let mut revoker =
+        web_frontend::revocations::Revoker::new(state.clone(), std::time::Duration::from_secs(1));
+    let jar = stack.path().join("jar-revoke");
+    // The HTTPS link to the product's file on a prepared page, and its status now.
+    let link = |page: &str, name: &str| {
+        crate::common::hrefs(page, "https://")
+            .into_iter()
+            .find(|l| l.ends_with(name))
+            .unwrap_or_else(|| panic!("no link to {name}: {page}"))
+    };
+    let mut alice = Browser::new("10.15.0.1:5000");
+    alice.login(&app, "alice", PASSWORD).await;
+    let csrf = alice.csrf(&app).await;
+    let page = alice.prepare(&app, &csrf, "alpha", "2.1").await;
+    assert_eq!(page.status, 200);
+    let alpha = link(&page.body, "/alpha-2.1.bin");
+    let mut bob = Browser::new("10.15.0.2:5000");
+    bob.login(&app, "bob", PASSWORD).await;
+    let bcsrf = bob.csrf(&app).await;
+    let page = bob.prepare(&app, &bcsrf, "beta", "1.0").await;
+    let beta = link(&page.body, "/beta-1.0.bin");
+    assert_eq!(crate::https::curl(&jar, &[&alpha]).await.0, 200);
+    assert_eq!(crate::https::curl(&jar, &[&beta]).await.0, 200);
+
+    let mut root = Browser::new("10.15.0.3:5000");
+    root.login(&app, "root", PASSWORD).await;
+    let page = root.get(&app, "/admin/customers/alice").await;
+    assert!(
+        page.body.contains("name=\"revoke\"") && page.body.contains("also revoke staged areas"),
+        "the unentitle form offers the option: {}",
+        page.body
+    );
+    let rcsrf = input_value(&page.body, "csrf").unwrap();
+    // Without the CSRF token nothing happens.
+    let r = root
+        .post(
+            &app,
+            "/admin/customers/alice/unentitle",
+            &[("product", "alpha"), ("revoke", "1")],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    // A plain unentitle (bob, beta) leaves the staged area serving.
+    let r = root
+        .post(
+            &app,
+            "/admin/customers/bob/unentitle",
+            &[("csrf", &rcsrf), ("product", "beta")],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    assert_eq!(revoker.poll_once().await.unwrap(), 0, "nothing to revoke");
+    assert_eq!(crate::https::curl(&jar, &[&beta]).await.0, 200);
+    assert_eq!(crate::https::curl(&jar, &[&alpha]).await.0, 200);
+    // With the box ticked: the entitlement goes and, once the feed is polled, the area.
+    let r = root
+        .post(
+            &app,
+            "/admin/customers/alice/unentitle",
+            &[("csrf", &rcsrf), ("product", "alpha"), ("revoke", "1")],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    let notice = root.get(&app, r.location()).await;
+    assert!(
+        notice.body.contains("1 entitlement to alpha removed")
+            && notice.body.contains("staged areas of it are revoked"),
+        "{}",
+        notice.body
+    );
+    assert!(
+        !alice
+            .get(&app, "/products")
+            .await
+            .body
+            .contains("alpha-2.1.bin")
+    );
+    assert_eq!(revoker.poll_once().await.unwrap(), 1, "alice's alpha area");
+    assert_eq!(
+        crate::https::curl(&jar, &[&alpha]).await.0,
+        404,
+        "the revoked area's link stops working"
+    );
+    assert_eq!(
+        crate::https::curl(&jar, &[&beta]).await.0,
+        200,
+        "others go on"
+    );
+    assert_eq!(
+        alice.get(&app, "/products").await.status,
+        200,
+        "alice stays signed in"
+    );
+}
+
 /// A writer that appends to a shared buffer (for the log test).
 #[derive(Clone, Default)]
 struct LogBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
