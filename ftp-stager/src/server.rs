@@ -155,11 +155,6 @@ impl StagerServer {
         &self.stager
     }
 
-    /// SHA-256 fingerprint of the HTTPS/FTPS certificate.
-    pub fn tls_fingerprint(&self) -> &str {
-        &self.tls.fingerprint
-    }
-
     /// Puts the listeners' actual ports into the URLs handed out, where the config's public
     /// ports are 0. [`serve`](Self::serve) does this too; call it first when you stage
     /// in-process before `serve` has started running.

@@ -232,11 +232,6 @@ impl DbUrl {
         }
     }
 
-    /// Opens one connection, set up for our use, and brings the schema up to date.
-    pub fn connect_and_migrate(&self) -> Result<AnyConnection, DbError> {
-        self.connect_and_migrate_with(&Tuning::default())
-    }
-
     fn connect_and_migrate_with(&self, tuning: &Tuning) -> Result<AnyConnection, DbError> {
         let mut conn = self.connect_with(tuning)?;
         let setup = |message: String| DbError::Setup {
@@ -394,11 +389,6 @@ impl Pool {
     /// The URL, password removed.
     pub fn redacted_url(&self) -> String {
         self.url.redacted()
-    }
-
-    /// Whether this is the PostgreSQL backend.
-    pub fn is_postgres(&self) -> bool {
-        matches!(self.url, DbUrl::Postgres(_))
     }
 
     /// Runs `f` with a connection, on the current thread (for the CLI and blocking workers).

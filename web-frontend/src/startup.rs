@@ -65,9 +65,8 @@ pub struct Application {
     port: u16,
     http_port: Option<u16>,
     fingerprint: String,
-    forwarder: Option<Forwarder>,
+    forwarder: Forwarder,
     revoker: Revoker,
-    state: web::Data<AppState>,
 }
 
 /// The agent client as the config says: dial `agent_addr`, or listen on `agent_listen` and
@@ -136,8 +135,7 @@ impl Application {
             state.clone(),
             Duration::from_secs(state.cfg.revocation_poll_secs.max(1)),
         );
-        let app_state = state.clone();
-        let server = HttpServer::new(move || app(app_state.clone(), key.clone()))
+        let server = HttpServer::new(move || app(state.clone(), key.clone()))
             .workers(workers)
             .disable_signals()
             .shutdown_timeout(5)
@@ -173,9 +171,8 @@ impl Application {
             port,
             http_port,
             fingerprint: identity.fingerprint,
-            forwarder: Some(forwarder),
+            forwarder,
             revoker,
-            state,
         })
     }
 
@@ -199,25 +196,11 @@ impl Application {
         self.server.handle()
     }
 
-    /// Whether both commlinks are up right now.
-    pub fn links_up(&self) -> (bool, bool) {
-        (
-            self.state.backend.agent_up(),
-            self.state.backend.stager_up(),
-        )
-    }
-
-    /// Disables the background delivery forwarder (tests that drive it by hand).
-    pub fn without_forwarder(mut self) -> Self {
-        self.forwarder = None;
-        self
-    }
-
     /// Serves until `shutdown` completes (or the server stops), then stops gracefully.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
         let handle = self.server.handle();
         let redirect_handle = self.redirect.as_ref().map(Server::handle);
-        let fwd = self.forwarder.map(|f| tokio::spawn(f.run()));
+        let fwd = tokio::spawn(self.forwarder.run());
         let revoker = tokio::spawn(self.revoker.run());
         let redirect = self.redirect;
         let redirect_task = redirect.map(tokio::spawn);
@@ -238,9 +221,7 @@ impl Application {
         if let Some(t) = redirect_task {
             let _ = t.await;
         }
-        if let Some(f) = fwd {
-            f.abort();
-        }
+        fwd.abort();
         revoker.abort();
         r
     }

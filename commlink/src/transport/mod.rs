@@ -41,25 +41,3 @@ pub use client::Client;
 pub use config::{ERROR_TYPE, LinkConfig, LinkError, Service, error_reply};
 pub use server::{serve, serve_dialout, serve_dialout_via};
 pub use tcp::Tcp;
-
-#[doc(hidden)]
-/// Test hooks: run the handshake and a connection over any byte stream (not a stable API).
-pub mod testing {
-    use std::sync::Arc;
-
-    use tokio::io::{AsyncRead, AsyncWrite};
-
-    use super::{LinkConfig, Service, conn, handshake_io};
-
-    /// Runs the responder over an arbitrary stream as the acceptor, with `port` as the
-    /// initiator's port.
-    pub async fn serve_stream<S, Svc>(stream: S, cfg: LinkConfig, port: u16, service: Arc<Svc>)
-    where
-        S: AsyncRead + AsyncWrite + Send + 'static,
-        Svc: Service,
-    {
-        if let Ok(est) = handshake_io::accept_handshake(stream, &cfg, port).await {
-            conn::run_responder(est, cfg, service, "stream".into()).await;
-        }
-    }
-}
