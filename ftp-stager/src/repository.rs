@@ -308,7 +308,8 @@ impl Repository {
         let live: HashSet<String> = self
             .catalog(false)?
             .into_iter()
-            .flat_map(|m| m.files.into_iter().map(|f| f.sha256))
+            .flat_map(|m| m.with_signature_files(m.files.clone()))
+            .map(|f| f.sha256)
             .collect();
         let (mut n, mut bytes) = (0, 0);
         let objects = self.root.join("objects");

@@ -404,6 +404,7 @@ impl Stager {
             ftp_password: secrets.ftp_password,
             token: secrets.token,
             expires_at: rfc3339(record.expires_at),
+            signed_by: m.signed_by().to_owned(),
             files: files
                 .iter()
                 .map(|f| msg::FileInfo {

@@ -64,6 +64,10 @@ pub struct WebConfig {
     pub trust_forwarded_for: bool,
     /// HTTP worker threads; 0 = one per CPU.
     pub workers: usize,
+    /// Release-signing public keys (minisign `.pub` files), the current key first; older
+    /// keys stay listed so releases they signed can still be verified. Empty = releases are
+    /// shown as unsigned.
+    pub signing_public_keys: Vec<PathBuf>,
 }
 
 impl Default for WebConfig {
@@ -90,6 +94,7 @@ impl Default for WebConfig {
             revocation_poll_secs: 2,
             trust_forwarded_for: false,
             workers: 0,
+            signing_public_keys: Vec::new(),
         }
     }
 }
@@ -97,7 +102,10 @@ impl Default for WebConfig {
 impl WebConfig {
     /// Makes relative paths absolute against the config file's directory.
     pub fn resolve_paths(&mut self, base: &Path) {
-        for p in [&mut self.tls_cert, &mut self.tls_key, &mut self.session_key] {
+        for p in [&mut self.tls_cert, &mut self.tls_key, &mut self.session_key]
+            .into_iter()
+            .chain(self.signing_public_keys.iter_mut())
+        {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -151,6 +159,10 @@ revocation_poll_secs = 2
 trust_forwarded_for = false
 # HTTP worker threads; 0 = one per CPU.
 workers = 0
+# Release-signing public keys (minisign .pub files from `ffs keys signing generate`), the
+# current key first, older keys after it. Shown and served at /keys/KEYID.pub so customers
+# can verify SHA256SUMS with minisign. Empty = releases are shown as unsigned.
+signing_public_keys = []
 "#;
 
 #[cfg(test)]

@@ -24,6 +24,14 @@ pub enum StartError {
         /// What is wrong.
         why: &'static str,
     },
+    /// A configured release-signing public key is unusable.
+    #[error("{}: {why} (expected a minisign public key, as `ffs keys signing generate` writes)", path.display())]
+    SigningKey {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
     /// The TLS certificate or key is unusable.
     #[error("TLS ([web] tls_cert, tls_key, tls_generate): {0}")]
     Tls(#[from] commlink::tls::TlsError),

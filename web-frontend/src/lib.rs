@@ -36,6 +36,7 @@ pub mod revocations;
 mod routes;
 pub mod secrets;
 pub mod session;
+pub mod signing;
 pub mod startup;
 pub mod state;
 pub mod throttle;

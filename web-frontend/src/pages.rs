@@ -80,6 +80,29 @@ pub struct ReleaseView {
     pub files: Vec<FileView>,
     /// Anchor id for the page.
     pub anchor: String,
+    /// Who signed the release's `SHA256SUMS`.
+    pub signature: SignatureView,
+}
+
+/// A release's signature state, as the page shows it.
+pub struct SignatureView {
+    /// Key id that signed it; empty = unsigned.
+    pub key_id: String,
+    /// Where this site serves that key; `None` when unsigned or when this site does not
+    /// list the key (then the page says so rather than offering it).
+    pub key_url: Option<String>,
+}
+
+/// The vendor's signing keys and the two-line recipe, from `[web] signing_public_keys`.
+pub struct KeysView {
+    /// The current key's id.
+    pub key_id: String,
+    /// Its public key file's text.
+    pub key_text: String,
+    /// Where to download it.
+    pub key_url: String,
+    /// Older keys (still verifying the releases they signed): (key id, url).
+    pub older: Vec<(String, String)>,
 }
 
 /// One product and its releases, newest first.
@@ -104,6 +127,8 @@ pub struct ProductsPage {
     pub products: Vec<ProductView>,
     /// Set when the stager is unreachable: why preparing is not possible now.
     pub stager_down: Option<String>,
+    /// The signing keys, when any is configured.
+    pub keys: Option<KeysView>,
 }
 
 /// A staged file's links.
@@ -142,6 +167,12 @@ pub struct PreparedPage {
     pub files: Vec<LinkView>,
     /// A copy-paste shell recipe.
     pub recipe: String,
+    /// Who signed the release.
+    pub signature: SignatureView,
+    /// The public key's text, when the release is signed with a key this site lists.
+    pub key_text: Option<String>,
+    /// `sha256sum -c` options: `--ignore-missing ` when only some files were prepared.
+    pub sums_opts: String,
 }
 
 /// One history row.

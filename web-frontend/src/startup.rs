@@ -237,7 +237,8 @@ pub fn build_state(
     let key = secrets::load_or_create_session_key(&cfg.session_key)?;
     let metrics = Arc::new(Metrics::default());
     let backend = Backend::new(agent, stager, cfg.backend_timeout(), metrics.clone());
-    let state = web::Data::new(AppState::new(cfg, backend, metrics));
+    let keys = crate::signing::SigningKeys::load(&cfg.signing_public_keys)?;
+    let state = web::Data::new(AppState::new(cfg, backend, metrics, keys));
     Ok((state, Key::from(&key)))
 }
 

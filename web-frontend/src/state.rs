@@ -8,6 +8,7 @@ use crate::backend::{Backend, ReleaseInfo};
 use crate::config::WebConfig;
 use crate::metrics::Metrics;
 use crate::session::{EndedCustomers, Revoked};
+use crate::signing::SigningKeys;
 use crate::throttle::LoginThrottle;
 
 /// Shared by all workers.
@@ -26,11 +27,18 @@ pub struct AppState {
     pub ended: EndedCustomers,
     /// The last catalog the stager sent, with its time, shown when the stager is down.
     pub last_catalog: Mutex<Option<(String, Vec<ReleaseInfo>)>>,
+    /// The release-signing public keys (`[web] signing_public_keys`).
+    pub signing_keys: SigningKeys,
 }
 
 impl AppState {
     /// Builds the state around a back end.
-    pub fn new(cfg: WebConfig, backend: Backend, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        cfg: WebConfig,
+        backend: Backend,
+        metrics: Arc<Metrics>,
+        signing_keys: SigningKeys,
+    ) -> Self {
         let throttle = LoginThrottle::new(
             cfg.login_attempts,
             Duration::from_secs(cfg.login_window_secs.max(1)),
@@ -43,6 +51,7 @@ impl AppState {
             revoked: Revoked::default(),
             ended: EndedCustomers::default(),
             last_catalog: Mutex::new(None),
+            signing_keys,
         }
     }
 }

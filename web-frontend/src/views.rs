@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 
 use crate::backend::{Entitlement, HistoryEntry, ReleaseInfo, StagedArea};
 use crate::format;
-use crate::pages::{FileView, HistoryView, LinkView, ProductView, ReleaseView};
+use crate::pages::{
+    FileView, HistoryView, KeysView, LinkView, ProductView, ReleaseView, SignatureView,
+};
+use crate::signing::SigningKeys;
 use crate::version;
 
 /// Whether an entitlement's expiry (RFC 3339 or `YYYY-MM-DD`) has passed at `now`.
@@ -42,6 +45,7 @@ pub fn entitled(
 pub fn products(
     ents: &[Entitlement],
     catalog: &[ReleaseInfo],
+    keys: &SigningKeys,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Vec<ProductView> {
     let mut by_product: BTreeMap<&str, Vec<&Entitlement>> = BTreeMap::new();
@@ -84,15 +88,44 @@ pub fn products(
                 name: name.to_string(),
                 versions,
                 until,
-                releases: releases.into_iter().map(release_view).collect(),
+                releases: releases
+                    .into_iter()
+                    .map(|r| release_view(r, keys))
+                    .collect(),
             }
         })
         .collect()
 }
 
-fn release_view(r: &ReleaseInfo) -> ReleaseView {
+/// A release's signature state: the key id (empty = unsigned) and, when this site lists
+/// that key, where it serves it.
+pub fn signature(signed_by: &str, keys: &SigningKeys) -> SignatureView {
+    SignatureView {
+        key_id: signed_by.to_owned(),
+        key_url: keys.get(signed_by).map(|k| k.url()),
+    }
+}
+
+/// The keys card: the current key, its text and link, and the older keys.
+pub fn keys_view(keys: &SigningKeys) -> Option<KeysView> {
+    let current = keys.current()?;
+    Some(KeysView {
+        key_id: current.key_id.clone(),
+        key_text: current.text.clone(),
+        key_url: current.url(),
+        older: keys
+            .all()
+            .iter()
+            .skip(1)
+            .map(|k| (k.key_id.clone(), k.url()))
+            .collect(),
+    })
+}
+
+fn release_view(r: &ReleaseInfo, keys: &SigningKeys) -> ReleaseView {
     let total: u64 = r.files.iter().map(|f| f.size).sum();
     ReleaseView {
+        signature: signature(&r.signed_by, keys),
         product: r.product.clone(),
         version: r.version.clone(),
         notes: r.notes.clone(),
@@ -137,7 +170,16 @@ pub fn links(area: &StagedArea) -> Vec<LinkView> {
 }
 
 /// A copy-paste shell recipe: fetch every file with curl (resumable) and check SHA-256.
-pub fn recipe(product: &str, version: &str, area: &StagedArea) -> String {
+/// For a signed release whose key this site serves at `key_url` (absolute), the check is
+/// the signature's: fetch the key from this site, `minisign -Vm SHA256SUMS -p ffs.pub`, then
+/// `sha256sum -c SHA256SUMS` (`--ignore-missing` when only some files were prepared).
+pub fn recipe(
+    product: &str,
+    version: &str,
+    area: &StagedArea,
+    key_url: Option<&str>,
+    subset: bool,
+) -> String {
     let dir = format!("{product}-{version}")
         .chars()
         .map(|c| {
@@ -159,6 +201,23 @@ pub fn recipe(product: &str, version: &str, area: &StagedArea) -> String {
             format::shell_quote(&f.name),
             format::shell_quote(&file_url(&area.https_base, &f.name))
         ));
+    }
+    if let Some(url) = key_url.filter(|_| !area.signed_by.is_empty()) {
+        s.push_str(&format!(
+            "# the vendor's public key (key id {}), from this site rather than the file server\n",
+            area.signed_by
+        ));
+        s.push_str(&format!(
+            "curl -fSL -o ffs.pub {}\n",
+            format::shell_quote(url)
+        ));
+        s.push_str("minisign -Vm SHA256SUMS -p ffs.pub\n");
+        s.push_str(if subset {
+            "sha256sum -c --ignore-missing SHA256SUMS\n"
+        } else {
+            "sha256sum -c SHA256SUMS\n"
+        });
+        return s;
     }
     s.push_str("sha256sum -c <<'SUMS'\n");
     for f in &area.files {
@@ -234,7 +293,7 @@ mod tests {
             ent("gamma", "*", Some("2000-01-01")),
             ent("delta", "*", None),
         ];
-        let p = products(&ents, &catalog, now);
+        let p = products(&ents, &catalog, &SigningKeys::default(), now);
         let names: Vec<_> = p.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(
             names,
@@ -263,13 +322,14 @@ mod tests {
             ftp_url: "ftp://u:p@h:21/".into(),
             https_base: "https://h:8444/d/t/".into(),
             expires_at: "2026-11-24T00:00:00Z".into(),
+            signed_by: String::new(),
             files: vec![FileInfo {
                 name: "dir/it's here.iso".into(),
                 size: 5,
                 sha256: "ab".repeat(32),
             }],
         };
-        let r = recipe("prod", "1.0", &area);
+        let r = recipe("prod", "1.0", &area, None, false);
         assert!(
             r.contains("-o 'dir/it'\\''s here.iso' 'https://h:8444/d/t/dir/it%27s%20here.iso'"),
             "{r}"
@@ -279,5 +339,72 @@ mod tests {
             links(&area)[0].url,
             "https://h:8444/d/t/dir/it%27s%20here.iso"
         );
+
+        // Signed: the key comes from this site, minisign checks the sums, then sha256sum.
+        let signed = StagedArea {
+            signed_by: "5EB8008AE09B91F5".into(),
+            ..area
+        };
+        let url = "https://web.example/keys/5EB8008AE09B91F5.pub";
+        let r = recipe("prod", "1.0", &signed, Some(url), false);
+        assert!(
+            r.ends_with(&format!(
+                "curl -fSL -o ffs.pub '{url}'\nminisign -Vm SHA256SUMS -p ffs.pub\nsha256sum -c SHA256SUMS\n"
+            )),
+            "{r}"
+        );
+        assert!(!r.contains("<<'SUMS'"), "{r}");
+        let r = recipe("prod", "1.0", &signed, Some(url), true);
+        assert!(
+            r.ends_with("sha256sum -c --ignore-missing SHA256SUMS\n"),
+            "{r}"
+        );
+        // A key this site does not list: fall back to the sums shown on the page.
+        let r = recipe("prod", "1.0", &signed, None, false);
+        assert!(r.contains("<<'SUMS'"), "{r}");
+    }
+
+    #[test]
+    fn releases_show_their_signing_key_and_unsigned_ones_say_so() {
+        let pk = "untrusted comment: minisign public key 5EB8008AE09B91F5\nRWT1kZvgigC4XthiyKj7gVoxYq+O3hi8kpwVldkOCPWDB4ATNbE3U700\n";
+        let keys = SigningKeys::new(vec![crate::signing::SigningKey::parse(pk).unwrap()]);
+        let mut signed = rel("alpha", "2.0", false);
+        signed.signed_by = "5EB8008AE09B91F5".into();
+        let mut foreign = rel("alpha", "3.0", false);
+        foreign.signed_by = "0000000000000001".into();
+        let catalog = vec![rel("alpha", "1.0", false), signed, foreign];
+        let p = products(
+            &[ent("alpha", "*", None)],
+            &catalog,
+            &keys,
+            chrono::Utc::now(),
+        );
+        let sig: Vec<(&str, &str, Option<&str>)> = p[0]
+            .releases
+            .iter()
+            .map(|r| {
+                (
+                    r.version.as_str(),
+                    r.signature.key_id.as_str(),
+                    r.signature.key_url.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            sig,
+            [
+                ("3.0", "0000000000000001", None),
+                (
+                    "2.0",
+                    "5EB8008AE09B91F5",
+                    Some("/keys/5EB8008AE09B91F5.pub")
+                ),
+                ("1.0", "", None),
+            ]
+        );
+        let k = keys_view(&keys).unwrap();
+        assert_eq!(k.key_id, "5EB8008AE09B91F5");
+        assert_eq!(k.key_text, pk);
+        assert!(keys_view(&SigningKeys::default()).is_none());
     }
 }

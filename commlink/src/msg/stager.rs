@@ -213,6 +213,10 @@ pub struct StagedArea {
     pub https_base: String,
     /// When the area (and its credentials) expire, RFC 3339.
     pub expires_at: String,
+    /// The key id that signed the release's `SHA256SUMS` (then the area also holds
+    /// `SHA256SUMS` and `SHA256SUMS.minisig`, listed in `files`); empty = unsigned.
+    /// Optional on the wire.
+    pub signed_by: String,
     /// The staged files.
     pub files: Vec<FileInfo>,
 }
@@ -228,7 +232,8 @@ impl Message for StagedArea {
                 .text("token", &self.token)
                 .text("ftp_url", &self.ftp_url)
                 .text("https_base", &self.https_base)
-                .text("expires_at", &self.expires_at),
+                .text("expires_at", &self.expires_at)
+                .opt_text("signed_by", Some(&self.signed_by).filter(|s| !s.is_empty())),
             &self.files,
         )
     }
@@ -241,6 +246,7 @@ impl Message for StagedArea {
             ftp_url: f.req_text("ftp_url")?.to_owned(),
             https_base: f.req_text("https_base")?.to_owned(),
             expires_at: f.req_text("expires_at")?.to_owned(),
+            signed_by: f.opt_str("signed_by")?.unwrap_or_default().to_owned(),
             files: files_from(f)?,
         })
     }
@@ -642,7 +648,19 @@ mod tests {
             ftp_url: "ftp://u:p@127.0.0.1:2121/".into(),
             https_base: "https://127.0.0.1:8444/d/t/".into(),
             expires_at: "2026-11-24T10:00:00Z".into(),
+            signed_by: String::new(),
             files: vec![file("x")],
+        });
+        round_trip(StagedArea {
+            area_id: "abc".into(),
+            ftp_user: "u".into(),
+            ftp_password: "p".into(),
+            token: "t".into(),
+            ftp_url: "ftp://u:p@127.0.0.1:2121/".into(),
+            https_base: "https://127.0.0.1:8444/d/t/".into(),
+            expires_at: "2026-11-24T10:00:00Z".into(),
+            signed_by: "0123456789ABCDEF".into(),
+            files: vec![file("x"), file("SHA256SUMS"), file("SHA256SUMS.minisig")],
         });
         round_trip(UnstageRequest {
             area_id: "abc".into(),

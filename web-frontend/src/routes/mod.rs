@@ -11,6 +11,7 @@ mod admin_revoke;
 mod downloads;
 mod health;
 mod index;
+mod keys;
 mod login;
 mod logout;
 mod metrics;
@@ -57,6 +58,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(metrics::metrics))
+        .route("/keys/{name}", web::get().to(keys::key))
         .route("/static/style.css", web::get().to(static_files::style));
 }
 

@@ -24,6 +24,7 @@ pub(crate) async fn prepare(
     let product = form.req("product")?.to_string();
     let version = form.req("version")?.to_string();
     let files = form.all("file");
+    let subset = !files.is_empty();
     let ip = client_ip(&req, &state).to_string();
 
     state
@@ -50,9 +51,18 @@ pub(crate) async fn prepare(
         return Err(e.into());
     }
     tracing::info!(login = %user.login, %product, %version, area = %area.area_id, "download prepared");
+    let key = state.signing_keys.get(&area.signed_by);
+    // The recipe fetches the key from this site (the host the customer is talking to).
+    let key_url = key.map(|k| {
+        let ci = req.connection_info();
+        format!("https://{}{}", ci.host(), k.url())
+    });
     let page = PreparedPage {
         nav: super::nav(Some(&user), &session, "products"),
-        recipe: views::recipe(&product, &version, &area),
+        recipe: views::recipe(&product, &version, &area, key_url.as_deref(), subset),
+        signature: views::signature(&area.signed_by, &state.signing_keys),
+        key_text: key.map(|k| k.text.clone()),
+        sums_opts: if subset { "--ignore-missing " } else { "" }.to_owned(),
         files: views::links(&area),
         product,
         version,

@@ -42,13 +42,14 @@ pub(crate) async fn products(
         }
         Err(e) => return Err(e.into()),
     };
-    let products = views::products(&ents, &catalog, chrono::Utc::now());
+    let products = views::products(&ents, &catalog, &state.signing_keys, chrono::Utc::now());
     render(
         StatusCode::OK,
         &ProductsPage {
             nav: super::nav(Some(&user), &session, "products"),
             products,
             stager_down,
+            keys: views::keys_view(&state.signing_keys),
         },
     )
 }

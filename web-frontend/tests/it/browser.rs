@@ -195,6 +195,55 @@ async fn chromium_signs_in_prepares_downloads_and_checks_sha256() {
     sign_in(&c, &base, "alice").await;
     let src = c.source().await.unwrap();
     assert!(src.contains("alpha-2.1.bin") && !src.contains("beta-1.0.bin"));
+    // The signing key and the two-line recipe, as the browser renders them.
+    let new_key = std::fs::read_to_string(stack.public_key("new")).unwrap();
+    let shown = c
+        .find(Locator::Id("public-key"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(shown.trim(), new_key.trim(), "the public key is shown");
+    let recipe = c
+        .find(Locator::Id("verify-recipe"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        recipe.trim(),
+        "minisign -Vm SHA256SUMS -p ffs.pub\nsha256sum -c SHA256SUMS"
+    );
+    let key_link = c
+        .find(Locator::Css("#signing-key a[download]"))
+        .await
+        .unwrap()
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(key_link, format!("/keys/{}.pub", stack.key_id("new")));
+    let signed_by: Vec<String> = {
+        let mut v = Vec::new();
+        for e in c
+            .find_all(Locator::Css("article.release .signature"))
+            .await
+            .unwrap()
+        {
+            v.push(e.text().await.unwrap());
+        }
+        v
+    };
+    assert_eq!(
+        signed_by,
+        [
+            format!("Signed by key {}", stack.key_id("new")),
+            format!("Signed by key {}", stack.key_id("old")),
+        ],
+        "2.1 by the current key, 2.0 by the older one"
+    );
     shoot(&c, "products").await;
 
     // Prepare the newest release (the first form on the page).
@@ -205,6 +254,21 @@ async fn chromium_signs_in_prepares_downloads_and_checks_sha256() {
         .await
         .unwrap();
     wait_for(&c, "/prepare", "is ready").await;
+    let shown = c
+        .find(Locator::Id("public-key"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        shown.trim(),
+        new_key.trim(),
+        "the prepared page shows the key"
+    );
+    c.find(Locator::Css("a.dl[href$='/SHA256SUMS.minisig']"))
+        .await
+        .expect("the signature is among the downloads");
     shoot(&c, "prepared").await;
     let link = c
         .find(Locator::Css("a.dl[href$='/alpha-2.1.bin']"))

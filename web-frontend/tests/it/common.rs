@@ -99,6 +99,16 @@ impl Stack {
         let scfg = stager_config(dir.path());
         let repo = ftp_stager::repository::Repository::open(&scfg.repository).unwrap();
         let mut files = Vec::new();
+        // Release-signing keys: alpha 2.0 is signed with an older key, alpha 2.1 with the
+        // current one; the rest are unsigned.
+        let keys_dir = dir.path().join("signing");
+        std::fs::create_dir_all(&keys_dir).unwrap();
+        let mut signers = Vec::new();
+        for name in ["old", "new"] {
+            let sk = keys_dir.join(format!("{name}.key"));
+            ftp_stager::signing::generate(&sk, &keys_dir.join(format!("{name}.pub"))).unwrap();
+            signers.push(ftp_stager::Signer::load(&sk).unwrap());
+        }
         for (product, version) in [
             ("alpha", "1.0"),
             ("alpha", "2.0"),
@@ -114,13 +124,19 @@ impl Stack {
             let b = format!("{product} {version} readme\n").into_bytes();
             std::fs::write(src.join(format!("{product}-{version}.bin")), &a).unwrap();
             std::fs::write(src.join("docs/README.txt"), &b).unwrap();
-            ftp_stager::publish::publish(
+            let signer = match (product, version) {
+                ("alpha", "2.0") => Some(&signers[0]),
+                ("alpha", "2.1") => Some(&signers[1]),
+                _ => None,
+            };
+            ftp_stager::publish_signed(
                 &repo,
                 product,
                 version,
                 std::slice::from_ref(&src),
                 &format!("Release notes for {product} {version}."),
                 false,
+                signer,
             )
             .unwrap();
             files.push((
@@ -155,10 +171,24 @@ impl Stack {
             stager_addr: self.stager_addr.clone(),
             backend_timeout_ms: 1500,
             login_attempts: 5,
+            signing_public_keys: vec![self.public_key("new"), self.public_key("old")],
             ..Default::default()
         };
         c.resolve_paths(&self.dir.path().join("web"));
         c
+    }
+
+    /// The public key file of signing key `name` ("new" signed alpha 2.1, "old" alpha 2.0).
+    pub fn public_key(&self, name: &str) -> PathBuf {
+        self.dir.path().join("signing").join(format!("{name}.pub"))
+    }
+
+    /// Its key id.
+    pub fn key_id(&self, name: &str) -> String {
+        let text = std::fs::read_to_string(self.public_key(name)).unwrap();
+        web_frontend::signing::SigningKey::parse(&text)
+            .unwrap()
+            .key_id
     }
 
     pub fn agent_client(&self) -> Client {

@@ -175,6 +175,7 @@ async fn https_headers_redirect_and_fingerprint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_prepare_and_download_from_the_stager_then_delivery_is_recorded() {
+    ffs_testkit::prereq::require_command("minisign", "minisign", "apt-get install minisign");
     let stack = Stack::start().await;
     let mut cfg = stack.web_config();
     cfg.delivery_poll_secs = 1;
@@ -222,13 +223,32 @@ async fn sign_in_prepare_and_download_from_the_stager_then_delivery_is_recorded(
         stdout.contains("alpha-2.1.bin: OK") && stdout.contains("docs/README.txt: OK"),
         "{stdout}"
     );
+    // 2.1 is signed: the recipe fetched the key from the web and minisign verified the sums.
+    assert!(
+        recipe.contains(&format!("/keys/{}.pub", stack.key_id("new"))),
+        "{recipe}"
+    );
+    assert!(
+        recipe.contains("minisign -Vm SHA256SUMS -p ffs.pub"),
+        "{recipe}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(work.join("alpha-2.1/ffs.pub")).unwrap(),
+        std::fs::read_to_string(stack.public_key("new")).unwrap()
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Signature and comment signature verified")
+            || stdout.contains("Signature and comment signature verified"),
+        "{stdout}"
+    );
     // The stager reports the delivery; the forwarder records it with the agent.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (_, _, body) = curl(&j, &[&format!("{base}/downloads")]).await;
         let body = String::from_utf8_lossy(&body);
-        // 68.4 KiB by the first curl, then the recipe's two files again: 136.7 KiB.
-        if body.contains("136.7 KiB") {
+        // 68.4 KiB by the first curl, then the recipe's two files again plus SHA256SUMS
+        // and its signature: 137.2 KiB.
+        if body.contains("137.2 KiB") {
             break;
         }
         assert!(Instant::now() < deadline, "delivery never recorded: {body}");

@@ -188,6 +188,114 @@ async fn login_success_shows_only_entitled_releases_newest_first() {
 }
 
 #[actix_web::test]
+async fn pages_show_the_signing_key_the_recipe_and_which_key_signed_each_release() {
+    let stack = Stack::start().await;
+    let app = app!(stack);
+    let (new, old) = (stack.key_id("new"), stack.key_id("old"));
+    let new_text = std::fs::read_to_string(stack.public_key("new")).unwrap();
+    let old_text = std::fs::read_to_string(stack.public_key("old")).unwrap();
+
+    // The keys are served by the web (public, no sign-in), as minisign .pub files.
+    let mut anon = Browser::new("10.1.9.9:5000");
+    let k = anon.get(&app, "/keys/ffs.pub").await;
+    assert_eq!(k.status, 200);
+    assert_eq!(k.body, new_text, "ffs.pub is the current key");
+    assert!(
+        k.headers
+            .get("content-disposition")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .contains("ffs.pub")
+    );
+    assert_eq!(
+        anon.get(&app, &format!("/keys/{new}.pub")).await.body,
+        new_text
+    );
+    assert_eq!(
+        anon.get(&app, &format!("/keys/{old}.pub")).await.body,
+        old_text
+    );
+    assert_eq!(
+        anon.get(&app, "/keys/0000000000000000.pub").await.status,
+        404
+    );
+    assert_eq!(
+        anon.get(&app, "/keys/..%2Fweb-session.key").await.status,
+        404
+    );
+
+    let mut b = Browser::new("10.1.0.9:5000");
+    b.login(&app, "alice", PASSWORD).await;
+    let p = b.get(&app, "/products").await;
+    assert!(p.body.contains("Verify your downloads"), "{}", p.body);
+    // The public key's base64 line, its id, the link and the two-line recipe.
+    let b64 = new_text.lines().nth(1).unwrap();
+    assert!(p.body.contains(b64), "the key is shown");
+    assert!(p.body.contains(&format!("href=\"/keys/{new}.pub\"")));
+    assert!(
+        p.body
+            .contains("minisign -Vm SHA256SUMS -p ffs.pub\nsha256sum -c SHA256SUMS")
+    );
+    // Which key signed what: 2.1 the current key, 2.0 the older one.
+    let at21 = p.body.find("alpha-2.1.bin").unwrap();
+    let at20 = p.body.find("alpha-2.0.bin").unwrap();
+    let signed_new = p
+        .body
+        .find(&format!(
+            "Signed by key <a class=\"key-id\" href=\"/keys/{new}.pub\">{new}</a>"
+        ))
+        .expect("2.1 signed by the new key");
+    let signed_old = p
+        .body
+        .find(&format!(
+            "Signed by key <a class=\"key-id\" href=\"/keys/{old}.pub\">{old}</a>"
+        ))
+        .expect("2.0 signed by the old key");
+    assert!(signed_new < at21 && at21 < signed_old && signed_old < at20);
+    assert!(!p.body.contains("Unsigned"));
+
+    // The prepared page of a signed release: SHA256SUMS and its signature are among the
+    // links, with the key and the recipe.
+    let csrf = b.csrf(&app).await;
+    let r = b.prepare(&app, &csrf, "alpha", "2.1").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let links = crate::common::hrefs(&r.body, "https://");
+    assert!(
+        links.iter().any(|l| l.ends_with("/SHA256SUMS")),
+        "{links:?}"
+    );
+    assert!(
+        links.iter().any(|l| l.ends_with("/SHA256SUMS.minisig")),
+        "{links:?}"
+    );
+    assert!(r.body.contains(&format!(
+        "Signed by key <code class=\"key-id\">{new}</code>"
+    )));
+    assert!(r.body.contains(b64));
+    assert!(
+        r.body
+            .contains("minisign -Vm SHA256SUMS -p ffs.pub\nsha256sum -c SHA256SUMS")
+    );
+    assert!(r.body.contains(&format!("/keys/{new}.pub")));
+
+    // An unsigned release says so, and is never called verified or signed.
+    let mut bob = Browser::new("10.1.0.10:5000");
+    bob.login(&app, "bob", PASSWORD).await;
+    let p = bob.get(&app, "/products").await;
+    assert!(p.body.contains("Unsigned"), "{}", p.body);
+    assert!(!p.body.contains("Signed by"));
+    let csrf = bob.csrf(&app).await;
+    let r = bob.prepare(&app, &csrf, "beta", "1.0").await;
+    assert!(r.body.contains("This release is unsigned"), "{}", r.body);
+    assert!(
+        !crate::common::hrefs(&r.body, "https://")
+            .iter()
+            .any(|l| l.contains("SHA256SUMS"))
+    );
+}
+
+#[actix_web::test]
 async fn wrong_password_and_unknown_login_get_the_same_answer() {
     let stack = Stack::start().await;
     let app = app!(stack);
