@@ -67,7 +67,7 @@ impl SigningKeys {
     pub fn load(paths: &[PathBuf]) -> Result<SigningKeys, StartError> {
         let mut keys: Vec<SigningKey> = Vec::new();
         for p in paths {
-            let text = std::fs::read_to_string(p).map_err(|e| StartError::io(p, e))?;
+            let text = std::fs::read_to_string(p).map_err(|e| bad(p, &e.to_string()))?;
             let k = SigningKey::parse(&text).map_err(|why| bad(p, &why))?;
             if keys.iter().any(|x| x.key_id == k.key_id) {
                 return Err(bad(p, "the same key is listed twice"));
