@@ -6,7 +6,7 @@
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 
 use crate::db::{AnyConnection, DbError};
-use crate::model::{Customer, Entitlement, HistoryRow};
+use crate::model::{CustomerProfile, Entitlement, HistoryRow};
 use crate::passwords::{Hasher, PasswordError};
 use crate::store;
 use crate::versions::VersionSpec;
@@ -142,7 +142,7 @@ pub fn add_customer(
     c: &mut AnyConnection,
     hasher: &Hasher,
     n: &NewCustomer<'_>,
-) -> Result<Customer, AdminError> {
+) -> Result<CustomerProfile, AdminError> {
     let login = check_new(n)?;
     if store::customer_row_by_login(c, &login)?.is_some() {
         return Err(AdminError::Exists(login));
@@ -158,7 +158,7 @@ pub fn ensure_customer(
     c: &mut AnyConnection,
     hasher: &Hasher,
     n: &NewCustomer<'_>,
-) -> Result<Customer, AdminError> {
+) -> Result<CustomerProfile, AdminError> {
     let login = check_new(n)?;
     let hash = hasher.hash(n.password)?;
     let id = match store::customer_row_by_login(c, &login)? {
@@ -182,13 +182,13 @@ pub fn ensure_customer(
     store::customer_by_id(c, id)?.ok_or(AdminError::NotFound(login))
 }
 
-fn find(c: &mut AnyConnection, login: &str) -> Result<Customer, AdminError> {
+fn find(c: &mut AnyConnection, login: &str) -> Result<CustomerProfile, AdminError> {
     let l = normalize_login(login)?;
     store::customer_by_login(c, &l)?.ok_or(AdminError::NotFound(l))
 }
 
 /// Every customer, by login.
-pub fn list_customers(c: &mut AnyConnection) -> Result<Vec<Customer>, AdminError> {
+pub fn list_customers(c: &mut AnyConnection) -> Result<Vec<CustomerProfile>, AdminError> {
     Ok(store::list_customers(c)?)
 }
 
@@ -196,7 +196,7 @@ pub fn list_customers(c: &mut AnyConnection) -> Result<Vec<Customer>, AdminError
 pub fn show_customer(
     c: &mut AnyConnection,
     login: &str,
-) -> Result<(Customer, Vec<Entitlement>), AdminError> {
+) -> Result<(CustomerProfile, Vec<Entitlement>), AdminError> {
     let cu = find(c, login)?;
     let ents = store::entitlements_of(c, cu.id, true, store::now())?;
     Ok((cu, ents))
@@ -209,7 +209,7 @@ pub fn set_disabled(
     c: &mut AnyConnection,
     login: &str,
     disabled: bool,
-) -> Result<Customer, AdminError> {
+) -> Result<CustomerProfile, AdminError> {
     let cu = find(c, login)?;
     diesel::Connection::transaction(c, |c| {
         // The update takes the customer's row lock first (see `store::lock_customer`).
@@ -221,7 +221,7 @@ pub fn set_disabled(
         }
         diesel::QueryResult::Ok(())
     })?;
-    Ok(Customer { disabled, ..cu })
+    Ok(CustomerProfile { disabled, ..cu })
 }
 
 /// Sets a new password (and lifts any lockout).
@@ -230,7 +230,7 @@ pub fn set_password(
     hasher: &Hasher,
     login: &str,
     password: &str,
-) -> Result<Customer, AdminError> {
+) -> Result<CustomerProfile, AdminError> {
     let cu = find(c, login)?;
     let hash = hasher.hash(password)?;
     store::set_password_hash(c, cu.id, &hash)?;
@@ -335,7 +335,7 @@ pub mod table {
     }
 
     /// `ffs customer list`.
-    pub fn customers(list: &[Customer]) -> String {
+    pub fn customers(list: &[CustomerProfile]) -> String {
         render(
             &["LOGIN", "NAME", "EMAIL", "ROLE", "STATE", "CREATED"],
             list.iter()
@@ -354,7 +354,7 @@ pub mod table {
     }
 
     /// `ffs customer show`.
-    pub fn customer(c: &Customer, ents: &[Entitlement]) -> String {
+    pub fn customer(c: &CustomerProfile, ents: &[Entitlement]) -> String {
         let mut out = format!(
             "login:    {}\nname:     {}\nemail:    {}\nrole:     {}\nstate:    {}\ncreated:  {}\n\n",
             c.login,

@@ -3,9 +3,10 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-/// A customer.
+/// A customer's profile: who they are and their standing, without credentials (the
+/// password hash stays in the `customers` row).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Customer {
+pub struct CustomerProfile {
     /// Database id.
     pub id: i64,
     /// Login name.
@@ -69,8 +70,8 @@ pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-impl From<&Customer> for commlink::msg::agent::CustomerInfo {
-    fn from(c: &Customer) -> Self {
+impl From<&CustomerProfile> for commlink::msg::agent::CustomerInfo {
+    fn from(c: &CustomerProfile) -> Self {
         commlink::msg::agent::CustomerInfo {
             id: c.id,
             login: c.login.clone(),

@@ -157,8 +157,8 @@ impl AgentService {
                     customers: list.iter().map(Into::into).collect(),
                 })
             }
-            m::Customer::TYPE => {
-                let req = m::Customer::from_tobj(t)?;
+            m::CustomerLookup::TYPE => {
+                let req = m::CustomerLookup::from_tobj(t)?;
                 let (cu, ents) = self
                     .admin_op(move |c| admin::show_customer(c, &req.login))
                     .await?;

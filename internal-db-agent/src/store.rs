@@ -10,7 +10,7 @@ use diesel::prelude::*;
 
 use crate::db::AnyConnection;
 use crate::lockout::FailureState;
-use crate::model::{Customer, Entitlement, HistoryRow, Revocation};
+use crate::model::{CustomerProfile, Entitlement, HistoryRow, Revocation};
 use crate::schema::{
     customers, deliveries, downloads, entitlements, login_failures, revocations, roles,
 };
@@ -121,8 +121,8 @@ pub fn is_admin(c: &mut AnyConnection, id: i64) -> QueryResult<bool> {
     Ok(n > 0)
 }
 
-pub(crate) fn view(c: &mut AnyConnection, row: &CustomerRow) -> QueryResult<Customer> {
-    Ok(Customer {
+pub(crate) fn view(c: &mut AnyConnection, row: &CustomerRow) -> QueryResult<CustomerProfile> {
+    Ok(CustomerProfile {
         id: row.id,
         login: row.login.clone(),
         name: row.display_name.clone(),
@@ -134,7 +134,10 @@ pub(crate) fn view(c: &mut AnyConnection, row: &CustomerRow) -> QueryResult<Cust
 }
 
 /// A customer by login, without the hash.
-pub fn customer_by_login(c: &mut AnyConnection, login: &str) -> QueryResult<Option<Customer>> {
+pub fn customer_by_login(
+    c: &mut AnyConnection,
+    login: &str,
+) -> QueryResult<Option<CustomerProfile>> {
     match customer_row_by_login(c, login)? {
         Some(r) => view(c, &r).map(Some),
         None => Ok(None),
@@ -142,7 +145,7 @@ pub fn customer_by_login(c: &mut AnyConnection, login: &str) -> QueryResult<Opti
 }
 
 /// A customer by id, without the hash.
-pub fn customer_by_id(c: &mut AnyConnection, id: i64) -> QueryResult<Option<Customer>> {
+pub fn customer_by_id(c: &mut AnyConnection, id: i64) -> QueryResult<Option<CustomerProfile>> {
     match customer_row(c, id)? {
         Some(r) => view(c, &r).map(Some),
         None => Ok(None),
@@ -185,7 +188,7 @@ pub fn insert_customer(
 }
 
 /// Every customer, by login.
-pub fn list_customers(c: &mut AnyConnection) -> QueryResult<Vec<Customer>> {
+pub fn list_customers(c: &mut AnyConnection) -> QueryResult<Vec<CustomerProfile>> {
     let rows = customers::table
         .order(customers::login.asc())
         .load::<CustomerRow>(c)?;
@@ -195,7 +198,7 @@ pub fn list_customers(c: &mut AnyConnection) -> QueryResult<Vec<Customer>> {
         .load(c)?;
     Ok(rows
         .into_iter()
-        .map(|r| Customer {
+        .map(|r| CustomerProfile {
             admin: admins.contains(&r.id),
             id: r.id,
             login: r.login,

@@ -16,7 +16,12 @@ use commlink::{Client, Link, LinkError, Request};
 use crate::error::AppError;
 use crate::metrics::Metrics;
 
+// The reply records the rest of the crate reads, under their wire names (none carries a
+// password or a hash).
 pub use commlink::RefusalCode;
+pub use commlink::msg::agent::{
+    CustomerInfo, EntitlementInfo, HistoryEntry, RevocationInfo, RevocationList,
+};
 pub use commlink::msg::stager::{AreaSummary, Delivery, ReleaseInfo, StagedArea, Stats};
 
 /// Which peer.
@@ -257,17 +262,6 @@ impl Route for StagerLink {
     }
 }
 
-/// A customer as the agent describes one (never with a password hash).
-pub type Customer = am::CustomerInfo;
-/// One entitlement.
-pub type Entitlement = am::EntitlementInfo;
-/// One download-history row.
-pub type HistoryEntry = am::HistoryEntry;
-/// One entry of the revocation feed.
-pub type Revocation = am::RevocationInfo;
-/// A page of the revocation feed.
-pub type RevocationPage = am::RevocationList;
-
 impl Backend {
     /// Authenticates a customer (`Refused{denied|locked}` otherwise).
     pub async fn login(
@@ -275,7 +269,7 @@ impl Backend {
         login: &str,
         password: &str,
         client_addr: &str,
-    ) -> Result<Customer, BackendError> {
+    ) -> Result<CustomerInfo, BackendError> {
         let r = self
             .request(&am::Login {
                 login: login.to_string(),
@@ -287,7 +281,10 @@ impl Backend {
     }
 
     /// A customer's live entitlements.
-    pub async fn entitlements(&self, customer_id: i64) -> Result<Vec<Entitlement>, BackendError> {
+    pub async fn entitlements(
+        &self,
+        customer_id: i64,
+    ) -> Result<Vec<EntitlementInfo>, BackendError> {
         let r = self
             .request(&am::Entitlements {
                 customer_id,
@@ -355,12 +352,12 @@ impl Backend {
     }
 
     /// The revocation feed after position `after`.
-    pub async fn revocations(&self, after: i64) -> Result<RevocationPage, BackendError> {
+    pub async fn revocations(&self, after: i64) -> Result<RevocationList, BackendError> {
         self.request(&am::Revocations { after }).await
     }
 
     /// All customers (admin).
-    pub async fn customers(&self) -> Result<Vec<Customer>, BackendError> {
+    pub async fn customers(&self) -> Result<Vec<CustomerInfo>, BackendError> {
         Ok(self.request(&am::Customers {}).await?.customers)
     }
 
@@ -368,9 +365,9 @@ impl Backend {
     pub async fn customer(
         &self,
         login: &str,
-    ) -> Result<(Customer, Vec<Entitlement>), BackendError> {
+    ) -> Result<(CustomerInfo, Vec<EntitlementInfo>), BackendError> {
         let r = self
-            .request(&am::Customer {
+            .request(&am::CustomerLookup {
                 login: login.to_string(),
             })
             .await?;

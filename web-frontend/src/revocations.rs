@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use crate::backend::{BackendError, Revocation};
+use crate::backend::{BackendError, RevocationInfo};
 use crate::state::AppState;
 use actix_web::web;
 
@@ -48,7 +48,7 @@ impl Revoker {
         }
     }
 
-    async fn apply(&self, r: &Revocation) -> Result<usize, BackendError> {
+    async fn apply(&self, r: &RevocationInfo) -> Result<usize, BackendError> {
         let now = crate::session::now_ms();
         if r.product.is_none() {
             // An unreadable instant ends every session begun until now (the safe side).

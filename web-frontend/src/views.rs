@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::backend::{Entitlement, HistoryEntry, ReleaseInfo, StagedArea};
+use crate::backend::{EntitlementInfo, HistoryEntry, ReleaseInfo, StagedArea};
 use crate::format;
 use crate::pages::{
     FileView, HistoryView, KeysView, LinkView, ProductView, ReleaseView, SignatureView,
@@ -28,7 +28,7 @@ pub fn expired(until: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> bool 
 
 /// Whether any live entitlement covers this release.
 pub fn entitled(
-    ents: &[Entitlement],
+    ents: &[EntitlementInfo],
     product: &str,
     version: &str,
     now: chrono::DateTime<chrono::Utc>,
@@ -43,12 +43,12 @@ pub fn entitled(
 /// The products page: each entitled product with the published (not yanked) releases its
 /// entitlements cover, newest first. Products with no live entitlement are absent.
 pub fn products(
-    ents: &[Entitlement],
+    ents: &[EntitlementInfo],
     catalog: &[ReleaseInfo],
     keys: &SigningKeys,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Vec<ProductView> {
-    let mut by_product: BTreeMap<&str, Vec<&Entitlement>> = BTreeMap::new();
+    let mut by_product: BTreeMap<&str, Vec<&EntitlementInfo>> = BTreeMap::new();
     for e in ents
         .iter()
         .filter(|e| !e.expired && !expired(e.expires_at.as_deref(), now))
@@ -267,8 +267,8 @@ mod tests {
         }
     }
 
-    fn ent(p: &str, v: &str, until: Option<&str>) -> Entitlement {
-        Entitlement {
+    fn ent(p: &str, v: &str, until: Option<&str>) -> EntitlementInfo {
+        EntitlementInfo {
             product: p.into(),
             versions: v.into(),
             expires_at: until.map(Into::into),

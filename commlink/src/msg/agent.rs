@@ -17,7 +17,7 @@
 //! | [`DeliveryCursor`] `agent.delivery-cursor` | [`DeliveryCursorReply`] | highest stager seq recorded so far |
 //! | [`History`] `agent.history` | [`HistoryList`] | download history, newest first |
 //! | [`Customers`] `agent.customers` | [`CustomerList`] | all customers (admin page) |
-//! | [`Customer`] `agent.customer` | [`CustomerDetail`] | one customer and their entitlements |
+//! | [`CustomerLookup`] `agent.customer` | [`CustomerDetail`] | one customer and their entitlements |
 //! | [`Entitle`] `agent.entitle` | [`Entitled`] | admin: grant/replace an entitlement |
 //! | [`Unentitle`] `agent.unentitle` | [`Unentitled`] | admin: remove a product's entitlement |
 //! | [`SetDisabled`] `agent.set-disabled` | [`CustomerUpdated`] | admin: disable/enable a customer |
@@ -656,29 +656,29 @@ impl Message for CustomerList {
 /// `agent.customer`: one customer by login, with all entitlements (expired included).
 /// Refusal: `not-found`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Customer {
+pub struct CustomerLookup {
     /// Login name.
     pub login: String,
 }
 
-impl Message for Customer {
+impl Message for CustomerLookup {
     const TYPE: &'static str = "agent.customer";
     fn to_fields(&self) -> Fields {
         Fields::new().text("login", &self.login)
     }
     fn from_fields(f: &Fields) -> Result<Self> {
-        Ok(Customer {
+        Ok(CustomerLookup {
             login: f.req_text("login")?.to_owned(),
         })
     }
 }
 
-impl Request for Customer {
+impl Request for CustomerLookup {
     type Response = CustomerDetail;
     type Link = AgentLink;
 }
 
-/// Reply to [`Customer`].
+/// Reply to [`CustomerLookup`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CustomerDetail {
     /// The customer.
@@ -1166,7 +1166,7 @@ mod tests {
         round_trip(CustomerList {
             customers: vec![alice(), alice()],
         });
-        round_trip(Customer {
+        round_trip(CustomerLookup {
             login: "alice".into(),
         });
         round_trip(CustomerDetail {

@@ -371,7 +371,7 @@ async fn admin_requests(b: Backend) {
 
     let detail = ask(
         &svc,
-        &m::Customer {
+        &m::CustomerLookup {
             login: "bob".into(),
         },
     )
@@ -383,7 +383,7 @@ async fn admin_requests(b: Backend) {
         code(
             ask(
                 &svc,
-                &m::Customer {
+                &m::CustomerLookup {
                     login: "nobody".into()
                 }
             )
@@ -908,7 +908,7 @@ async fn random_requests_always_get_a_reply() {
         m::DeliveryCursor::TYPE,
         m::History::TYPE,
         m::Customers::TYPE,
-        m::Customer::TYPE,
+        m::CustomerLookup::TYPE,
         m::Entitle::TYPE,
         m::Unentitle::TYPE,
         m::SetDisabled::TYPE,

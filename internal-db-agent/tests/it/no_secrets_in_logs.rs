@@ -66,7 +66,7 @@ async fn logs_carry_no_password_and_no_hash() {
                 ))
                 .await;
             c.request(&m::Customers {}).await.unwrap();
-            c.request(&m::Customer {
+            c.request(&m::CustomerLookup {
                 login: "bob".into(),
             })
             .await
