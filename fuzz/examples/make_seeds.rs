@@ -1,4 +1,5 @@
-//! Writes small seed corpora for both fuzz targets into `corpus/<target>/` (untracked).
+//! Writes the small seed corpora of both fuzz targets into `corpus/<target>/` (committed;
+//! `commlink/tests/it/fuzz_corpus.rs` runs them through the hooks in CI).
 //!
 //! Run from `fuzz/`: `cargo run --example make_seeds`. The frame seeds include packets
 //! sealed with the same fixed keys `commlink::fuzzing::frame_decoder` opens with, so the

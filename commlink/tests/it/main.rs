@@ -1,7 +1,9 @@
 //! commlink's integration tests, one test binary.
 //!
+//! - `fuzz_corpus`: the fuzz targets' committed seed corpora through their hooks;
 //! - `link`: the commlink over real loopback TCP, both dial directions;
 //! - `vectors`: PROTOCOL.md's worked vectors, recomputed independently.
 
+mod fuzz_corpus;
 mod link;
 mod vectors;
