@@ -241,7 +241,17 @@ impl StorageBackend<AreaUser> for AreaFs {
         user: &AreaUser,
         path: P,
     ) -> Result<Vec<Fileinfo<PathBuf, AreaMeta>>> {
-        let list = self.inner()?.list(user, path).await?;
+        let inner = self.inner()?;
+        // A file's listing is that file (RFC 959 LIST/STAT of a file pathname, as vsftpd
+        // answers); the file-system back-end only lists directories.
+        let meta = inner.metadata(user, path.as_ref()).await?;
+        if meta.is_file() {
+            return Ok(vec![Fileinfo {
+                path: path.as_ref().to_path_buf(),
+                metadata: AreaMeta(meta),
+            }]);
+        }
+        let list = inner.list(user, path).await?;
         Ok(list
             .into_iter()
             .map(|f| Fileinfo {

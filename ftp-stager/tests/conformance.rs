@@ -580,7 +580,13 @@ fn ftp_matrix(c: &mut FtpConn, whole: &[u8]) -> Vec<(String, String)> {
         see(line, format!("{} {body}", r.code));
     }
     see("STAT", c.cmd("STAT").code.to_string());
-    for line in ["LIST", "LIST docs", "NLST"] {
+    for line in [
+        "LIST",
+        "LIST docs",
+        "LIST big.bin",
+        "LIST docs/readme.txt",
+        "NLST",
+    ] {
         let (a, data, b) = c.transfer(line);
         let text = String::from_utf8_lossy(&data).into_owned();
         let body = if line == "NLST" {
