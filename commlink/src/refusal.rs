@@ -23,6 +23,10 @@ pub enum RefusalCode {
     Unavailable,
     /// `internal`: the peer failed; its log says why.
     Internal,
+    /// `damaged`: what was asked for failed an integrity check (the stager found a
+    /// repository object whose size no longer matches its manifest) and is refused rather
+    /// than served.
+    Damaged,
     /// `bad-line`: a line could not be decoded (sent with id 0 before closing).
     BadLine,
     /// `bad-packet`: a packet failed to open (sent with id 0 before closing).
@@ -33,13 +37,14 @@ pub enum RefusalCode {
 
 impl RefusalCode {
     /// Every code, in the order PROTOCOL.md lists them.
-    pub const ALL: [RefusalCode; 9] = [
+    pub const ALL: [RefusalCode; 10] = [
         RefusalCode::BadRequest,
         RefusalCode::Denied,
         RefusalCode::Locked,
         RefusalCode::NotFound,
         RefusalCode::Unavailable,
         RefusalCode::Internal,
+        RefusalCode::Damaged,
         RefusalCode::BadLine,
         RefusalCode::BadPacket,
         RefusalCode::Protocol,
@@ -54,6 +59,7 @@ impl RefusalCode {
             RefusalCode::NotFound => "not-found",
             RefusalCode::Unavailable => "unavailable",
             RefusalCode::Internal => "internal",
+            RefusalCode::Damaged => "damaged",
             RefusalCode::BadLine => "bad-line",
             RefusalCode::BadPacket => "bad-packet",
             RefusalCode::Protocol => "protocol",

@@ -28,6 +28,10 @@ pub enum StagerError {
     /// The release exists already, or was yanked and cannot be staged.
     #[error("refused: {0}")]
     Refused(String),
+    /// A repository object failed an integrity check (its size no longer matches its
+    /// manifest, or it is not a regular file): refused rather than served.
+    #[error("damaged: {0}")]
+    Damaged(String),
     /// A manifest or state file could not be parsed.
     #[error("corrupt {path}: {why}")]
     Corrupt {
@@ -57,6 +61,7 @@ impl StagerError {
             StagerError::NotFound(_) => RefusalCode::NotFound,
             StagerError::Invalid(_) => RefusalCode::BadRequest,
             StagerError::Refused(_) => RefusalCode::Denied,
+            StagerError::Damaged(_) => RefusalCode::Damaged,
             _ => RefusalCode::Internal,
         }
     }

@@ -163,6 +163,7 @@ pub fn publish_signed(
         published_at,
         yanked: false,
         yanked_at: None,
+        quarantined: None,
         files,
         signature,
     };

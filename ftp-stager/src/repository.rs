@@ -52,6 +52,9 @@ pub struct Manifest {
     /// When it was yanked.
     #[serde(default)]
     pub yanked_at: Option<DateTime<Utc>>,
+    /// Why `ffs repo verify --quarantine` withdrew it (it is then also yanked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantined: Option<String>,
     /// The files, sorted by name.
     pub files: Vec<ManifestFile>,
     /// How the release was signed (`SHA256SUMS` and its minisign signature); `None` for a

@@ -329,9 +329,30 @@ impl Stager {
                 let md = fs::symlink_metadata(&src).map_err(StagerError::io("stat", &src))?;
                 if !md.file_type().is_file() {
                     tracing::error!(object = %src.display(), "repository object is not a regular file");
-                    return Err(StagerError::Refused(format!(
+                    return Err(StagerError::Damaged(format!(
                         "{} is damaged in the repository",
                         f.name
+                    )));
+                }
+                // Published objects never change; one whose size did was altered (or
+                // truncated) on disk and is refused rather than handed out as genuine.
+                if md.len() != f.size {
+                    tracing::error!(
+                        object = %src.display(),
+                        product = %m.product,
+                        version = %m.version,
+                        file = %f.name,
+                        manifest_size = f.size,
+                        object_size = md.len(),
+                        "refusing to stage: repository object's size no longer matches its manifest (run `ffs repo verify`)"
+                    );
+                    return Err(StagerError::Damaged(format!(
+                        "{} of {} {} is damaged in the repository (size {} instead of {})",
+                        f.name,
+                        m.product,
+                        m.version,
+                        md.len(),
+                        f.size
                     )));
                 }
                 let dst = dir.join(&f.name);

@@ -189,7 +189,7 @@ async fn symlink_planted_in_repository_is_not_staged() {
             ..Default::default()
         })
         .unwrap_err();
-    assert!(matches!(err, ftp_stager::StagerError::Refused(_)), "{err}");
+    assert!(matches!(err, ftp_stager::StagerError::Damaged(_)), "{err}");
     assert!(
         r.stager.areas().areas.is_empty(),
         "no half-staged area left"

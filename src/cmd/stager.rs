@@ -16,6 +16,33 @@ pub enum StagerCmd {
     Catalog(CatalogArgs),
     /// Withdraws a release (staged areas keep working until they expire).
     Yank(YankArgs),
+    /// Repository integrity tools.
+    #[command(subcommand)]
+    Repo(RepoCmd),
+}
+
+/// `ffs repo …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum RepoCmd {
+    /// Re-hashes every object and checks every release's signature; reports anything
+    /// altered and exits non-zero if something is.
+    Verify(VerifyArgs),
+}
+
+/// `ffs repo verify` options.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// Withdraw each altered release (like `ffs yank`, recorded as quarantined), move the
+    /// altered objects to repository/quarantine/ and unlink download areas' copies of them.
+    #[arg(long)]
+    pub quarantine: bool,
+    /// Trust only these public keys (minisign .pub files) instead of the repository's own
+    /// copies in repository/keys/ (the stronger check: a copy kept off the stager host).
+    #[arg(long = "key")]
+    pub keys: Vec<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `ffs publish` options.
@@ -106,6 +133,7 @@ impl StagerCmd {
                     other => Ok(other?),
                 }
             }
+            StagerCmd::Repo(RepoCmd::Verify(a)) => repo_verify(&sc, a).await,
             StagerCmd::Yank(a) => {
                 let repo = ftp_stager::Repository::open(&sc.repository)?;
                 let m = repo.yank(&a.product, &a.version)?;
@@ -117,6 +145,102 @@ impl StagerCmd {
             }
         }
     }
+}
+
+async fn repo_verify(sc: &ftp_stager::StagerConfig, a: VerifyArgs) -> anyhow::Result<()> {
+    let sc = sc.clone();
+    let json = a.json;
+    let (report, outcome) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let repo = ftp_stager::Repository::open(&sc.repository)?;
+        let mut keys = a
+            .keys
+            .iter()
+            .map(|p| ftp_stager::signing::PublicKey::load(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let only = !keys.is_empty();
+        if !only && !sc.signing_key.as_os_str().is_empty() {
+            let s = ftp_stager::Signer::load(&sc.signing_key)?;
+            keys.push(ftp_stager::signing::PublicKey::parse(&s.public_key_text())?);
+        }
+        let report = ftp_stager::verify::verify(&repo, &keys, only, !json)?;
+        let outcome = if a.quarantine && report.altered() {
+            Some(ftp_stager::verify::quarantine(
+                &repo,
+                &report,
+                Some(&sc.areas_dir),
+            )?)
+        } else {
+            None
+        };
+        Ok((report, outcome))
+    })
+    .await??;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "altered": report.altered(),
+                "report": report,
+                "quarantine": outcome,
+            }))?
+        );
+    } else {
+        for r in &report.releases {
+            println!(
+                "{:<8} {} {}{}  {} ({} files re-hashed)",
+                if r.altered() { "ALTERED" } else { "ok" },
+                r.product,
+                r.version,
+                if r.quarantined.is_some() {
+                    " [quarantined]"
+                } else if r.yanked {
+                    " [yanked]"
+                } else {
+                    ""
+                },
+                r.signature_state(),
+                r.files
+            );
+            for p in &r.problems {
+                println!("         {p}");
+            }
+        }
+        for o in &report.orphans {
+            println!(
+                "ALTERED  object {} (named by no release): {}",
+                o.sha256, o.why
+            );
+        }
+        let bad = report.releases.iter().filter(|r| r.altered()).count();
+        println!(
+            "{} releases checked, {} objects ({} bytes) re-hashed: {}",
+            report.releases.len(),
+            report.objects,
+            report.bytes,
+            if report.altered() {
+                format!(
+                    "{bad} releases and {} stray objects altered",
+                    report.orphans.len()
+                )
+            } else {
+                "nothing altered".to_owned()
+            }
+        );
+        if let Some(q) = &outcome {
+            println!(
+                "quarantined {} releases (withdrawn, as by ffs yank), moved {} objects to repository/quarantine/, removed {} download-area links to them",
+                q.releases.len(),
+                q.objects_moved,
+                q.area_links_removed
+            );
+        } else if report.altered() {
+            println!("run again with --quarantine to withdraw the altered releases");
+        }
+    }
+    if report.altered() {
+        anyhow::bail!("the repository holds altered data (see above)");
+    }
+    Ok(())
 }
 
 /// "signed by key ID" or "unsigned": what the manifest records. Whether the signature still
@@ -153,6 +277,9 @@ fn print_catalog(releases: &[ftp_stager::Manifest], json: bool) -> std::io::Resu
             m.bytes(),
             signature_state(m)
         )?;
+        if let Some(q) = &m.quarantined {
+            writeln!(out, "  quarantined {q}")?;
+        }
         if !m.notes.is_empty() {
             writeln!(out, "  notes: {}", m.notes)?;
         }

@@ -424,3 +424,69 @@ fn signing_key_generate_then_publish_signs_and_catalog_shows_the_signature_state
     let sums = std::fs::read_to_string(check.join("SHA256SUMS")).unwrap();
     assert!(sums.ends_with("  tool.bin\n"), "{sums}");
 }
+
+#[test]
+fn repo_verify_reports_an_altered_file_exits_non_zero_and_quarantine_withdraws_the_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ffs_ok(
+        d,
+        &["keys", "signing", "generate", "--out", "ffs.key"],
+        None,
+    );
+    std::fs::write(d.join("ffs.toml"), "[stager]\nsigning_key = \"ffs.key\"\n").unwrap();
+    for v in ["1.0", "2.0"] {
+        let src = d.join(format!("in-{v}"));
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("tool.bin"), format!("the tool, version {v}\n")).unwrap();
+        ffs_ok(d, &["publish", "tool", v, src.to_str().unwrap()], None);
+    }
+    let ok = ffs_ok(d, &["repo", "verify"], None);
+    assert!(ok.contains("nothing altered"), "{ok}");
+    assert_eq!(
+        ok.lines()
+            .filter(|l| l.starts_with("ok ") && l.contains("signature verified"))
+            .count(),
+        2,
+        "{ok}"
+    );
+
+    // One changed byte in 2.0's file (same size, so only a re-hash can tell).
+    let sha = sha256_file(&d.join("in-2.0/tool.bin"));
+    let obj = d
+        .join("stager/repository/objects")
+        .join(&sha[..2])
+        .join(&sha[2..]);
+    std::fs::set_permissions(&obj, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&obj, b"the tool, version 2.0!").unwrap();
+    let bad = ffs(d, &["repo", "verify"], None);
+    let out = String::from_utf8_lossy(&bad.stdout);
+    assert!(!bad.status.success(), "exit non-zero: {out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("ALTERED  tool 2.0")),
+        "{out}"
+    );
+    assert!(out.contains("tool.bin: content hashes to"), "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("ok       tool 1.0")),
+        "{out}"
+    );
+
+    let q = ffs(d, &["repo", "verify", "--quarantine"], None);
+    let out = String::from_utf8_lossy(&q.stdout);
+    assert!(!q.status.success(), "still reports what it found: {out}");
+    assert!(out.contains("quarantined 1 releases"), "{out}");
+    let cat = ffs_ok(d, &["catalog"], None);
+    assert!(
+        !cat.contains("tool 2.0"),
+        "withdrawn from the catalog: {cat}"
+    );
+    let all = ffs_ok(d, &["catalog", "--all"], None);
+    assert!(
+        all.contains("tool 2.0 [yanked]") && all.contains("quarantined"),
+        "{all}"
+    );
+    // Dealt with: the next run passes, listing it as quarantined.
+    let again = ffs_ok(d, &["repo", "verify"], None);
+    assert!(again.contains("tool 2.0 [quarantined]"), "{again}");
+}

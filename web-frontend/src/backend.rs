@@ -93,6 +93,7 @@ impl From<BackendError> for AppError {
                 RefusalCode::Denied | RefusalCode::NotFound => AppError::NotFound,
                 RefusalCode::BadRequest => AppError::BadRequest(message),
                 RefusalCode::Unavailable => AppError::Unavailable("back-end database"),
+                RefusalCode::Damaged => AppError::Damaged(message),
                 _ => AppError::Internal(format!("{code}: {message}")),
             },
             BackendError::BadReply(p, why) => {

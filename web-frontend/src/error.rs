@@ -69,6 +69,9 @@ pub enum AppError {
     /// A back-end link is down or too slow.
     #[error("{0} unavailable")]
     Unavailable(&'static str),
+    /// The stager refused to stage damaged files (integrity check failed).
+    #[error("damaged: {0}")]
+    Damaged(String),
     /// A bug or an unexpected reply; details go to the log, not the page.
     #[error("internal error: {0}")]
     Internal(String),
@@ -82,7 +85,7 @@ impl ResponseError for AppError {
             AppError::NotFound => StatusCode::NOT_FOUND,
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
-            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Unavailable(_) | AppError::Damaged(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -120,6 +123,14 @@ impl ResponseError for AppError {
                     "The {what} cannot be reached right now. This usually fixes itself within a minute; please try again shortly."
                 ),
             ),
+            AppError::Damaged(m) => {
+                tracing::error!(error = %m, "the stager refused damaged files");
+                (
+                    "Release unavailable",
+                    "This release cannot be downloaded right now: the download service found a problem with its files and refused to hand them out. The vendor has been alerted; please try again later or contact them."
+                        .to_string(),
+                )
+            }
             AppError::Internal(m) => {
                 tracing::error!(error = %m, "internal error");
                 (

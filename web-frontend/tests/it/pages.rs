@@ -296,6 +296,36 @@ async fn pages_show_the_signing_key_the_recipe_and_which_key_signed_each_release
 }
 
 #[actix_web::test]
+async fn a_release_whose_file_changed_size_is_refused_with_a_clear_page() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let stack = Stack::start().await;
+    let app = app!(stack);
+    let mut b = Browser::new("10.1.0.11:5000");
+    b.login(&app, "alice", PASSWORD).await;
+    let csrf = b.csrf(&app).await;
+    // Someone with write access on the stager host appends to a published file.
+    let repo = ftp_stager::Repository::open(&crate::common::stager_config(stack.path()).repository)
+        .unwrap();
+    let m = repo.manifest("alpha", "2.1").unwrap();
+    let readme = m
+        .files
+        .iter()
+        .find(|f| f.name == "docs/README.txt")
+        .unwrap();
+    let obj = repo.object_path(&readme.sha256).unwrap();
+    std::fs::set_permissions(&obj, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut f = std::fs::OpenOptions::new().append(true).open(&obj).unwrap();
+    std::io::Write::write_all(&mut f, b"payload").unwrap();
+    let r = b.prepare(&app, &csrf, "alpha", "2.1").await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("Release unavailable"), "{}", r.body);
+    assert!(r.body.contains("refused to hand them out"), "{}", r.body);
+    assert!(!r.body.contains("ftp://"));
+    // Other releases (2.0 shares the .bin, not the README) are unaffected.
+    assert_eq!(b.prepare(&app, &csrf, "alpha", "2.0").await.status, 200);
+}
+
+#[actix_web::test]
 async fn wrong_password_and_unknown_login_get_the_same_answer() {
     let stack = Stack::start().await;
     let app = app!(stack);
