@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 pub struct FfsConfig {
     /// Settings shared by every commlink (key bag, suite, limits).
     pub link: LinkSection,
-    /// The internal database agent.
+    /// The db agent: `[db-agent]` (`[agent]`, its earlier name, still reads).
+    #[serde(rename = "db-agent", alias = "agent")]
     pub agent: internal_db_agent::AgentConfig,
     /// The ftp-stager.
     pub stager: ftp_stager::StagerConfig,
@@ -158,7 +159,8 @@ fn secs(name: &str, v: f64) -> anyhow::Result<Duration> {
 /// Which role's settings `ffs config check` looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Role {
-    /// `[agent]`.
+    /// `[db-agent]` (`--role agent` also works).
+    #[value(name = "db-agent", alias = "agent")]
     Agent,
     /// `[stager]`.
     Stager,
@@ -195,15 +197,15 @@ impl FfsConfig {
         use internal_db_agent::config::Mode;
         let a = &self.agent;
         let url = internal_db_agent::db::DbUrl::parse(&a.database)?;
-        url.check_private().context("[agent] database")?;
+        url.check_private().context("[db-agent] database")?;
         internal_db_agent::db::Tuning::new(&a.pg_synchronous_commit)
-            .context("[agent] pg_synchronous_commit")?;
-        a.hasher().context("[agent] argon2 settings")?;
+            .context("[db-agent] pg_synchronous_commit")?;
+        a.hasher().context("[db-agent] argon2 settings")?;
         let how = match a.mode {
-            Mode::Listen => format!("listens on {}", address("agent", "listen", &a.listen)?),
-            Mode::DialOut => format!("dials out to {}", address("agent", "dial", &a.dial)?),
+            Mode::Listen => format!("listens on {}", address("db-agent", "listen", &a.listen)?),
+            Mode::DialOut => format!("dials out to {}", address("db-agent", "dial", &a.dial)?),
         };
-        Ok(format!("[agent] {how}; database {}", url.redacted()))
+        Ok(format!("[db-agent] {how}; database {}", url.redacted()))
     }
 
     fn check_stager(&self) -> anyhow::Result<String> {
@@ -241,13 +243,13 @@ impl FfsConfig {
         let agent = match w.agent_mode {
             AgentMode::Connect => {
                 format!(
-                    "dials the agent at {}",
-                    address("web", "agent_addr", &w.agent_addr)?
+                    "dials the db agent at {}",
+                    address("web", "db_agent_addr", &w.agent_addr)?
                 )
             }
             AgentMode::Accept => format!(
-                "waits for the agent on {}",
-                address("web", "agent_listen", &w.agent_listen)?
+                "waits for the db agent on {}",
+                address("web", "db_agent_listen", &w.agent_listen)?
             ),
         };
         if w.tls_key.exists() {
@@ -305,6 +307,29 @@ mod tests {
         let cfg: FfsConfig = toml::from_str(&FfsConfig::template()).unwrap();
         assert_eq!(cfg.link.suite, "aes256-gcm");
         assert_eq!(cfg.link.max_line, 1 << 20);
+    }
+
+    #[test]
+    fn the_db_agent_section_and_keys_read_under_their_earlier_names_too() {
+        let old = "[agent]\nmode = \"dial-out\"\n[web]\nagent_mode = \"accept\"\n\
+                   agent_addr = \"10.0.0.1:1\"\nagent_listen = \"10.0.0.2:2\"\n";
+        let new = "[db-agent]\nmode = \"dial-out\"\n[web]\ndb_agent_mode = \"accept\"\n\
+                   db_agent_addr = \"10.0.0.1:1\"\ndb_agent_listen = \"10.0.0.2:2\"\n";
+        for text in [old, new] {
+            let cfg: FfsConfig = toml::from_str(text).unwrap();
+            assert_eq!(cfg.agent.mode, internal_db_agent::Mode::DialOut, "{text}");
+            assert_eq!(
+                cfg.web.agent_mode,
+                web_frontend::AgentMode::Accept,
+                "{text}"
+            );
+            assert_eq!(cfg.web.agent_addr, "10.0.0.1:1");
+            assert_eq!(cfg.web.agent_listen, "10.0.0.2:2");
+        }
+        // Written out, only the current names appear.
+        let written = toml::to_string(&toml::from_str::<FfsConfig>(old).unwrap()).unwrap();
+        assert!(written.contains("[db-agent]") && written.contains("db_agent_mode"));
+        assert!(!written.contains("[agent]") && !written.contains("\nagent_mode"));
     }
 
     #[test]

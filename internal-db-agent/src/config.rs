@@ -1,4 +1,4 @@
-//! `[agent]`: this role's section of `ffs.toml`.
+//! `[db-agent]`: this role's section of `ffs.toml` (`[agent]`, its earlier name, still reads).
 
 use std::path::Path;
 
@@ -11,11 +11,11 @@ pub enum Mode {
     /// The agent listens on `listen`; the web frontend dials in.
     Listen,
     /// The agent dials the web frontend's agent port `dial` (no inbound firewall rule toward
-    /// the inside host) and keeps the link up.
+    /// the db agent's host) and keeps the link up.
     DialOut,
 }
 
-/// The `[agent]` section.
+/// The `[db-agent]` section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AgentConfig {
@@ -93,11 +93,11 @@ fn clamp_secs(s: u64) -> i64 {
     s.min(315_360_000) as i64
 }
 
-/// The `[agent]` section of the template, commented, every setting at its default.
-pub const TOML_TEMPLATE: &str = r#"[agent]
+/// The `[db-agent]` section of the template, commented, every setting at its default.
+pub const TOML_TEMPLATE: &str = r#"[db-agent]
 # "listen": the web frontend dials in to `listen`.
-# "dial-out": the agent dials the web frontend's agent port `dial` and keeps the link up,
-# so the firewall needs no inbound rule toward the inside host.
+# "dial-out": the db agent dials the web frontend's agent port `dial` and keeps the link up,
+# so the firewall needs no inbound rule toward the db agent's host.
 mode = "listen"
 listen = "127.0.0.1:7701"
 dial = "127.0.0.1:7702"
@@ -128,6 +128,7 @@ mod tests {
     fn template_is_the_default() {
         #[derive(Deserialize)]
         struct File {
+            #[serde(rename = "db-agent")]
             agent: AgentConfig,
         }
         let f: File = toml::from_str(TOML_TEMPLATE).unwrap();

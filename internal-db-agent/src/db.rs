@@ -53,19 +53,19 @@ pub enum DbError {
     BadUrl(String),
     /// The SQLite file's directory does not exist.
     #[error(
-        "database directory {} does not exist: create it (mkdir -p {}) or point [agent] database elsewhere",
+        "database directory {} does not exist: create it (mkdir -p {}) or point [db-agent] database elsewhere",
         .0.display(), .0.display()
     )]
     DirMissing(PathBuf),
     /// The SQLite file's "directory" is not a directory.
     #[error(
-        "database directory {} is not a directory: point [agent] database at a file in a directory",
+        "database directory {} is not a directory: point [db-agent] database at a file in a directory",
         .0.display()
     )]
     NotADirectory(PathBuf),
     /// The SQLite file's directory cannot be written (SQLite needs it for its journal).
     #[error(
-        "database directory {} is not writable by this user ({source}): fix its permissions or point [agent] database elsewhere",
+        "database directory {} is not writable by this user ({source}): fix its permissions or point [db-agent] database elsewhere",
         dir.display()
     )]
     DirUnwritable {
@@ -347,7 +347,7 @@ impl Tuning {
                 pg_synchronous_commit: v,
             }),
             None => Err(DbError::Setup {
-                url: "[agent] pg_synchronous_commit".into(),
+                url: "[db-agent] pg_synchronous_commit".into(),
                 message: format!(
                     "{pg_synchronous_commit:?} is not one of on, off, local, remote_write, remote_apply"
                 ),

@@ -1,4 +1,4 @@
-//! The internal database agent: the only ffs role that touches the customer database.
+//! The db agent (`ffs db-agent`): the only ffs role that touches the customer database.
 //!
 //! It lives inside the firewall and answers the web frontend's questions over the commlink
 //! (login, entitlements, authorize, record download/delivery, admin reads and edits); the
@@ -6,7 +6,7 @@
 //! which work on the database directly ([`admin`]).
 //!
 //! Main types:
-//! - [`AgentConfig`]: the `[agent]` section of `ffs.toml` ([`TOML_TEMPLATE`]);
+//! - [`AgentConfig`]: the `[db-agent]` section of `ffs.toml` ([`TOML_TEMPLATE`]);
 //! - [`db::Pool`] over [`db::AnyConnection`]: SQLite or PostgreSQL, picked from the URL
 //!   scheme, with embedded per-backend migrations;
 //! - [`AgentService`]: the commlink [`commlink::Service`] that dispatches requests;

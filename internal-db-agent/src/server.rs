@@ -22,7 +22,7 @@ pub enum AgentError {
     #[error(transparent)]
     Password(#[from] PasswordError),
     /// The listen address could not be bound.
-    #[error("cannot listen on {addr} ([agent] listen): {source}")]
+    #[error("cannot listen on {addr} ([db-agent] listen): {source}")]
     Bind {
         /// The address.
         addr: String,

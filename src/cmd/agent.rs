@@ -1,5 +1,5 @@
-//! The internal db agent's commands: the daemon (`ffs db-agent`) and the operator's
-//! customer tools, which work on the database directly (run them on the inside host).
+//! The db agent's commands: the daemon (`ffs db-agent`) and the operator's customer
+//! tools, which work on the database directly (run them on the db agent's host).
 //! The logic is in `internal_db_agent::admin`; this file parses arguments and prints.
 
 use anyhow::Context as _;
@@ -9,10 +9,10 @@ use internal_db_agent::db::Pool;
 /// Subcommands of this role.
 #[derive(Debug, clap::Subcommand)]
 pub enum AgentCmd {
-    /// Runs the internal database agent: serves the web frontend over the commlink
-    /// (`[agent] mode = "listen"` or `"dial-out"`).
+    /// Runs the db agent: serves the web frontend over the commlink
+    /// (`[db-agent] mode = "listen"` or `"dial-out"`).
     DbAgent,
-    /// Manages customers (directly on the database named in [agent] database).
+    /// Manages customers (directly on the database named in [db-agent] database).
     #[command(subcommand)]
     Customer(CustomerCmd),
     /// Grants a customer a product (replacing an existing grant of the same product).

@@ -49,7 +49,11 @@ pub fn demo_config_text() -> anyhow::Result<String> {
     let t = FfsConfig::template();
     let replaced = t
         .replacen("mode = \"listen\"", "mode = \"dial-out\"", 1)
-        .replacen("agent_mode = \"connect\"", "agent_mode = \"accept\"", 1);
+        .replacen(
+            "db_agent_mode = \"connect\"",
+            "db_agent_mode = \"accept\"",
+            1,
+        );
     let header = "# Written by `ffs demo`: every role on loopback, the db agent dialing out to the\n\
                   # web frontend's agent port as it would from behind a firewall.\n";
     let text = format!("{header}{replaced}");

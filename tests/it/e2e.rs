@@ -41,7 +41,7 @@ keys = "keys.bag"
 heartbeat_secs = 1.0
 connect_timeout_secs = 1.0
 
-[agent]
+[db-agent]
 mode = "{agent_mode}"
 listen = "{agent_host}:{agent}"
 dial = "{web_agent_host}:{agent_back}"
@@ -58,9 +58,9 @@ area_ttl_secs = 3600
 
 [web]
 listen = "127.0.0.1:{web}"
-agent_mode = "{web_mode}"
-agent_addr = "{agent_addr}"
-agent_listen = "{web_agent_host}:{agent_back}"
+db_agent_mode = "{web_mode}"
+db_agent_addr = "{agent_addr}"
+db_agent_listen = "{web_agent_host}:{agent_back}"
 stager_addr = "127.0.0.1:{link}"
 delivery_poll_secs = 1
 backend_timeout_ms = 1500
@@ -546,7 +546,7 @@ fn demo_sets_up_and_reuses_its_directory() {
         .unwrap();
     assert!(big >= 100_000_000, "one file of at least 100 MB");
     let cfg = std::fs::read_to_string(demo.join("ffs.toml")).unwrap();
-    assert!(cfg.contains("mode = \"dial-out\"") && cfg.contains("agent_mode = \"accept\""));
+    assert!(cfg.contains("mode = \"dial-out\"") && cfg.contains("db_agent_mode = \"accept\""));
     // A second run reuses everything and does not reset the passwords.
     let second = ffs_ok(
         dir.path(),

@@ -48,7 +48,7 @@ fn config_init_writes_a_commented_working_config() {
     let d = dir.path();
     ffs_ok(d, &["config", "init"], None);
     let text = std::fs::read_to_string(d.join("ffs.toml")).unwrap();
-    for section in ["[link]", "[agent]", "[stager]", "[web]"] {
+    for section in ["[link]", "[db-agent]", "[stager]", "[web]"] {
         assert!(text.contains(section), "missing {section}");
     }
     assert!(
@@ -110,7 +110,7 @@ fn config_check_passes_the_defaults_and_the_readme_and_names_each_mistake() {
     assert!(err.contains("keys.bag"), "{err}");
     ffs_ok(d, &["keys", "generate", "--out", "keys.bag"], None);
     let ok = ffs_ok(d, &["config", "check"], None);
-    for part in ["[link]", "[agent]", "[stager]", "[web]", "config OK"] {
+    for part in ["[link]", "[db-agent]", "[stager]", "[web]", "config OK"] {
         assert!(ok.contains(part), "{part} missing from:\n{ok}");
     }
 
@@ -119,7 +119,10 @@ fn config_check_passes_the_defaults_and_the_readme_and_names_each_mistake() {
     std::fs::write(d.join("readme.toml"), readme).unwrap();
     let ok = ffs_ok(d, &["--config", "readme.toml", "config", "check"], None);
     assert!(ok.contains("dials out to 10.0.1.10:7702"), "{ok}");
-    assert!(ok.contains("waits for the agent on 10.0.1.10:7702"), "{ok}");
+    assert!(
+        ok.contains("waits for the db agent on 10.0.1.10:7702"),
+        "{ok}"
+    );
     assert!(ok.contains("passive 30000-30099"), "{ok}");
 
     // Each mistake is named by section and key, and nothing is started.
@@ -297,6 +300,8 @@ fn the_customer_database_is_created_0600_and_a_readable_one_is_refused() {
         assert_eq!(mode_of(&d.join(companion)), "0600", "{companion}");
     }
     drop(pool);
+    ffs_ok(d, &["config", "check", "--role", "db-agent"], None);
+    // The role's earlier name still works.
     ffs_ok(d, &["config", "check", "--role", "agent"], None);
 
     // A database others can read is refused by `config check`, the agent and the CLI,
@@ -314,7 +319,7 @@ fn the_customer_database_is_created_0600_and_a_readable_one_is_refused() {
             .output()
             .unwrap();
         let cli = ffs(d, &["customer", "list"], None);
-        let check = ffs(d, &["config", "check", "--role", "agent"], None);
+        let check = ffs(d, &["config", "check", "--role", "db-agent"], None);
         for (what, out) in [
             ("db-agent", agent),
             ("customer list", cli),

@@ -27,7 +27,7 @@ pub use commlink::msg::stager::{AreaSummary, Delivery, ReleaseInfo, StagedArea, 
 /// Which peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Peer {
-    /// The internal database agent.
+    /// The db agent.
     Agent,
     /// The ftp-stager.
     Stager,

@@ -5,15 +5,15 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// How the frontend reaches the internal db agent.
+/// How the frontend reaches the db agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum AgentMode {
-    /// The frontend dials the agent's commlink listener (the patent's direction).
+    /// The frontend dials the db agent's commlink listener (the patent's direction).
     #[default]
     Connect,
-    /// The frontend listens on `agent_listen` and the agent dials out to it, so the firewall
-    /// needs no inbound rule toward the inside.
+    /// The frontend listens on `db_agent_listen` and the db agent dials out to it, so the
+    /// firewall needs no inbound rule toward the db agent's host.
     Accept,
 }
 
@@ -37,11 +37,17 @@ pub struct WebConfig {
     pub tls_names: Vec<String>,
     /// Session cookie key file (64 random bytes, mode 0600; generated on first start).
     pub session_key: PathBuf,
-    /// `connect` (dial `agent_addr`) or `accept` (listen on `agent_listen`; the agent dials out).
+    /// `db_agent_mode`: `connect` (dial `db_agent_addr`) or `accept` (listen on
+    /// `db_agent_listen`; the db agent dials out). `agent_mode`, the earlier name, still reads.
+    #[serde(rename = "db_agent_mode", alias = "agent_mode")]
     pub agent_mode: AgentMode,
-    /// The agent's commlink address, for `agent_mode = "connect"`.
+    /// `db_agent_addr`: the db agent's commlink address, for `db_agent_mode = "connect"`
+    /// (`agent_addr` still reads).
+    #[serde(rename = "db_agent_addr", alias = "agent_addr")]
     pub agent_addr: String,
-    /// Where to listen for the agent, for `agent_mode = "accept"`.
+    /// `db_agent_listen`: where to listen for the db agent, for `db_agent_mode = "accept"`
+    /// (`agent_listen` still reads).
+    #[serde(rename = "db_agent_listen", alias = "agent_listen")]
     pub agent_listen: String,
     /// The stager's commlink address.
     pub stager_addr: String,
@@ -135,11 +141,11 @@ tls_generate = true
 tls_names = ["localhost", "127.0.0.1"]
 # Session cookie key (64 random bytes, mode 0600), generated on first start.
 session_key = "web-session.key"
-# "connect": dial the agent at agent_addr. "accept": listen on agent_listen and let the
-# agent dial out (no inbound firewall rule toward the inside).
-agent_mode = "connect"
-agent_addr = "127.0.0.1:7701"
-agent_listen = "127.0.0.1:7702"
+# "connect": dial the db agent at db_agent_addr. "accept": listen on db_agent_listen and
+# let the db agent dial out (no inbound firewall rule toward its host).
+db_agent_mode = "connect"
+db_agent_addr = "127.0.0.1:7701"
+db_agent_listen = "127.0.0.1:7702"
 # The stager's commlink address.
 stager_addr = "127.0.0.1:7711"
 # Session idle and absolute timeouts, in seconds.

@@ -1,7 +1,7 @@
 //! The ffs web frontend: the only public web UI. Customers sign in, see the products they are
 //! entitled to, and prepare downloads; admins see the catalog, live download areas, history,
 //! customers and staging latency. It holds no customer data and never carries (or reads)
-//! product bytes: it asks the internal db agent who someone is and what they may have, asks
+//! product bytes: it asks the db agent who someone is and what they may have, asks
 //! the ftp-stager to stage, and hands the browser resource locators that point straight at
 //! the stager.
 //!

@@ -1,4 +1,4 @@
-//! Messages between the web frontend (requester) and the internal db agent (responder).
+//! Messages between the web frontend (requester) and the db agent (responder).
 //!
 //! Every request has one reply type; refusals come back as `ffs.error` with a code
 //! (`denied`, `locked`, `not-found`, `bad-request`, `unavailable`, `internal`). Conventions:
@@ -30,7 +30,7 @@ use crate::tobj::{Fields, Link, Message, Request, TobjError};
 
 type Result<T> = std::result::Result<T, TobjError>;
 
-/// The web frontend ⇄ internal db agent link: every request in this module travels on it.
+/// The web frontend ⇄ db agent link: every request in this module travels on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AgentLink {}
 

@@ -772,7 +772,7 @@ async fn run_reports_a_busy_listen_address() {
     .await
     .unwrap_err()
     .to_string();
-    assert!(e.contains(&addr) && e.contains("[agent] listen"), "{e}");
+    assert!(e.contains(&addr) && e.contains("[db-agent] listen"), "{e}");
 }
 
 /// What `ffs demo` uses: repeatable provisioning.
