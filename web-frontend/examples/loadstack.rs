@@ -6,12 +6,9 @@
 //!
 //! Prints the base URL, then serves until Ctrl-C.
 
-#[path = "../tests/it/common.rs"]
-mod common;
-
 use std::io::Write as _;
 
-use common::{PASSWORD, Stack};
+use ffs_test_stack::{PASSWORD, Stack};
 
 #[tokio::main]
 async fn main() {
@@ -53,7 +50,7 @@ async fn main() {
                 .unwrap()
         };
         let page = String::from_utf8_lossy(&get(format!("{base}/login")).stdout).into_owned();
-        let csrf = common::input_value(&page, "csrf").unwrap();
+        let csrf = ffs_testkit::html::input_value(&page, "csrf").unwrap();
         let status = std::process::Command::new("curl")
             .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "-c"])
             .arg(&jar)
@@ -72,7 +69,7 @@ async fn main() {
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&status.stdout), "303");
         let page = String::from_utf8_lossy(&get(format!("{base}/products")).stdout).into_owned();
-        let csrf = common::input_value(&page, "csrf").unwrap();
+        let csrf = ffs_testkit::html::input_value(&page, "csrf").unwrap();
         let jar_text = std::fs::read_to_string(&jar).unwrap();
         let cookie = jar_text
             .lines()
