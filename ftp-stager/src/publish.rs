@@ -161,6 +161,7 @@ pub fn publish_signed(
         version: version.to_owned(),
         notes: notes.to_owned(),
         published_at,
+        published_by: local_user(),
         yanked: false,
         yanked_at: None,
         quarantined: None,
@@ -179,6 +180,15 @@ pub fn publish_signed(
         "published"
     );
     Ok(m)
+}
+
+/// `local user NAME` for the user running this publish (the uid when it has no name).
+fn local_user() -> String {
+    let uid = nix::unistd::getuid();
+    match nix::unistd::User::from_uid(uid) {
+        Ok(Some(u)) => format!("local user {}", u.name),
+        _ => format!("local uid {uid}"),
+    }
 }
 
 /// Writes `SHA256SUMS` and its signature as objects and keeps the public key in `keys/`.

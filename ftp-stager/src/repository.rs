@@ -46,6 +46,10 @@ pub struct Manifest {
     pub notes: String,
     /// When publishing completed.
     pub published_at: DateTime<Utc>,
+    /// Who published it (`local user NAME` for `ffs publish` on the stager host); empty in
+    /// manifests written before this was recorded.
+    #[serde(default)]
+    pub published_by: String,
     /// Withdrawn with `ffs yank`.
     #[serde(default)]
     pub yanked: bool,
@@ -95,6 +99,8 @@ impl Manifest {
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             yanked: self.yanked,
             signed_by: self.signed_by().to_owned(),
+            published_by: self.published_by.clone(),
+            quarantined: self.quarantined.clone().unwrap_or_default(),
             files: self
                 .files
                 .iter()

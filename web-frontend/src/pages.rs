@@ -259,6 +259,12 @@ pub struct CatalogRow {
     pub total: String,
     /// Notes.
     pub notes: String,
+    /// Key id that signed it; empty = unsigned.
+    pub signed_by: String,
+    /// Who published it (may be empty).
+    pub published_by: String,
+    /// Why it was quarantined; empty = not quarantined.
+    pub quarantined: String,
 }
 
 /// Admin catalog.
@@ -269,6 +275,8 @@ pub struct AdminCatalogPage {
     pub nav: Nav,
     /// Releases, by product then newest first.
     pub rows: Vec<CatalogRow>,
+    /// The most recent publishes, newest first.
+    pub recent: Vec<CatalogRow>,
 }
 
 /// An active area (admin).

@@ -259,6 +259,8 @@ mod tests {
             published_at: "2026-11-01T00:00:00Z".into(),
             yanked,
             signed_by: String::new(),
+            published_by: String::new(),
+            quarantined: String::new(),
             files: vec![FileInfo {
                 name: "a.bin".into(),
                 size: 10,

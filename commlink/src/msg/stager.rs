@@ -94,6 +94,11 @@ pub struct ReleaseInfo {
     /// The id of the minisign key that signed its `SHA256SUMS` (16 upper-case hex digits);
     /// empty when the release is unsigned. Optional on the wire (absent = unsigned).
     pub signed_by: String,
+    /// Who published it (e.g. `local user root`); may be empty. Optional on the wire.
+    pub published_by: String,
+    /// Why `ffs repo verify --quarantine` withdrew it (then also `yanked`); empty = not
+    /// quarantined. Optional on the wire.
+    pub quarantined: String,
     /// Its files (without `SHA256SUMS` and its signature, which every area of a signed
     /// release holds besides them).
     pub files: Vec<FileInfo>,
@@ -108,7 +113,15 @@ impl ReleaseInfo {
                 .text("notes", &self.notes)
                 .text("published_at", &self.published_at)
                 .flag("yanked", self.yanked)
-                .opt_text("signed_by", Some(&self.signed_by).filter(|s| !s.is_empty())),
+                .opt_text("signed_by", Some(&self.signed_by).filter(|s| !s.is_empty()))
+                .opt_text(
+                    "published_by",
+                    Some(&self.published_by).filter(|s| !s.is_empty()),
+                )
+                .opt_text(
+                    "quarantined",
+                    Some(&self.quarantined).filter(|s| !s.is_empty()),
+                ),
             &self.files,
         )
     }
@@ -120,6 +133,8 @@ impl ReleaseInfo {
             published_at: f.req_text("published_at")?.to_owned(),
             yanked: f.req_flag("yanked")?,
             signed_by: f.opt_str("signed_by")?.unwrap_or_default().to_owned(),
+            published_by: f.opt_str("published_by")?.unwrap_or_default().to_owned(),
+            quarantined: f.opt_str("quarantined")?.unwrap_or_default().to_owned(),
             files: files_from(f)?,
         })
     }
@@ -601,6 +616,8 @@ mod tests {
                 published_at: "2026-11-27T10:00:00Z".into(),
                 yanked: false,
                 signed_by: "0123456789ABCDEF".into(),
+                published_by: "local user root".into(),
+                quarantined: "2026-11-27 01:00 UTC: a.iso: content hashes to 00".into(),
                 files: vec![file("a.iso")],
             }],
         });
@@ -621,6 +638,8 @@ mod tests {
                 published_at: "2026-11-23T10:00:00Z".into(),
                 yanked: false,
                 signed_by: String::new(),
+                published_by: String::new(),
+                quarantined: String::new(),
                 files: vec![file("a/b.iso"), file("é.txt")],
             }],
         });

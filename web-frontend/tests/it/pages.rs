@@ -326,6 +326,63 @@ async fn a_release_whose_file_changed_size_is_refused_with_a_clear_page() {
 }
 
 #[actix_web::test]
+async fn admin_catalog_lists_recent_publishes_with_who_when_size_and_signer() {
+    let stack = Stack::start().await;
+    // A later publish (an hour from now, so it is unambiguously the newest).
+    let repo = ftp_stager::Repository::open(&crate::common::stager_config(stack.path()).repository)
+        .unwrap();
+    let mut m = repo.manifest("beta", "1.0").unwrap();
+    m.version = "9.9".into();
+    m.published_at += chrono::Duration::hours(1);
+    m.published_by = "local user builder".into();
+    repo.write_manifest(&m).unwrap();
+    // And one that `ffs repo verify --quarantine` withdrew.
+    let mut q = repo.manifest("alpha", "1.0").unwrap();
+    q.yanked = true;
+    q.quarantined = Some("2026-11-27 01:00 UTC: alpha-1.0.bin: content hashes to 00".into());
+    repo.write_manifest(&q).unwrap();
+    let app = app!(stack);
+    let mut root = Browser::new("10.1.0.12:5000");
+    root.login(&app, "root", PASSWORD).await;
+    let cat = root.get(&app, "/admin/catalog").await;
+    assert_eq!(cat.status, 200);
+    let start = cat
+        .body
+        .find("<table id=\"recent-publishes\">")
+        .expect("recent publishes");
+    let end = start + cat.body[start..].find("</table>").unwrap();
+    let recent = &cat.body[start..end];
+    let rows: Vec<&str> = recent.split("<tr>").skip(2).collect();
+    assert_eq!(rows.len(), 6, "{recent}");
+    assert!(
+        rows[0].contains("beta 9.9") && rows[0].contains("local user builder"),
+        "{}",
+        rows[0]
+    );
+    let row = |rel: &str| *rows.iter().find(|r| r.contains(rel)).unwrap();
+    assert!(row("alpha 2.1").contains(&stack.key_id("new")));
+    assert!(row("alpha 2.0").contains(&stack.key_id("old")));
+    assert!(row("alpha 3.0").contains("unsigned"));
+    assert!(
+        row("alpha 2.1").contains("68.4 KiB"),
+        "{}",
+        row("alpha 2.1")
+    );
+    assert!(row("alpha 2.1").contains("local user "), "who published it");
+    assert!(
+        cat.body.contains(
+            "<span class=\"badge bad\" title=\"2026-11-27 01:00 UTC: alpha-1.0.bin: content hashes to 00\">quarantined</span>"
+        ),
+        "{}",
+        cat.body
+    );
+    // Customers do not get the page.
+    let mut alice = Browser::new("10.1.0.13:5000");
+    alice.login(&app, "alice", PASSWORD).await;
+    assert_ne!(alice.get(&app, "/admin/catalog").await.status, 200);
+}
+
+#[actix_web::test]
 async fn wrong_password_and_unknown_login_get_the_same_answer() {
     let stack = Stack::start().await;
     let app = app!(stack);
