@@ -17,7 +17,7 @@
 //! - [`bench`] — `ffs bench staging`: per-file stage latency by method and size.
 //!
 //! Modules: [`config`], [`error`], [`fsutil`], [`repository`], [`publish`](mod@publish),
-//! [`signing`], [`verify`], [`areas`], [`state`], [`staging`], [`ftp`], [`https`], [`tls`], [`service`], [`server`],
+//! [`signing`], [`verify`], [`tokens`], [`areas`], [`state`], [`staging`], [`ftp`], [`https`], [`tls`], [`service`], [`server`],
 //! [`bench`].
 
 #![deny(missing_docs)]
@@ -37,6 +37,7 @@ pub mod signing;
 pub mod staging;
 pub mod state;
 pub mod tls;
+pub mod tokens;
 pub mod verify;
 
 pub use areas::AreaRecord;

@@ -19,6 +19,30 @@ pub enum StagerCmd {
     /// Repository integrity tools.
     #[command(subcommand)]
     Repo(RepoCmd),
+    /// Tokens that let a build pipeline publish to this stager remotely.
+    #[command(subcommand, name = "publish-token")]
+    PublishToken(PublishTokenCmd),
+}
+
+/// `ffs publish-token …` (works on the stager's state directory).
+#[derive(Debug, clap::Subcommand)]
+pub enum PublishTokenCmd {
+    /// Makes a token and prints it once (only its hash is stored).
+    Create {
+        /// A unique name, e.g. the pipeline's.
+        #[arg(long)]
+        name: String,
+        /// Only these products (repeat the option); default any.
+        #[arg(long = "product")]
+        products: Vec<String>,
+    },
+    /// Lists tokens (names, products, created, revoked; never the tokens).
+    List,
+    /// Revokes a token by name: it is refused from then on.
+    Revoke {
+        /// The token's name.
+        name: String,
+    },
 }
 
 /// `ffs repo …`.
@@ -134,6 +158,57 @@ impl StagerCmd {
                 }
             }
             StagerCmd::Repo(RepoCmd::Verify(a)) => repo_verify(&sc, a).await,
+            StagerCmd::PublishToken(c) => {
+                let store = ftp_stager::tokens::TokenStore::new(&sc.state_dir);
+                match c {
+                    PublishTokenCmd::Create { name, products } => {
+                        let token = store.create(&name, &products)?;
+                        println!("{token}");
+                        eprintln!(
+                            "publish token {name:?} created for {}; it is shown only this once (only its hash is stored)",
+                            if products.is_empty() {
+                                "any product".to_owned()
+                            } else {
+                                format!("products {}", products.join(", "))
+                            }
+                        );
+                    }
+                    PublishTokenCmd::List => {
+                        let tokens = store.list()?;
+                        if tokens.is_empty() {
+                            println!(
+                                "(no publish tokens; make one with `ffs publish-token create --name NAME`)"
+                            );
+                        }
+                        for t in tokens {
+                            println!(
+                                "{:<20} {:<30} created {}{}",
+                                t.name,
+                                if t.products.is_empty() {
+                                    "any product".to_owned()
+                                } else {
+                                    t.products.join(",")
+                                },
+                                t.created_at.format("%Y-%m-%d %H:%M UTC"),
+                                t.revoked_at
+                                    .map(|r| format!(
+                                        "  REVOKED {}",
+                                        r.format("%Y-%m-%d %H:%M UTC")
+                                    ))
+                                    .unwrap_or_default()
+                            );
+                        }
+                    }
+                    PublishTokenCmd::Revoke { name } => {
+                        if store.revoke(&name)? {
+                            println!("revoked publish token {name:?}");
+                        } else {
+                            println!("publish token {name:?} was revoked already");
+                        }
+                    }
+                }
+                Ok(())
+            }
             StagerCmd::Yank(a) => {
                 let repo = ftp_stager::Repository::open(&sc.repository)?;
                 let m = repo.yank(&a.product, &a.version)?;
