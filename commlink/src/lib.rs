@@ -20,7 +20,7 @@
 //!   (the I/O edge);
 //! - [`msg`]: the typed messages the ffs roles exchange.
 //!
-//! Beside them: [`stats`] (percentiles, shared by every role's statistics and benchmark),
+//! Beside them: [`atomic_file`] (the one atomic file replacement), [`stats`] (percentiles, shared by every role's statistics and benchmark),
 //! [`progress`] (how libraries report long work without drawing it), with the `tls` feature
 //! `tls` (the one TLS certificate loader of the roles that serve TLS, generating a
 //! self-signed pair on first start) and, with the `bench` feature, `bench` (what
@@ -28,6 +28,7 @@
 
 #![deny(missing_docs)]
 
+pub mod atomic_file;
 #[cfg(feature = "bench")]
 pub mod bench;
 pub mod crypto;

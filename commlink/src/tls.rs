@@ -3,16 +3,13 @@
 //! self-signed pair on first start, and build the rustls server configuration.
 //!
 //! Generation writes the key first (a new 0600 file, through [`crate::secret_file`]) and the
-//! certificate last, atomically (temporary file, fsync, rename), so a certificate on disk
+//! certificate last, atomically ([`crate::atomic_file`]), so a certificate on disk
 //! always has its key beside it. A key without its certificate is what an interrupted first
 //! start leaves behind; when generating is allowed it is replaced by a fresh pair.
 
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rand::TryRng as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest as _, Sha256};
 
@@ -162,51 +159,9 @@ fn generate_pair(cert: &Path, key: &Path, names: &[String]) -> Result<(), TlsErr
         std::fs::remove_file(key).map_err(TlsError::io(key))?;
     }
     secret_file::write_new_private(key, ck.signing_key.serialize_pem().as_bytes())?;
-    write_atomic(cert, ck.cert.pem().as_bytes(), 0o644)?;
+    crate::atomic_file::write(cert, ck.cert.pem().as_bytes(), 0o644).map_err(TlsError::io(cert))?;
     tracing::info!(cert = %cert.display(), "generated a self-signed TLS certificate");
     Ok(())
-}
-
-/// Replaces `path` with `bytes` all at once: a temporary file in the same directory,
-/// written with `mode` and fsynced, renamed over `path`, then the directory fsynced. A
-/// reader sees the old file or the new one, never part of either.
-fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path.file_name().ok_or_else(|| TlsError::Io {
-        path: path.to_owned(),
-        source: std::io::Error::other("not a file name"),
-    })?;
-    let mut tag = [0u8; 8];
-    rand::rngs::SysRng
-        .try_fill_bytes(&mut tag)
-        .map_err(|e| TlsError::Io {
-            path: path.to_owned(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        hex::encode(tag)
-    ));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(TlsError::io(path))
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -243,7 +198,6 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read as _;
     use std::os::unix::fs::PermissionsExt as _;
 
     fn names() -> Vec<String> {
@@ -338,27 +292,6 @@ mod tests {
         assert!(
             e.contains("cert.pem") && e.contains("no certificate"),
             "{e}"
-        );
-    }
-
-    #[test]
-    fn writes_replace_the_file_whole_never_in_place() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("cert.pem");
-        write_atomic(&p, b"old contents", 0o644).unwrap();
-        // A reader that opened the old file keeps reading all of it: the new contents
-        // arrive under the name by rename, not by truncating and rewriting the old inode.
-        let mut old = std::fs::File::open(&p).unwrap();
-        write_atomic(&p, b"new", 0o644).unwrap();
-        let mut s = String::new();
-        old.read_to_string(&mut s).unwrap();
-        assert_eq!(s, "old contents");
-        assert_eq!(std::fs::read(&p).unwrap(), b"new");
-        assert_eq!(mode(&p), 0o644);
-        assert_eq!(
-            std::fs::read_dir(d.path()).unwrap().count(),
-            1,
-            "no temp left"
         );
     }
 }

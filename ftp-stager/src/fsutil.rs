@@ -1,40 +1,14 @@
 //! Small filesystem helpers: atomic writes, directory fsync, random ids, hex SHA-256.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write as _};
+use std::fs::{self, File};
+use std::io;
 use std::path::Path;
 
 use rand::RngExt as _;
 use sha2::{Digest as _, Sha256};
 
-/// Writes `bytes` to `path` atomically: a temporary file beside it, fsync, rename, fsync
-/// of the directory. Readers see the old content or the new, never a mix.
-pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let dir = path
-        .parent()
-        .ok_or_else(|| io::Error::other("atomic_write: path has no parent"))?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::other("atomic_write: path has no file name"))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), random_hex(8)));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        fsync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
+/// Writes `bytes` to `path` atomically (the one implementation, [`commlink::atomic_file`]).
+pub use commlink::atomic_file::write as atomic_write;
 
 /// fsyncs a directory so a rename or link inside it is durable.
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
@@ -71,16 +45,6 @@ pub fn device_of(path: &Path) -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn atomic_write_replaces_and_leaves_no_temp() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("x.json");
-        atomic_write(&p, b"one", 0o600).unwrap();
-        atomic_write(&p, b"two", 0o600).unwrap();
-        assert_eq!(fs::read(&p).unwrap(), b"two");
-        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
-    }
 
     #[test]
     fn random_hex_is_random() {
