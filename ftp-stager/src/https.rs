@@ -688,6 +688,7 @@ impl MessageBody for CountingBody {
 pub fn configure(stager: Arc<Stager>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(web::Data::new(stager))
+            .configure(crate::upload::configure)
             .route("/d/{tail:.*}", web::get().to(download))
             .route("/d/{tail:.*}", web::head().to(download))
             .route(

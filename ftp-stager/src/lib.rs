@@ -17,7 +17,7 @@
 //! - [`bench`] — `ffs bench staging`: per-file stage latency by method and size.
 //!
 //! Modules: [`config`], [`error`], [`fsutil`], [`repository`], [`publish`](mod@publish),
-//! [`signing`], [`verify`], [`tokens`], [`areas`], [`state`], [`staging`], [`ftp`], [`https`], [`tls`], [`service`], [`server`],
+//! [`signing`], [`verify`], [`tokens`], [`upload`], [`areas`], [`state`], [`staging`], [`ftp`], [`https`], [`tls`], [`service`], [`server`],
 //! [`bench`].
 
 #![deny(missing_docs)]
@@ -38,6 +38,7 @@ pub mod staging;
 pub mod state;
 pub mod tls;
 pub mod tokens;
+pub mod upload;
 pub mod verify;
 
 pub use areas::AreaRecord;

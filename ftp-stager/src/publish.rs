@@ -142,6 +142,32 @@ pub fn publish_signed(
         });
     }
     bar.finish_and_clear();
+    commit_release(
+        repo,
+        product,
+        version,
+        notes,
+        files,
+        signer,
+        &local_user(),
+        &mut buf,
+    )
+}
+
+/// Writes the manifest of a release whose objects are all in the repository (signing it
+/// first when `signer` is given). The caller holds the repository lock and has checked
+/// that the release does not exist yet.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn commit_release(
+    repo: &Repository,
+    product: &str,
+    version: &str,
+    notes: &str,
+    mut files: Vec<ManifestFile>,
+    signer: Option<&Signer>,
+    published_by: &str,
+    buf: &mut [u8],
+) -> Result<Manifest> {
     files.sort_by(|a, b| a.name.cmp(&b.name));
     let published_at = Utc::now();
     let signature = match signer {
@@ -152,7 +178,7 @@ pub fn publish_signed(
             version,
             &published_at,
             &files,
-            &mut buf,
+            buf,
         )?),
         None => None,
     };
@@ -161,7 +187,7 @@ pub fn publish_signed(
         version: version.to_owned(),
         notes: notes.to_owned(),
         published_at,
-        published_by: local_user(),
+        published_by: published_by.to_owned(),
         yanked: false,
         yanked_at: None,
         quarantined: None,
@@ -177,6 +203,7 @@ pub fn publish_signed(
         files = m.files.len(),
         bytes = m.bytes(),
         signed_by = m.signed_by(),
+        published_by,
         "published"
     );
     Ok(m)

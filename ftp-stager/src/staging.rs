@@ -137,6 +137,7 @@ pub struct Stager {
     deliveries: Mutex<DeliveryLog>,
     latencies_us: Mutex<VecDeque<u64>>,
     stage_count: std::sync::atomic::AtomicU64,
+    signer: Option<Arc<crate::signing::Signer>>,
 }
 
 impl Stager {
@@ -183,6 +184,12 @@ impl Stager {
             }
         }
         let deliveries = DeliveryLog::open(&cfg.state_dir)?;
+        // Remote publishes are signed on the stager when it holds the signing key.
+        let signer = if cfg.signing_key.as_os_str().is_empty() {
+            None
+        } else {
+            Some(Arc::new(crate::signing::Signer::load(&cfg.signing_key)?))
+        };
         let areas = Arc::new(Mutex::new(areas));
         let default_port = |s: &str| {
             s.rsplit_once(':')
@@ -222,6 +229,7 @@ impl Stager {
             deliveries: Mutex::new(deliveries),
             latencies_us: Mutex::new(VecDeque::new()),
             stage_count: Default::default(),
+            signer,
         })
     }
 
@@ -262,6 +270,11 @@ impl Stager {
         let mut u = lock(&self.urls);
         u.ftp_port = ftp_port;
         u.https_port = https_port;
+    }
+
+    /// The signing key remote publishes are signed with (`[stager] signing_key`).
+    pub fn signer(&self) -> Option<&crate::signing::Signer> {
+        self.signer.as_deref()
     }
 
     /// The public URL settings.
@@ -501,6 +514,7 @@ impl Stager {
         if objs > 0 {
             tracing::info!(objects = objs, bytes, "reclaimed repository space");
         }
+        crate::upload::remove_abandoned(&self.repo, crate::upload::ABANDONED_AFTER);
         Ok(n)
     }
 

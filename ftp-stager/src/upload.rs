@@ -1,0 +1,557 @@
+//! Remote publishing over the stager's HTTPS listener, authenticated by a publish token
+//! (`Authorization: Bearer ffspt_…`, see [`crate::tokens`]). Plain HTTP verbs, so `curl`
+//! can publish:
+//!
+//! ```text
+//! GET  /publish/v1/objects/SHA256              200 present (X-Object-Size)
+//!                                              404 absent (X-Upload-Offset: bytes received)
+//! PUT  /publish/v1/objects/SHA256?offset=N&size=S   body = bytes N.. of the object
+//!      201 stored (the stager hashed it: it is SHA256)   202 partial (X-Upload-Offset)
+//!      409 wrong offset or upload busy (X-Upload-Offset)  422 content hash mismatch
+//!      413 size over the cap                              200 present already
+//! POST /publish/v1/releases/PRODUCT/VERSION    {"notes": "...", "files":
+//!      [{"name": "a/b.iso", "size": 1, "sha256": "…"}]}
+//!      201 published (manifest written atomically; signed when the stager has a key)
+//!      403 token not for this product   409 exists   422 an object is missing
+//! ```
+//!
+//! Objects are streamed to `repository/uploads/SHA256.part` (never held in memory), fsynced
+//! after every request, so an interrupted upload resumes at `X-Upload-Offset`. When the last
+//! byte arrives the stager re-hashes the file; only a match becomes an object (0444, renamed
+//! into `objects/`). The release becomes visible only when its manifest is written, so
+//! customers never see half a release.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use actix_web::http::{StatusCode, header};
+use actix_web::web::{self, Bytes};
+use actix_web::{HttpRequest, HttpResponse};
+use futures_util::StreamExt as _;
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::fsutil;
+use crate::repository::{ManifestFile, valid_file_name, valid_name};
+use crate::signing;
+use crate::staging::Stager;
+use crate::tokens::{PublishToken, TokenStore};
+
+/// Largest object accepted (1 TiB).
+pub const MAX_OBJECT_BYTES: u64 = 1 << 40;
+/// Largest release description accepted.
+const MAX_COMMIT_BYTES: usize = 16 << 20;
+
+fn text(status: StatusCode, body: impl Into<String>) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((header::CONTENT_TYPE, "text/plain; charset=utf-8"))
+        .body(body.into() + "\n")
+}
+
+fn authorize(req: &HttpRequest, stager: &Stager) -> Result<PublishToken, Box<HttpResponse>> {
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let refuse = |why: &str| {
+        tracing::warn!(peer = ?req.peer_addr(), path = %req.path(), "publish refused: {why}");
+        Box::new(
+            HttpResponse::Unauthorized()
+                .insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"ffs publish\""))
+                .insert_header((header::CONTENT_TYPE, "text/plain; charset=utf-8"))
+                .body(format!("{why}\n")),
+        )
+    };
+    let Some(token) = token else {
+        return Err(refuse(
+            "a publish token is required (Authorization: Bearer …)",
+        ));
+    };
+    match TokenStore::new(stager.state_dir()).check(token) {
+        Ok(Some(t)) => Ok(t),
+        Ok(None) => Err(refuse("unknown or revoked publish token")),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the publish tokens");
+            Err(Box::new(text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "token store unreadable",
+            )))
+        }
+    }
+}
+
+fn part_path(stager: &Stager, sha: &str) -> PathBuf {
+    stager
+        .repository()
+        .root()
+        .join("uploads")
+        .join(format!("{sha}.part"))
+}
+
+fn received(stager: &Stager, sha: &str) -> u64 {
+    fs::metadata(part_path(stager, sha)).map_or(0, |m| m.len())
+}
+
+async fn object_status(
+    req: HttpRequest,
+    path: web::Path<String>,
+    stager: web::Data<Arc<Stager>>,
+) -> HttpResponse {
+    if let Err(r) = authorize(&req, &stager) {
+        return *r;
+    }
+    let sha = path.into_inner();
+    let Ok(obj) = stager.repository().object_path(&sha) else {
+        return text(StatusCode::BAD_REQUEST, "not a lower-case hex SHA-256");
+    };
+    match fs::symlink_metadata(&obj) {
+        Ok(md) if md.is_file() => HttpResponse::Ok()
+            .insert_header(("X-Object-Size", md.len().to_string()))
+            .body("present\n"),
+        _ => HttpResponse::NotFound()
+            .insert_header(("X-Upload-Offset", received(&stager, &sha).to_string()))
+            .body("absent\n"),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct PutQuery {
+    offset: u64,
+    size: u64,
+}
+
+/// What a finished write request found.
+enum Outcome {
+    Partial(u64),
+    Stored,
+    Mismatch(String),
+    Present,
+}
+
+/// Reads and discards what is left of a request body (up to 64 MiB) before an early
+/// answer, so an HTTP/2 client gets the answer instead of a reset stream.
+async fn drain(mut payload: web::Payload) {
+    let mut n = 0usize;
+    while let Some(Ok(c)) = payload.next().await {
+        n += c.len();
+        if n > 64 << 20 {
+            break;
+        }
+    }
+}
+
+async fn object_put(
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<PutQuery>,
+    payload: web::Payload,
+    stager: web::Data<Arc<Stager>>,
+) -> HttpResponse {
+    match object_put_inner(req, path, query, payload, stager).await {
+        Ok(r) => r,
+        Err((r, payload)) => {
+            drain(payload).await;
+            r
+        }
+    }
+}
+
+type Early = (HttpResponse, web::Payload);
+
+async fn object_put_inner(
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<PutQuery>,
+    mut payload: web::Payload,
+    stager: web::Data<Arc<Stager>>,
+) -> Result<HttpResponse, Early> {
+    let token = match authorize(&req, &stager) {
+        Ok(t) => t,
+        Err(r) => return Err((*r, payload)),
+    };
+    let sha = path.into_inner();
+    let (offset, size) = (query.offset, query.size);
+    let Ok(obj) = stager.repository().object_path(&sha) else {
+        return Err((
+            text(StatusCode::BAD_REQUEST, "not a lower-case hex SHA-256"),
+            payload,
+        ));
+    };
+    if size > MAX_OBJECT_BYTES {
+        return Ok(text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("objects are limited to {MAX_OBJECT_BYTES} bytes"),
+        ));
+    }
+    if obj.exists() {
+        return Err((text(StatusCode::OK, "present"), payload));
+    }
+    let part = part_path(&stager, &sha);
+    let opened = web::block({
+        let part = part.clone();
+        move || -> std::io::Result<Option<nix::fcntl::Flock<File>>> {
+            if let Some(dir) = part.parent() {
+                fs::create_dir_all(dir)?;
+            }
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&part)?;
+            match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+                Ok(l) => Ok(Some(l)),
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+                Err((_, e)) => Err(e.into()),
+            }
+        }
+    })
+    .await;
+    let mut file = match opened {
+        Ok(Ok(Some(f))) => f,
+        Ok(Ok(None)) => {
+            let r = HttpResponse::Conflict()
+                .insert_header(("X-Upload-Offset", received(&stager, &sha).to_string()))
+                .body("another upload of this object is in progress\n");
+            return Err((r, payload));
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, path = %part.display(), "cannot open the upload file");
+            return Ok(text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot store the upload",
+            ));
+        }
+        Err(_) => {
+            return Ok(text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot store the upload",
+            ));
+        }
+    };
+    let have = file.metadata().map_or(0, |m| m.len());
+    if offset != have || have > size {
+        drop(file);
+        let r = HttpResponse::Conflict()
+            .insert_header(("X-Upload-Offset", have.to_string()))
+            .body(format!("resume at offset {have}\n"));
+        return Err((r, payload));
+    }
+    if let Err(e) = file.seek(SeekFrom::Start(have)) {
+        tracing::error!(error = %e, "seek in upload file");
+        return Ok(text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot store the upload",
+        ));
+    }
+    // Stream the body to disk in pieces of up to 1 MiB, each written off the async thread.
+    let mut at = have;
+    let mut pending: Vec<u8> = Vec::with_capacity(1 << 20);
+    let mut too_big = false;
+    let mut broken = false;
+    let flush = |file: nix::fcntl::Flock<File>, buf: Vec<u8>| {
+        web::block(move || {
+            let r = (&*file).write_all(&buf);
+            (file, r, buf)
+        })
+    };
+    while let Some(chunk) = payload.next().await {
+        let chunk: Bytes = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(object = %sha, error = %e, "upload interrupted; keeping what arrived");
+                broken = true;
+                break;
+            }
+        };
+        if at + pending.len() as u64 + chunk.len() as u64 > size {
+            too_big = true;
+            break;
+        }
+        pending.extend_from_slice(&chunk);
+        if pending.len() >= 1 << 20 {
+            let buf = std::mem::take(&mut pending);
+            let n = buf.len() as u64;
+            match flush(file, buf).await {
+                Ok((f, Ok(()), mut buf)) => {
+                    file = f;
+                    at += n;
+                    buf.clear();
+                    pending = buf;
+                }
+                _ => {
+                    return Ok(text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "cannot store the upload",
+                    ));
+                }
+            }
+        }
+    }
+    if too_big {
+        let _ = (*file).set_len(at);
+        return Ok(text(
+            StatusCode::BAD_REQUEST,
+            format!("more bytes than size={size}; received up to offset {at}"),
+        ));
+    }
+    if !pending.is_empty() {
+        let n = pending.len() as u64;
+        match flush(file, pending).await {
+            Ok((f, Ok(()), _)) => {
+                file = f;
+                at += n;
+            }
+            _ => {
+                return Ok(text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "cannot store the upload",
+                ));
+            }
+        }
+    }
+    let repo = stager.repository().clone();
+    let sha2 = sha.clone();
+    let done = web::block(move || -> std::io::Result<Outcome> {
+        file.sync_all()?;
+        if at < size {
+            return Ok(Outcome::Partial(at));
+        }
+        // Complete: the stager checks the content itself.
+        let mut f = File::open(&part)?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        let got = hex::encode(h.finalize());
+        if got != sha2 {
+            fs::remove_file(&part)?;
+            return Ok(Outcome::Mismatch(got));
+        }
+        let obj = repo
+            .object_path(&sha2)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        if obj.exists() {
+            fs::remove_file(&part)?;
+            return Ok(Outcome::Present);
+        }
+        fs::set_permissions(&part, fs::Permissions::from_mode(0o444))?;
+        let shard = obj.parent().map(PathBuf::from).unwrap_or_default();
+        fs::create_dir_all(&shard)?;
+        fs::rename(&part, &obj)?;
+        fsutil::fsync_dir(&shard)?;
+        drop(file);
+        Ok(Outcome::Stored)
+    })
+    .await;
+    Ok(match done {
+        Ok(Ok(Outcome::Partial(n))) => {
+            if broken {
+                tracing::info!(object = %sha, received = n, size, token = %token.name, "partial upload kept for resuming");
+            }
+            HttpResponse::Accepted()
+                .insert_header(("X-Upload-Offset", n.to_string()))
+                .body(format!("received {n} of {size} bytes\n"))
+        }
+        Ok(Ok(Outcome::Stored)) => {
+            tracing::info!(object = %sha, size, token = %token.name, "object uploaded and verified");
+            text(StatusCode::CREATED, "stored")
+        }
+        Ok(Ok(Outcome::Present)) => text(StatusCode::OK, "present"),
+        Ok(Ok(Outcome::Mismatch(got))) => {
+            tracing::warn!(object = %sha, got = %got, token = %token.name, "upload refused: content does not match its SHA-256");
+            text(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("the content hashes to {got}, not {sha}; upload discarded"),
+            )
+        }
+        Ok(Err(e)) => {
+            tracing::error!(object = %sha, error = %e, "cannot finish the upload");
+            text(StatusCode::INTERNAL_SERVER_ERROR, "cannot store the upload")
+        }
+        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "cannot store the upload"),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct CommitBody {
+    #[serde(default)]
+    notes: String,
+    files: Vec<ManifestFile>,
+}
+
+async fn commit(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: Bytes,
+    stager: web::Data<Arc<Stager>>,
+) -> HttpResponse {
+    let token = match authorize(&req, &stager) {
+        Ok(t) => t,
+        Err(r) => return *r,
+    };
+    let (product, version) = path.into_inner();
+    if !valid_name(&product) || !valid_name(&version) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "product/version: use letters, digits and . _ + -",
+        );
+    }
+    if !token.allows(&product) {
+        tracing::warn!(token = %token.name, %product, "publish refused: token not for this product");
+        return text(
+            StatusCode::FORBIDDEN,
+            format!("token {:?} may not publish {product}", token.name),
+        );
+    }
+    let body: CommitBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("release description: {e}")),
+    };
+    let mut names = std::collections::BTreeSet::new();
+    for f in &body.files {
+        if !valid_file_name(&f.name) || !names.insert(f.name.as_str()) {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("unusable or repeated file name {:?}", f.name),
+            );
+        }
+        if stager.signer().is_some()
+            && (f.name == signing::SUMS_NAME || f.name == signing::SIG_NAME)
+        {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("{} is written by ffs when signing", f.name),
+            );
+        }
+    }
+    if body.files.is_empty() {
+        return text(StatusCode::BAD_REQUEST, "a release needs at least one file");
+    }
+    let st = stager.clone().into_inner();
+    let by = format!("token {}", token.name);
+    let r = web::block(move || {
+        let repo = st.repository();
+        let _lock = repo.lock()?;
+        if repo.manifest_path(&product, &version)?.exists() {
+            return Ok(Err((
+                StatusCode::CONFLICT,
+                format!("release {product} {version} exists already"),
+            )));
+        }
+        for f in &body.files {
+            let obj = repo.object_path(&f.sha256)?;
+            match fs::symlink_metadata(&obj) {
+                Ok(md) if md.is_file() && md.len() == f.size => {}
+                Ok(md) if md.is_file() => {
+                    return Ok(Err((
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        format!(
+                            "{}: object {} has {} bytes, not {}",
+                            f.name,
+                            f.sha256,
+                            md.len(),
+                            f.size
+                        ),
+                    )));
+                }
+                _ => {
+                    return Ok(Err((
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        format!("{}: object {} has not been uploaded", f.name, f.sha256),
+                    )));
+                }
+            }
+        }
+        let mut buf = vec![0u8; 1 << 16];
+        crate::publish::commit_release(
+            repo,
+            &product,
+            &version,
+            &body.notes,
+            body.files,
+            st.signer(),
+            &by,
+            &mut buf,
+        )
+        .map(Ok)
+    })
+    .await;
+    match r {
+        Ok(Ok(Ok(m))) => HttpResponse::Created()
+            .insert_header((header::CONTENT_TYPE, "application/json"))
+            .body(
+                serde_json::json!({
+                    "product": m.product,
+                    "version": m.version,
+                    "files": m.files.len(),
+                    "bytes": m.bytes(),
+                    "signed_by": m.signed_by(),
+                    "published_at": m.published_at,
+                })
+                .to_string(),
+            ),
+        Ok(Ok(Err((status, why)))) => text(status, why),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "remote publish failed");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "publish failed; see the stager's log",
+            )
+        }
+        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "publish failed"),
+    }
+}
+
+/// A partial upload untouched this long is abandoned (the sweeper removes it).
+pub const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Removes partial uploads (`uploads/*.part`) not written to for `after`, skipping any an
+/// upload is writing right now (it holds the file's lock). Returns how many went.
+pub fn remove_abandoned(repo: &crate::Repository, after: std::time::Duration) -> usize {
+    let dir = repo.root().join("uploads");
+    let Ok(rd) = fs::read_dir(&dir) else {
+        return 0;
+    };
+    let mut n = 0;
+    for e in rd.flatten() {
+        let p = e.path();
+        let stale = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() >= after);
+        if !stale {
+            continue;
+        }
+        let Ok(f) = File::open(&p) else { continue };
+        if nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok()
+            && fs::remove_file(&p).is_ok()
+        {
+            tracing::info!(path = %p.display(), "removed an abandoned partial upload");
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Registers the publish routes (the `Data<Arc<Stager>>` is registered by the caller).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/publish/v1/objects/{sha}", web::get().to(object_status))
+        .route("/publish/v1/objects/{sha}", web::put().to(object_put))
+        .service(
+            web::resource("/publish/v1/releases/{product}/{version}")
+                .app_data(web::PayloadConfig::new(MAX_COMMIT_BYTES))
+                .route(web::post().to(commit)),
+        );
+}

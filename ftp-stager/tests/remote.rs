@@ -1,0 +1,228 @@
+//! Remote publishing over HTTPS with `curl`, as the README shows it: objects are uploaded
+//! (resumably) and checked by the stager, then the release is committed. Tokens: revoked
+//! and wrong-product tokens are refused; a corrupted upload is refused.
+
+use std::fs;
+
+use ftp_stager::tokens::TokenStore;
+
+mod common;
+
+struct Up {
+    base: String,
+    token: String,
+}
+
+impl Up {
+    async fn req(&self, args: &[&str]) -> (u16, String) {
+        let auth = format!("Authorization: Bearer {}", self.token);
+        let mut a = vec!["-H", auth.as_str()];
+        a.extend_from_slice(args);
+        let (code, body) = common::curl(&a).await;
+        (code, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    async fn put(
+        &self,
+        sha: &str,
+        offset: u64,
+        size: u64,
+        file: &std::path::Path,
+    ) -> (u16, String) {
+        let url = format!(
+            "{}/publish/v1/objects/{sha}?offset={offset}&size={size}",
+            self.base
+        );
+        self.req(&[
+            "-X",
+            "PUT",
+            "--data-binary",
+            &format!("@{}", file.display()),
+            &url,
+        ])
+        .await
+    }
+
+    async fn commit(&self, product: &str, version: &str, body: &str) -> (u16, String) {
+        let url = format!("{}/publish/v1/releases/{product}/{version}", self.base);
+        self.req(&[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            body,
+            &url,
+        ])
+        .await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_publishes_a_release_resumes_an_upload_and_bad_uploads_and_tokens_are_refused() {
+    ffs_testkit::prereq::require_command("curl", "curl", "apt-get install curl");
+    let r = common::start().await;
+    let store = TokenStore::new(&r.cfg.state_dir);
+    let ci = store.create("ci", &[]).unwrap();
+    let only_tool = store.create("tool-only", &["tool".into()]).unwrap();
+    let base = format!("https://{}", r.https);
+    let up = Up {
+        base: base.clone(),
+        token: ci.clone(),
+    };
+    let work = r.dir.path().join("upload");
+    fs::create_dir_all(&work).unwrap();
+
+    let content = common::pattern(3 * 1024 * 1024 + 5, 42);
+    let sha = common::sha_hex(&content);
+    let size = content.len() as u64;
+    // Not there yet; nothing received.
+    let url = format!("{base}/publish/v1/objects/{sha}");
+    let hfile = work.join("headers");
+    let h = hfile.to_str().unwrap();
+    let head = up.req(&["-D", h, &url]).await;
+    assert_eq!(head.0, 404, "{head:?}");
+    let hdrs = fs::read_to_string(&hfile).unwrap().to_lowercase();
+    assert!(hdrs.contains("x-upload-offset: 0"), "{hdrs}");
+
+    // First part (an interrupted upload), then the rest from the offset the stager reports.
+    let cut = 1_000_000usize;
+    fs::write(work.join("first"), &content[..cut]).unwrap();
+    fs::write(work.join("rest"), &content[cut..]).unwrap();
+    assert_eq!(up.put(&sha, 0, size, &work.join("first")).await.0, 202);
+    let (code, body) = up.req(&["-D", h, &url]).await;
+    assert_eq!(code, 404, "{body}");
+    let hdrs = fs::read_to_string(&hfile).unwrap().to_lowercase();
+    assert!(hdrs.contains(&format!("x-upload-offset: {cut}")), "{hdrs}");
+    // A wrong offset is refused and says where to resume.
+    let (code, body) = up.put(&sha, 5, size, &work.join("rest")).await;
+    assert_eq!(code, 409, "{body}");
+    let (code, body) = up.put(&sha, cut as u64, size, &work.join("rest")).await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(up.req(&[&url]).await.0, 200, "present now");
+    let obj = r.stager.repository().object_path(&sha).unwrap();
+    assert_eq!(fs::read(&obj).unwrap(), content);
+
+    // A corrupted upload (bytes that do not hash to the name) is refused and discarded.
+    let bad = common::pattern(1000, 7);
+    fs::write(work.join("bad"), &bad).unwrap();
+    let claimed = common::sha_hex(b"something else");
+    let (code, body) = up.put(&claimed, 0, 1000, &work.join("bad")).await;
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        !r.stager
+            .repository()
+            .object_path(&claimed)
+            .unwrap()
+            .exists()
+    );
+
+    // Commit: a missing object is refused; then the release appears, signed or not.
+    let missing =
+        format!(r#"{{"notes":"n","files":[{{"name":"a.bin","size":1000,"sha256":"{claimed}"}}]}}"#);
+    assert_eq!(up.commit("tool", "5.0", &missing).await.0, 422);
+    let good = format!(
+        r#"{{"notes":"from CI","files":[{{"name":"bin/big.bin","size":{size},"sha256":"{sha}"}}]}}"#
+    );
+    // A token limited to another product is refused.
+    let other = Up {
+        base: base.clone(),
+        token: store.create("other", &["other".into()]).unwrap(),
+    };
+    assert_eq!(other.commit("tool", "5.0", &good).await.0, 403);
+    let (code, body) = Up {
+        base: base.clone(),
+        token: only_tool.clone(),
+    }
+    .commit("tool", "5.0", &good)
+    .await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(
+        up.commit("tool", "5.0", &good).await.0,
+        409,
+        "releases are immutable"
+    );
+    let m = r.stager.repository().manifest("tool", "5.0").unwrap();
+    assert_eq!(m.published_by, "token tool-only");
+    assert_eq!(m.notes, "from CI");
+    let area = r
+        .stager
+        .stage(&commlink::msg::stager::StageRequest {
+            product: "tool".into(),
+            version: "5.0".into(),
+            label: "c".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    let staged = r.stager.areas_dir().join(&area.area_id).join("bin/big.bin");
+    assert_eq!(common::sha_hex(&fs::read(staged).unwrap()), sha);
+
+    // The README's curl recipe, as printed (with this stager, token and file; -k for the
+    // self-signed test certificate).
+    let readme = include_str!("../../README.md");
+    let start = readme.find("T=ffspt_...").expect("recipe in README");
+    let recipe = &readme[start..start + readme[start..].find("```").unwrap()];
+    let f = work.join("tool-2.2.tar.gz");
+    fs::write(&f, common::pattern(200_000, 3)).unwrap();
+    let script = recipe
+        .replacen("T=ffspt_...", &format!("T={only_tool}"), 1)
+        .replacen("S=https://files.example.com:8444", &format!("S={base}"), 1)
+        .replace("curl -fsS", "curl -k -fsS");
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(&work)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = r.stager.repository().manifest("tool", "2.2").unwrap();
+    assert_eq!(m.files[0].name, "tool-2.2.tar.gz");
+    assert_eq!(m.files[0].sha256, common::sha_hex(&fs::read(&f).unwrap()));
+
+    // No token, a made-up token, a revoked token: 401.
+    assert_eq!(common::curl(&[&url]).await.0, 401);
+    let fake = Up {
+        base: base.clone(),
+        token: "ffspt_00".into(),
+    };
+    assert_eq!(fake.req(&[&url]).await.0, 401);
+    assert!(store.revoke("ci").unwrap());
+    assert_eq!(up.req(&[&url]).await.0, 401);
+    assert_eq!(up.commit("tool", "6.0", &good).await.0, 401);
+    r.stop().await;
+}
+
+#[test]
+fn abandoned_partial_uploads_are_removed_and_live_ones_kept() {
+    let (dir, cfg) = common::make_repo();
+    let repo = ftp_stager::Repository::open(&cfg.repository).unwrap();
+    let uploads = repo.root().join("uploads");
+    fs::create_dir_all(&uploads).unwrap();
+    let old = uploads.join(format!("{}.part", "ab".repeat(32)));
+    fs::write(&old, b"half").unwrap();
+    // Nothing is that old yet with a one-hour limit; with a zero limit it goes.
+    assert_eq!(
+        ftp_stager::upload::remove_abandoned(&repo, std::time::Duration::from_secs(3600)),
+        0
+    );
+    assert!(old.exists());
+    // One being written (locked) stays even when stale.
+    let busy = uploads.join(format!("{}.part", "cd".repeat(32)));
+    fs::write(&busy, b"busy").unwrap();
+    let _held = nix::fcntl::Flock::lock(
+        fs::File::open(&busy).unwrap(),
+        nix::fcntl::FlockArg::LockExclusive,
+    )
+    .unwrap();
+    assert_eq!(
+        ftp_stager::upload::remove_abandoned(&repo, std::time::Duration::ZERO),
+        1
+    );
+    assert!(!old.exists() && busy.exists());
+    drop(dir);
+}
