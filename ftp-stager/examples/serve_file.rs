@@ -24,7 +24,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         repository: dir.join("repo"),
         areas_dir: dir.join("areas"),
         state_dir: dir.join("state"),
-        passive_ports: "31000-31099".into(),
+        // FFS_PASSIVE_PORTS: a wider range for many concurrent FTP streams (memory.sh).
+        passive_ports: std::env::var("FFS_PASSIVE_PORTS").unwrap_or_else(|_| "31000-31099".into()),
         ..Default::default()
     };
     let repo = Repository::open(&cfg.repository)?;

@@ -431,6 +431,8 @@ fn respond(
         },
         size,
         reading: None,
+        chunk: FIRST_CHUNK,
+        handed_out: None,
     };
     match evaluate(req, info) {
         Plan::PreconditionFailed => HttpResponse::PreconditionFailed()
@@ -504,8 +506,27 @@ fn respond(
     }
 }
 
-/// Bytes read from the file per chunk of a response body.
-const READ_CHUNK: u64 = 256 * 1024;
+/// Smallest piece of a file read per chunk of a response body (a slow client's).
+const MIN_CHUNK: u64 = 16 * 1024;
+/// Largest piece (a fast client's: fewer reads and wake-ups per byte).
+const MAX_CHUNK: u64 = 256 * 1024;
+/// The first piece of a body.
+const FIRST_CHUNK: u64 = 64 * 1024;
+/// A client that asks for the next piece within this time of the last one keeps up.
+const KEEPING_UP: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// The next piece size, from how soon the client took the last piece: back-pressure
+/// instead of read-ahead. A body is only polled when the connection's write buffer has
+/// room, so a client that keeps up gets pieces doubling up to [`MAX_CHUNK`] (throughput),
+/// and a slow one (a full socket) halves them down to [`MIN_CHUNK`], so that what a
+/// download holds in memory is small however long the client takes.
+fn next_chunk(chunk: u64, since_last: Option<std::time::Duration>) -> u64 {
+    match since_last {
+        None => chunk,
+        Some(d) if d <= KEEPING_UP => (chunk * 2).min(MAX_CHUNK),
+        Some(_) => (chunk / 2).max(MIN_CHUNK),
+    }
+}
 
 enum Piece {
     Mem(Bytes),
@@ -524,6 +545,10 @@ struct FileBody {
     pieces: std::collections::VecDeque<Piece>,
     size: u64,
     reading: Option<tokio::task::JoinHandle<std::io::Result<Bytes>>>,
+    /// Size of the next file piece ([`next_chunk`]).
+    chunk: u64,
+    /// When the last file piece was handed out.
+    handed_out: Option<std::time::Instant>,
 }
 
 impl MessageBody for FileBody {
@@ -546,6 +571,7 @@ impl MessageBody for FileBody {
                     Poll::Ready(r) => r,
                 };
                 this.reading = None;
+                this.handed_out = Some(std::time::Instant::now());
                 return Poll::Ready(Some(match r {
                     Ok(r) => r,
                     Err(e) => Err(std::io::Error::other(e)),
@@ -563,13 +589,18 @@ impl MessageBody for FileBody {
                         this.pieces.pop_front();
                         continue;
                     }
-                    let n = (*end - *off).min(READ_CHUNK);
+                    this.chunk =
+                        next_chunk(this.chunk, this.handed_out.take().map(|t| t.elapsed()));
+                    let n = (*end - *off).min(this.chunk);
                     let at = *off;
                     *off += n;
                     let file = this.file.clone();
+                    // Allocated here, on the connection's worker thread, which also frees
+                    // it once the bytes are written: the blocking pool's threads would
+                    // each spread buffers over a malloc arena of their own.
+                    let mut buf = vec![0u8; usize::try_from(n).unwrap_or(0)];
                     this.reading = Some(tokio::task::spawn_blocking(move || {
                         use std::os::unix::fs::FileExt as _;
-                        let mut buf = vec![0u8; usize::try_from(n).unwrap_or(0)];
                         file.read_exact_at(&mut buf, at)?;
                         Ok(Bytes::from(buf))
                     }));
@@ -871,6 +902,23 @@ mod tests {
         );
         assert_eq!(plan([None, None, None, None, r, Some(older)]), Plan::Full);
         assert_eq!(plan([None, None, None, None, r, None]), ten);
+    }
+
+    #[test]
+    fn pieces_follow_the_client_pace() {
+        use std::time::Duration;
+        let quick = Some(Duration::from_micros(100));
+        let slow = Some(Duration::from_millis(50));
+        assert_eq!(next_chunk(FIRST_CHUNK, None), FIRST_CHUNK);
+        let mut c = FIRST_CHUNK;
+        for _ in 0..10 {
+            c = next_chunk(c, quick);
+        }
+        assert_eq!(c, MAX_CHUNK, "a fast client gets the largest pieces");
+        for _ in 0..10 {
+            c = next_chunk(c, slow);
+        }
+        assert_eq!(c, MIN_CHUNK, "a slow client holds the smallest");
     }
 
     #[test]
