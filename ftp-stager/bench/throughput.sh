@@ -39,7 +39,7 @@ http {
   client_body_temp_path $S/nginx/tmp; proxy_temp_path $S/nginx/tmp; fastcgi_temp_path $S/nginx/tmp;
   uwsgi_temp_path $S/nginx/tmp; scgi_temp_path $S/nginx/tmp;
   server { listen 127.0.0.1:18080; root $S/www; }
-  server { listen 127.0.0.1:18443 ssl; root $S/www;
+  server { listen 127.0.0.1:18443 ssl http2; root $S/www;
            ssl_certificate $CERT; ssl_certificate_key $KEY; }
 }
 CONF
@@ -93,8 +93,11 @@ measure() { # name url [curl args]
 }
 
 echo "# best of $RUNS, MiB/s, $SIZE bytes, client curl $(curl --version | head -1 | cut -d' ' -f2)"
-measure stager-https "${HTTPS_BASE}big.bin"
-measure nginx-https "https://127.0.0.1:18443/big.bin"
+# HTTPS over HTTP/1.1 and over HTTP/2 (what curl and browsers pick when offered) alike.
+measure stager-https-h1 "${HTTPS_BASE}big.bin" --http1.1
+measure nginx-https-h1 "https://127.0.0.1:18443/big.bin" --http1.1
+measure stager-https-h2 "${HTTPS_BASE}big.bin" --http2
+measure nginx-https-h2 "https://127.0.0.1:18443/big.bin" --http2
 measure nginx-http "http://127.0.0.1:18080/big.bin"
 measure stager-ftp "${FTP_URL}big.bin"
 measure vsftpd-ftp "ftp://127.0.0.1:12121/big.bin"
