@@ -144,6 +144,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let load = || FfsConfig::load(&cli.config);
     match cli.cmd {
         Cmd::Agent(c) => c.run(&load()?).await,
+        // Remote publishing needs no local config (it runs on a build machine).
+        Cmd::Stager(c @ cmd::stager::StagerCmd::Publish(_)) if c.is_remote() => {
+            c.run(&crate::config::FfsConfig::default()).await
+        }
         Cmd::Stager(c) => c.run(&load()?).await,
         Cmd::Web(c) => c.run(&load()?).await,
         Cmd::Demo(args) => cmd::demo::run(args).await,

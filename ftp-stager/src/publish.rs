@@ -53,10 +53,13 @@ const CHUNK: usize = 1 << 20;
 
 /// One input file resolved to its release-relative name.
 #[derive(Debug)]
-struct Input {
-    name: String,
-    source: PathBuf,
-    size: u64,
+pub struct Input {
+    /// Release-relative name.
+    pub name: String,
+    /// The file it is read from.
+    pub source: PathBuf,
+    /// Its size when listed.
+    pub size: u64,
 }
 
 /// Publishes `paths` as release `product` `version`, unsigned. A directory contributes its
@@ -353,7 +356,7 @@ fn import_one(
 
 /// Resolves the inputs to (name, source) pairs, refusing duplicates, bad names and
 /// symlinks that leave their input tree.
-fn collect_inputs(paths: &[PathBuf]) -> Result<Vec<Input>> {
+pub fn collect_inputs(paths: &[PathBuf]) -> Result<Vec<Input>> {
     let mut by_name: BTreeMap<String, Input> = BTreeMap::new();
     let mut add = |name: String, source: PathBuf, size: u64| -> Result<()> {
         if !valid_file_name(&name) {

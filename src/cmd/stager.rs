@@ -82,6 +82,9 @@ pub struct PublishArgs {
     /// Release notes.
     #[arg(long, default_value = "")]
     pub notes: String,
+    /// Publishing to a remote stager instead of the local repository.
+    #[command(flatten)]
+    pub remote: super::remote_publish::RemoteArgs,
 }
 
 /// `ffs catalog` options.
@@ -105,6 +108,11 @@ pub struct YankArgs {
 }
 
 impl StagerCmd {
+    /// Whether this is `ffs publish --remote …` (which needs no local config).
+    pub fn is_remote(&self) -> bool {
+        matches!(self, StagerCmd::Publish(a) if a.remote.remote.is_some())
+    }
+
     /// Runs the subcommand.
     pub async fn run(self, cfg: &crate::config::FfsConfig) -> anyhow::Result<()> {
         let sc = cfg.stager.clone();
@@ -115,6 +123,10 @@ impl StagerCmd {
                     .await
                     .context("ftp-stager")?;
                 Ok(())
+            }
+            StagerCmd::Publish(a) if a.remote.remote.is_some() => {
+                super::remote_publish::run(&a.product, &a.version, &a.paths, &a.notes, &a.remote)
+                    .await
             }
             StagerCmd::Publish(a) => {
                 let m = tokio::task::spawn_blocking(move || {

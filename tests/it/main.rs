@@ -2,9 +2,11 @@
 //! user and an operator would run it, each role its own process.
 //!
 //! - `e2e`: the whole system (web, stager, agent) through real clients;
+//! - `remote`: `ffs publish --remote` against an in-process stager;
 //! - `tools`: the operator tools (`ffs keys`, `ffs config`, `ffs customer`, …);
 //! - `support`: starting daemons, driving curl and ftplib, waiting for ports.
 
 mod e2e;
+mod remote;
 mod support;
 mod tools;

@@ -1,0 +1,142 @@
+//! `ffs publish --remote`: the real binary publishing to a stager over HTTPS with a publish
+//! token, from a directory with no ffs.toml (a build machine). Only missing objects are
+//! sent, an interrupted upload resumes where it stopped, and a revoked token is refused.
+
+use std::path::Path;
+
+use crate::support::ffs;
+
+fn pattern(n: usize, seed: u32) -> Vec<u8> {
+    let mut x = 0x9e37_79b9u32 ^ seed;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+fn sha(b: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+async fn publish(dir: &Path, args: Vec<String>) -> (bool, serde_json::Value, String) {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = ffs(&dir, &a, None);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let text = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        let json = serde_json::from_str(stdout.trim()).unwrap_or(serde_json::Value::Null);
+        (out.status.success(), json, text)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_publish_sends_only_missing_bytes_resumes_and_is_signed_by_the_stager() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let key = root.join("stager/ffs.key");
+    std::fs::create_dir_all(root.join("stager")).unwrap();
+    ftp_stager::signing::generate(&key, &root.join("ffs.pub")).unwrap();
+    let cfg = ftp_stager::StagerConfig {
+        repository: root.join("stager/repository"),
+        areas_dir: root.join("stager/areas"),
+        state_dir: root.join("stager/state"),
+        passive_ports: "47300-47399".into(),
+        ftps: false,
+        signing_key: key,
+        ..Default::default()
+    };
+    let listeners = ftp_stager::server::Listeners::loopback(false)
+        .await
+        .unwrap();
+    let https = listeners.addrs().2.unwrap();
+    let server = ftp_stager::server::StagerServer::new(&cfg).unwrap();
+    let stager = server.stager().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.serve(None, listeners, async {
+        let _ = stopped.await;
+    }));
+
+    let store = ftp_stager::tokens::TokenStore::new(&cfg.state_dir);
+    let token = store.create("ci", &["tool".into()]).unwrap();
+    let build = root.join("build");
+    std::fs::create_dir_all(&build).unwrap();
+    commlink::secret_file::write_new_private(&build.join("token"), token.as_bytes()).unwrap();
+    let base = vec![
+        "publish".to_string(),
+        "--remote".into(),
+        format!("https://127.0.0.1:{}", https.port()),
+        "--token-file".into(),
+        "token".into(),
+        "--ca-cert".into(),
+        cfg.state_dir.join("tls-cert.pem").display().to_string(),
+        "--json".into(),
+    ];
+    let args = |version: &str, dir: &str| {
+        let mut a = base.clone();
+        a.extend(["tool".into(), version.into(), dir.into()]);
+        a
+    };
+
+    // 1.0: everything is new.
+    let (a, shared) = (pattern(3 << 20, 1), pattern(2 << 20, 2));
+    std::fs::create_dir_all(build.join("r1/lib")).unwrap();
+    std::fs::write(build.join("r1/a.bin"), &a).unwrap();
+    std::fs::write(build.join("r1/lib/shared.bin"), &shared).unwrap();
+    let (ok, j, text) = publish(&build, args("1.0", "r1")).await;
+    assert!(ok, "{text}");
+    assert_eq!(j["bytes_sent"], (a.len() + shared.len()) as u64, "{j}");
+    assert_eq!(j["objects_present"], 0);
+    let key_id = j["signed_by"].as_str().unwrap().to_owned();
+    assert_eq!(key_id.len(), 16, "signed by the stager's key: {j}");
+    let m = stager.repository().manifest("tool", "1.0").unwrap();
+    assert_eq!(m.published_by, "token ci");
+    assert_eq!(m.files.len(), 2);
+    assert_eq!(m.signed_by(), key_id);
+
+    // 2.0 shares lib/shared.bin: only the new file travels.
+    let b = pattern(1 << 20, 3);
+    std::fs::create_dir_all(build.join("r2/lib")).unwrap();
+    std::fs::write(build.join("r2/b.bin"), &b).unwrap();
+    std::fs::write(build.join("r2/lib/shared.bin"), &shared).unwrap();
+    let (ok, j, text) = publish(&build, args("2.0", "r2")).await;
+    assert!(ok, "{text}");
+    assert_eq!(j["bytes_sent"], b.len() as u64, "{j}");
+    assert_eq!(j["objects_present"], 1);
+
+    // 3.0 after an interrupted upload: the stager holds the first 1.5 MiB of c.bin.
+    let c = pattern(4 << 20, 4);
+    let cut = 3 << 19;
+    let uploads = cfg.repository.join("uploads");
+    std::fs::create_dir_all(&uploads).unwrap();
+    std::fs::write(uploads.join(format!("{}.part", sha(&c))), &c[..cut]).unwrap();
+    std::fs::create_dir_all(build.join("r3")).unwrap();
+    std::fs::write(build.join("r3/c.bin"), &c).unwrap();
+    let (ok, j, text) = publish(&build, args("3.0", "r3")).await;
+    assert!(ok, "{text}");
+    assert_eq!(
+        j["bytes_sent"],
+        (c.len() - cut) as u64,
+        "only the missing bytes: {j}"
+    );
+    let obj = stager.repository().object_path(&sha(&c)).unwrap();
+    assert_eq!(sha(&std::fs::read(obj).unwrap()), sha(&c));
+
+    // Releases are immutable; a revoked token is refused.
+    let (ok, _, text) = publish(&build, args("3.0", "r3")).await;
+    assert!(!ok && text.contains("409"), "{text}");
+    store.revoke("ci").unwrap();
+    let (ok, _, text) = publish(&build, args("4.0", "r3")).await;
+    assert!(!ok && text.contains("refused the token"), "{text}");
+    assert!(stager.repository().manifest("tool", "4.0").is_err());
+
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+}
