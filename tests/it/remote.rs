@@ -37,53 +37,89 @@ async fn publish(dir: &Path, args: Vec<String>) -> (bool, serde_json::Value, Str
     .unwrap()
 }
 
+/// A stager in this process, with a signing key, serving HTTPS on a loopback port.
+struct TestStager {
+    tmp: tempfile::TempDir,
+    cfg: ftp_stager::StagerConfig,
+    https: std::net::SocketAddr,
+    stager: std::sync::Arc<ftp_stager::Stager>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<ftp_stager::error::Result<()>>,
+}
+
+impl TestStager {
+    async fn start() -> TestStager {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let key = root.join("stager/ffs.key");
+        std::fs::create_dir_all(root.join("stager")).unwrap();
+        ftp_stager::signing::generate(&key, &root.join("ffs.pub")).unwrap();
+        let cfg = ftp_stager::StagerConfig {
+            repository: root.join("stager/repository"),
+            areas_dir: root.join("stager/areas"),
+            state_dir: root.join("stager/state"),
+            passive_ports: "47300-47399".into(),
+            ftps: false,
+            signing_key: key,
+            ..Default::default()
+        };
+        let listeners = ftp_stager::server::Listeners::loopback(false)
+            .await
+            .unwrap();
+        let https = listeners.addrs().2.unwrap();
+        let server = ftp_stager::server::StagerServer::new(&cfg).unwrap();
+        let stager = server.stager().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(None, listeners, async {
+            let _ = stopped.await;
+        }));
+        TestStager {
+            tmp,
+            cfg,
+            https,
+            stager,
+            stop,
+            task,
+        }
+    }
+
+    /// `ffs publish --remote … --json` arguments for a token file in `build`.
+    fn args(&self, version: &str, dir: &str) -> Vec<String> {
+        vec![
+            "publish".to_string(),
+            "--remote".into(),
+            format!("https://127.0.0.1:{}", self.https.port()),
+            "--token-file".into(),
+            "token".into(),
+            "--ca-cert".into(),
+            self.cfg
+                .state_dir
+                .join("tls-cert.pem")
+                .display()
+                .to_string(),
+            "--json".into(),
+            "tool".into(),
+            version.into(),
+            dir.into(),
+        ]
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_publish_sends_only_missing_bytes_resumes_and_is_signed_by_the_stager() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path();
-    let key = root.join("stager/ffs.key");
-    std::fs::create_dir_all(root.join("stager")).unwrap();
-    ftp_stager::signing::generate(&key, &root.join("ffs.pub")).unwrap();
-    let cfg = ftp_stager::StagerConfig {
-        repository: root.join("stager/repository"),
-        areas_dir: root.join("stager/areas"),
-        state_dir: root.join("stager/state"),
-        passive_ports: "47300-47399".into(),
-        ftps: false,
-        signing_key: key,
-        ..Default::default()
-    };
-    let listeners = ftp_stager::server::Listeners::loopback(false)
-        .await
-        .unwrap();
-    let https = listeners.addrs().2.unwrap();
-    let server = ftp_stager::server::StagerServer::new(&cfg).unwrap();
-    let stager = server.stager().clone();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.serve(None, listeners, async {
-        let _ = stopped.await;
-    }));
-
+    let st = TestStager::start().await;
+    let (root, cfg, https, stager) = (st.tmp.path(), &st.cfg, st.https, st.stager.clone());
     let store = ftp_stager::tokens::TokenStore::new(&cfg.state_dir);
     let token = store.create("ci", &["tool".into()]).unwrap();
     let build = root.join("build");
     std::fs::create_dir_all(&build).unwrap();
     commlink::secret_file::write_new_private(&build.join("token"), token.as_bytes()).unwrap();
-    let base = vec![
-        "publish".to_string(),
-        "--remote".into(),
-        format!("https://127.0.0.1:{}", https.port()),
-        "--token-file".into(),
-        "token".into(),
-        "--ca-cert".into(),
-        cfg.state_dir.join("tls-cert.pem").display().to_string(),
-        "--json".into(),
-    ];
-    let args = |version: &str, dir: &str| {
-        let mut a = base.clone();
-        a.extend(["tool".into(), version.into(), dir.into()]);
-        a
-    };
+    let args = |v: &str, d: &str| st.args(v, d);
 
     // 1.0: everything is new.
     let (a, shared) = (pattern(3 << 20, 1), pattern(2 << 20, 2));
@@ -137,6 +173,103 @@ async fn remote_publish_sends_only_missing_bytes_resumes_and_is_signed_by_the_st
     assert!(!ok && text.contains("refused the token"), "{text}");
     assert!(stager.repository().manifest("tool", "4.0").is_err());
 
-    let _ = stop.send(());
-    task.await.unwrap().unwrap();
+    st.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_1_gib_publish_killed_halfway_resumes_sending_only_what_was_missing() {
+    let st = TestStager::start().await;
+    let store = ftp_stager::tokens::TokenStore::new(&st.cfg.state_dir);
+    let token = store.create("ci", &[]).unwrap();
+    let build = st.tmp.path().join("build");
+    std::fs::create_dir_all(build.join("big")).unwrap();
+    commlink::secret_file::write_new_private(&build.join("token"), token.as_bytes()).unwrap();
+    // 1 GiB: a 1 MiB pattern with each MiB stamped with its index (all of it distinct).
+    let file = build.join("big/image.iso");
+    let size: u64 = 1 << 30;
+    {
+        use std::io::Write as _;
+        let block = pattern(1 << 20, 9);
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+        let mut b = block.clone();
+        for i in 0..(size >> 20) as u32 {
+            b[..4].copy_from_slice(&i.to_le_bytes());
+            f.write_all(&b).unwrap();
+        }
+        f.flush().unwrap();
+    }
+    let want = {
+        use sha2::Digest as _;
+        use std::io::Read as _;
+        let mut h = sha2::Sha256::new();
+        let mut f = std::fs::File::open(&file).unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        hex::encode(h.finalize())
+    };
+    let part = st
+        .cfg
+        .repository
+        .join("uploads")
+        .join(format!("{want}.part"));
+
+    // Start, and kill the client once the stager holds at least 300 MiB.
+    let mut child = std::process::Command::new(crate::support::ffs_bin())
+        .args(st.args("1.0", "big"))
+        .current_dir(&build)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    loop {
+        let have = std::fs::metadata(&part).map_or(0, |m| m.len());
+        if have >= 300 << 20 {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the publish ended before it could be interrupted"
+        );
+        assert!(std::time::Instant::now() < deadline, "no upload progress");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The stager keeps what arrived (it notices the broken stream and syncs the file).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let kept = loop {
+        let kept = std::fs::metadata(&part).map_or(0, |m| m.len());
+        let free = std::fs::File::open(&part).ok().is_some_and(|f| {
+            nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok()
+        });
+        if free {
+            break kept;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upload never ended"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(kept >= 300 << 20 && kept < size, "{kept}");
+    assert!(
+        st.stager.repository().manifest("tool", "1.0").is_err(),
+        "nothing visible yet"
+    );
+
+    // Rerun: only the missing bytes travel.
+    let (ok, j, text) = publish(&build, st.args("1.0", "big")).await;
+    assert!(ok, "{text}");
+    assert_eq!(j["bytes_sent"], size - kept, "{j}");
+    let m = st.stager.repository().manifest("tool", "1.0").unwrap();
+    assert_eq!(m.files[0].sha256, want);
+    assert_eq!(m.files[0].size, size);
+    st.stop().await;
 }
