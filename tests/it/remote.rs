@@ -113,7 +113,7 @@ impl TestStager {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_publish_sends_only_missing_bytes_resumes_and_is_signed_by_the_stager() {
     let st = TestStager::start().await;
-    let (root, cfg, https, stager) = (st.tmp.path(), &st.cfg, st.https, st.stager.clone());
+    let (root, cfg, stager) = (st.tmp.path(), &st.cfg, st.stager.clone());
     let store = ftp_stager::tokens::TokenStore::new(&cfg.state_dir);
     let token = store.create("ci", &["tool".into()]).unwrap();
     let build = root.join("build");
