@@ -9,6 +9,7 @@
 //!      201 stored (the stager hashed it: it is SHA256)   202 partial (X-Upload-Offset)
 //!      409 wrong offset or upload busy (X-Upload-Offset)  422 content hash mismatch
 //!      413 size over the cap                              200 present already
+//!      429 the token already runs MAX_UPLOADS_PER_TOKEN uploads (Retry-After)
 //! POST /publish/v1/releases/PRODUCT/VERSION    {"notes": "...", "files":
 //!      [{"name": "a/b.iso", "size": 1, "sha256": "…"}]}
 //!      201 published (manifest written atomically; signed when the stager has a key)
@@ -42,6 +43,52 @@ use crate::tokens::{PublishToken, TokenStore};
 
 /// Largest object accepted (1 TiB).
 pub const MAX_OBJECT_BYTES: u64 = 1 << 40;
+/// Object uploads one token may run at once; more get 429 (with Retry-After).
+pub const MAX_UPLOADS_PER_TOKEN: usize = 4;
+
+/// Counts the uploads each token is running (by token name).
+#[derive(Debug, Default)]
+pub struct UploadSlots(std::sync::Mutex<std::collections::HashMap<String, usize>>);
+
+/// One running upload; frees its slot when dropped.
+#[derive(Debug)]
+pub struct Slot<'a> {
+    slots: &'a UploadSlots,
+    name: String,
+}
+
+impl UploadSlots {
+    /// A slot for token `name`, or `None` when it already runs `max` uploads.
+    pub fn acquire(&self, name: &str, max: usize) -> Option<Slot<'_>> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(name.to_owned()).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            slots: self,
+            name: name.to_owned(),
+        })
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut m = self.slots.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.name) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.name);
+            }
+        }
+    }
+}
+
+fn slots() -> &'static UploadSlots {
+    static SLOTS: std::sync::OnceLock<UploadSlots> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(UploadSlots::default)
+}
 /// Largest release description accepted.
 const MAX_COMMIT_BYTES: usize = 16 << 20;
 
@@ -173,6 +220,16 @@ async fn object_put_inner(
     let token = match authorize(&req, &stager) {
         Ok(t) => t,
         Err(r) => return Err((*r, payload)),
+    };
+    let Some(_slot) = slots().acquire(&token.name, MAX_UPLOADS_PER_TOKEN) else {
+        tracing::warn!(token = %token.name, "upload refused: too many concurrent uploads");
+        let r = HttpResponse::TooManyRequests()
+            .insert_header((header::RETRY_AFTER, "5"))
+            .body(format!(
+                "token {:?} already runs {MAX_UPLOADS_PER_TOKEN} uploads; retry when one ends\n",
+                token.name
+            ));
+        return Err((r, payload));
     };
     let sha = path.into_inner();
     let (offset, size) = (query.offset, query.size);
@@ -554,4 +611,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .app_data(web::PayloadConfig::new(MAX_COMMIT_BYTES))
                 .route(web::post().to(commit)),
         );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_slots_limit_each_token_and_free_on_drop() {
+        let s = UploadSlots::default();
+        let held: Vec<_> = (0..3).map(|_| s.acquire("ci", 3).unwrap()).collect();
+        assert!(s.acquire("ci", 3).is_none(), "a fourth is refused");
+        let other = s.acquire("other", 3);
+        assert!(other.is_some(), "tokens are counted apart");
+        drop(held);
+        assert!(s.acquire("ci", 3).is_some(), "freed on drop");
+    }
 }

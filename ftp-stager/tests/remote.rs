@@ -226,3 +226,92 @@ fn abandoned_partial_uploads_are_removed_and_live_ones_kept() {
     assert!(!old.exists() && busy.exists());
     drop(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_runs_at_most_four_uploads_at_once() {
+    ffs_testkit::prereq::require_command("curl", "curl", "apt-get install curl");
+    let r = common::start().await;
+    let store = TokenStore::new(&r.cfg.state_dir);
+    let token = store.create("ci", &[]).unwrap();
+    let base = format!("https://{}", r.https);
+    let work = r.dir.path().join("slow");
+    fs::create_dir_all(&work).unwrap();
+    let uploads = r.stager.repository().root().join("uploads");
+    // Four uploads that crawl (curl --limit-rate), each holding a slot.
+    let mut slow = Vec::new();
+    let mut parts = Vec::new();
+    for i in 0..4u8 {
+        let body = common::pattern(1 << 20, 100 + i);
+        let sha = common::sha_hex(&body);
+        let f = work.join(format!("s{i}"));
+        fs::write(&f, &body).unwrap();
+        parts.push(uploads.join(format!("{sha}.part")));
+        slow.push(
+            std::process::Command::new("curl")
+                .args([
+                    "-k",
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "--limit-rate",
+                    "4k",
+                    "-X",
+                    "PUT",
+                ])
+                .args(["-H", &format!("Authorization: Bearer {token}")])
+                .args(["--data-binary", &format!("@{}", f.display())])
+                .arg(format!(
+                    "{base}/publish/v1/objects/{sha}?offset=0&size={}",
+                    body.len()
+                ))
+                .spawn()
+                .unwrap(),
+        );
+    }
+    // They are running once the stager has opened their upload files.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !parts.iter().all(|p| p.exists()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow uploads never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let body = common::pattern(1000, 1);
+    let sha = common::sha_hex(&body);
+    fs::write(work.join("fifth"), &body).unwrap();
+    let up = Up {
+        base: base.clone(),
+        token: token.clone(),
+    };
+    let (code, text) = up.put(&sha, 0, 1000, &work.join("fifth")).await;
+    assert_eq!(code, 429, "{text}");
+    // Another token is not affected.
+    let other = Up {
+        base,
+        token: store.create("other", &[]).unwrap(),
+    };
+    assert_eq!(
+        other
+            .req(&[&format!("{}/publish/v1/objects/{sha}", other.base)])
+            .await
+            .0,
+        404
+    );
+    for mut c in slow {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    // Once the stager notices the closed connections the slots are free again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (code, text) = up.put(&sha, 0, 1000, &work.join("fifth")).await;
+        if code == 201 {
+            break;
+        }
+        assert_eq!(code, 429, "{text}");
+        assert!(std::time::Instant::now() < deadline, "slots never freed");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    r.stop().await;
+}
