@@ -57,11 +57,4 @@ where
     pub async fn cert_auth_sufficient(&self, username: &str) -> bool {
         self.authenticator.cert_auth_sufficient(username).await
     }
-
-    /// Returns the name of the authenticator.
-    ///
-    /// This delegates to the underlying authenticator's `name` method.
-    pub fn name(&self) -> &str {
-        self.authenticator.name()
-    }
 }

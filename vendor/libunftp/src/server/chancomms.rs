@@ -13,6 +13,10 @@ use thiserror::Error;
 use tokio::sync::mpsc::{Receiver, Sender};
 use tokio::sync::oneshot;
 
+/// Sent by ABOR to the data loop, which stops (closing the data connection) and answers
+/// `true` if that cut a transfer short.
+pub type AbortAck = oneshot::Sender<bool>;
+
 // Commands that can be sent to the data channel / data loop.
 #[derive(PartialEq, Eq, Debug)]
 pub enum DataChanMsg {

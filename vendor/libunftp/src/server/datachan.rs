@@ -1,7 +1,8 @@
 //! Contains code pertaining to the FTP *data* channel
 
 use super::{
-    chancomms::{ControlChanMsg, DataChanMsg},
+    chancomms::{AbortAck, ControlChanMsg, DataChanMsg},
+    controlchan::{Reply, ReplyCode},
     tls::FtpsConfig,
 };
 use crate::server::session::SharedSession;
@@ -34,7 +35,7 @@ where
     pub ftps_mode: FtpsConfig,
     pub logger: slog::Logger,
     pub data_cmd_rx: Option<Receiver<DataChanCmd>>,
-    pub data_abort_rx: Option<Receiver<()>>,
+    pub data_abort_rx: Option<Receiver<AbortAck>>,
 }
 
 use std::fmt;
@@ -106,17 +107,30 @@ where
     User: UserDetail + 'static,
 {
     async fn execute(mut self, session_arc: SharedSession<Storage, User>) {
-        let mut data_cmd_rx = self.data_cmd_rx.take().unwrap();
-        let mut data_abort_rx = self.data_abort_rx.take().unwrap();
+        let (Some(mut data_cmd_rx), Some(mut data_abort_rx)) = (self.data_cmd_rx.take(), self.data_abort_rx.take()) else {
+            return;
+        };
         let mut timeout_delay = Box::pin(tokio::time::sleep(std::time::Duration::from_secs(5 * 60)));
         // TODO: Use configured timeout
         tokio::select! {
             Some(command) = data_cmd_rx.recv() => {
-                let session = session_arc.lock().await;
-                self.handle_incoming(DataChanMsg::ExternalCommand(command), session.start_pos).await;
+                // A REST offset applies to this transfer only. Do not hold the session
+                // during the transfer: the control channel needs it (ABOR, STAT, ...).
+                let start_pos = std::mem::take(&mut session_arc.lock().await.start_pos);
+                let logger = self.logger.clone();
+                // ABOR during the transfer drops it, which closes the data connection at
+                // once, even when the client has stopped reading it.
+                tokio::select! {
+                    _ = self.handle_incoming(DataChanMsg::ExternalCommand(command), start_pos) => {},
+                    Some(ack) = data_abort_rx.recv() => {
+                        slog::info!(logger, "Transfer aborted by the client (ABOR)");
+                        let _ = ack.send(true);
+                    },
+                }
             },
-            Some(_) = data_abort_rx.recv() => {
+            Some(ack) = data_abort_rx.recv() => {
                 self.handle_incoming(DataChanMsg::Abort, 0).await;
+                let _ = ack.send(false);
             },
             _ = &mut timeout_delay => {
                 slog::warn!(self.logger, "Data channel connection timed out");
@@ -168,7 +182,10 @@ where
     async fn exec_retr(self, path: String, start_pos: u64) {
         let path = self.cwd.join(path);
         let tx: Sender<ControlChanMsg> = self.control_msg_tx.clone();
-        let mut output = Self::writer(self.socket, self.ftps_mode, "retr").await;
+        let mut output = match Self::writer(self.socket, self.ftps_mode, "retr").await {
+            Ok(output) => output,
+            Err(err) => return Self::data_tls_failed(&self.logger, &tx, "RETR", err).await,
+        };
 
         let start_time = Instant::now();
         let result = self
@@ -264,16 +281,12 @@ where
         let path = self.cwd.join(path);
         let tx = self.control_msg_tx.clone();
 
+        let input = match Self::reader(self.socket, self.ftps_mode, "stor").await {
+            Ok(input) => input,
+            Err(err) => return Self::data_tls_failed(&self.logger, &tx, "STOR", err).await,
+        };
         let start_time = Instant::now();
-        let put_result = self
-            .storage
-            .put(
-                (*self.user).as_ref().unwrap(),
-                Self::reader(self.socket, self.ftps_mode, "stor").await,
-                path.clone(),
-                start_pos,
-            )
-            .await;
+        let put_result = self.storage.put((*self.user).as_ref().unwrap(), input, path.clone(), start_pos).await;
         let duration = start_time.elapsed();
 
         match put_result {
@@ -329,16 +342,12 @@ where
             Err(_) => 0,
         };
 
+        let input = match Self::reader(self.socket, self.ftps_mode, "appe").await {
+            Ok(input) => input,
+            Err(err) => return Self::data_tls_failed(&self.logger, &tx, "APPE", err).await,
+        };
         let start_time = Instant::now();
-        let put_result = self
-            .storage
-            .put(
-                (*self.user).as_ref().unwrap(),
-                Self::reader(self.socket, self.ftps_mode, "appe").await,
-                path.clone(),
-                start_pos,
-            )
-            .await;
+        let put_result = self.storage.put((*self.user).as_ref().unwrap(), input, path.clone(), start_pos).await;
         let duration = start_time.elapsed();
 
         match put_result {
@@ -381,7 +390,10 @@ where
     async fn exec_list_variant(self, path: Option<String>, command: ListCommand) {
         let path = self.resolve_path(path);
         let tx = self.control_msg_tx.clone();
-        let mut output = Self::writer(self.socket, self.ftps_mode.clone(), command.as_lower_str()).await;
+        let mut output = match Self::writer(self.socket, self.ftps_mode.clone(), command.as_lower_str()).await {
+            Ok(output) => output,
+            Err(err) => return Self::data_tls_failed(&self.logger, &tx, command.as_str(), err).await,
+        };
 
         let start_time = Instant::now();
 
@@ -469,7 +481,10 @@ where
     async fn exec_mlsd(self, path: Option<String>) {
         let path = self.resolve_path(path);
         let tx = self.control_msg_tx.clone();
-        let mut output = Self::writer(self.socket, self.ftps_mode.clone(), "mlsd").await;
+        let mut output = match Self::writer(self.socket, self.ftps_mode.clone(), "mlsd").await {
+            Ok(output) => output,
+            Err(err) => return Self::data_tls_failed(&self.logger, &tx, "MLSD", err).await,
+        };
 
         let start_time = Instant::now();
 
@@ -561,36 +576,39 @@ where
     }
 
     #[tracing_attributes::instrument]
-    async fn writer(socket: TcpStream, ftps_mode: FtpsConfig, command: &'static str) -> Box<dyn AsyncWrite + Send + Unpin + Sync> {
+    // Fails when the client does not complete a TLS handshake on a protected (PROT P) data
+    // connection; the caller replies 425 and the session goes on.
+    async fn writer(socket: TcpStream, ftps_mode: FtpsConfig, command: &'static str) -> std::io::Result<Box<dyn AsyncWrite + Send + Unpin + Sync>> {
         match ftps_mode {
-            FtpsConfig::Off => Box::new(MeasuringWriter::new(socket, command)) as Box<dyn AsyncWrite + Send + Unpin + Sync>,
+            FtpsConfig::Off => Ok(Box::new(MeasuringWriter::new(socket, command)) as Box<dyn AsyncWrite + Send + Unpin + Sync>),
             FtpsConfig::Building { .. } => panic!("Illegal state"),
             FtpsConfig::On { tls_config } => {
-                let io = async move {
-                    let acceptor: TlsAcceptor = tls_config.into();
-                    let tls_stream = acceptor.accept(socket).await.unwrap();
-                    MeasuringWriter::new(tls_stream, command)
-                }
-                .await;
-                Box::new(io) as Box<dyn AsyncWrite + Send + Unpin + Sync>
+                let acceptor: TlsAcceptor = tls_config.into();
+                let tls_stream = acceptor.accept(socket).await?;
+                Ok(Box::new(MeasuringWriter::new(tls_stream, command)) as Box<dyn AsyncWrite + Send + Unpin + Sync>)
             }
         }
     }
 
     #[tracing_attributes::instrument]
-    async fn reader(socket: TcpStream, ftps_mode: FtpsConfig, command: &'static str) -> Box<dyn AsyncRead + Send + Unpin + Sync> {
+    async fn reader(socket: TcpStream, ftps_mode: FtpsConfig, command: &'static str) -> std::io::Result<Box<dyn AsyncRead + Send + Unpin + Sync>> {
         match ftps_mode {
-            FtpsConfig::Off => Box::new(MeasuringReader::new(socket, command)) as Box<dyn AsyncRead + Send + Unpin + Sync>,
+            FtpsConfig::Off => Ok(Box::new(MeasuringReader::new(socket, command)) as Box<dyn AsyncRead + Send + Unpin + Sync>),
             FtpsConfig::Building { .. } => panic!("Illegal state"),
             FtpsConfig::On { tls_config } => {
-                let io = async move {
-                    let acceptor: TlsAcceptor = tls_config.into();
-                    let tls_stream = acceptor.accept(socket).await.unwrap();
-                    MeasuringReader::new(tls_stream, command)
-                }
-                .await;
-                Box::new(io) as Box<dyn AsyncRead + Send + Unpin + Sync>
+                let acceptor: TlsAcceptor = tls_config.into();
+                let tls_stream = acceptor.accept(socket).await?;
+                Ok(Box::new(MeasuringReader::new(tls_stream, command)) as Box<dyn AsyncRead + Send + Unpin + Sync>)
             }
+        }
+    }
+
+    // Replies 425 for a data connection whose TLS handshake failed.
+    async fn data_tls_failed(logger: &slog::Logger, tx: &Sender<ControlChanMsg>, command: &'static str, err: std::io::Error) {
+        slog::warn!(logger, "{}: TLS handshake on the data connection failed: {}", command, err);
+        let reply = Reply::new(ReplyCode::CantOpenDataConnection, "TLS handshake on the data connection failed");
+        if let Err(err) = tx.send(ControlChanMsg::CommandChannelReply(reply)).await {
+            slog::warn!(logger, "Could not notify control channel of the failed data connection: {:?}", err);
         }
     }
 

@@ -1,7 +1,10 @@
 //! The session module implements per-connection session handling and currently also
 //! implements the handling for the *data* channel.
 
-use super::{chancomms::ControlChanMsg, tls::FtpsConfig};
+use super::{
+    chancomms::{AbortAck, ControlChanMsg},
+    tls::FtpsConfig,
+};
 use crate::metrics;
 use crate::server::chancomms::DataChanCmd;
 use crate::server::failed_logins::FailedLoginsCache;
@@ -76,9 +79,9 @@ where
     // The data loop uses this receive messages from the control loop
     pub data_cmd_rx: Option<Receiver<DataChanCmd>>,
     // The control loop uses this to ask the data loop to exit.
-    pub data_abort_tx: Option<Sender<()>>,
+    pub data_abort_tx: Option<Sender<AbortAck>>,
     // The data loop listens to this so it can know when to exit.
-    pub data_abort_rx: Option<Receiver<()>>,
+    pub data_abort_rx: Option<Receiver<AbortAck>>,
     // This may not be needed here...
     pub control_msg_tx: Option<Sender<ControlChanMsg>>,
     // The socket address of the client on the control channel

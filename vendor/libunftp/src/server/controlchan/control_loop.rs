@@ -21,6 +21,7 @@ use crate::{
             log::LoggingMiddleware,
             middleware::ControlChanMiddleware,
             notify::EventDispatcherMiddleware,
+            urgent::UrgentInline,
         },
         failed_logins::FailedLoginsCache,
         ftpserver::options::{FtpsRequired, PassiveHost, SiteCommandHandler, SiteMd5},
@@ -179,8 +180,12 @@ where
         next: event_chain,
     };
 
+    // Keep TCP urgent data in the stream: clients send ABOR (Python's ftplib) or the Telnet
+    // Synch before it (lftp) as urgent data, RFC 959 §4.1.3. Without SO_OOBINLINE the kernel
+    // takes that byte out of the stream, and the command it ends never completes.
+    let io: Box<dyn AsyncReadAsyncWriteSendUnpin> = Box::new(UrgentInline::new(tcp_stream)?);
     let codec = FtpCodec::new();
-    let cmd_and_reply_stream: Framed<Box<dyn AsyncReadAsyncWriteSendUnpin>, FtpCodec> = codec.framed(Box::new(tcp_stream));
+    let cmd_and_reply_stream: Framed<Box<dyn AsyncReadAsyncWriteSendUnpin>, FtpCodec> = codec.framed(io);
     let (mut reply_sink, mut command_source) = cmd_and_reply_stream.split();
 
     reply_sink.send(Reply::new(ReplyCode::ServiceReady, config.greeting)).await?;
@@ -189,15 +194,19 @@ where
     let jh = tokio::spawn(async move {
         // The control channel event loop
         slog::info!(logger, "Starting control loop");
+        // Set when an ExitControlLoop message was taken off the queue while replying to ABOR.
+        let mut exit_pending = false;
         loop {
-            let incoming = {
+            let incoming = if std::mem::take(&mut exit_pending) {
+                Some(Ok(Event::InternalMsg(ControlChanMsg::ExitControlLoop)))
+            } else {
                 #[allow(unused_assignments)]
                 let mut incoming = None;
                 let mut timeout_delay = Box::pin(tokio::time::sleep(idle_session_timeout));
                 tokio::select! {
                     cmd = command_source.next() => {
                         match cmd {
-                            Some(cmd_result) => incoming = Some(cmd_result.map(Event::Command)),
+                            Some(cmd_result) => incoming = Some(cmd_result.and_then(|parsed| parsed).map(Event::Command)),
                             None => {
                                 slog::info!(logger, "Control connection was closed.");
                                 incoming = Some(Ok(Event::InternalMsg(ControlChanMsg::ExitControlLoop)))
@@ -279,8 +288,43 @@ where
 
                     // TODO: Handle Event::InternalMsg(InternalMsg::PlaintextControlChannel)
 
+                    let is_abor = matches!(event, Event::Command(Command::Abor));
                     let handle_result = match event_chain.handle(event).await {
                         Err(e) => Err(e),
+                        Ok(reply) if is_abor => {
+                            // The ABOR handler returns once the data loop has stopped. Replies
+                            // it queued (the transfer completed or failed first) go before the
+                            // ABOR's own; if ABOR cut a transfer, the handler's 426 is the
+                            // transfer's reply and 226 completes the ABOR (RFC 959 §4.1.3).
+                            let mut result = Ok(());
+                            while let Ok(msg) = control_msg_rx.try_recv() {
+                                if let ControlChanMsg::ExitControlLoop = msg {
+                                    exit_pending = true;
+                                    break;
+                                }
+                                result = match event_chain.handle(Event::InternalMsg(msg)).await {
+                                    Ok(queued) => reply_sink.send(queued).await,
+                                    Err(e) => Err(e),
+                                };
+                                if result.is_err() {
+                                    break;
+                                }
+                            }
+                            let cut = matches!(
+                                reply,
+                                Reply::CodeAndMsg {
+                                    code: ReplyCode::ConnectionClosed,
+                                    ..
+                                }
+                            );
+                            if result.is_ok() {
+                                result = reply_sink.send(reply).await;
+                            }
+                            if result.is_ok() && cut {
+                                result = reply_sink.send(Reply::new(ReplyCode::ClosingDataConnection, "Abort successful")).await;
+                            }
+                            result
+                        }
                         Ok(reply) => reply_sink.send(reply).await,
                     };
 

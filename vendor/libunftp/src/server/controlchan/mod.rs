@@ -18,6 +18,7 @@ mod line_parser;
 mod log;
 mod middleware;
 mod notify;
+mod urgent;
 
 use command::Command;
 pub(crate) use control_loop::{Config as LoopConfig, spawn as spawn_loop};

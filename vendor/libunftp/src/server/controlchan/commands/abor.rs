@@ -15,6 +15,7 @@ use crate::server::controlchan::{
     handler::{CommandContext, CommandHandler},
 };
 use async_trait::async_trait;
+use tokio::sync::oneshot;
 use unftp_core::auth::UserDetail;
 use unftp_core::storage::{Metadata, StorageBackend};
 
@@ -28,20 +29,49 @@ where
     Storage::Metadata: Metadata,
     User: UserDetail + 'static,
 {
+    // Replies 426 when a transfer was cut short (the control loop then adds the 226 that
+    // completes the ABOR, RFC 959 §4.1.3), 226 when an idle data connection was closed, and
+    // 225 when there was nothing to abort. It returns only once the data loop has stopped,
+    // so that no reply of the transfer can come after the ABOR's.
     #[tracing_attributes::instrument]
     async fn handle(&self, args: CommandContext<Storage, User>) -> Result<Reply, ControlChanError> {
-        let mut session = args.session.lock().await;
-        let logger = args.logger;
-        match session.data_abort_tx.take() {
-            Some(tx) => {
-                tokio::spawn(async move {
-                    if let Err(err) = tx.send(()).await {
-                        slog::warn!(logger, "abort failed: {}", err);
-                    }
-                });
-                Ok(Reply::new(ReplyCode::ClosingDataConnection, "Closed data channel"))
+        // Take what we need and let go of the session: the data loop needs it to finish.
+        let (abort_tx, data_loop_started, transfer_requested) = {
+            let mut session = args.session.lock().await;
+            let abort_tx = session.data_abort_tx.take();
+            // The data loop takes the receiver when the data connection is made.
+            let data_loop_started = session.data_abort_rx.take().is_none();
+            // RETR, LIST and the like take the command sender when they reply 1xx.
+            let transfer_requested = abort_tx.is_some() && session.data_cmd_tx.take().is_none();
+            session.data_cmd_rx = None;
+            (abort_tx, data_loop_started, transfer_requested)
+        };
+        let Some(abort_tx) = abort_tx else {
+            return Ok(Reply::new(ReplyCode::DataConnectionOpen, "No transfer to abort"));
+        };
+        // Some(true): a transfer was cut short; Some(false): an idle data connection was
+        // closed; None: there was nothing to abort.
+        let outcome = if data_loop_started {
+            let (ack_tx, ack_rx) = oneshot::channel();
+            match abort_tx.send(ack_tx).await {
+                Ok(()) => match ack_rx.await {
+                    Ok(cut) => Some(cut || transfer_requested),
+                    // The data loop ended by itself; its reply is already queued.
+                    Err(_) => None,
+                },
+                Err(_) => None,
             }
-            None => Ok(Reply::new(ReplyCode::ClosingDataConnection, "Data channel already closed")),
-        }
+        } else if transfer_requested {
+            // No data connection yet; a pending one is refused when it arrives, as the
+            // receivers above are gone.
+            Some(true)
+        } else {
+            None
+        };
+        Ok(match outcome {
+            Some(true) => Reply::new(ReplyCode::ConnectionClosed, "Transfer aborted; data connection closed"),
+            Some(false) => Reply::new(ReplyCode::ClosingDataConnection, "Data connection closed"),
+            None => Reply::new(ReplyCode::DataConnectionOpen, "No transfer to abort"),
+        })
     }
 }

@@ -28,10 +28,13 @@ where
 {
     #[tracing_attributes::instrument]
     async fn handle(&self, _args: CommandContext<Storage, User>) -> Result<Reply, ControlChanError> {
+        // No server software name or version: that only helps an attacker pick exploits.
         let text: Vec<String> = vec![
-            "Help:".to_string(),
-            format!("Powered by libunftp: {}", env!("CARGO_PKG_VERSION")),
-            "View the docs at: https://unftp.rs/".to_string(),
+            "The following commands are recognized.".to_string(),
+            "ABOR ACCT ALLO APPE AUTH CCC CDUP CWD DELE EPSV FEAT HELP LIST MDTM MKD MLSD MLST".to_string(),
+            "MODE NLST NOOP OPTS PASS PASV PBSZ PORT PROT PWD QUIT REST RETR RMD RNFR RNTO SITE".to_string(),
+            "SIZE STAT STOR STOU STRU SYST TYPE USER".to_string(),
+            "Help OK.".to_string(),
         ];
         Ok(Reply::new_multiline(ReplyCode::HelpMessage, text))
     }

@@ -4,7 +4,7 @@ use crate::{
     auth::UserDetail,
     server::{
         ControlChanErrorKind, ControlChanMsg,
-        chancomms::{DataChanCmd, PortAllocationError, SwitchboardMessage, SwitchboardSender},
+        chancomms::{AbortAck, DataChanCmd, PortAllocationError, SwitchboardMessage, SwitchboardSender},
         controlchan::{Reply, ReplyCode, error::ControlChanError, handler::CommandContext},
         datachan,
         session::SharedSession,
@@ -19,7 +19,8 @@ use tokio::sync::{
     oneshot,
 };
 
-const BIND_RETRIES: u8 = 10;
+// The reply when every passive port is in use.
+const NO_PASSIVE_PORT: &str = "No passive port available, try again";
 
 #[async_trait]
 pub(crate) trait LegacyReplyProducer<Storage, User>: Send + Sync + Debug
@@ -33,18 +34,19 @@ where
 #[tracing_attributes::instrument]
 pub(crate) fn try_port_range(local_addr: SocketAddr, passive_ports: RangeInclusive<u16>) -> io::Result<TcpSocket> {
     let ip = local_addr.ip();
-    let rng_length = passive_ports.end() - passive_ports.start() + 1;
+    let rng_length = u32::from(passive_ports.end() - passive_ports.start()) + 1;
 
-    let mut socket: io::Result<TcpSocket> = Err(io::Error::new(io::ErrorKind::InvalidInput, "Bind retries cannot be 0"));
+    let mut socket: io::Result<TcpSocket> = Err(io::Error::new(io::ErrorKind::AddrInUse, "No passive port available"));
 
-    for _ in 1..BIND_RETRIES {
-        let random_u32 = {
-            let mut data = [0; 4];
-            getrandom::fill(&mut data).expect("Error generating random port");
-            u32::from_ne_bytes(data)
-        };
-
-        let port = random_u32 % rng_length as u32 + *passive_ports.start() as u32;
+    // Try every port of the range once, from a random start, so that "no port" means that
+    // every port is taken (ten random picks could miss the free ones of a small range).
+    let random_u32 = {
+        let mut data = [0; 4];
+        getrandom::fill(&mut data).expect("Error generating random port");
+        u32::from_ne_bytes(data)
+    };
+    for i in 0..rng_length {
+        let port = (random_u32 % rng_length + i) % rng_length + *passive_ports.start() as u32;
         let s = match ip {
             std::net::IpAddr::V4(_) => TcpSocket::new_v4()?,
             std::net::IpAddr::V6(_) => TcpSocket::new_v6()?,
@@ -69,7 +71,7 @@ where
     S::Metadata: Metadata,
 {
     let (cmd_tx, cmd_rx): (Sender<DataChanCmd>, Receiver<DataChanCmd>) = channel(1);
-    let (data_abort_tx, data_abort_rx): (Sender<()>, Receiver<()>) = channel(1);
+    let (data_abort_tx, data_abort_rx): (Sender<AbortAck>, Receiver<AbortAck>) = channel(1);
 
     let mut session = session.lock().await;
     session.data_cmd_tx = Some(cmd_tx);
@@ -94,7 +96,7 @@ where
         _ => try_port_range(args.local_addr, args.passive_ports.clone()),
     };
     let listener = match listener {
-        Err(_) => return Ok(Reply::new(ReplyCode::CantOpenDataConnection, "No data connection established")),
+        Err(_) => return Ok(Reply::new(ReplyCode::CantOpenDataConnection, NO_PASSIVE_PORT)),
         Ok(l) => l,
     };
     let listener = listener.listen(1024)?;
@@ -139,7 +141,7 @@ where
 
     match oneshot_rx.await {
         Ok(Ok(reply)) => Ok(reply),
-        Ok(Err(_)) => Ok(Reply::new(ReplyCode::CantOpenDataConnection, "Could not allocate passive port")),
+        Ok(Err(_)) => Ok(Reply::new(ReplyCode::CantOpenDataConnection, NO_PASSIVE_PORT)),
         Err(_) => Ok(Reply::new(ReplyCode::CantOpenDataConnection, "Internal error: Channel closed")),
     }
 }

@@ -58,11 +58,10 @@ where
             None => {
                 let session = args.session.lock().await;
                 let text: Vec<String> = vec![
+                    // No server software, back-end or authenticator names: they only help an
+                    // attacker pick exploits.
                     "server status:".to_string(),
-                    format!("powered by libunftp: {}", env!("CARGO_PKG_VERSION")),
-                    format!("sbe: {}", session.storage.name()),
-                    format!("authenticator: {}", args.auth_pipeline.name()),
-                    format!("user: {}", session.username.as_ref().unwrap()),
+                    format!("user: {}", session.username.as_deref().unwrap_or("")),
                     format!("client addr: {}", session.source),
                     format!("ftps configured: {}", args.tls_configured),
                     format!("cmd channel in tls mode: {}", session.cmd_tls),

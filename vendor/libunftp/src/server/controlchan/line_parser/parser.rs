@@ -357,7 +357,8 @@ where
             }
 
             let offset = String::from_utf8_lossy(&params).to_string();
-            if let Ok(val) = offset.parse::<u64>() {
+            // A file offset is at most i64::MAX (what lseek takes).
+            if let Some(val) = offset.parse::<u64>().ok().filter(|v| i64::try_from(*v).is_ok()) {
                 Command::Rest { offset: val }
             } else {
                 return Err(ParseErrorKind::InvalidCommand.into());
