@@ -196,6 +196,9 @@ where
         slog::info!(logger, "Starting control loop");
         // Set when an ExitControlLoop message was taken off the queue while replying to ABOR.
         let mut exit_pending = false;
+        // Set from the 234 reply to AUTH TLS until the upgrade: the client's TLS handshake
+        // must not be read (and lost) as commands meanwhile.
+        let mut tls_upgrade_pending = false;
         loop {
             let incoming = if std::mem::take(&mut exit_pending) {
                 Some(Ok(Event::InternalMsg(ControlChanMsg::ExitControlLoop)))
@@ -204,7 +207,7 @@ where
                 let mut incoming = None;
                 let mut timeout_delay = Box::pin(tokio::time::sleep(idle_session_timeout));
                 tokio::select! {
-                    cmd = command_source.next() => {
+                    cmd = command_source.next(), if !tls_upgrade_pending => {
                         match cmd {
                             Some(cmd_result) => incoming = Some(cmd_result.and_then(|parsed| parsed).map(Event::Command)),
                             None => {
@@ -246,6 +249,7 @@ where
                 }
                 Some(Ok(event)) => {
                     if let Event::InternalMsg(ControlChanMsg::SecureControlChannel) = event {
+                        tls_upgrade_pending = false;
                         slog::info!(logger, "Upgrading control channel to TLS");
 
                         // Get back the original TCP Stream
@@ -289,6 +293,7 @@ where
                     // TODO: Handle Event::InternalMsg(InternalMsg::PlaintextControlChannel)
 
                     let is_abor = matches!(event, Event::Command(Command::Abor));
+                    let is_auth = matches!(event, Event::Command(Command::Auth { .. }));
                     let handle_result = match event_chain.handle(event).await {
                         Err(e) => Err(e),
                         Ok(reply) if is_abor => {
@@ -325,7 +330,20 @@ where
                             }
                             result
                         }
-                        Ok(reply) => reply_sink.send(reply).await,
+                        Ok(reply) => {
+                            if is_auth
+                                && matches!(
+                                    reply,
+                                    Reply::CodeAndMsg {
+                                        code: ReplyCode::AuthOkayNoDataNeeded,
+                                        ..
+                                    }
+                                )
+                            {
+                                tls_upgrade_pending = true;
+                            }
+                            reply_sink.send(reply).await
+                        }
                     };
 
                     if let Err(chan_err) = handle_result {
