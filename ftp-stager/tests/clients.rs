@@ -655,3 +655,132 @@ print("quit", c.cmd("QUIT")[:3])
     assert!(out.contains(&format!("big {sha}")), "{out}");
     r.stop().await;
 }
+
+/// Runs lftp (debug output on) with `commands` against the stager as `a`; returns
+/// (success, combined output). `net:timeout 5` and `net:max-retries 1` make a hang end the
+/// run with an error instead of a long wait.
+fn lftp(
+    r: &Running,
+    a: &StagedArea,
+    tls: bool,
+    home: &std::path::Path,
+    commands: &str,
+) -> (bool, String) {
+    let tls_settings = if tls {
+        "set ftp:ssl-force true; set ftp:ssl-protect-data true; set ssl:verify-certificate false;"
+    } else {
+        "set ftp:ssl-allow false;"
+    };
+    let script = format!(
+        "set net:timeout 5; set net:max-retries 1; set net:reconnect-interval-base 1; \
+         set cmd:fail-exit true; set pget:min-chunk-size 65536; set ftp:passive-mode true; \
+         {tls_settings} open -u {},{} ftp://{}:{}; {commands}",
+        a.ftp_user,
+        a.ftp_password,
+        r.ftp.ip(),
+        r.ftp.port()
+    );
+    let out = Command::new("lftp")
+        .env("HOME", home)
+        .args(["-d", "-c", &script])
+        .output()
+        .expect("lftp runs");
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn assert_no_timeout(ok: bool, out: &str, what: &str) {
+    assert!(ok, "{what}: lftp failed:\n{out}");
+    for sign in ["Timeout", "max-retries", "reconnecting"] {
+        assert!(
+            !out.contains(sign),
+            "{what}: {sign:?} in lftp output:\n{out}"
+        );
+    }
+}
+
+/// lftp `pget -n 4` (a parallel download: each connection ABORs its chunk once it has its
+/// share) and `pget -c` (resuming a partial download from lftp's own status file), over
+/// plain FTP and FTPS, ten times each: every run ends without lftp hitting its 5 s timeout,
+/// and every download has the catalog's SHA-256.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lftp_pget_parallel_and_resume_never_hit_the_timeout() {
+    if !ffs_testkit::prereq::require_command("lftp", "lftp", "apt-get install lftp") {
+        return;
+    }
+    let r = start().await;
+    let a = r.stage(&["big.bin"], None);
+    let (sha, size) = catalog_sha(&r, "big.bin");
+    let whole = pattern(size as usize, 1);
+    let d = tempfile::tempdir().unwrap();
+    for tls in [false, true] {
+        // Runs in which lftp ABORed a chunk (the path that used to hang).
+        let mut aborted_runs = 0;
+        for round in 0..10 {
+            let what = format!("tls={tls} round {round}");
+            let out_path = d.path().join(format!("pget-{tls}-{round}.bin"));
+            let (ok, out) = lftp(
+                &r,
+                &a,
+                tls,
+                d.path(),
+                // A per-connection rate limit, so that the four chunks overlap on loopback.
+                &format!(
+                    "set net:limit-rate 2M; pget -n 4 big.bin -o {}",
+                    out_path.display()
+                ),
+            );
+            assert_no_timeout(ok, &out, &format!("pget -n 4, {what}"));
+            if out.contains("---> ABOR") {
+                aborted_runs += 1;
+            }
+            assert_eq!(sha_hex(&std::fs::read(&out_path).unwrap()), sha, "{what}");
+
+            // A download interrupted earlier: four chunks, each a third done, the rest of the
+            // file garbage; lftp's status file says where each chunk stands.
+            let part = d.path().join(format!("part-{tls}-{round}.bin"));
+            let chunk = size / 4;
+            let mut bytes = vec![0xAA; size as usize];
+            let mut status = format!("size={size}\n");
+            let mut resumes = vec![];
+            for i in 0..4u64 {
+                let start = i * chunk;
+                let limit = if i == 3 { size } else { start + chunk };
+                let pos = start + (limit - start) / 3;
+                bytes[start as usize..pos as usize]
+                    .copy_from_slice(&whole[start as usize..pos as usize]);
+                status.push_str(&format!("{i}.pos={pos}\n{i}.limit={limit}\n"));
+                resumes.push(pos);
+            }
+            std::fs::write(&part, &bytes).unwrap();
+            std::fs::write(
+                d.path()
+                    .join(format!("part-{tls}-{round}.bin.lftp-pget-status")),
+                status,
+            )
+            .unwrap();
+            let (ok, out) = lftp(
+                &r,
+                &a,
+                tls,
+                d.path(),
+                &format!("pget -c -n 4 big.bin -o {}", part.display()),
+            );
+            assert_no_timeout(ok, &out, &format!("pget -c, {what}"));
+            // lftp picks how many of the chunks it fetches in parallel; the first one
+            // resumes where the status file says.
+            assert!(
+                out.contains(&format!("REST {}", resumes[0])),
+                "{what}: not resumed at {}:\n{out}",
+                resumes[0]
+            );
+            assert_eq!(sha_hex(&std::fs::read(&part).unwrap()), sha, "{what}");
+        }
+        assert!(aborted_runs > 0, "tls={tls}: lftp never ABORed a chunk");
+    }
+    r.stop().await;
+}
