@@ -5,7 +5,7 @@
 //! - [`AreaUser`] carries the area directory as the session's home.
 //! - [`AreaFs`] wraps `unftp-sbe-fs`'s `Filesystem`: it forwards `enter` (so the session is
 //!   re-rooted at the area — the stock restrict/rooter wrappers drop it), refuses every
-//!   write, and reads with a 1 MiB buffer instead of libunftp's 4 KiB.
+//!   write, and reads with a 128 KiB buffer instead of libunftp's 4 KiB.
 //! - [`DeliveryRecorder`] turns completed RETRs into deliveries.
 
 use std::fmt::{self, Debug, Display};
@@ -25,8 +25,11 @@ use unftp_sbe_fs::{Filesystem, Meta};
 
 use crate::staging::Stager;
 
-/// Read buffer for RETR: large enough that the blocking-pool hop per read is amortized.
-const READ_BUF: usize = 1 << 20;
+/// Read buffer for RETR: large enough that the blocking-pool hop per read is amortized,
+/// small enough that a slow client's transfer holds little: tokio's `File` keeps a buffer
+/// of the same size for its blocking read, so a transfer holds about twice this
+/// (`ftp-stager/bench/memory.sh`; 1 MiB here cost ≈ 2 MiB per stream).
+const READ_BUF: usize = 128 << 10;
 
 /// An authenticated FTP session's user: the area it may see.
 #[derive(Debug, Clone)]
