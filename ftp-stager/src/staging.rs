@@ -18,7 +18,7 @@ use crate::areas::{AreaRecord, Secrets, password_hash, rfc3339, token_hash};
 use crate::config::{Fallback, StagerConfig};
 use crate::error::{Result, StagerError};
 use crate::fsutil;
-use crate::repository::{ManifestFile, Repository, valid_file_name};
+use crate::repository::{Manifest, ManifestFile, Repository, valid_file_name};
 use crate::state::{self, DeliveryLog};
 
 /// How files get into an area.
@@ -304,28 +304,8 @@ impl Stager {
                 m.product, m.version
             )));
         }
-        let files: Vec<ManifestFile> = if req.files.is_empty() {
-            m.files.clone()
-        } else {
-            let mut v: Vec<ManifestFile> = Vec::new();
-            for name in &req.files {
-                if !valid_file_name(name) {
-                    return Err(StagerError::Invalid(format!("bad file name {name:?}")));
-                }
-                let f = m.files.iter().find(|f| &f.name == name).ok_or_else(|| {
-                    StagerError::NotFound(format!("{name:?} in {} {}", m.product, m.version))
-                })?;
-                if !v.iter().any(|x| x.name == f.name) {
-                    v.push(f.clone());
-                }
-            }
-            v
-        };
-        if files.is_empty() {
-            return Err(StagerError::Invalid("nothing to stage".into()));
-        }
         // A signed release's areas always hold SHA256SUMS and its signature too.
-        let files = m.with_signature_files(files);
+        let files = m.with_signature_files(select_files(&m, &req.files)?);
         let ttl = req
             .ttl_secs
             .unwrap_or(self.default_ttl)
@@ -333,58 +313,13 @@ impl Stager {
         let id = fsutil::random_hex(16);
         let dir = self.areas_dir.join(&id);
         fs::create_dir(&dir).map_err(StagerError::io("create", &dir))?;
-        let mut used = self.method;
-        let placed = (|| -> Result<()> {
-            for f in &files {
-                let src = self.repo.object_path(&f.sha256)?;
-                // Only regular files are staged: a symlink planted in the repository would
-                // otherwise be linked into the area (link(2) does not follow it).
-                let md = fs::symlink_metadata(&src).map_err(StagerError::io("stat", &src))?;
-                if !md.file_type().is_file() {
-                    tracing::error!(object = %src.display(), "repository object is not a regular file");
-                    return Err(StagerError::Damaged(format!(
-                        "{} is damaged in the repository",
-                        f.name
-                    )));
-                }
-                // Published objects never change; one whose size did was altered (or
-                // truncated) on disk and is refused rather than handed out as genuine.
-                if md.len() != f.size {
-                    tracing::error!(
-                        object = %src.display(),
-                        product = %m.product,
-                        version = %m.version,
-                        file = %f.name,
-                        manifest_size = f.size,
-                        object_size = md.len(),
-                        "refusing to stage: repository object's size no longer matches its manifest (run `ffs repo verify`)"
-                    );
-                    return Err(StagerError::Damaged(format!(
-                        "{} of {} {} is damaged in the repository (size {} instead of {})",
-                        f.name,
-                        m.product,
-                        m.version,
-                        md.len(),
-                        f.size
-                    )));
-                }
-                let dst = dir.join(&f.name);
-                if let Some(parent) = dst.parent()
-                    && parent != dir
-                {
-                    fs::create_dir_all(parent).map_err(StagerError::io("create", parent))?;
-                }
-                used = self
-                    .method
-                    .place(&src, &dst)
-                    .map_err(StagerError::io("link", &src))?;
+        let used = match self.place_files(&dir, &m, &files) {
+            Ok(used) => used,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&dir);
+                return Err(e);
             }
-            Ok(())
-        })();
-        if let Err(e) = placed {
-            let _ = fs::remove_dir_all(&dir);
-            return Err(e);
-        }
+        };
         if used != Method::HardLink {
             tracing::warn!(area = %id, method = used.name(), "staged with fallback (bytes copied or cloned)");
         }
@@ -407,6 +342,34 @@ impl Stager {
         };
         lock(&self.areas).insert(record.clone());
         self.mark_dirty();
+        let us = self.record_latency(t0);
+        tracing::info!(area = %id, product = %m.product, version = %m.version, files = files.len(), label = %req.label, micros = us, "staged");
+        Ok(self.staged_reply(&record, &m, secrets))
+    }
+
+    /// Puts every file of the area in place; returns the method that did (a fallback when
+    /// hard links are impossible). Refuses objects that are damaged in the repository.
+    fn place_files(&self, dir: &Path, m: &Manifest, files: &[ManifestFile]) -> Result<Method> {
+        let mut used = self.method;
+        for f in files {
+            let src = self.repo.object_path(&f.sha256)?;
+            check_object(&src, m, f)?;
+            let dst = dir.join(&f.name);
+            if let Some(parent) = dst.parent()
+                && parent != dir
+            {
+                fs::create_dir_all(parent).map_err(StagerError::io("create", parent))?;
+            }
+            used = self
+                .method
+                .place(&src, &dst)
+                .map_err(StagerError::io("link", &src))?;
+        }
+        Ok(used)
+    }
+
+    /// Adds one stage request's latency to the window the stats report; returns it in µs.
+    fn record_latency(&self, t0: Instant) -> u64 {
         let us = t0.elapsed().as_micros() as u64;
         {
             let mut l = lock(&self.latencies_us);
@@ -417,10 +380,14 @@ impl Stager {
         }
         self.stage_count
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::info!(area = %id, product = %m.product, version = %m.version, files = files.len(), label = %req.label, micros = us, "staged");
+        us
+    }
+
+    /// What the web frontend gets back: the area's locators and secrets (shown once).
+    fn staged_reply(&self, record: &AreaRecord, m: &Manifest, secrets: Secrets) -> msg::StagedArea {
         let u = self.public_urls();
-        Ok(msg::StagedArea {
-            area_id: id,
+        msg::StagedArea {
+            area_id: record.id.clone(),
             ftp_url: format!(
                 "ftp://{}:{}@{}:{}/",
                 secrets.ftp_user,
@@ -439,7 +406,8 @@ impl Stager {
             token: secrets.token,
             expires_at: rfc3339(record.expires_at),
             signed_by: m.signed_by().to_owned(),
-            files: files
+            files: record
+                .files
                 .iter()
                 .map(|f| msg::FileInfo {
                     name: f.name.clone(),
@@ -447,7 +415,7 @@ impl Stager {
                     sha256: f.sha256.clone(),
                 })
                 .collect(),
-        })
+        }
     }
 
     /// Removes an area now. Returns false if there was none.
@@ -651,6 +619,67 @@ fn spawn_persister(
         tracing::error!(error = %e, "cannot start the state writer thread");
     }
     tx
+}
+
+/// The files a stage request asks for: all of the release when it names none, else each
+/// named file once, in request order.
+fn select_files(m: &Manifest, names: &[String]) -> Result<Vec<ManifestFile>> {
+    let files: Vec<ManifestFile> = if names.is_empty() {
+        m.files.clone()
+    } else {
+        let mut v: Vec<ManifestFile> = Vec::new();
+        for name in names {
+            if !valid_file_name(name) {
+                return Err(StagerError::Invalid(format!("bad file name {name:?}")));
+            }
+            let f = m.files.iter().find(|f| &f.name == name).ok_or_else(|| {
+                StagerError::NotFound(format!("{name:?} in {} {}", m.product, m.version))
+            })?;
+            if !v.iter().any(|x| x.name == f.name) {
+                v.push(f.clone());
+            }
+        }
+        v
+    };
+    if files.is_empty() {
+        return Err(StagerError::Invalid("nothing to stage".into()));
+    }
+    Ok(files)
+}
+
+/// Refuses a repository object that is not what its manifest says: not a regular file (a
+/// symlink planted in the repository would otherwise be linked into the area, link(2) does
+/// not follow it), or of another size (published objects never change; one whose size did
+/// was altered or truncated on disk and is refused rather than handed out as genuine).
+fn check_object(src: &Path, m: &Manifest, f: &ManifestFile) -> Result<()> {
+    let md = fs::symlink_metadata(src).map_err(StagerError::io("stat", src))?;
+    if !md.file_type().is_file() {
+        tracing::error!(object = %src.display(), "repository object is not a regular file");
+        return Err(StagerError::Damaged(format!(
+            "{} is damaged in the repository",
+            f.name
+        )));
+    }
+    if md.len() != f.size {
+        tracing::error!(
+            object = %src.display(),
+            product = %m.product,
+            version = %m.version,
+            file = %f.name,
+            manifest_size = f.size,
+            object_size = md.len(),
+            "refusing to stage: repository object's size no longer matches its manifest (run `ffs repo verify`)"
+        );
+        return Err(StagerError::Damaged(format!(
+            "{} of {} {} is damaged in the repository (size {} instead of {})",
+            f.name,
+            m.product,
+            m.version,
+            md.len(),
+            f.size
+        )));
+    }
+    Ok(())
 }
 
 fn url_host(h: &str) -> String {
