@@ -401,6 +401,13 @@ async fn https_ranges_and_preconditions_match_nginx() {
 //   (only the files are shared), so their mode, size and date are not compared.
 // - MLST/MLSD (RFC 3659, optional): vsftpd does not implement them (500); the stager's
 //   facts are checked against vsftpd's own SIZE, MDTM and LIST answers instead.
+// - A bad REST argument (`-1`, `abc`, past 2^63): vsftpd takes it as 0 and answers 350;
+//   the stager refuses it with 501 (RFC 959's reply to a syntax error in a parameter).
+//   Either way the next RETR sends the whole file and the session goes on.
+// - A plain ABOR (no Telnet Synch) during a transfer: vsftpd reads its control connection
+//   during a transfer only when urgent data arrives (RFC 959 §4.1.3 has clients send the
+//   Synch for that), so it answers once the transfer has ended; the stager reads its
+//   control connection at all times and answers as to an ABOR with the Synch.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
@@ -811,6 +818,242 @@ async fn ftp_replies_match_vsftpd() {
     assert!(
         failures.is_empty(),
         "differences from vsftpd:\n{}",
+        failures.join("\n")
+    );
+    r.stop().await;
+}
+
+/// The cases the stager failed before issue 16's fixes to the FTP library: STAT of a file
+/// or of a missing path, bad REST arguments.
+fn ftp_matrix_fixed(c: &mut FtpConn, whole: &[u8]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut see = |case: &str, what: String| out.push((case.to_owned(), what));
+    // STAT with a path: the listing of that file on the control connection.
+    let r = c.cmd("STAT big.bin");
+    assert!(r.lines.len() >= 3, "{}: STAT big.bin: {r:?}", c.server);
+    let inner = r.lines.len().saturating_sub(1).max(1);
+    let body: Vec<String> = r.lines[1.min(inner)..inner]
+        .iter()
+        .map(|l| list_entry(l))
+        .collect();
+    see("STAT big.bin", format!("{} {body:?}", r.code));
+    see("STAT nosuch.bin", c.cmd("STAT nosuch.bin").code.to_string());
+    for line in ["LIST big.bin", "LIST docs/readme.txt"] {
+        let (a, data, b) = c.transfer(line);
+        let body = listing(&String::from_utf8_lossy(&data));
+        see(line, format!("{} {body:?} {:?}", a.code, b.map(|b| b.code)));
+    }
+    // A bad REST argument: vsftpd takes it as 0 (350), the stager refuses it (501); either
+    // way the next RETR sends the whole file on the same session.
+    for arg in ["-1", "abc", "9223372036854775808", "18446744073709551616"] {
+        let rest = format!("REST {arg}");
+        let r = c.cmd(&rest);
+        assert!(matches!(r.code, 350 | 501), "{}: {rest}: {r:?}", c.server);
+        let (a, data, b) = c.transfer("RETR big.bin");
+        see(
+            &format!("RETR big.bin after {rest}"),
+            format!("{} {} {:?}", a.code, data == whole, b.map(|b| b.code)),
+        );
+    }
+    see("NOOP at the end", c.cmd("NOOP").code.to_string());
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ftp_stat_missing_file_and_bad_rest_match_vsftpd() {
+    if !ffs_testkit::prereq::require_command("vsftpd", "vsftpd", "apt-get install vsftpd") {
+        return;
+    }
+    let r = start().await;
+    let a = r.stage(&["big.bin", "docs/readme.txt"], None);
+    let (vroot, vsftpd) = ftp_oracle_root(&r, &a.area_id, &["big.bin", "docs/readme.txt"]);
+    let (ours, theirs) = (r.ftp, vsftpd.addr);
+    let (user, pass) = (a.ftp_user.clone(), a.ftp_password.clone());
+    let failures = tokio::task::spawn_blocking(move || {
+        let whole = std::fs::read(vroot.join("big.bin")).unwrap();
+        let mut o = FtpConn::open("stager", ours, &user, &pass);
+        let mut n = FtpConn::open("vsftpd", theirs, "anonymous", "");
+        let (mo, mn) = (
+            ftp_matrix_fixed(&mut o, &whole),
+            ftp_matrix_fixed(&mut n, &whole),
+        );
+        differences(&mo, &mn)
+    })
+    .await
+    .unwrap();
+    drop(vsftpd);
+    assert!(
+        failures.is_empty(),
+        "differences from vsftpd:\n{}",
+        failures.join("\n")
+    );
+    r.stop().await;
+}
+
+/// How a client asks for an ABOR during a transfer.
+#[derive(Debug, Clone, Copy)]
+enum Abort {
+    /// `ABOR` CR LF alone, in band.
+    Plain,
+    /// RFC 959 §4.1.3: Telnet IP (`IAC IP`) in band, then the Telnet Synch (`IAC DM` with
+    /// the DM byte sent as TCP urgent data), then `ABOR` CR LF.
+    TelnetSynch,
+}
+
+/// RETR of a large file, then an ABOR once the first 64 KiB have arrived: the replies to
+/// the ABOR (two: one for the transfer, one for the ABOR), the reply to a NOOP after them,
+/// and whether the whole file arrived anyway. With `reading` the client reads the data
+/// connection to its end before reading the replies; without, it reads nothing more. With
+/// `close_first` (vsftpd and a plain ABOR, see the allowed differences) it closes the data
+/// connection before reading the replies.
+fn abort_during_retr(
+    c: &mut FtpConn,
+    len: usize,
+    how: Abort,
+    reading: bool,
+    close_first: bool,
+) -> (Vec<u16>, bool) {
+    let mut d = c.pasv();
+    let r = c.cmd("RETR huge.bin");
+    assert_eq!(r.code, 150, "{}: RETR huge.bin: {r:?}", c.server);
+    let mut first = vec![0u8; 64 * 1024];
+    d.read_exact(&mut first)
+        .unwrap_or_else(|e| panic!("{}: the first 64 KiB: {e}", c.server));
+    match how {
+        Abort::Plain => {}
+        Abort::TelnetSynch => {
+            use std::os::fd::AsRawFd as _;
+            c.send(&[0xff, 0xf4, 0xff]);
+            let dm = [0xf2u8];
+            // SAFETY: sends one byte from a live buffer on a socket this process owns.
+            let n = unsafe { libc::send(c.w.as_raw_fd(), dm.as_ptr().cast(), 1, libc::MSG_OOB) };
+            assert_eq!(n, 1, "urgent DM: {}", std::io::Error::last_os_error());
+        }
+    }
+    c.send(b"ABOR\r\n");
+    let mut received = first.len();
+    if reading {
+        let mut rest = Vec::new();
+        d.read_to_end(&mut rest).unwrap_or_else(|e| {
+            panic!(
+                "{}: the data connection did not end after ABOR: {e}",
+                c.server
+            )
+        });
+        received += rest.len();
+    }
+    let d = if close_first {
+        drop(d);
+        None
+    } else {
+        Some(d)
+    };
+    let (a, b) = (c.reply("ABOR"), c.reply("ABOR"));
+    drop(d);
+    let n = c.cmd("NOOP");
+    (vec![a.code, b.code, n.code], received == len)
+}
+
+/// ABOR during a transfer, with and without the Telnet Synch, from a client that keeps
+/// reading and from one that stopped reading. vsftpd (with `async_abor_enable`) answers an
+/// ABOR with the Synch with 426 for the transfer, then 226 for the ABOR (RFC 959's order),
+/// and the session goes on; the stager must answer every variant so (or, when the whole
+/// file had arrived before it acted on the ABOR, with the transfer's 226 and then 225 or
+/// 226, RFC 959's sequence for an ABOR after a completed transfer).
+///
+/// Allowed difference: vsftpd reads the control connection during a transfer only when
+/// urgent data arrives (the Synch is how RFC 959 §4.1.3 has a client get the server's
+/// attention), so a plain ABOR is answered only once the transfer has ended: either the
+/// whole file arrived (226, then 225 "no transfer to abort") or the client closed the data
+/// connection (426, then 225). The stager reads its control connection at all times and
+/// treats the plain ABOR like the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ftp_abort_during_a_transfer_matches_vsftpd() {
+    if !ffs_testkit::prereq::require_command("vsftpd", "vsftpd", "apt-get install vsftpd") {
+        return;
+    }
+    // 32 MiB: more than the loopback socket buffers hold, so the transfer is still under
+    // way when the ABOR comes.
+    let (dir, cfg) = make_repo();
+    let src = dir.path().join("src-huge");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("huge.bin"), pattern(32 * 1024 * 1024, 7)).unwrap();
+    let repo = ftp_stager::Repository::open(&cfg.repository).unwrap();
+    ftp_stager::publish(&repo, "huge", "1.0", &[src], "", false).unwrap();
+    let r = start_with(dir, cfg, None).await;
+    let a = r
+        .stager
+        .stage(&commlink::msg::stager::StageRequest {
+            product: "huge".into(),
+            version: "1.0".into(),
+            files: vec![],
+            label: "abort".into(),
+            ttl_secs: None,
+        })
+        .unwrap();
+    let (vroot, vsftpd) = ftp_oracle_root(&r, &a.area_id, &["huge.bin"]);
+    let (ours, theirs) = (r.ftp, vsftpd.addr);
+    let (user, pass) = (a.ftp_user.clone(), a.ftp_password.clone());
+    let failures = tokio::task::spawn_blocking(move || {
+        let len = std::fs::metadata(vroot.join("huge.bin")).unwrap().len() as usize;
+        let mut failures = Vec::new();
+        for how in [Abort::TelnetSynch, Abort::Plain] {
+            for reading in [true, false] {
+                let case = format!(
+                    "ABOR ({how:?}) from a client that {}",
+                    if reading {
+                        "keeps reading"
+                    } else {
+                        "stopped reading"
+                    }
+                );
+                let plain = matches!(how, Abort::Plain);
+                // vsftpd first: what the oracle answers.
+                let (nc, n_all) = {
+                    let mut n = FtpConn::open("vsftpd", theirs, "anonymous", "");
+                    abort_during_retr(&mut n, len, how, reading, plain && !reading)
+                };
+                let expected = vec![426, 226, 200];
+                if plain {
+                    // vsftpd answers once the transfer has ended (see above).
+                    let after = if n_all {
+                        vec![226, 225, 200]
+                    } else {
+                        vec![426, 225, 200]
+                    };
+                    assert_eq!(nc, after, "vsftpd: {case}");
+                } else {
+                    assert_eq!(nc, expected, "vsftpd: {case}");
+                }
+                // The stager: each case on its own session; a broken session is a
+                // difference to report, not the end of the test.
+                let stager = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let mut o = FtpConn::open("stager", ours, &user, &pass);
+                    abort_during_retr(&mut o, len, how, reading, false)
+                }));
+                match stager {
+                    Ok((oc, _)) if oc == expected => {}
+                    // The transfer ended before the ABOR was acted on: RFC 959's other
+                    // sequence (the transfer's 226, then the ABOR's 225 or 226).
+                    Ok((oc, true))
+                        if oc[0] == 226 && matches!(oc[1], 225 | 226) && oc[2] == 200 => {}
+                    Ok((oc, _)) => failures.push(format!("{case}: stager {oc:?}, vsftpd {nc:?}")),
+                    Err(e) => failures.push(format!(
+                        "{case}: stager: {}",
+                        e.downcast_ref::<String>()
+                            .map_or("panicked", String::as_str)
+                    )),
+                }
+            }
+        }
+        failures
+    })
+    .await
+    .unwrap();
+    drop(vsftpd);
+    assert!(
+        failures.is_empty(),
+        "ABOR differences:\n{}",
         failures.join("\n")
     );
     r.stop().await;

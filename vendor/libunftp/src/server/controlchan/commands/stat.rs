@@ -27,7 +27,7 @@ use crate::{
             handler::{CommandContext, CommandHandler},
         },
     },
-    storage::{Error, ErrorKind, Metadata, StorageBackend},
+    storage::{ErrorKind, Metadata, StorageBackend},
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -80,25 +80,42 @@ where
                 let session = args.session.lock().await;
                 let user = session.user.clone();
                 let storage = Arc::clone(&session.storage);
+                // Relative to the working directory, like LIST.
+                let path = session.cwd.join(path);
 
                 let tx_success: Sender<ControlChanMsg> = args.tx_control_chan.clone();
                 let tx_fail: Sender<ControlChanMsg> = args.tx_control_chan.clone();
                 let logger = args.logger;
 
                 tokio::spawn(async move {
-                    match storage.list_vec((*user).as_ref().unwrap(), path).await {
-                        Ok(lines) => {
+                    let user = (*user).as_ref().unwrap();
+                    // RFC 959: 213 (file status) for a file, 212 (directory status) for a
+                    // directory, the listing between a first and a last line; a path that is
+                    // not there lists nothing (213 with no entries, as vsftpd answers; 550 is
+                    // not a STAT reply in RFC 959); other failures keep their storage error.
+                    let listed = match storage.metadata(user, &path).await {
+                        Ok(meta) => {
+                            let code = if meta.is_dir() { ReplyCode::DirectoryStatus } else { ReplyCode::FileStatus };
+                            storage.list_vec(user, &path).await.map(|lines| (code, lines))
+                        }
+                        Err(e) if matches!(e.kind(), ErrorKind::PermanentFileNotAvailable | ErrorKind::PermanentDirectoryNotAvailable) => {
+                            Ok((ReplyCode::FileStatus, Vec::new()))
+                        }
+                        Err(e) => Err(e),
+                    };
+                    match listed {
+                        Ok((code, lines)) => {
                             slog::info!(logger, "STAT: Successfully listed file or directory {:?}", path_str);
-                            if let Err(err) = tx_success
-                                .send(ControlChanMsg::CommandChannelReply(Reply::new_multiline(ReplyCode::CommandOkay, lines)))
-                                .await
-                            {
+                            let text = std::iter::once("Status follows:".to_string())
+                                .chain(lines)
+                                .chain(std::iter::once("End of status".to_string()));
+                            if let Err(err) = tx_success.send(ControlChanMsg::CommandChannelReply(Reply::new_multiline(code, text))).await {
                                 slog::warn!(logger, "STAT: Could not send internal message to notify of STAT success: {}", err);
                             }
                         }
                         Err(e) => {
                             slog::info!(logger, "STAT: Failure listing file or directory {:?}", path_str);
-                            if let Err(err) = tx_fail.send(ControlChanMsg::StorageError(Error::new(ErrorKind::LocalError, e))).await {
+                            if let Err(err) = tx_fail.send(ControlChanMsg::StorageError(e)).await {
                                 slog::warn!(logger, "STAT: Could not send internal message to notify of STAT failure: {}", err);
                             }
                         }
