@@ -60,6 +60,13 @@ pub struct StagerConfig {
     /// minisign secret key (mode 0600) `ffs publish` signs each release's `SHA256SUMS` with;
     /// empty = releases are published unsigned. Create with `ffs keys signing generate`.
     pub signing_key: PathBuf,
+    /// Remote publishing: largest object (file) a publish token may upload, bytes.
+    pub publish_max_object_bytes: u64,
+    /// Remote publishing: object uploads one publish token may run at once (more get 429).
+    pub publish_uploads_per_token: u32,
+    /// Remote publishing: a partial upload untouched this long, seconds, is removed by the
+    /// sweeper.
+    pub publish_abandoned_after_secs: u64,
 }
 
 impl Default for StagerConfig {
@@ -84,6 +91,9 @@ impl Default for StagerConfig {
             fallback: Fallback::None,
             run_as_user: String::new(),
             signing_key: PathBuf::new(),
+            publish_max_object_bytes: 1 << 40,
+            publish_uploads_per_token: crate::upload::MAX_UPLOADS_PER_TOKEN as u32,
+            publish_abandoned_after_secs: 24 * 3600,
         }
     }
 }
@@ -157,6 +167,12 @@ run_as_user = ""
 # with; "" = publish unsigned. Create with `ffs keys signing generate`, and give the web
 # frontend the public key ([web] signing_public_keys).
 signing_key = ""
+# Remote publishing (`ffs publish --remote`, publish tokens): largest object in bytes
+# (1 TiB), uploads one token may run at once (more are answered 429), and the age in
+# seconds after which the sweeper removes an untouched partial upload.
+publish_max_object_bytes = 1099511627776
+publish_uploads_per_token = 4
+publish_abandoned_after_secs = 86400
 "#;
 
 #[cfg(test)]

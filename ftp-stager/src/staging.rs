@@ -138,6 +138,7 @@ pub struct Stager {
     latencies_us: Mutex<VecDeque<u64>>,
     stage_count: std::sync::atomic::AtomicU64,
     signer: Option<Arc<crate::signing::Signer>>,
+    publish_limits: Arc<crate::upload::Limits>,
 }
 
 impl Stager {
@@ -230,7 +231,13 @@ impl Stager {
             latencies_us: Mutex::new(VecDeque::new()),
             stage_count: Default::default(),
             signer,
+            publish_limits: Arc::new(crate::upload::Limits::from_config(cfg)),
         })
+    }
+
+    /// Remote-publishing limits (object size cap, uploads per token, abandoned age).
+    pub fn publish_limits(&self) -> &Arc<crate::upload::Limits> {
+        &self.publish_limits
     }
 
     fn mark_dirty(&self) {
@@ -482,7 +489,7 @@ impl Stager {
         if objs > 0 {
             tracing::info!(objects = objs, bytes, "reclaimed repository space");
         }
-        crate::upload::remove_abandoned(&self.repo, crate::upload::ABANDONED_AFTER);
+        crate::upload::remove_abandoned(&self.repo, self.publish_limits.abandoned_after);
         Ok(n)
     }
 

@@ -9,7 +9,7 @@
 //!      201 stored (the stager hashed it: it is SHA256)   202 partial (X-Upload-Offset)
 //!      409 wrong offset or upload busy (X-Upload-Offset)  422 content hash mismatch
 //!      413 size over the cap                              200 present already
-//!      429 the token already runs MAX_UPLOADS_PER_TOKEN uploads (Retry-After)
+//!      429 the token runs `publish_uploads_per_token` uploads already (Retry-After)
 //! POST /publish/v1/releases/PRODUCT/VERSION    {"notes": "...", "files":
 //!      [{"name": "a/b.iso", "size": 1, "sha256": "…"}]}
 //!      201 published (manifest written atomically; signed when the stager has a key)
@@ -41,10 +41,34 @@ use crate::signing;
 use crate::staging::Stager;
 use crate::tokens::{PublishToken, TokenStore};
 
-/// Largest object accepted (1 TiB).
-pub const MAX_OBJECT_BYTES: u64 = 1 << 40;
-/// Object uploads one token may run at once; more get 429 (with Retry-After).
+/// Default object uploads one token may run at once (`publish_uploads_per_token`); more
+/// get 429 (with Retry-After).
 pub const MAX_UPLOADS_PER_TOKEN: usize = 4;
+
+/// The remote-publishing limits of one stager (from `[stager] publish_*`), and the uploads
+/// each token is running now.
+#[derive(Debug)]
+pub struct Limits {
+    /// Largest object accepted, bytes (413 above it).
+    pub max_object_bytes: u64,
+    /// Object uploads one token may run at once (429 beyond).
+    pub uploads_per_token: usize,
+    /// A partial upload untouched this long is removed by the sweeper.
+    pub abandoned_after: std::time::Duration,
+    slots: UploadSlots,
+}
+
+impl Limits {
+    /// The limits a stager configuration sets.
+    pub fn from_config(cfg: &crate::StagerConfig) -> Limits {
+        Limits {
+            max_object_bytes: cfg.publish_max_object_bytes,
+            uploads_per_token: (cfg.publish_uploads_per_token as usize).max(1),
+            abandoned_after: std::time::Duration::from_secs(cfg.publish_abandoned_after_secs),
+            slots: UploadSlots::default(),
+        }
+    }
+}
 
 /// Counts the uploads each token is running (by token name).
 #[derive(Debug, Default)]
@@ -85,10 +109,6 @@ impl Drop for Slot<'_> {
     }
 }
 
-fn slots() -> &'static UploadSlots {
-    static SLOTS: std::sync::OnceLock<UploadSlots> = std::sync::OnceLock::new();
-    SLOTS.get_or_init(UploadSlots::default)
-}
 /// Largest release description accepted.
 const MAX_COMMIT_BYTES: usize = 16 << 20;
 
@@ -221,13 +241,15 @@ async fn object_put_inner(
         Ok(t) => t,
         Err(r) => return Err((*r, payload)),
     };
-    let Some(_slot) = slots().acquire(&token.name, MAX_UPLOADS_PER_TOKEN) else {
-        tracing::warn!(token = %token.name, "upload refused: too many concurrent uploads");
+    let limits = stager.publish_limits().clone();
+    let Some(_slot) = limits.slots.acquire(&token.name, limits.uploads_per_token) else {
+        tracing::warn!(token = %token.name, limit = limits.uploads_per_token, "upload refused: too many concurrent uploads");
         let r = HttpResponse::TooManyRequests()
             .insert_header((header::RETRY_AFTER, "5"))
+            .insert_header((header::CONTENT_TYPE, "text/plain; charset=utf-8"))
             .body(format!(
-                "token {:?} already runs {MAX_UPLOADS_PER_TOKEN} uploads; retry when one ends\n",
-                token.name
+                "token {:?} already runs {} uploads; retry when one ends\n",
+                token.name, limits.uploads_per_token
             ));
         return Err((r, payload));
     };
@@ -239,11 +261,12 @@ async fn object_put_inner(
             payload,
         ));
     };
-    if size > MAX_OBJECT_BYTES {
-        return Ok(text(
+    if size > limits.max_object_bytes {
+        let r = text(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("objects are limited to {MAX_OBJECT_BYTES} bytes"),
-        ));
+            format!("objects are limited to {} bytes", limits.max_object_bytes),
+        );
+        return Err((r, payload));
     }
     if obj.exists() {
         return Err((text(StatusCode::OK, "present"), payload));
@@ -353,10 +376,12 @@ async fn object_put_inner(
     }
     if too_big {
         let _ = (*file).set_len(at);
-        return Ok(text(
+        drop(file);
+        let r = text(
             StatusCode::BAD_REQUEST,
             format!("more bytes than size={size}; received up to offset {at}"),
-        ));
+        );
+        return Err((r, payload));
     }
     if !pending.is_empty() {
         let n = pending.len() as u64;
@@ -570,9 +595,6 @@ async fn commit(
         Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "publish failed"),
     }
 }
-
-/// A partial upload untouched this long is abandoned (the sweeper removes it).
-pub const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Removes partial uploads (`uploads/*.part`) not written to for `after`, skipping any an
 /// upload is writing right now (it holds the file's lock). Returns how many went.

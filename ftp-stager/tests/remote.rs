@@ -1,6 +1,7 @@
 //! Remote publishing over HTTPS with `curl`, as the README shows it: objects are uploaded
 //! (resumably) and checked by the stager, then the release is committed. Tokens: revoked
-//! and wrong-product tokens are refused; a corrupted upload is refused.
+//! and wrong-product tokens are refused; a corrupted upload is refused. Limits: the object
+//! size cap, uploads per token, and the sweeper's removal of abandoned partial uploads.
 
 use std::fs;
 
@@ -194,6 +195,153 @@ async fn curl_publishes_a_release_resumes_an_upload_and_bad_uploads_and_tokens_a
     assert!(store.revoke("ci").unwrap());
     assert_eq!(up.req(&[&url]).await.0, 401);
     assert_eq!(up.commit("tool", "6.0", &good).await.0, 401);
+    r.stop().await;
+}
+
+/// The offset the stager reports for an object it does not hold yet.
+async fn offset_of(up: &Up, sha: &str, hfile: &std::path::Path) -> u64 {
+    let url = format!("{}/publish/v1/objects/{sha}", up.base);
+    let (code, body) = up.req(&["-D", hfile.to_str().unwrap(), &url]).await;
+    assert_eq!(code, 404, "{body}");
+    let hdrs = fs::read_to_string(hfile).unwrap().to_lowercase();
+    hdrs.lines()
+        .find_map(|l| l.strip_prefix("x-upload-offset:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no X-Upload-Offset in {hdrs}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_size_cap_uploads_per_token_and_abandoned_age_come_from_the_config() {
+    ffs_testkit::prereq::require_command("curl", "curl", "apt-get install curl");
+    let (dir, mut cfg) = common::make_repo();
+    cfg.publish_max_object_bytes = 4 << 20;
+    cfg.publish_uploads_per_token = 1;
+    cfg.publish_abandoned_after_secs = 0;
+    let r = common::start_with(dir, cfg, None).await;
+    let store = TokenStore::new(&r.cfg.state_dir);
+    let base = format!("https://{}", r.https);
+    let ci = Up {
+        base: base.clone(),
+        token: store.create("ci", &[]).unwrap(),
+    };
+    let other = Up {
+        base: base.clone(),
+        token: store.create("other", &[]).unwrap(),
+    };
+    let work = r.dir.path().join("upload");
+    fs::create_dir_all(&work).unwrap();
+    let hfile = work.join("headers");
+
+    // Over the cap: refused before any byte is stored.
+    let big = common::pattern((4 << 20) + 1, 9);
+    fs::write(work.join("big"), &big).unwrap();
+    let big_sha = common::sha_hex(&big);
+    let (code, body) = ci
+        .put(&big_sha, 0, big.len() as u64, &work.join("big"))
+        .await;
+    assert_eq!(code, 413, "{body}");
+    assert_eq!(offset_of(&ci, &big_sha, &hfile).await, 0);
+
+    // One upload of "ci" in progress: curl streams stdin, which the test feeds in halves.
+    let slow = common::pattern(3 << 20, 10);
+    let slow_sha = common::sha_hex(&slow);
+    let url = format!(
+        "{base}/publish/v1/objects/{slow_sha}?offset=0&size={}",
+        slow.len()
+    );
+    let mut child = std::process::Command::new("curl")
+        .args([
+            "-k",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-T",
+            "-",
+        ])
+        .args(["-H", &format!("Authorization: Bearer {}", ci.token), &url])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let first = slow[..2 << 20].to_vec();
+    let mut stdin = tokio::task::spawn_blocking(move || {
+        use std::io::Write as _;
+        stdin.write_all(&first).unwrap();
+        stdin.flush().unwrap();
+        stdin
+    })
+    .await
+    .unwrap();
+    // The stager writes what arrives in 1 MiB pieces: wait until it has some.
+    let mut polls = 0;
+    while offset_of(&ci, &slow_sha, &hfile).await < 1 << 20 {
+        polls += 1;
+        assert!(polls < 2000, "the held upload never reached the stager");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // A second upload with the same token is turned away (429, Retry-After); another
+    // token is not limited by it.
+    let small = common::pattern(1000, 11);
+    fs::write(work.join("small"), &small).unwrap();
+    let small_sha = common::sha_hex(&small);
+    let (code, body) = ci
+        .req(&[
+            "-D",
+            hfile.to_str().unwrap(),
+            "-X",
+            "PUT",
+            "--data-binary",
+            &format!("@{}", work.join("small").display()),
+            &format!("{base}/publish/v1/objects/{small_sha}?offset=0&size=1000"),
+        ])
+        .await;
+    assert_eq!(code, 429, "{body}");
+    let hdrs = fs::read_to_string(&hfile).unwrap().to_lowercase();
+    assert!(hdrs.contains("retry-after:"), "{hdrs}");
+    assert_eq!(
+        offset_of(&ci, &small_sha, &hfile).await,
+        0,
+        "nothing stored"
+    );
+    let (code, body) = other.put(&small_sha, 0, 1000, &work.join("small")).await;
+    assert_eq!(code, 201, "{body}");
+
+    // The held upload finishes; its slot is free again.
+    let rest = slow[2 << 20..].to_vec();
+    let out = tokio::task::spawn_blocking(move || {
+        use std::io::Write as _;
+        stdin.write_all(&rest).unwrap();
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "201");
+    let obj = r.stager.repository().object_path(&slow_sha).unwrap();
+    assert_eq!(common::sha_hex(&fs::read(&obj).unwrap()), slow_sha);
+    let more = common::pattern(2000, 12);
+    fs::write(work.join("more"), &more).unwrap();
+    let (code, body) = ci
+        .put(&common::sha_hex(&more), 0, 1000, &work.join("more"))
+        .await;
+    assert_eq!(code, 400, "more bytes than announced: {body}");
+    let part = r
+        .stager
+        .repository()
+        .root()
+        .join("uploads")
+        .join(format!("{}.part", common::sha_hex(&more)));
+    assert!(part.exists(), "a partial upload is kept for resuming");
+
+    // publish_abandoned_after_secs = 0: the stager's sweeper removes it.
+    r.stager.sweep().unwrap();
+    assert!(
+        !part.exists(),
+        "the sweeper removes abandoned partial uploads"
+    );
     r.stop().await;
 }
 
