@@ -9,7 +9,10 @@
 //! offset the stager reports; a rerun after a kill resumes the same way.
 //!
 //! HTTP/1.1 over rustls, one connection per request (`Connection: close`); the server
-//! certificate is checked against `--ca-cert` (default: the system bundle).
+//! certificate is checked against `--ca-cert` (default: the system bundle), or, with
+//! `--pin SHA256`, must be exactly the certificate with that SHA-256 fingerprint (the one
+//! the stager logs as `tls_sha256`; for a self-signed stager). A stager busy with this
+//! token's other uploads (429) is waited for as its `Retry-After` says.
 
 use std::io::{Read as _, Seek as _};
 use std::path::{Path, PathBuf};
@@ -29,8 +32,12 @@ pub struct RemoteArgs {
     #[arg(long, requires = "remote")]
     pub token_file: Option<PathBuf>,
     /// PEM certificates to trust for the stager (default: the system CA bundle).
-    #[arg(long, requires = "remote")]
+    #[arg(long, requires = "remote", conflicts_with = "pin")]
     pub ca_cert: Option<PathBuf>,
+    /// Trust only the stager certificate with this SHA-256 fingerprint (hex, colons
+    /// optional), as the stager logs it (`tls_sha256`): for a self-signed stager.
+    #[arg(long, requires = "remote")]
+    pub pin: Option<String>,
     /// Print a JSON summary instead of text (and no progress bar).
     #[arg(long, requires = "remote")]
     pub json: bool,
@@ -74,8 +81,76 @@ enum Body<'a> {
     },
 }
 
+/// Parses a SHA-256 fingerprint: 64 hex digits, colons or spaces allowed.
+fn parse_pin(pin: &str) -> anyhow::Result<[u8; 32]> {
+    let h: String = pin
+        .chars()
+        .filter(|c| *c != ':' && !c.is_whitespace())
+        .collect();
+    let v = hex::decode(&h).ok().filter(|v| v.len() == 32);
+    v.and_then(|v| v.try_into().ok())
+        .with_context(|| format!("--pin {pin:?}: expected a SHA-256 fingerprint (64 hex digits)"))
+}
+
+/// Accepts exactly the server certificate whose SHA-256 is the pin (whatever its names,
+/// issuer or dates); handshake signatures are still verified against that certificate.
+#[derive(Debug)]
+struct PinVerifier {
+    pin: [u8; 32],
+    algs: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let got: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
+        if got == self.pin {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "the stager's certificate has SHA-256 {}, not the pinned one",
+                hex::encode(got)
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
+
+/// How the stager's certificate is checked.
+enum Trust<'a> {
+    Ca(&'a Path),
+    Pin([u8; 32]),
+}
+
 impl Remote {
-    fn new(url: &str, token: String, ca: &Path) -> anyhow::Result<Remote> {
+    fn new(url: &str, token: String, trust: Trust<'_>) -> anyhow::Result<Remote> {
         let rest = url
             .strip_prefix("https://")
             .with_context(|| format!("--remote {url}: expected https://HOST[:PORT]"))?
@@ -88,23 +163,31 @@ impl Remote {
             ),
             _ => (rest.to_owned(), 443),
         };
-        let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
-        let mut roots = rustls::RootCertStore::empty();
-        for c in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let c = c.with_context(|| format!("{}: bad PEM", ca.display()))?;
-            roots
-                .add(c)
-                .with_context(|| format!("{}: unusable certificate", ca.display()))?;
-        }
-        if roots.is_empty() {
-            bail!("{} holds no certificates", ca.display());
-        }
-        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let algs = provider.signature_verification_algorithms;
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?;
+        let cfg = match trust {
+            Trust::Pin(pin) => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(PinVerifier { pin, algs }))
+                .with_no_client_auth(),
+            Trust::Ca(ca) => {
+                let pem =
+                    std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+                let mut roots = rustls::RootCertStore::empty();
+                for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+                    let c = c.with_context(|| format!("{}: bad PEM", ca.display()))?;
+                    roots
+                        .add(c)
+                        .with_context(|| format!("{}: unusable certificate", ca.display()))?;
+                }
+                if roots.is_empty() {
+                    bail!("{} holds no certificates", ca.display());
+                }
+                builder.with_root_certificates(roots).with_no_client_auth()
+            }
+        };
         let name = rustls::pki_types::ServerName::try_from(host.clone())
             .with_context(|| format!("--remote {url}: bad host name"))?;
         Ok(Remote {
@@ -253,7 +336,11 @@ pub async fn run(
         .ca_cert
         .clone()
         .unwrap_or_else(|| PathBuf::from("/etc/ssl/certs/ca-certificates.crt"));
-    let remote = Remote::new(url, token, &ca)?;
+    let trust = match &a.pin {
+        Some(p) => Trust::Pin(parse_pin(p)?),
+        None => Trust::Ca(&ca),
+    };
+    let remote = Remote::new(url, token, trust)?;
     let paths2 = paths.to_vec();
     let inputs = tokio::task::spawn_blocking(
         move || -> anyhow::Result<Vec<(ftp_stager::publish::Input, String)>> {
@@ -337,6 +424,22 @@ pub async fn run(
                 }
                 Ok(r) if r.status == 401 || r.status == 403 || r.status == 413 => {
                     bail!("{}: {} {}", i.name, r.status, r.text())
+                }
+                Ok(r) if r.status == 429 => {
+                    // The token's other uploads (another pipeline) hold every slot.
+                    let secs: u64 = r
+                        .header("Retry-After")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(5)
+                        .clamp(1, 60);
+                    bar.suspend(|| {
+                        eprintln!(
+                            "{}: the stager is busy ({}); retrying in {secs} s",
+                            i.name,
+                            r.text()
+                        )
+                    });
+                    tokio::time::sleep(std::time::Duration::from_secs(secs)).await;
                 }
                 other => {
                     tries += 1;

@@ -273,3 +273,43 @@ async fn a_1_gib_publish_killed_halfway_resumes_sending_only_what_was_missing() 
     assert_eq!(m.files[0].size, size);
     st.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_stager_certificate_is_trusted_and_a_wrong_pin_is_refused() {
+    let st = TestStager::start().await;
+    let store = ftp_stager::tokens::TokenStore::new(&st.cfg.state_dir);
+    let token = store.create("ci", &[]).unwrap();
+    let build = st.tmp.path().join("build");
+    std::fs::create_dir_all(build.join("r")).unwrap();
+    commlink::secret_file::write_new_private(&build.join("token"), token.as_bytes()).unwrap();
+    let data = pattern(100_000, 5);
+    std::fs::write(build.join("r/tool.tar.gz"), &data).unwrap();
+    // The fingerprint the stager logs (tls_sha256): SHA-256 of its certificate, AB:CD:…
+    let pem = std::fs::read(st.cfg.state_dir.join("tls-cert.pem")).unwrap();
+    let der = rustls_pemfile::certs(&mut pem.as_slice())
+        .next()
+        .unwrap()
+        .unwrap();
+    let fingerprint = commlink::tls::fingerprint(&der);
+    let pinned = |v: &str, pin: &str| {
+        let mut a = st.args(v, "r");
+        let i = a.iter().position(|x| x == "--ca-cert").unwrap();
+        a.splice(i..i + 2, ["--pin".to_string(), pin.to_string()]);
+        a
+    };
+
+    // A wrong pin: the handshake fails, nothing is published.
+    let wrong = "00".repeat(32);
+    let (ok, _, text) = publish(&build, pinned("1.0", &wrong)).await;
+    assert!(!ok, "{text}");
+    assert!(text.contains("pinned"), "{text}");
+    assert!(st.stager.repository().manifest("tool", "1.0").is_err());
+
+    // The right pin (colon form, as logged), with no CA file at all.
+    let (ok, j, text) = publish(&build, pinned("1.0", &fingerprint)).await;
+    assert!(ok, "{text}");
+    assert_eq!(j["bytes_sent"], data.len() as u64, "{j}");
+    let m = st.stager.repository().manifest("tool", "1.0").unwrap();
+    assert_eq!(m.files[0].sha256, sha(&data));
+    st.stop().await;
+}
