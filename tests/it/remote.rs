@@ -1,6 +1,8 @@
 //! `ffs publish --remote`: the real binary publishing to a stager over HTTPS with a publish
 //! token, from a directory with no ffs.toml (a build machine). Only missing objects are
 //! sent, an interrupted upload resumes where it stopped, and a revoked token is refused.
+//! `--pin` trusts only the stager certificate with that fingerprint; a publish whose token
+//! has no free upload slot (429) waits instead of failing.
 
 use std::path::Path;
 
@@ -49,6 +51,10 @@ struct TestStager {
 
 impl TestStager {
     async fn start() -> TestStager {
+        Self::start_with(|_| {}).await
+    }
+
+    async fn start_with(tweak: impl FnOnce(&mut ftp_stager::StagerConfig)) -> TestStager {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path();
         let key = root.join("stager/ffs.key");
@@ -63,6 +69,8 @@ impl TestStager {
             signing_key: key,
             ..Default::default()
         };
+        let mut cfg = cfg;
+        tweak(&mut cfg);
         let listeners = ftp_stager::server::Listeners::loopback(false)
             .await
             .unwrap();
@@ -308,6 +316,123 @@ async fn a_pinned_stager_certificate_is_trusted_and_a_wrong_pin_is_refused() {
     // The right pin (colon form, as logged), with no CA file at all.
     let (ok, j, text) = publish(&build, pinned("1.0", &fingerprint)).await;
     assert!(ok, "{text}");
+    assert_eq!(j["bytes_sent"], data.len() as u64, "{j}");
+    let m = st.stager.repository().manifest("tool", "1.0").unwrap();
+    assert_eq!(m.files[0].sha256, sha(&data));
+    st.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_waits_while_the_tokens_upload_slots_are_taken() {
+    ffs_testkit::prereq::require_command("curl", "curl", "apt-get install curl");
+    let st = TestStager::start_with(|c| c.publish_uploads_per_token = 1).await;
+    let store = ftp_stager::tokens::TokenStore::new(&st.cfg.state_dir);
+    let token = store.create("ci", &[]).unwrap();
+    let build = st.tmp.path().join("build");
+    std::fs::create_dir_all(build.join("r")).unwrap();
+    commlink::secret_file::write_new_private(&build.join("token"), token.as_bytes()).unwrap();
+    let data = pattern(300_000, 6);
+    std::fs::write(build.join("r/tool.bin"), &data).unwrap();
+
+    // Another pipeline with the same token holds its only slot: curl streaming stdin.
+    let held = pattern(2 << 20, 7);
+    let held_sha = sha(&held);
+    let mut curl = std::process::Command::new("curl")
+        .args([
+            "-k",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-T",
+            "-",
+        ])
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .arg(format!(
+            "https://127.0.0.1:{}/publish/v1/objects/{held_sha}?offset=0&size={}",
+            st.https.port(),
+            held.len()
+        ))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut feed = curl.stdin.take().unwrap();
+    let first = held[..1 << 16].to_vec();
+    let mut feed = tokio::task::spawn_blocking(move || {
+        use std::io::Write as _;
+        feed.write_all(&first).unwrap();
+        feed.flush().unwrap();
+        feed
+    })
+    .await
+    .unwrap();
+    // The stager opens the upload file once the request holds the slot.
+    let part = st
+        .cfg
+        .repository
+        .join("uploads")
+        .join(format!("{held_sha}.part"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !part.exists() {
+        assert!(std::time::Instant::now() < deadline, "curl never started");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // ffs publish is told 429 and says it waits, instead of failing.
+    let mut child = std::process::Command::new(crate::support::ffs_bin())
+        .args(st.args("1.0", "r"))
+        .current_dir(&build)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (stderr, said) = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead as _;
+        let mut r = std::io::BufReader::new(stderr);
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).unwrap() == 0 {
+                return (r, all);
+            }
+            all.push_str(&line);
+            if line.contains("busy") {
+                return (r, all);
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(said.contains("busy"), "{said}");
+    assert!(
+        st.stager.repository().manifest("tool", "1.0").is_err(),
+        "nothing published while waiting"
+    );
+
+    // The other upload ends; the waiting publish goes through.
+    let rest = held[1 << 16..].to_vec();
+    let code = tokio::task::spawn_blocking(move || {
+        use std::io::Write as _;
+        feed.write_all(&rest).unwrap();
+        drop(feed);
+        curl.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(String::from_utf8_lossy(&code.stdout), "201");
+    let (out, said) = tokio::task::spawn_blocking(move || {
+        use std::io::Read as _;
+        let (mut stderr, mut said) = (stderr, said);
+        stderr.read_to_string(&mut said).unwrap();
+        (child.wait_with_output().unwrap(), said)
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{said}");
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j["bytes_sent"], data.len() as u64, "{j}");
     let m = st.stager.repository().manifest("tool", "1.0").unwrap();
     assert_eq!(m.files[0].sha256, sha(&data));
