@@ -1,11 +1,9 @@
 //! The stager as the web frontend sees it: typed requests over a real commlink; and its
 //! areas surviving a restart.
 
-mod common;
-
+use crate::common::*;
 use commlink::msg::stager::*;
 use commlink::{Client, LinkConfig, LinkError};
-use common::*;
 
 fn link_config() -> LinkConfig {
     ffs_testkit::link::config()

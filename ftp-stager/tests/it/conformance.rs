@@ -16,12 +16,10 @@
 //! - nginx runs with `if_modified_since before;` (RFC 9110 §13.1.3 semantics: not modified
 //!   when Last-Modified ≤ the date); its default `exact` only answers 304 on an equal date.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 struct Reply {
     status: u16,

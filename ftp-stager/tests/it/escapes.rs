@@ -1,10 +1,8 @@
 //! Escape attempts, one test each: every one must fail, and no byte of the secret file
 //! outside the areas (or of another area) may come back.
 
-mod common;
-
+use crate::common::*;
 use commlink::Message as _;
-use common::*;
 
 const SECRET: &[u8] = b"TOP SECRET OUTSIDE";
 

@@ -15,8 +15,6 @@ use ftp_stager::Repository;
 use ftp_stager::publish::KILL_AT_STEP_ENV;
 use sha2::{Digest as _, Sha256};
 
-mod common;
-
 /// The child: publish tool 1.0 from $FFS_CRASH_SRC into $FFS_CRASH_REPO.
 #[test]
 #[ignore = "run by the crash tests in a child process"]
@@ -31,7 +29,7 @@ fn crash_child() {
 fn child(repo: &Path, src: &Path, kill_at: Option<u64>) -> Command {
     let mut c = Command::new(std::env::current_exe().unwrap());
     c.args([
-        "crash_child",
+        "crash::crash_child",
         "--exact",
         "--ignored",
         "--nocapture",
@@ -55,10 +53,14 @@ fn source(root: &Path) -> PathBuf {
     fs::create_dir_all(src.join("a/b")).unwrap();
     fs::write(
         src.join("a/b/big.bin"),
-        common::pattern(2 * 1024 * 1024 + 123, 7),
+        crate::common::pattern(2 * 1024 * 1024 + 123, 7),
     )
     .unwrap();
-    fs::write(src.join("mid.bin"), common::pattern(1024 * 1024 + 5, 8)).unwrap();
+    fs::write(
+        src.join("mid.bin"),
+        crate::common::pattern(1024 * 1024 + 5, 8),
+    )
+    .unwrap();
     fs::write(src.join("shared.txt"), b"already in 0.9\n").unwrap();
     fs::write(src.join("a/small.txt"), b"small\n").unwrap();
     src
@@ -142,7 +144,7 @@ fn finish_and_verify(repo: &Repository, src: &Path, visible: bool, what: &str) {
     let big = m.files.iter().find(|f| f.name == "a/b/big.bin").unwrap();
     assert_eq!(
         fs::read(repo.object_path(&big.sha256).unwrap()).unwrap(),
-        common::pattern(2 * 1024 * 1024 + 123, 7)
+        crate::common::pattern(2 * 1024 * 1024 + 123, 7)
     );
 }
 
@@ -180,7 +182,11 @@ fn publish_sigkilled_at_random_times_leaves_nothing_partial() {
     let root = tempfile::tempdir().unwrap();
     let src = source(root.path());
     // A bigger file so the publish takes long enough to be hit mid-way.
-    fs::write(src.join("huge.bin"), common::pattern(6 * 1024 * 1024, 9)).unwrap();
+    fs::write(
+        src.join("huge.bin"),
+        crate::common::pattern(6 * 1024 * 1024, 9),
+    )
+    .unwrap();
     let mut seed: u64 = 0x2545_f491_4f6c_dd1d ^ u64::from(std::process::id());
     let mut hit_midway = 0;
     for n in 0..20 {

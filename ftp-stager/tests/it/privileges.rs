@@ -49,7 +49,7 @@ fn drops_root_after_binding() {
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
     let out = Command::new(std::env::current_exe().unwrap())
         .args([
-            "drop_child",
+            "privileges::drop_child",
             "--exact",
             "--ignored",
             "--nocapture",

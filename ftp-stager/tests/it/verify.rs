@@ -11,8 +11,6 @@ use ftp_stager::signing::{self, PublicKey, Signer};
 use ftp_stager::verify::{quarantine, verify};
 use ftp_stager::{Repository, Stager, StagerError};
 
-mod common;
-
 /// Rewrites a read-only published file in place (what a tamperer with the owner's rights
 /// does; ffs itself never modifies a published file).
 fn tamper(p: &Path, f: impl FnOnce(&mut Vec<u8>)) {
@@ -39,13 +37,13 @@ struct Fx {
 
 /// tool 1.0 unsigned (from make_repo), tool 2.0 signed, with a different big file.
 fn fixture() -> Fx {
-    let (dir, cfg) = common::make_repo();
+    let (dir, cfg) = crate::common::make_repo();
     let sk = dir.path().join("ffs.key");
     signing::generate(&sk, &dir.path().join("ffs.pub")).unwrap();
     let signer = Signer::load(&sk).unwrap();
     let src2 = dir.path().join("src2");
     fs::create_dir_all(&src2).unwrap();
-    fs::write(src2.join("big2.bin"), common::pattern(2 << 20, 9)).unwrap();
+    fs::write(src2.join("big2.bin"), crate::common::pattern(2 << 20, 9)).unwrap();
     fs::write(src2.join("notes.txt"), b"two\n").unwrap();
     let repo = Repository::open(&cfg.repository).unwrap();
     ftp_stager::publish_signed(&repo, "tool", "2.0", &[src2], "", false, Some(&signer)).unwrap();

@@ -1,9 +1,7 @@
 //! Real clients (python3 ftplib, curl) download staged files over FTP, FTPS and HTTPS; the
 //! SHA-256 of what arrives matches the catalog, and resuming from the middle works.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn catalog_sha(r: &Running, name: &str) -> (String, u64) {
     let cat = r.stager.catalog(false).unwrap();

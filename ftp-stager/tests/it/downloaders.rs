@@ -7,8 +7,6 @@
 //! One stager serves the whole test binary (on its own runtime thread); each test stages
 //! its own area, so the deliveries it looks at are its own.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, OnceLock};
@@ -16,7 +14,7 @@ use std::sync::{Arc, OnceLock};
 use commlink::msg::stager::{Delivery, StagedArea};
 use ftp_stager::Stager;
 
-use common::*;
+use crate::common::*;
 
 struct Fixture {
     stager: Arc<Stager>,

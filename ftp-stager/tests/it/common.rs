@@ -1,6 +1,5 @@
 //! Shared set-up for the integration tests: a repository with one release, and a running
 //! stager (FTP + HTTPS on 127.0.0.1, OS-chosen ports) in this process.
-#![allow(dead_code)]
 
 use std::fs;
 use std::net::SocketAddr;

@@ -10,8 +10,6 @@ use commlink::msg::stager::StageRequest;
 use ftp_stager::signing::{self, Signer};
 use ftp_stager::{Repository, Stager};
 
-mod common;
-
 fn need_tools() {
     ffs_testkit::prereq::require_command("minisign", "minisign", "apt-get install minisign");
     ffs_testkit::prereq::require_command("coreutils", "sha256sum", "apt-get install coreutils");
@@ -78,7 +76,7 @@ fn flip_byte(p: &Path, at: usize) {
 #[test]
 fn minisign_and_sha256sum_verify_a_staged_signed_release_and_catch_one_changed_byte() {
     need_tools();
-    let (dir, cfg) = common::make_repo();
+    let (dir, cfg) = crate::common::make_repo();
     let (sk, pk) = (dir.path().join("ffs.key"), dir.path().join("ffs.pub"));
     let key_id = signing::generate(&sk, &pk).unwrap();
     let signer = Signer::load(&sk).unwrap();
@@ -160,7 +158,7 @@ fn minisign_and_sha256sum_verify_a_staged_signed_release_and_catch_one_changed_b
 #[test]
 fn a_new_key_signs_new_releases_and_old_releases_keep_their_signature() {
     need_tools();
-    let (dir, cfg) = common::make_repo();
+    let (dir, cfg) = crate::common::make_repo();
     let src = dir.path().join("src");
     let repo = Repository::open(&cfg.repository).unwrap();
     let (ska, pka) = (dir.path().join("a.key"), dir.path().join("a.pub"));

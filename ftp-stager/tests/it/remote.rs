@@ -7,8 +7,6 @@ use std::fs;
 
 use ftp_stager::tokens::TokenStore;
 
-mod common;
-
 struct Up {
     base: String,
     token: String,
@@ -19,7 +17,7 @@ impl Up {
         let auth = format!("Authorization: Bearer {}", self.token);
         let mut a = vec!["-H", auth.as_str()];
         a.extend_from_slice(args);
-        let (code, body) = common::curl(&a).await;
+        let (code, body) = crate::common::curl(&a).await;
         (code, String::from_utf8_lossy(&body).into_owned())
     }
 
@@ -62,7 +60,7 @@ impl Up {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_publishes_a_release_resumes_an_upload_and_bad_uploads_and_tokens_are_refused() {
     ffs_testkit::prereq::require_command("curl", "curl", "apt-get install curl");
-    let r = common::start().await;
+    let r = crate::common::start().await;
     let store = TokenStore::new(&r.cfg.state_dir);
     let ci = store.create("ci", &[]).unwrap();
     let only_tool = store.create("tool-only", &["tool".into()]).unwrap();
@@ -74,8 +72,8 @@ async fn curl_publishes_a_release_resumes_an_upload_and_bad_uploads_and_tokens_a
     let work = r.dir.path().join("upload");
     fs::create_dir_all(&work).unwrap();
 
-    let content = common::pattern(3 * 1024 * 1024 + 5, 42);
-    let sha = common::sha_hex(&content);
+    let content = crate::common::pattern(3 * 1024 * 1024 + 5, 42);
+    let sha = crate::common::sha_hex(&content);
     let size = content.len() as u64;
     // Not there yet; nothing received.
     let url = format!("{base}/publish/v1/objects/{sha}");
@@ -105,9 +103,9 @@ async fn curl_publishes_a_release_resumes_an_upload_and_bad_uploads_and_tokens_a
     assert_eq!(fs::read(&obj).unwrap(), content);
 
     // A corrupted upload (bytes that do not hash to the name) is refused and discarded.
-    let bad = common::pattern(1000, 7);
+    let bad = crate::common::pattern(1000, 7);
     fs::write(work.join("bad"), &bad).unwrap();
-    let claimed = common::sha_hex(b"something else");
+    let claimed = crate::common::sha_hex(b"something else");
     let (code, body) = up.put(&claimed, 0, 1000, &work.join("bad")).await;
     assert_eq!(code, 422, "{body}");
     assert!(
@@ -156,15 +154,15 @@ async fn curl_publishes_a_release_resumes_an_upload_and_bad_uploads_and_tokens_a
         })
         .unwrap();
     let staged = r.stager.areas_dir().join(&area.area_id).join("bin/big.bin");
-    assert_eq!(common::sha_hex(&fs::read(staged).unwrap()), sha);
+    assert_eq!(crate::common::sha_hex(&fs::read(staged).unwrap()), sha);
 
     // The README's curl recipe, as printed (with this stager, token and file; -k for the
     // self-signed test certificate).
-    let readme = include_str!("../../README.md");
+    let readme = include_str!("../../../README.md");
     let start = readme.find("T=ffspt_...").expect("recipe in README");
     let recipe = &readme[start..start + readme[start..].find("```").unwrap()];
     let f = work.join("tool-2.2.tar.gz");
-    fs::write(&f, common::pattern(200_000, 3)).unwrap();
+    fs::write(&f, crate::common::pattern(200_000, 3)).unwrap();
     let script = recipe
         .replacen("T=ffspt_...", &format!("T={only_tool}"), 1)
         .replacen("S=https://files.example.com:8444", &format!("S={base}"), 1)
@@ -183,10 +181,13 @@ async fn curl_publishes_a_release_resumes_an_upload_and_bad_uploads_and_tokens_a
     );
     let m = r.stager.repository().manifest("tool", "2.2").unwrap();
     assert_eq!(m.files[0].name, "tool-2.2.tar.gz");
-    assert_eq!(m.files[0].sha256, common::sha_hex(&fs::read(&f).unwrap()));
+    assert_eq!(
+        m.files[0].sha256,
+        crate::common::sha_hex(&fs::read(&f).unwrap())
+    );
 
     // No token, a made-up token, a revoked token: 401.
-    assert_eq!(common::curl(&[&url]).await.0, 401);
+    assert_eq!(crate::common::curl(&[&url]).await.0, 401);
     let fake = Up {
         base: base.clone(),
         token: "ffspt_00".into(),
@@ -213,11 +214,11 @@ async fn offset_of(up: &Up, sha: &str, hfile: &std::path::Path) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn object_size_cap_uploads_per_token_and_abandoned_age_come_from_the_config() {
     ffs_testkit::prereq::require_command("curl", "curl", "apt-get install curl");
-    let (dir, mut cfg) = common::make_repo();
+    let (dir, mut cfg) = crate::common::make_repo();
     cfg.publish_max_object_bytes = 4 << 20;
     cfg.publish_uploads_per_token = 1;
     cfg.publish_abandoned_after_secs = 0;
-    let r = common::start_with(dir, cfg, None).await;
+    let r = crate::common::start_with(dir, cfg, None).await;
     let store = TokenStore::new(&r.cfg.state_dir);
     let base = format!("https://{}", r.https);
     let ci = Up {
@@ -233,9 +234,9 @@ async fn object_size_cap_uploads_per_token_and_abandoned_age_come_from_the_confi
     let hfile = work.join("headers");
 
     // Over the cap: refused before any byte is stored.
-    let big = common::pattern((4 << 20) + 1, 9);
+    let big = crate::common::pattern((4 << 20) + 1, 9);
     fs::write(work.join("big"), &big).unwrap();
-    let big_sha = common::sha_hex(&big);
+    let big_sha = crate::common::sha_hex(&big);
     let (code, body) = ci
         .put(&big_sha, 0, big.len() as u64, &work.join("big"))
         .await;
@@ -243,8 +244,8 @@ async fn object_size_cap_uploads_per_token_and_abandoned_age_come_from_the_confi
     assert_eq!(offset_of(&ci, &big_sha, &hfile).await, 0);
 
     // One upload of "ci" in progress: curl streams stdin, which the test feeds in halves.
-    let slow = common::pattern(3 << 20, 10);
-    let slow_sha = common::sha_hex(&slow);
+    let slow = crate::common::pattern(3 << 20, 10);
+    let slow_sha = crate::common::sha_hex(&slow);
     let url = format!(
         "{base}/publish/v1/objects/{slow_sha}?offset=0&size={}",
         slow.len()
@@ -284,9 +285,9 @@ async fn object_size_cap_uploads_per_token_and_abandoned_age_come_from_the_confi
     }
     // A second upload with the same token is turned away (429, Retry-After); another
     // token is not limited by it.
-    let small = common::pattern(1000, 11);
+    let small = crate::common::pattern(1000, 11);
     fs::write(work.join("small"), &small).unwrap();
-    let small_sha = common::sha_hex(&small);
+    let small_sha = crate::common::sha_hex(&small);
     let (code, body) = ci
         .req(&[
             "-D",
@@ -321,11 +322,11 @@ async fn object_size_cap_uploads_per_token_and_abandoned_age_come_from_the_confi
     .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "201");
     let obj = r.stager.repository().object_path(&slow_sha).unwrap();
-    assert_eq!(common::sha_hex(&fs::read(&obj).unwrap()), slow_sha);
-    let more = common::pattern(2000, 12);
+    assert_eq!(crate::common::sha_hex(&fs::read(&obj).unwrap()), slow_sha);
+    let more = crate::common::pattern(2000, 12);
     fs::write(work.join("more"), &more).unwrap();
     let (code, body) = ci
-        .put(&common::sha_hex(&more), 0, 1000, &work.join("more"))
+        .put(&crate::common::sha_hex(&more), 0, 1000, &work.join("more"))
         .await;
     assert_eq!(code, 400, "more bytes than announced: {body}");
     let part = r
@@ -333,7 +334,7 @@ async fn object_size_cap_uploads_per_token_and_abandoned_age_come_from_the_confi
         .repository()
         .root()
         .join("uploads")
-        .join(format!("{}.part", common::sha_hex(&more)));
+        .join(format!("{}.part", crate::common::sha_hex(&more)));
     assert!(part.exists(), "a partial upload is kept for resuming");
 
     // publish_abandoned_after_secs = 0: the stager's sweeper removes it.
@@ -347,7 +348,7 @@ async fn object_size_cap_uploads_per_token_and_abandoned_age_come_from_the_confi
 
 #[test]
 fn abandoned_partial_uploads_are_removed_and_live_ones_kept() {
-    let (dir, cfg) = common::make_repo();
+    let (dir, cfg) = crate::common::make_repo();
     let repo = ftp_stager::Repository::open(&cfg.repository).unwrap();
     let uploads = repo.root().join("uploads");
     fs::create_dir_all(&uploads).unwrap();
@@ -378,7 +379,7 @@ fn abandoned_partial_uploads_are_removed_and_live_ones_kept() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_runs_at_most_four_uploads_at_once() {
     ffs_testkit::prereq::require_command("curl", "curl", "apt-get install curl");
-    let r = common::start().await;
+    let r = crate::common::start().await;
     let store = TokenStore::new(&r.cfg.state_dir);
     let token = store.create("ci", &[]).unwrap();
     let base = format!("https://{}", r.https);
@@ -389,8 +390,8 @@ async fn a_token_runs_at_most_four_uploads_at_once() {
     let mut slow = Vec::new();
     let mut parts = Vec::new();
     for i in 0..4u8 {
-        let body = common::pattern(1 << 20, 100 + i);
-        let sha = common::sha_hex(&body);
+        let body = crate::common::pattern(1 << 20, 100 + i);
+        let sha = crate::common::sha_hex(&body);
         let f = work.join(format!("s{i}"));
         fs::write(&f, &body).unwrap();
         parts.push(uploads.join(format!("{sha}.part")));
@@ -425,8 +426,8 @@ async fn a_token_runs_at_most_four_uploads_at_once() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let body = common::pattern(1000, 1);
-    let sha = common::sha_hex(&body);
+    let body = crate::common::pattern(1000, 1);
+    let sha = crate::common::sha_hex(&body);
     fs::write(work.join("fifth"), &body).unwrap();
     let up = Up {
         base: base.clone(),

@@ -1,0 +1,25 @@
+//! ftp-stager's integration tests, one test binary (each module starts what it needs).
+//!
+//! - `clients`: real FTP/FTPS/HTTPS clients (ftplib, curl, lftp) against a running stager;
+//! - `conformance`: nginx (HTTP, HTTPS) and vsftpd as oracles, same requests, same answers;
+//! - `downloaders`: wget, curl and aria2c resuming and splitting downloads;
+//! - `escapes`: hostile paths over FTP and HTTPS never leave an area;
+//! - `crash`: a publish killed at any point leaves nothing half-visible;
+//! - `privileges`: the privilege drop after binding;
+//! - `service`: the `stager.*` requests over a real commlink;
+//! - `signing`: signed releases verified with the real minisign and sha256sum;
+//! - `verify`: `ffs repo verify` and the size check at staging;
+//! - `remote`: remote publishing over the stager's HTTPS;
+//! - `common`: a repository with a release and a stager running in this process.
+
+mod clients;
+mod common;
+mod conformance;
+mod crash;
+mod downloaders;
+mod escapes;
+mod privileges;
+mod remote;
+mod service;
+mod signing;
+mod verify;
