@@ -230,6 +230,10 @@ async fn object_put(
 
 type Early = (HttpResponse, web::Payload);
 
+// Over 100 lines, knowingly: one upload's whole sequence (authorize, take a slot, open and
+// lock the partial file, check the offset, stream to disk, verify the hash, rename into
+// the repository), where every early answer must hand the unread body back for draining.
+// Split it along those steps when it next changes (open_part and finish_object first).
 async fn object_put_inner(
     req: HttpRequest,
     path: web::Path<String>,
@@ -473,6 +477,9 @@ struct CommitBody {
     files: Vec<ManifestFile>,
 }
 
+// Over 100 lines, knowingly: the commit's checks (token, product limit, every object
+// present with its manifest size, signature) then the atomic manifest write, read top to
+// bottom as the API documents them.
 async fn commit(
     req: HttpRequest,
     path: web::Path<(String, String)>,

@@ -316,6 +316,9 @@ fn sha256_file(p: &Path) -> anyhow::Result<String> {
 }
 
 /// Runs `ffs publish --remote …`.
+// Over 100 lines, knowingly: the client's protocol in the order a reader of the README's
+// curl recipe expects (hash, ask what is missing, upload with resume and 429 waits,
+// commit, report); each step is a loop with its own progress and error wording.
 pub async fn run(
     product: &str,
     version: &str,
