@@ -202,8 +202,14 @@ impl FfsConfig {
             .context("[db-agent] pg_synchronous_commit")?;
         a.hasher().context("[db-agent] argon2 settings")?;
         let how = match a.mode {
-            Mode::Listen => format!("listens on {}", address("db-agent", "listen", &a.listen)?),
-            Mode::DialOut => format!("dials out to {}", address("db-agent", "dial", &a.dial)?),
+            Mode::Listen => format!(
+                "listens on {}",
+                link_address("db-agent", "listen", &a.listen)?
+            ),
+            Mode::DialOut => format!(
+                "dials out to {}",
+                link_address("db-agent", "dial", &a.dial)?
+            ),
         };
         Ok(format!("[db-agent] {how}; database {}", url.redacted()))
     }
@@ -239,17 +245,17 @@ impl FfsConfig {
         if !w.http_redirect_listen.trim().is_empty() {
             address("web", "http_redirect_listen", &w.http_redirect_listen)?;
         }
-        address("web", "stager_addr", &w.stager_addr)?;
+        link_address("web", "stager_addr", &w.stager_addr)?;
         let agent = match w.agent_mode {
             AgentMode::Connect => {
                 format!(
                     "dials the db agent at {}",
-                    address("web", "db_agent_addr", &w.agent_addr)?
+                    link_address("web", "db_agent_addr", &w.agent_addr)?
                 )
             }
             AgentMode::Accept => format!(
                 "waits for the db agent on {}",
-                address("web", "db_agent_listen", &w.agent_listen)?
+                link_address("web", "db_agent_listen", &w.agent_listen)?
             ),
         };
         if w.tls_key.exists() {
@@ -279,6 +285,15 @@ fn address<'a>(section: &str, key: &str, value: &'a str) -> anyhow::Result<&'a s
             Ok(value)
         }
         _ => bail!(bad()),
+    }
+}
+
+/// Checks a commlink address: `tcp://HOST:PORT` or `HOST:PORT` (raw TCP); other schemes
+/// are refused with a message naming the setting.
+fn link_address<'a>(section: &str, key: &str, value: &'a str) -> anyhow::Result<&'a str> {
+    match commlink::LinkAddr::parse(value) {
+        Ok(_) => Ok(value),
+        Err(e) => bail!("[{section}] {key} = {e}"),
     }
 }
 
@@ -330,6 +345,18 @@ mod tests {
         let written = toml::to_string(&toml::from_str::<FfsConfig>(old).unwrap()).unwrap();
         assert!(written.contains("[db-agent]") && written.contains("db_agent_mode"));
         assert!(!written.contains("[agent]") && !written.contains("\nagent_mode"));
+    }
+
+    #[test]
+    fn link_addresses_are_urls_and_unknown_schemes_name_the_setting() {
+        assert!(link_address("db-agent", "dial", "tcp://web.example.com:7702").is_ok());
+        assert!(link_address("db-agent", "dial", "web.example.com:7702").is_ok());
+        let err = link_address("db-agent", "dial", "gopher://web:7702").unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("[db-agent] dial = "), "{text}");
+        assert!(text.contains("gopher"), "{text}");
+        let err = link_address("web", "stager_addr", "tcp://web").unwrap_err();
+        assert!(err.to_string().starts_with("[web] stager_addr = "), "{err}");
     }
 
     #[test]

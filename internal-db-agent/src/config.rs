@@ -98,6 +98,8 @@ pub const TOML_TEMPLATE: &str = r#"[db-agent]
 # "listen": the web frontend dials in to `listen`.
 # "dial-out": the db agent dials the web frontend's agent port `dial` and keeps the link up,
 # so the firewall needs no inbound rule toward the db agent's host.
+# Link addresses are URLs: "tcp://HOST:PORT" is raw TCP (a bare "HOST:PORT" means the same);
+# any other scheme is refused at startup.
 mode = "listen"
 listen = "127.0.0.1:7701"
 dial = "127.0.0.1:7702"

@@ -29,6 +29,14 @@ pub enum AgentError {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// A link address in the config is not a usable URL.
+    #[error("[db-agent] {key} = {source}")]
+    Address {
+        /// The setting (`listen` or `dial`).
+        key: &'static str,
+        /// What is wrong with it.
+        source: commlink::AddrError,
+    },
     /// The commlink server failed.
     #[error("commlink server failed: {0}")]
     Serve(std::io::Error),
@@ -89,6 +97,10 @@ impl Agent {
     }
 }
 
+fn link_addr(key: &'static str, value: &str) -> Result<commlink::LinkAddr, AgentError> {
+    commlink::LinkAddr::parse(value).map_err(|source| AgentError::Address { key, source })
+}
+
 /// Runs the agent as configured (`mode = "listen"` or `"dial-out"`) until `shutdown`.
 pub async fn run(
     cfg: AgentConfig,
@@ -98,19 +110,22 @@ pub async fn run(
     let agent = Agent::open_async(&cfg).await?;
     match cfg.mode {
         Mode::Listen => {
-            let listener =
-                TcpListener::bind(&cfg.listen)
-                    .await
-                    .map_err(|source| AgentError::Bind {
-                        addr: cfg.listen.clone(),
-                        source,
-                    })?;
+            let addr = link_addr("listen", &cfg.listen)?;
+            let listener = TcpListener::bind(addr.host_port())
+                .await
+                .map_err(|source| AgentError::Bind {
+                    addr: cfg.listen.clone(),
+                    source,
+                })?;
             info!(addr = %cfg.listen, "db agent listening (mode = listen)");
             agent.serve(listener, link, shutdown).await?;
         }
         Mode::DialOut => {
+            let addr = link_addr("dial", &cfg.dial)?;
             info!(addr = %cfg.dial, "db agent dialing the web frontend (mode = dial-out)");
-            agent.serve_dialout(cfg.dial.clone(), link, shutdown).await;
+            agent
+                .serve_dialout(addr.host_port().to_owned(), link, shutdown)
+                .await;
         }
     }
     info!("db agent stopped");

@@ -143,6 +143,8 @@ tls_names = ["localhost", "127.0.0.1"]
 session_key = "web-session.key"
 # "connect": dial the db agent at db_agent_addr. "accept": listen on db_agent_listen and
 # let the db agent dial out (no inbound firewall rule toward its host).
+# Link addresses are URLs: "tcp://HOST:PORT" is raw TCP (a bare "HOST:PORT" means the same);
+# any other scheme is refused at startup.
 db_agent_mode = "connect"
 db_agent_addr = "127.0.0.1:7701"
 db_agent_listen = "127.0.0.1:7702"

@@ -35,6 +35,14 @@ pub enum StartError {
     /// The TLS certificate or key is unusable.
     #[error("TLS ([web] tls_cert, tls_key, tls_generate): {0}")]
     Tls(#[from] commlink::tls::TlsError),
+    /// A link address in the config is not a usable URL.
+    #[error("[web] {key} = {source}")]
+    Address {
+        /// The setting, e.g. `db_agent_addr`.
+        key: &'static str,
+        /// What is wrong with it.
+        source: commlink::AddrError,
+    },
     /// A listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {

@@ -69,13 +69,24 @@ pub struct Application {
     revoker: Revoker,
 }
 
+/// A link address from the config (`tcp://host:port` or `host:port`).
+fn link_addr(key: &'static str, value: &str) -> Result<commlink::LinkAddr, StartError> {
+    commlink::LinkAddr::parse(value).map_err(|source| StartError::Address { key, source })
+}
+
 /// The agent client as the config says: dial `agent_addr`, or listen on `agent_listen` and
 /// wait for the agent to dial out. Must be called inside a Tokio runtime.
 pub async fn agent_client(cfg: &WebConfig, link: LinkConfig) -> Result<Client, StartError> {
     Ok(match cfg.agent_mode {
-        AgentMode::Connect => Client::dial(cfg.agent_addr.clone(), link),
+        AgentMode::Connect => Client::dial(
+            link_addr("db_agent_addr", &cfg.agent_addr)?
+                .host_port()
+                .to_owned(),
+            link,
+        ),
         AgentMode::Accept => {
-            let l = tokio::net::TcpListener::bind(&cfg.agent_listen)
+            let addr = link_addr("db_agent_listen", &cfg.agent_listen)?;
+            let l = tokio::net::TcpListener::bind(addr.host_port())
                 .await
                 .map_err(|source| StartError::Bind {
                     addr: cfg.agent_listen.clone(),
@@ -93,7 +104,12 @@ impl Application {
     pub async fn from_config(cfg: WebConfig, link: LinkConfig) -> Result<Application, StartError> {
         let listeners = Listeners::bind(&cfg)?;
         let agent = agent_client(&cfg, link.clone()).await?;
-        let stager = Client::dial(cfg.stager_addr.clone(), link);
+        let stager = Client::dial(
+            link_addr("stager_addr", &cfg.stager_addr)?
+                .host_port()
+                .to_owned(),
+            link,
+        );
         Application::build(cfg, agent, stager, listeners)
     }
 

@@ -19,6 +19,8 @@
 //! - `handshake_io`: line reading and writing, and both ends of the plaintext handshake;
 //! - `conn`: a running connection (outbox, heartbeats, reader loop) with its requester and
 //!   responder paths;
+//! - `addr`: link addresses as written in `ffs.toml` ([`LinkAddr`]: `tcp://host:port` or
+//!   a bare `host:port`; unknown schemes refused);
 //! - `carrier` and `tcp`: how a byte stream to the peer is opened ([`Carrier`]); raw TCP,
 //!   with source-port ranges, is the one carrier so far;
 //! - `dial`: dialing and accepting within the connect timeout, and the redial loop;
@@ -26,6 +28,7 @@
 //! - `client`: the requester ([`Client`]);
 //! - `server`: the responders ([`serve`], [`serve_dialout`]).
 
+mod addr;
 mod carrier;
 mod client;
 mod config;
@@ -36,6 +39,7 @@ mod refusals;
 mod server;
 mod tcp;
 
+pub use addr::{AddrError, LinkAddr};
 pub use carrier::Carrier;
 pub use client::Client;
 pub use config::{ERROR_TYPE, LinkConfig, LinkError, Service, error_reply};
