@@ -8,7 +8,10 @@
 //!
 //! `<port>` is the source port the initiator bound; the acceptor compares it with the port
 //! it sees, so a NAT that rewrote the port (which would silently pick another bag entry) is
-//! reported as `port-mismatch` instead of as garbage.
+//! reported as `port-mismatch` instead of as garbage. Through a proxy, which hides the
+//! source port, the initiator writes a *virtual port* `v<port>` instead: a number it chose,
+//! used for the key index and derivation exactly as a port; only acceptors configured for
+//! proxied initiators take it.
 
 use crate::crypto::{NONCE_LEN, Suite};
 
@@ -43,8 +46,13 @@ pub enum HandshakeError {
 pub struct Hello {
     /// The suite the initiator uses.
     pub suite: Suite,
-    /// The source port the initiator bound.
+    /// The number the key index is taken from: the source port the initiator bound, or,
+    /// when `virtual_port` is set, the number it chose for a carrier that hides its port.
     pub port: u16,
+    /// Whether `port` is a virtual port (written `v<P>`): the initiator reaches the acceptor
+    /// through something (a proxy) that hides its TCP source port, so the acceptor cannot
+    /// compare it with the port it sees.
+    pub virtual_port: bool,
     /// The initiator's fresh nonce.
     pub nonce: [u8; NONCE_LEN],
     /// The initiator's key bag fingerprint.
@@ -106,8 +114,9 @@ impl Hello {
     /// The line (without CR LF).
     pub fn to_line(&self) -> String {
         format!(
-            "{MAGIC} HELLO {} {} {} {}",
+            "{MAGIC} HELLO {} {}{} {} {}",
             self.suite.name(),
+            if self.virtual_port { "v" } else { "" },
             self.port,
             hex::encode(self.nonce),
             self.bag
@@ -127,9 +136,14 @@ impl Hello {
         if bag.len() != 16 || !is_lower_hex(bag) {
             return Err(bad());
         }
+        let (virtual_port, digits) = match w[3].strip_prefix('v') {
+            Some(rest) => (true, rest),
+            None => (false, w[3].as_str()),
+        };
         Ok(Hello {
             suite: suite(&w[2])?,
-            port: port(&w[3]).ok_or_else(bad)?,
+            port: port(digits).ok_or_else(bad)?,
+            virtual_port,
             nonce: nonce(&w[4]).ok_or_else(bad)?,
             bag: bag.clone(),
         })
@@ -180,6 +194,7 @@ mod tests {
         let h = Hello {
             suite: Suite::Aes256Gcm,
             port: 40_001,
+            virtual_port: false,
             nonce: [0xab; 16],
             bag: "0123456789abcdef".into(),
         };
@@ -188,6 +203,37 @@ mod tests {
             "FFS/1 HELLO aes256-gcm 40001 abababababababababababababababab 0123456789abcdef"
         );
         assert_eq!(Hello::parse(h.to_line().as_bytes()).unwrap(), h);
+    }
+
+    #[test]
+    fn a_virtual_port_is_written_with_a_v_and_keeps_the_one_spelling() {
+        let h = Hello {
+            suite: Suite::Aes256Gcm,
+            port: 50_000,
+            virtual_port: true,
+            nonce: [0x11; 16],
+            bag: "0123456789abcdef".into(),
+        };
+        let line = h.to_line();
+        assert_eq!(
+            line,
+            "FFS/1 HELLO aes256-gcm v50000 11111111111111111111111111111111 0123456789abcdef"
+        );
+        assert_eq!(Hello::parse(line.as_bytes()).unwrap(), h);
+        for bad in [
+            "V50000", "v050000", "v+1", "v0", "v", "vv1", "v65536", "50000v",
+        ] {
+            let line = format!(
+                "FFS/1 HELLO aes256-gcm {bad} 11111111111111111111111111111111 0123456789abcdef"
+            );
+            assert!(
+                matches!(
+                    Hello::parse(line.as_bytes()),
+                    Err(HandshakeError::Malformed(_))
+                ),
+                "{bad:?} accepted"
+            );
+        }
     }
 
     #[test]

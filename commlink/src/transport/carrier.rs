@@ -15,6 +15,12 @@ pub trait Carrier: Send + Sync + 'static {
     /// Where it leads, as shown in messages (e.g. `web.example.com:7702`).
     fn target(&self) -> &str;
 
+    /// Whether the number [`Carrier::open`] returns is a virtual port (the acceptor cannot
+    /// see our source port through this carrier, e.g. a proxy); sent as `v<P>` in HELLO.
+    fn virtual_port(&self) -> bool {
+        false
+    }
+
     /// Opens one stream to the peer. Also returns the number the key index is taken from,
     /// which the initiator announces in its hello (for raw TCP, its bound source port).
     fn open(

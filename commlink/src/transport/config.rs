@@ -28,6 +28,11 @@ pub struct LinkConfig {
     /// When dialing, bind the source port inside this range (inclusive), so a firewall rule
     /// can name it. `None` lets the OS choose.
     pub source_ports: Option<(u16, u16)>,
+    /// As acceptor: take a HELLO's virtual port (`v<P>`, sent by an initiator behind a
+    /// proxy that hides its source port) instead of refusing it with `virtual-port`.
+    /// Off by default: raw TCP keeps its `port-mismatch` check and a firewall rule naming
+    /// the source ports keeps naming the bag entries that can be used.
+    pub accept_proxied: bool,
 }
 
 impl LinkConfig {
@@ -41,6 +46,7 @@ impl LinkConfig {
             connect_timeout: Duration::from_millis(1500),
             heartbeat: Duration::from_secs(5),
             source_ports: None,
+            accept_proxied: false,
         }
     }
 

@@ -466,7 +466,10 @@ mod tests {
     ) {
         let cfg = LinkConfig::new(Arc::new(KeyBag::generate(8).expect("a key bag")));
         let (a, b) = tokio::io::duplex(64 * 1024);
-        let (i, r) = tokio::join!(initiate(a, &cfg, 9000), accept_handshake(b, &cfg, 9000));
+        let (i, r) = tokio::join!(
+            initiate(a, &cfg, 9000, false),
+            accept_handshake(b, &cfg, 9000)
+        );
         (cfg, i.expect("initiator"), r.expect("acceptor"))
     }
 

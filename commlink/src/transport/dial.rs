@@ -33,7 +33,7 @@ pub(super) async fn dial<C: Carrier>(
             key_index = cfg.bag.index_for_port(port),
             "commlink dialed"
         );
-        initiate(stream, cfg, port)
+        initiate(stream, cfg, port, carrier.virtual_port())
             .await
             .map(|e| (e, addr.to_owned()))
             .map_err(|e| format!("handshake with {addr} failed: {e}"))

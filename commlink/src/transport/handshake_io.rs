@@ -98,11 +98,13 @@ pub(super) struct Established<S> {
     pub(super) opener: Opener,
 }
 
-/// Runs the initiator's handshake; `port` is our bound source port.
+/// Runs the initiator's handshake; `port` is our bound source port, or a virtual port when
+/// `virtual_port` (the carrier hides the source port from the acceptor).
 pub(super) async fn initiate<S: AsyncRead + AsyncWrite>(
     stream: S,
     cfg: &LinkConfig,
     port: u16,
+    virtual_port: bool,
 ) -> Result<Established<S>, ConnError> {
     let (r, mut w) = tokio::io::split(stream);
     let mut reader = LineReader::new(r, handshake::MAX_HANDSHAKE_LINE);
@@ -110,6 +112,7 @@ pub(super) async fn initiate<S: AsyncRead + AsyncWrite>(
     let hello = Hello {
         suite: cfg.suite,
         port,
+        virtual_port,
         nonce: nonce_i,
         bag: cfg.bag.fingerprint(),
     };
@@ -175,7 +178,14 @@ pub(super) async fn accept_handshake<S: AsyncRead + AsyncWrite>(
                 cfg.bag.fingerprint()
             ),
         )),
-        Ok(h) if h.port != seen_port => Err(refuse(
+        Ok(h) if h.virtual_port && !cfg.accept_proxied => Err(refuse(
+            "virtual-port",
+            format!(
+                "the initiator announced virtual port {} (it connects through a proxy), but this listener takes only raw TCP initiators; set accept_proxied = true on this end, or connect directly",
+                h.port
+            ),
+        )),
+        Ok(h) if !h.virtual_port && h.port != seen_port => Err(refuse(
             "port-mismatch",
             format!(
                 "the initiator bound source port {} but this end sees port {}: something (NAT, a proxy) rewrote the port, so the two ends would pick different keys; connect directly or exempt this link from NAT",
@@ -234,7 +244,10 @@ mod tests {
     async fn both_ends_derive_matching_keys() {
         let cfg = cfg();
         let (a, b) = tokio::io::duplex(4096);
-        let (i, r) = tokio::join!(initiate(a, &cfg, 40001), accept_handshake(b, &cfg, 40001));
+        let (i, r) = tokio::join!(
+            initiate(a, &cfg, 40001, false),
+            accept_handshake(b, &cfg, 40001)
+        );
         let (mut i, mut r) = (i.expect("initiator"), r.expect("acceptor"));
         let line = i.sealer.seal(b"to the acceptor");
         assert_eq!(
@@ -252,7 +265,10 @@ mod tests {
     async fn a_rewritten_port_is_refused_with_its_code_at_both_ends() {
         let cfg = cfg();
         let (a, b) = tokio::io::duplex(4096);
-        let (i, r) = tokio::join!(initiate(a, &cfg, 40001), accept_handshake(b, &cfg, 51000));
+        let (i, r) = tokio::join!(
+            initiate(a, &cfg, 40001, false),
+            accept_handshake(b, &cfg, 51000)
+        );
         for err in [
             i.err().expect("initiator refused"),
             r.err().expect("acceptor refused"),
@@ -267,10 +283,62 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_virtual_port_picks_the_keys_where_the_acceptor_takes_proxied_initiators() {
+        let mut cfg = cfg();
+        cfg.accept_proxied = true;
+        let (a, b) = tokio::io::duplex(4096);
+        // The acceptor sees the proxy's port (3128), not the announced 40001.
+        let (i, r) = tokio::join!(
+            initiate(a, &cfg, 40001, true),
+            accept_handshake(b, &cfg, 3128)
+        );
+        let (mut i, mut r) = (i.expect("initiator"), r.expect("acceptor"));
+        let line = i.sealer.seal(b"through the proxy");
+        assert_eq!(
+            r.opener.open(line.as_bytes()).expect("opens"),
+            b"through the proxy"
+        );
+        // Raw TCP on the same listener still gets its port check.
+        let (a, b) = tokio::io::duplex(4096);
+        let (i, _) = tokio::join!(
+            initiate(a, &cfg, 40001, false),
+            accept_handshake(b, &cfg, 3128)
+        );
+        assert!(
+            matches!(i, Err(ConnError::Handshake(HandshakeError::Refused { ref code, .. })) if code == "port-mismatch")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_virtual_port_is_refused_by_default_with_its_own_code() {
+        let cfg = cfg();
+        let (a, b) = tokio::io::duplex(4096);
+        let (i, r) = tokio::join!(
+            initiate(a, &cfg, 40001, true),
+            accept_handshake(b, &cfg, 40001)
+        );
+        for err in [
+            i.err().expect("initiator refused"),
+            r.err().expect("acceptor refused"),
+        ] {
+            match err {
+                ConnError::Handshake(HandshakeError::Refused { code, text }) => {
+                    assert_eq!(code, "virtual-port");
+                    assert!(text.contains("accept_proxied"), "{text}");
+                }
+                other => panic!("expected a virtual-port refusal, got {other}"),
+            }
+        }
+    }
+
+    #[tokio::test]
     async fn a_different_bag_is_refused() {
         let (a, b) = tokio::io::duplex(4096);
         let (mine, theirs) = (cfg(), cfg());
-        let (i, r) = tokio::join!(initiate(a, &mine, 7), accept_handshake(b, &theirs, 7));
+        let (i, r) = tokio::join!(
+            initiate(a, &mine, 7, false),
+            accept_handshake(b, &theirs, 7)
+        );
         assert!(
             matches!(i, Err(ConnError::Handshake(HandshakeError::Refused { ref code, .. })) if code == "bag-mismatch")
         );

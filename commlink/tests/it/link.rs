@@ -302,6 +302,7 @@ impl RawPeer {
         let hello = Hello {
             suite: Suite::Aes256Gcm,
             port,
+            virtual_port: false,
             nonce: [9; 16],
             bag: bag.fingerprint(),
         };

@@ -153,3 +153,31 @@ const TDES_HELLO: &str = "AAAAAAAAAACz92ounoRcCsmg5U2SyVZ1laxUhRPjZ4UABUoDyy/Bxo
 const TDES_LOGIN: &str = "AAAAAAAAAAGtxh2RY1rnAYtL3RGw1OeWFMAc/MBZLA9+32MB6dkjYqu9KZt4ngXocIkOhPed12Iszpq7GgbMFB8X63HJjkSp+IZBuaapKc5ausn1HNHa+N8toqDwEAaGmfGu5Gut2AWqzF8oSDQH9Q==";
 const DES_HELLO: &str = "AAAAAAAAAAAq8o9/u9T9pqevPK/ehNoMjMx2JZCuFetrMC001BGJegL3X+1fGLobNCZThvYI/phCA+NCQlnDH8wnvT8ls7APwm0/3lPbUfvi20DWk7eP4w==";
 const DES_LOGIN: &str = "AAAAAAAAAAE3N9DoiALn3+uHs3au8tTJuptHsxSmot0yfeB7jhpTYRwiH77ynd4aEuRl9iwG3u7Qww2Ebua0BeSyfin/feazrgyRujyDtn8ZvPAH15vKwVQ/D2QsOaYKxUzQb7ANF9GYyb4wLHe0Qw==";
+
+/// PROTOCOL.md §4/§9: the virtual-port HELLO of the vectors names the same P, so a proxied
+/// initiator derives the pinned packets above.
+#[test]
+fn protocol_md_virtual_port_vector() {
+    let doc = include_str!("../../PROTOCOL.md");
+    let shown = doc
+        .lines()
+        .find(|l| l.starts_with("FFS/1 HELLO aes256-gcm v"))
+        .expect("PROTOCOL.md shows a virtual-port HELLO");
+    let line = shown.replace("<fingerprint>", &vector_bag().fingerprint());
+    let hello = commlink::handshake::Hello::parse(line.as_bytes()).expect("it parses");
+    assert!(hello.virtual_port);
+    assert_eq!(hello.port, PORT);
+    assert_eq!(hello.nonce, NONCE_I);
+    assert_eq!(hello.to_line(), line, "one spelling");
+    let entry = vector_bag().entry_for_port(hello.port).to_owned();
+    let (mut sealer, _) = crypto::derive(
+        hello.suite,
+        &entry,
+        hello.port,
+        &NONCE_I,
+        &NONCE_A,
+        Side::Initiator,
+    );
+    assert_eq!(sealer.seal(HELLO_PAYLOAD.as_bytes()), GCM_HELLO);
+    assert_eq!(sealer.seal(LOGIN_PAYLOAD.as_bytes()), GCM_LOGIN);
+}
