@@ -30,7 +30,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let repo = Repository::open(&cfg.repository)?;
     if repo.manifest("bench", "1").is_err() {
-        ftp_stager::publish(&repo, "bench", "1", &[PathBuf::from(file)], "", true)?;
+        ftp_stager::publish(
+            &repo,
+            "bench",
+            "1",
+            &[PathBuf::from(file)],
+            "",
+            &commlink::progress::Silent,
+        )?;
     }
     let listeners = Listeners::loopback(false).await?;
     let server = StagerServer::new(&cfg)?;

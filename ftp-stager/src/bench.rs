@@ -243,7 +243,7 @@ fn bench_release(
         &version,
         std::slice::from_ref(&src),
         "",
-        false,
+        &commlink::progress::Silent,
     )?;
     let _ = fs::remove_file(&src);
     let sha = m.files[0].sha256.clone();

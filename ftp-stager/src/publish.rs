@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::Utc;
+use commlink::progress::Progress;
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{Result, StagerError};
@@ -63,15 +64,15 @@ pub struct Input {
 }
 
 /// Publishes `paths` as release `product` `version`, unsigned. A directory contributes its
-/// files under names relative to it; a plain file contributes its file name. Shows an
-/// indicatif progress bar on stderr when `progress` is true.
+/// files under names relative to it; a plain file contributes its file name. Reports the
+/// bytes imported to `progress` (one phase; the caller draws it).
 pub fn publish(
     repo: &Repository,
     product: &str,
     version: &str,
     paths: &[PathBuf],
     notes: &str,
-    progress: bool,
+    progress: &dyn Progress,
 ) -> Result<Manifest> {
     publish_signed(repo, product, version, paths, notes, progress, None)
 }
@@ -85,7 +86,7 @@ pub fn publish_signed(
     version: &str,
     paths: &[PathBuf],
     notes: &str,
-    progress: bool,
+    progress: &dyn Progress,
     signer: Option<&Signer>,
 ) -> Result<Manifest> {
     if !valid_name(product) || !valid_name(version) {
@@ -120,31 +121,20 @@ pub fn publish_signed(
     clean_tmp(repo)?;
 
     let total: u64 = inputs.iter().map(|i| i.size).sum();
-    let bar = if progress {
-        let b = indicatif::ProgressBar::new(total);
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{msg:30!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        ) {
-            b.set_style(style.progress_chars("=> "));
-        }
-        b
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    progress.phase(&format!("publishing {product} {version}"), total);
 
     let mut files = Vec::with_capacity(inputs.len());
     let mut buf = vec![0u8; CHUNK];
     for input in &inputs {
-        bar.set_message(input.name.clone());
         let mut src = File::open(&input.source).map_err(StagerError::io("open", &input.source))?;
-        let (sha, size) = import_one(repo, &mut src, &input.source, &mut buf, &bar)?;
+        let (sha, size) = import_one(repo, &mut src, &input.source, &mut buf, progress)?;
         files.push(ManifestFile {
             name: input.name.clone(),
             size,
             sha256: sha,
         });
     }
-    bar.finish_and_clear();
+    progress.finish();
     commit_release(
         repo,
         product,
@@ -238,7 +228,7 @@ fn sign_release(
         &published_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     );
     let sig = signer.sign(sums.as_bytes(), &tc)?;
-    let hidden = indicatif::ProgressBar::hidden();
+    let hidden = commlink::progress::Silent;
     let label = Path::new(signing::SUMS_NAME);
     let (sums_sha, sums_size) = import_one(repo, &mut sums.as_bytes(), label, buf, &hidden)?;
     let label = Path::new(signing::SIG_NAME);
@@ -299,7 +289,7 @@ fn import_one(
     src: &mut impl std::io::Read,
     source: &Path,
     buf: &mut [u8],
-    bar: &indicatif::ProgressBar,
+    progress: &dyn Progress,
 ) -> Result<(String, u64)> {
     let tmp = repo
         .tmp_dir()
@@ -321,7 +311,7 @@ fn import_one(
         out.write_all(&buf[..n])
             .map_err(StagerError::io("write", &tmp))?;
         size += n as u64;
-        bar.inc(n as u64);
+        progress.advance(n as u64);
         step();
     }
     out.sync_all().map_err(StagerError::io("fsync", &tmp))?;
@@ -446,6 +436,7 @@ pub fn collect_inputs(paths: &[PathBuf]) -> Result<Vec<Input>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use commlink::progress::Silent;
     use std::os::unix::fs::MetadataExt as _;
 
     fn tree() -> (tempfile::TempDir, PathBuf) {
@@ -467,7 +458,7 @@ mod tests {
             "1.0",
             std::slice::from_ref(&src),
             "first",
-            false,
+            &Silent,
         )
         .unwrap();
         assert_eq!(m.files.len(), 2);
@@ -478,7 +469,7 @@ mod tests {
         assert_eq!(fs::metadata(&obj).unwrap().mode() & 0o777, 0o444);
         // Second release with the same content: no new objects.
         let before = repo.objects().unwrap().len();
-        publish(&repo, "tool", "1.1", &[src], "", false).unwrap();
+        publish(&repo, "tool", "1.1", &[src], "", &Silent).unwrap();
         assert_eq!(repo.objects().unwrap().len(), before);
         let cat = repo.catalog(false).unwrap();
         assert_eq!(cat.len(), 2);
@@ -490,13 +481,38 @@ mod tests {
     fn refuses_republish_and_bad_names() {
         let (d, src) = tree();
         let repo = Repository::open(&d.path().join("repo")).unwrap();
-        publish(&repo, "tool", "1.0", std::slice::from_ref(&src), "", false).unwrap();
+        publish(
+            &repo,
+            "tool",
+            "1.0",
+            std::slice::from_ref(&src),
+            "",
+            &Silent,
+        )
+        .unwrap();
         assert!(matches!(
-            publish(&repo, "tool", "1.0", std::slice::from_ref(&src), "", false),
+            publish(
+                &repo,
+                "tool",
+                "1.0",
+                std::slice::from_ref(&src),
+                "",
+                &Silent
+            ),
             Err(StagerError::Refused(_))
         ));
-        assert!(publish(&repo, "../x", "1.0", std::slice::from_ref(&src), "", false).is_err());
-        assert!(publish(&repo, "tool", "", &[src], "", false).is_err());
+        assert!(
+            publish(
+                &repo,
+                "../x",
+                "1.0",
+                std::slice::from_ref(&src),
+                "",
+                &Silent
+            )
+            .is_err()
+        );
+        assert!(publish(&repo, "tool", "", &[src], "", &Silent).is_err());
     }
 
     #[test]
@@ -504,7 +520,15 @@ mod tests {
         let (d, src) = tree();
         let repo = Repository::open(&d.path().join("repo")).unwrap();
         std::os::unix::fs::symlink("a.txt", src.join("alias.txt")).unwrap();
-        let m = publish(&repo, "tool", "1.0", std::slice::from_ref(&src), "", false).unwrap();
+        let m = publish(
+            &repo,
+            "tool",
+            "1.0",
+            std::slice::from_ref(&src),
+            "",
+            &Silent,
+        )
+        .unwrap();
         let alias = m.files.iter().find(|f| f.name == "alias.txt").unwrap();
         assert_eq!(alias.sha256, fsutil::sha256_hex(b"hello"));
         let obj = repo.object_path(&alias.sha256).unwrap();
@@ -512,7 +536,7 @@ mod tests {
 
         fs::write(d.path().join("secret"), b"outside").unwrap();
         std::os::unix::fs::symlink(d.path().join("secret"), src.join("evil")).unwrap();
-        let err = publish(&repo, "tool", "2.0", &[src], "", false).unwrap_err();
+        let err = publish(&repo, "tool", "2.0", &[src], "", &Silent).unwrap_err();
         assert!(matches!(err, StagerError::Refused(_)), "{err}");
         assert!(repo.manifest("tool", "2.0").is_err());
     }
@@ -523,8 +547,8 @@ mod tests {
         let repo = Repository::open(&d.path().join("repo")).unwrap();
         let one = d.path().join("only-in-1");
         fs::write(&one, b"unique to 1.0").unwrap();
-        publish(&repo, "tool", "1.0", &[src.clone(), one], "", false).unwrap();
-        publish(&repo, "tool", "1.1", &[src], "", false).unwrap();
+        publish(&repo, "tool", "1.0", &[src.clone(), one], "", &Silent).unwrap();
+        publish(&repo, "tool", "1.1", &[src], "", &Silent).unwrap();
         let unique = repo
             .object_path(&fsutil::sha256_hex(b"unique to 1.0"))
             .unwrap();

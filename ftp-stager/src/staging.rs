@@ -722,7 +722,15 @@ mod tests {
         fs::write(src.join("big.bin"), vec![1u8; 100_000]).unwrap();
         fs::write(src.join("docs/readme.txt"), b"read me").unwrap();
         let repo = Repository::open(&cfg.repository).unwrap();
-        publish(&repo, "tool", "1.0", &[src], "notes", false).unwrap();
+        publish(
+            &repo,
+            "tool",
+            "1.0",
+            &[src],
+            "notes",
+            &commlink::progress::Silent,
+        )
+        .unwrap();
         (d, cfg)
     }
 

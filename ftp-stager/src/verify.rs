@@ -26,6 +26,7 @@ use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
+use commlink::progress::Progress;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
@@ -121,12 +122,12 @@ impl Report {
 
 /// Re-hashes every object and checks every release (see the module docs). With
 /// `only_keys` = true only `keys` are trusted; otherwise the repository's `keys/` too.
-/// `progress`: an indicatif bar on stderr over the bytes to hash.
+/// Reports the bytes re-hashed to `progress` (one phase; the caller draws it).
 pub fn verify(
     repo: &Repository,
     keys: &[PublicKey],
     only_keys: bool,
-    progress: bool,
+    progress: &dyn Progress,
 ) -> Result<Report> {
     let objects = repo.objects()?;
     let total: u64 = objects
@@ -134,28 +135,18 @@ pub fn verify(
         .filter_map(|(_, p)| fs::symlink_metadata(p).ok())
         .map(|m| m.len())
         .sum();
-    let bar = if progress {
-        let b = indicatif::ProgressBar::new(total);
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "verifying [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        ) {
-            b.set_style(style.progress_chars("=> "));
-        }
-        b
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    progress.phase("verifying the repository", total);
     let mut states: HashMap<String, ObjState> = HashMap::new();
     let mut bytes = 0;
     let mut buf = vec![0u8; 1 << 20];
     for (sha, path) in &objects {
-        let st = rehash(sha, path, &mut buf, &bar);
+        let st = rehash(sha, path, &mut buf, progress);
         if let ObjState::Good(n) = st {
             bytes += n;
         }
         states.insert(sha.clone(), st);
     }
-    bar.finish_and_clear();
+    progress.finish();
 
     let releases = repo.catalog(true)?;
     let mut named: BTreeSet<String> = BTreeSet::new();
@@ -191,7 +182,7 @@ pub fn verify(
     })
 }
 
-fn rehash(sha: &str, path: &Path, buf: &mut [u8], bar: &indicatif::ProgressBar) -> ObjState {
+fn rehash(sha: &str, path: &Path, buf: &mut [u8], progress: &dyn Progress) -> ObjState {
     let md = match fs::symlink_metadata(path) {
         Ok(md) => md,
         Err(e) => return ObjState::Bad(format!("cannot stat: {e}")),
@@ -211,7 +202,7 @@ fn rehash(sha: &str, path: &Path, buf: &mut [u8], bar: &indicatif::ProgressBar) 
             Ok(k) => {
                 h.update(&buf[..k]);
                 n += k as u64;
-                bar.inc(k as u64);
+                progress.advance(k as u64);
             }
             Err(e) => return ObjState::Bad(format!("cannot read: {e}")),
         }

@@ -189,7 +189,7 @@ fn prepare_repository(cfg: &FfsConfig, dir: &Path) -> anyhow::Result<()> {
             version,
             std::slice::from_ref(&src),
             notes,
-            true,
+            &super::bench::Bars::bytes(false),
         )
         .with_context(|| format!("cannot publish demo release {product} {version}"))?;
     }

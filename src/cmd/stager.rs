@@ -143,7 +143,7 @@ impl StagerCmd {
                         &a.version,
                         &a.paths,
                         &a.notes,
-                        true,
+                        &super::bench::Bars::bytes(false),
                         signer.as_ref(),
                     )
                 })
@@ -250,7 +250,8 @@ async fn repo_verify(sc: &ftp_stager::StagerConfig, a: VerifyArgs) -> anyhow::Re
             let s = ftp_stager::Signer::load(&sc.signing_key)?;
             keys.push(ftp_stager::signing::PublicKey::parse(&s.public_key_text())?);
         }
-        let report = ftp_stager::verify::verify(&repo, &keys, only, !json)?;
+        let report =
+            ftp_stager::verify::verify(&repo, &keys, only, &super::bench::Bars::bytes(json))?;
         let outcome = if a.quarantine && report.altered() {
             Some(ftp_stager::verify::quarantine(
                 &repo,

@@ -261,7 +261,15 @@ async fn start_with_huge() -> Running {
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("huge.bin"), pattern(HUGE, 7)).unwrap();
     let repo = ftp_stager::Repository::open(&cfg.repository).unwrap();
-    ftp_stager::publish(&repo, "tool", "2.0", &[src], "huge", false).unwrap();
+    ftp_stager::publish(
+        &repo,
+        "tool",
+        "2.0",
+        &[src],
+        "huge",
+        &commlink::progress::Silent,
+    )
+    .unwrap();
     start_with(dir, cfg, None).await
 }
 

@@ -97,7 +97,15 @@ pub fn make_repo() -> (tempfile::TempDir, StagerConfig) {
     .unwrap();
     let cfg = test_config(dir.path());
     let repo = Repository::open(&cfg.repository).unwrap();
-    ftp_stager::publish(&repo, "tool", "1.0", &[src], "first release", false).unwrap();
+    ftp_stager::publish(
+        &repo,
+        "tool",
+        "1.0",
+        &[src],
+        "first release",
+        &commlink::progress::Silent,
+    )
+    .unwrap();
     (dir, cfg)
 }
 

@@ -977,7 +977,15 @@ async fn ftp_abort_during_a_transfer_matches_vsftpd() {
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("huge.bin"), pattern(32 * 1024 * 1024, 7)).unwrap();
     let repo = ftp_stager::Repository::open(&cfg.repository).unwrap();
-    ftp_stager::publish(&repo, "huge", "1.0", &[src], "", false).unwrap();
+    ftp_stager::publish(
+        &repo,
+        "huge",
+        "1.0",
+        &[src],
+        "",
+        &commlink::progress::Silent,
+    )
+    .unwrap();
     let r = start_with(dir, cfg, None).await;
     let a = r
         .stager

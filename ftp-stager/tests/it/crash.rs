@@ -22,7 +22,15 @@ fn crash_child() {
     let repo = PathBuf::from(std::env::var("FFS_CRASH_REPO").unwrap());
     let src = PathBuf::from(std::env::var("FFS_CRASH_SRC").unwrap());
     let repo = Repository::open(&repo).unwrap();
-    ftp_stager::publish(&repo, "tool", "1.0", &[src], "crash test", false).unwrap();
+    ftp_stager::publish(
+        &repo,
+        "tool",
+        "1.0",
+        &[src],
+        "crash test",
+        &commlink::progress::Silent,
+    )
+    .unwrap();
     println!("STEPS {}", ftp_stager::publish::steps_taken());
 }
 
@@ -72,7 +80,15 @@ fn fresh_repo(root: &Path, n: usize) -> Repository {
     let old = root.join("old");
     fs::create_dir_all(&old).unwrap();
     fs::write(old.join("shared.txt"), b"already in 0.9\n").unwrap();
-    ftp_stager::publish(&repo, "tool", "0.9", &[old], "", false).unwrap();
+    ftp_stager::publish(
+        &repo,
+        "tool",
+        "0.9",
+        &[old],
+        "",
+        &commlink::progress::Silent,
+    )
+    .unwrap();
     repo
 }
 
@@ -131,8 +147,15 @@ fn check_consistent(repo: &Repository, what: &str, files: usize) -> bool {
 
 fn finish_and_verify(repo: &Repository, src: &Path, visible: bool, what: &str) {
     if !visible {
-        ftp_stager::publish(repo, "tool", "1.0", &[src.to_path_buf()], "", false)
-            .unwrap_or_else(|e| panic!("{what}: next publish failed: {e}"));
+        ftp_stager::publish(
+            repo,
+            "tool",
+            "1.0",
+            &[src.to_path_buf()],
+            "",
+            &commlink::progress::Silent,
+        )
+        .unwrap_or_else(|e| panic!("{what}: next publish failed: {e}"));
     }
     check_consistent(repo, what, 4);
     assert_eq!(
@@ -205,8 +228,15 @@ fn publish_sigkilled_at_random_times_leaves_nothing_partial() {
             hit_midway += 1;
         }
         if !visible {
-            ftp_stager::publish(&repo, "tool", "1.0", std::slice::from_ref(&src), "", false)
-                .unwrap();
+            ftp_stager::publish(
+                &repo,
+                "tool",
+                "1.0",
+                std::slice::from_ref(&src),
+                "",
+                &commlink::progress::Silent,
+            )
+            .unwrap();
         }
         let m = repo.manifest("tool", "1.0").unwrap();
         assert_eq!(m.files.len(), 5, "{what}");

@@ -82,9 +82,16 @@ fn minisign_and_sha256sum_verify_a_staged_signed_release_and_catch_one_changed_b
     let signer = Signer::load(&sk).unwrap();
     let repo = Repository::open(&cfg.repository).unwrap();
     let src = dir.path().join("src");
-    let m =
-        ftp_stager::publish_signed(&repo, "tool", "2.0", &[src], "signed", false, Some(&signer))
-            .unwrap();
+    let m = ftp_stager::publish_signed(
+        &repo,
+        "tool",
+        "2.0",
+        &[src],
+        "signed",
+        &commlink::progress::Silent,
+        Some(&signer),
+    )
+    .unwrap();
     let sig = m.signature.as_ref().expect("signed");
     assert_eq!(sig.key_id, key_id);
     assert_eq!(m.signed_by(), key_id);
@@ -174,7 +181,7 @@ fn a_new_key_signs_new_releases_and_old_releases_keep_their_signature() {
         "2.0",
         std::slice::from_ref(&src),
         "",
-        false,
+        &commlink::progress::Silent,
         Some(&a),
     )
     .unwrap();
@@ -184,7 +191,7 @@ fn a_new_key_signs_new_releases_and_old_releases_keep_their_signature() {
         "3.0",
         std::slice::from_ref(&src),
         "",
-        false,
+        &commlink::progress::Silent,
         Some(&b),
     )
     .unwrap();
@@ -193,7 +200,16 @@ fn a_new_key_signs_new_releases_and_old_releases_keep_their_signature() {
     fs::create_dir_all(&evil).unwrap();
     fs::write(evil.join("SHA256SUMS"), b"forged\n").unwrap();
     assert!(
-        ftp_stager::publish_signed(&repo, "tool", "4.0", &[evil], "", false, Some(&b)).is_err()
+        ftp_stager::publish_signed(
+            &repo,
+            "tool",
+            "4.0",
+            &[evil],
+            "",
+            &commlink::progress::Silent,
+            Some(&b)
+        )
+        .is_err()
     );
 
     let cat = repo.catalog(false).unwrap();

@@ -46,7 +46,16 @@ fn fixture() -> Fx {
     fs::write(src2.join("big2.bin"), crate::common::pattern(2 << 20, 9)).unwrap();
     fs::write(src2.join("notes.txt"), b"two\n").unwrap();
     let repo = Repository::open(&cfg.repository).unwrap();
-    ftp_stager::publish_signed(&repo, "tool", "2.0", &[src2], "", false, Some(&signer)).unwrap();
+    ftp_stager::publish_signed(
+        &repo,
+        "tool",
+        "2.0",
+        &[src2],
+        "",
+        &commlink::progress::Silent,
+        Some(&signer),
+    )
+    .unwrap();
     let public = PublicKey::load(&dir.path().join("ffs.pub")).unwrap();
     Fx {
         dir,
@@ -78,7 +87,7 @@ fn object_of(repo: &Repository, version: &str, name: &str) -> std::path::PathBuf
 #[test]
 fn an_intact_repository_verifies_and_unsigned_is_never_called_verified() {
     let fx = fixture();
-    let r = verify(&fx.repo, &[], false, false).unwrap();
+    let r = verify(&fx.repo, &[], false, &commlink::progress::Silent).unwrap();
     assert!(!r.altered(), "{r:?}");
     assert_eq!(r.releases.len(), 2);
     let two = r.releases.iter().find(|x| x.version == "2.0").unwrap();
@@ -89,7 +98,13 @@ fn an_intact_repository_verifies_and_unsigned_is_never_called_verified() {
     assert_eq!(one.signature_verified, None);
     assert_eq!(one.signature_state(), "unsigned");
     // Only the given key trusted: the same key, so still verified.
-    let r = verify(&fx.repo, std::slice::from_ref(&fx.public), true, false).unwrap();
+    let r = verify(
+        &fx.repo,
+        std::slice::from_ref(&fx.public),
+        true,
+        &commlink::progress::Silent,
+    )
+    .unwrap();
     assert!(!r.altered(), "{r:?}");
 }
 
@@ -102,7 +117,7 @@ fn one_changed_byte_is_reported_and_quarantine_withdraws_the_release_and_its_are
     let big = object_of(&fx.repo, "2.0", "big2.bin");
     tamper(&big, |b| b[12345] ^= 0x40);
 
-    let r = verify(&fx.repo, &[], false, false).unwrap();
+    let r = verify(&fx.repo, &[], false, &commlink::progress::Silent).unwrap();
     assert!(r.altered());
     let two = r.releases.iter().find(|x| x.version == "2.0").unwrap();
     assert!(two.altered());
@@ -172,7 +187,7 @@ fn one_changed_byte_is_reported_and_quarantine_withdraws_the_release_and_its_are
         1
     );
     // Run again: still listed, but dealt with.
-    let again = verify(&fx.repo, &[], false, false).unwrap();
+    let again = verify(&fx.repo, &[], false, &commlink::progress::Silent).unwrap();
     assert!(!again.altered(), "{again:?}");
     assert!(
         again
@@ -203,7 +218,7 @@ fn an_edited_manifest_or_a_foreign_signature_fails_the_signature_check() {
     notes.size = readme.size;
     fs::set_permissions(&mpath, fs::Permissions::from_mode(0o644)).unwrap();
     fs::write(&mpath, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
-    let r = verify(&fx.repo, &[], false, false).unwrap();
+    let r = verify(&fx.repo, &[], false, &commlink::progress::Silent).unwrap();
     let two = r.releases.iter().find(|x| x.version == "2.0").unwrap();
     assert_eq!(two.signature_verified, Some(false));
     assert!(
@@ -222,8 +237,23 @@ fn an_edited_manifest_or_a_foreign_signature_fails_the_signature_check() {
     let src3 = fx.dir.path().join("src3");
     fs::create_dir_all(&src3).unwrap();
     fs::write(src3.join("evil.bin"), b"not from the vendor").unwrap();
-    ftp_stager::publish_signed(&fx.repo, "tool", "3.0", &[src3], "", false, Some(&other)).unwrap();
-    let r = verify(&fx.repo, std::slice::from_ref(&fx.public), true, false).unwrap();
+    ftp_stager::publish_signed(
+        &fx.repo,
+        "tool",
+        "3.0",
+        &[src3],
+        "",
+        &commlink::progress::Silent,
+        Some(&other),
+    )
+    .unwrap();
+    let r = verify(
+        &fx.repo,
+        std::slice::from_ref(&fx.public),
+        true,
+        &commlink::progress::Silent,
+    )
+    .unwrap();
     let three = r.releases.iter().find(|x| x.version == "3.0").unwrap();
     assert!(three.altered());
     assert!(

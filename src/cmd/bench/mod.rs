@@ -23,6 +23,7 @@ pub enum BenchCmd {
 /// stderr is not a terminal, and when `quiet`).
 pub struct Bars {
     quiet: bool,
+    bytes: bool,
     current: Mutex<Option<ProgressBar>>,
 }
 
@@ -31,7 +32,16 @@ impl Bars {
     pub fn new(quiet: bool) -> Bars {
         Bars {
             quiet,
+            bytes: false,
             current: Mutex::new(None),
+        }
+    }
+
+    /// Bars whose steps are bytes (shown as sizes and a rate), or nothing when `quiet`.
+    pub fn bytes(quiet: bool) -> Bars {
+        Bars {
+            bytes: true,
+            ..Bars::new(quiet)
         }
     }
 
@@ -54,11 +64,14 @@ impl ::commlink::progress::Progress for Bars {
             pb.set_message(name.to_owned());
             pb
         } else {
-            let style = ProgressStyle::with_template(
-                "{prefix:<52} [{bar:30}] {pos:>6}/{len:6} {per_sec:>12} {elapsed}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
+            let template = if self.bytes {
+                "{prefix:<40} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
+            } else {
+                "{prefix:<52} [{bar:30}] {pos:>6}/{len:6} {per_sec:>12} {elapsed}"
+            };
+            let style = ProgressStyle::with_template(template)
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> ");
             ProgressBar::new(total)
                 .with_style(style)
                 .with_prefix(name.to_owned())

@@ -134,7 +134,7 @@ impl Stack {
                 version,
                 std::slice::from_ref(&src),
                 &format!("Release notes for {product} {version}."),
-                false,
+                &commlink::progress::Silent,
                 signer,
             )
             .unwrap();
