@@ -17,12 +17,13 @@ DEB_PACKAGES=(
   iproute2 nftables          # netns: the agent behind a firewall in a network namespace
   bsdutils                   # pty: `script` drives the interactive prompts
   nginx vsftpd lftp wget aria2 minisign
+  squid                      # the commlink through a real CONNECT proxy
 )
 # PyPI tools as "command=package" (checked with `command -v`; installed with pip).
 PIP_TOOLS=()
 # Components a full run (no arguments) must exercise, or name in FFS_TEST_SKIP: a test that
 # stops asking for its prerequisite, or is lost, turns the run red.
-EXPECTED_COMPONENTS=(postgres browser netns pty root tmpfs nginx vsftpd wget aria2c)
+EXPECTED_COMPONENTS=(postgres browser netns pty root tmpfs nginx vsftpd wget aria2c squid)
 # Summary labels for component names (the words of FFS_TEST_SKIP); others print as-is.
 declare -A COMPONENT_LABEL=(
   [postgres]="PostgreSQL" [browser]="Chromium" [netns]="nftables netns" [pty]="script/pty"

@@ -50,8 +50,8 @@ pub use keys::{KeyBag, KeyBagError};
 pub use refusal::{RefusalCode, UnknownCode};
 pub use tobj::{Fields, Link, Message, Request, Tobj, TobjError, Value};
 pub use transport::{
-    AddrError, Carrier, Client, LinkAddr, LinkConfig, LinkError, Service, error_reply, serve,
-    serve_dialout,
+    AddrError, Carrier, Client, LinkAddr, LinkConfig, LinkError, Proxy, Service, error_reply,
+    serve, serve_dialout, serve_dialout_via,
 };
 
 #[doc(hidden)]

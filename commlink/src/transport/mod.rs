@@ -22,7 +22,8 @@
 //! - `addr`: link addresses as written in `ffs.toml` ([`LinkAddr`]: `tcp://host:port` or
 //!   a bare `host:port`; unknown schemes refused);
 //! - `carrier` and `tcp`: how a byte stream to the peer is opened ([`Carrier`]); raw TCP,
-//!   with source-port ranges, is the one carrier so far;
+//!   with source-port ranges;
+//! - `proxy`: through an HTTP forward proxy with `CONNECT` ([`Proxy`], virtual ports);
 //! - `dial`: dialing and accepting within the connect timeout, and the redial loop;
 //! - `refusals`: what the redial loop logs (each new cause at once, repeats counted);
 //! - `client`: the requester ([`Client`]);
@@ -35,6 +36,7 @@ mod config;
 mod conn;
 mod dial;
 mod handshake_io;
+mod proxy;
 mod refusals;
 mod server;
 mod tcp;
@@ -43,5 +45,6 @@ pub use addr::{AddrError, LinkAddr};
 pub use carrier::Carrier;
 pub use client::Client;
 pub use config::{ERROR_TYPE, LinkConfig, LinkError, Service, error_reply};
+pub use proxy::{Proxy, no_proxy_matches};
 pub use server::{serve, serve_dialout, serve_dialout_via};
 pub use tcp::Tcp;

@@ -36,7 +36,10 @@ impl Carrier for Tcp {
     }
 }
 
-async fn connect(addr: &str, source_ports: Option<(u16, u16)>) -> std::io::Result<TcpStream> {
+pub(super) async fn connect(
+    addr: &str,
+    source_ports: Option<(u16, u16)>,
+) -> std::io::Result<TcpStream> {
     let targets: Vec<SocketAddr> = tokio::net::lookup_host(addr).await?.collect();
     let mut last = std::io::Error::new(
         std::io::ErrorKind::NotFound,

@@ -2,8 +2,10 @@
 //!
 //! - `fuzz_corpus`: the fuzz targets' committed seed corpora through their hooks;
 //! - `link`: the commlink over real loopback TCP, both dial directions;
+//! - `proxy`: the commlink through a real squid with `CONNECT` (Basic auth, refusals);
 //! - `vectors`: PROTOCOL.md's worked vectors, recomputed independently.
 
 mod fuzz_corpus;
 mod link;
+mod proxy;
 mod vectors;

@@ -1,0 +1,275 @@
+//! The commlink through a real HTTP forward proxy (squid) with `CONNECT`: the tunnel carries
+//! the link with a virtual port, the proxy's refusals reach the operator with their status
+//! line, and nothing readable crosses the proxy.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use commlink::{Client, Fields, KeyBag, LinkConfig, LinkError, Proxy, Service, Tobj, serve};
+use ffs_testkit::port::free_port;
+use ffs_testkit::prereq;
+use tokio::net::TcpListener;
+
+/// Echoes the request's `text` back.
+struct Echo;
+
+impl Service for Echo {
+    async fn call(&self, request: Tobj) -> Tobj {
+        let text = request.fields.req_text("text").unwrap_or("").to_owned();
+        Tobj::with_fields("test.echo", 0, Fields::new().text("text", text))
+    }
+}
+
+const USER: &str = "linkuser";
+const PASS: &str = "s3cret-pw";
+
+/// A squid child on a free loopback port, with its logs in a temp dir; killed on drop.
+struct Squid {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Squid {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Squid {
+    /// Starts squid allowing `CONNECT` only to `link_port`, with Basic auth when `auth`,
+    /// or denying every `CONNECT` when `deny_connect`.
+    fn start(link_port: u16, auth: bool, deny_connect: bool) -> Option<Squid> {
+        if !prereq::require_command("squid", "squid", "apt-get install squid") {
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let d = dir.path();
+        // squid drops to its own user: it must write its logs here and run the helper.
+        chmod(d, 0o777);
+        let port = free_port();
+        let access = if deny_connect {
+            "http_access deny CONNECT\nhttp_access deny all\n".to_owned()
+        } else if auth {
+            let helper = d.join("auth.sh");
+            std::fs::write(
+                &helper,
+                format!(
+                    "#!/bin/sh\nwhile read -r u p; do\n  if [ \"$u\" = {USER} ] && [ \"$p\" = {PASS} ]; \
+                     then echo OK; else echo ERR; fi\ndone\n"
+                ),
+            )
+            .expect("write the auth helper");
+            chmod(&helper, 0o755);
+            format!(
+                "auth_param basic program /bin/sh {}\nauth_param basic realm ffs-test\n\
+                 acl authed proxy_auth REQUIRED\n\
+                 http_access deny CONNECT !link_port\nhttp_access allow CONNECT link_port authed\n\
+                 http_access deny all\n",
+                helper.display()
+            )
+        } else {
+            "http_access deny CONNECT !link_port\nhttp_access allow CONNECT link_port\n\
+             http_access deny all\n"
+                .to_owned()
+        };
+        let conf = format!(
+            "http_port 127.0.0.1:{port}\n\
+             pid_filename {d}/squid.pid\ncache_log {d}/cache.log\n\
+             access_log stdio:{d}/access.log squid\ncoredump_dir {d}\n\
+             netdb_filename none\nlogfile_rotate 0\nshutdown_lifetime 0 seconds\ncache deny all\n\
+             acl link_port port {link_port}\nacl CONNECT method CONNECT\n{access}",
+            d = d.display()
+        );
+        let conf_path = d.join("squid.conf");
+        std::fs::write(&conf_path, conf).expect("write squid.conf");
+        let child = Command::new("squid")
+            .arg("-N")
+            .arg("-f")
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start squid");
+        let mut squid = Squid { child, port, dir };
+        squid.wait_until_listening();
+        Some(squid)
+    }
+
+    fn wait_until_listening(&mut self) {
+        for _ in 0..600 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("squid exited ({status}): {}", self.log("cache.log"));
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("squid never listened: {}", self.log("cache.log"));
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+
+    /// The access log once it holds a line containing `needle` (squid writes a CONNECT's
+    /// line when its tunnel closes).
+    async fn access_log_with(&self, needle: &str) -> String {
+        for _ in 0..600 {
+            let log = self.log("access.log");
+            if log.contains(needle) {
+                return log;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "squid's access log never showed {needle:?}: {}",
+            self.log("access.log")
+        );
+    }
+
+    fn url(&self, with_auth: bool) -> String {
+        if with_auth {
+            format!("http://{USER}:{PASS}@127.0.0.1:{}", self.port)
+        } else {
+            format!("http://127.0.0.1:{}", self.port)
+        }
+    }
+}
+
+fn chmod(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// A listening responder that takes proxied initiators; returns its port.
+async fn acceptor(cfg: &LinkConfig) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let mut cfg = cfg.clone();
+    cfg.accept_proxied = true;
+    tokio::spawn(serve(
+        listener,
+        cfg,
+        Arc::new(Echo),
+        std::future::pending::<()>(),
+    ));
+    port
+}
+
+async fn echo(client: &Client, text: &str) -> Result<String, LinkError> {
+    let reply = client
+        .call(Tobj::with_fields(
+            "test.echo",
+            0,
+            Fields::new().text("text", text),
+        ))
+        .await?;
+    Ok(reply.fields.req_text("text")?.to_owned())
+}
+
+/// Calls until the link error mentions `needle` (the first call may still see "not yet
+/// connected"); returns that error.
+async fn down_with(client: &Client, needle: &str) -> String {
+    let mut last = String::new();
+    for _ in 0..10 {
+        match echo(client, "x").await {
+            Ok(r) => panic!("the link worked through a refusing proxy: {r}"),
+            Err(e) => last = e.to_string(),
+        }
+        if last.contains(needle) {
+            return last;
+        }
+    }
+    panic!("the link error never named {needle:?}: {last}");
+}
+
+#[tokio::test]
+async fn the_link_runs_through_squid_connect_with_basic_auth_and_nothing_readable_crosses() {
+    let cfg = ffs_testkit::link::config_with(Arc::new(KeyBag::generate(128).expect("a bag")));
+    let link_port = acceptor(&cfg).await;
+    let Some(squid) = Squid::start(link_port, true, false) else {
+        return;
+    };
+    let target = format!("127.0.0.1:{link_port}");
+    let client = Client::dial_via(
+        Proxy::new(&squid.url(true), target.clone()).expect("proxy URL"),
+        cfg.clone(),
+    );
+    let secret_login = "alice-through-the-proxy@example.com";
+    for i in 0..20 {
+        let text = format!("{secret_login} request {i}");
+        assert_eq!(echo(&client, &text).await.expect("echoed"), text);
+    }
+    drop(client);
+    let log = squid.access_log_with("CONNECT").await;
+    assert!(log.contains(&format!("CONNECT {target}")), "{log}");
+    assert!(
+        log.contains(USER),
+        "squid logged the authenticated user: {log}"
+    );
+    let everything = format!("{log}{}", squid.log("cache.log"));
+    assert!(
+        !everything.contains("alice-through-the-proxy"),
+        "{everything}"
+    );
+
+    // Without credentials the proxy says 407, and the operator sees that status line.
+    let anonymous = Client::dial_via(
+        Proxy::new(&squid.url(false), target.clone()).expect("proxy URL"),
+        cfg.clone(),
+    );
+    let err = down_with(&anonymous, "407").await;
+    assert!(err.contains("refused CONNECT"), "{err}");
+    assert!(err.contains("Proxy Authentication Required"), "{err}");
+
+    // A port the proxy's acl does not allow is refused (403) too.
+    let elsewhere = Client::dial_via(
+        Proxy::new(&squid.url(true), format!("127.0.0.1:{}", free_port())).expect("proxy URL"),
+        cfg,
+    );
+    down_with(&elsewhere, "403").await;
+}
+
+#[tokio::test]
+async fn a_proxy_that_denies_connect_is_reported_with_its_status_line() {
+    let cfg = ffs_testkit::link::config_with(Arc::new(KeyBag::generate(128).expect("a bag")));
+    let link_port = acceptor(&cfg).await;
+    let Some(squid) = Squid::start(link_port, false, true) else {
+        return;
+    };
+    let client = Client::dial_via(
+        Proxy::new(&squid.url(false), format!("127.0.0.1:{link_port}")).expect("proxy URL"),
+        cfg,
+    );
+    let err = down_with(&client, "403").await;
+    assert!(err.contains("HTTP/1.1 403 Forbidden"), "{err}");
+    assert!(err.contains(&format!("127.0.0.1:{}", squid.port)), "{err}");
+}
+
+#[tokio::test]
+async fn an_acceptor_not_configured_for_proxied_initiators_refuses_them_clearly() {
+    let cfg = ffs_testkit::link::config_with(Arc::new(KeyBag::generate(128).expect("a bag")));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let link_port = listener.local_addr().expect("address").port();
+    tokio::spawn(serve(
+        listener,
+        cfg.clone(),
+        Arc::new(Echo),
+        std::future::pending::<()>(),
+    ));
+    let Some(squid) = Squid::start(link_port, false, false) else {
+        return;
+    };
+    let client = Client::dial_via(
+        Proxy::new(&squid.url(false), format!("127.0.0.1:{link_port}")).expect("proxy URL"),
+        cfg,
+    );
+    let err = down_with(&client, "virtual-port").await;
+    assert!(err.contains("accept_proxied"), "{err}");
+}
