@@ -118,7 +118,7 @@ async fn dialout_responder_serves_1000_concurrent_requests() {
     let _ = stop.send(());
     responder.await.unwrap();
     // The requester notices the responder has gone.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(ffs_testkit::wait::until(Duration::from_secs(10), || !client.is_up()).await);
     let err = ask(&client, "x").await.unwrap_err();
     assert!(matches!(err, LinkError::Down(_)), "{err}");
 }

@@ -51,7 +51,16 @@ print("mlsd", sorted(n for n, f in ftp.mlsd()))
     );
     assert!(out.contains("'big.bin'") && out.contains("'docs'"), "{out}");
     // Completed transfers were recorded as deliveries.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let recorded = |d: &commlink::msg::stager::Deliveries| {
+        d.deliveries
+            .iter()
+            .filter(|d| d.file == "big.bin" && d.area_id == a.area_id)
+            .count()
+    };
+    ffs_testkit::wait::until(std::time::Duration::from_secs(10), || {
+        recorded(&r.stager.deliveries(&Default::default())) >= 3
+    })
+    .await;
     let d = r.stager.deliveries(&Default::default());
     let big: Vec<_> = d
         .deliveries
@@ -153,7 +162,14 @@ async fn curl_https_download_matches_catalog_and_resumes() {
     let (code, _) = curl(&[&format!("{}docs/%2e%2e/", a.https_base)]).await;
     assert_eq!(code, 400);
 
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    ffs_testkit::wait::until(std::time::Duration::from_secs(10), || {
+        r.stager
+            .deliveries(&Default::default())
+            .deliveries
+            .iter()
+            .any(|d| d.file == "big.bin" && d.protocol == "https" && d.bytes == size)
+    })
+    .await;
     let dl = r.stager.deliveries(&Default::default());
     assert!(
         dl.deliveries

@@ -47,7 +47,14 @@ async fn requests_over_a_real_commlink() {
     assert_eq!(stats.method, "hardlink");
     assert!(stats.stage_p99_us >= stats.stage_p50_us && stats.stage_p50_us > 0);
 
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The HTTPS download above is recorded as a delivery once its body has gone out.
+    ffs_testkit::wait::until(std::time::Duration::from_secs(10), || {
+        !r.stager
+            .deliveries(&DeliveriesRequest::default())
+            .deliveries
+            .is_empty()
+    })
+    .await;
     let d = client
         .request(&DeliveriesRequest {
             after_seq: 0,
@@ -112,7 +119,14 @@ async fn areas_survive_a_stager_restart() {
     let a = r.stage(&["big.bin", "docs/readme.txt"], None);
     let (code, _) = curl(&[&format!("{}docs/readme.txt", a.https_base)]).await;
     assert_eq!(code, 200);
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The delivery is on record before the stager stops.
+    ffs_testkit::wait::until(std::time::Duration::from_secs(10), || {
+        !r.stager
+            .deliveries(&DeliveriesRequest::default())
+            .deliveries
+            .is_empty()
+    })
+    .await;
     let (dir, cfg) = r.stop().await;
 
     let r = start_with(dir, cfg, None).await;
@@ -132,8 +146,15 @@ async fn areas_survive_a_stager_restart() {
     .unwrap();
     assert!(out.contains("read me first"), "{out}");
     assert_eq!(r.stager.areas().areas.len(), 1);
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     // The deliveries log continued: seq 1 from before the restart, then 2 and 3.
+    ffs_testkit::wait::until(std::time::Duration::from_secs(10), || {
+        r.stager
+            .deliveries(&DeliveriesRequest::default())
+            .deliveries
+            .len()
+            >= 3
+    })
+    .await;
     let d = r.stager.deliveries(&DeliveriesRequest::default());
     let seqs: Vec<u64> = d.deliveries.iter().map(|d| d.seq).collect();
     assert_eq!(seqs, vec![1, 2, 3], "{:?}", d.deliveries);

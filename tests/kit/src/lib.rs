@@ -4,7 +4,8 @@
 //! - [`link`]: the commlink settings every test uses (one test `LinkConfig`);
 //! - [`html`]: the one scraper for rendered pages (form fields, links, URLs);
 //! - [`port`]: ports for external servers, reserved across test processes;
-//! - [`hash`]: SHA-256 of bytes and files as hex.
+//! - [`hash`]: SHA-256 of bytes and files as hex;
+//! - [`wait`]: waiting for an event instead of sleeping for a guessed time.
 //!
 //! # `prereq`: no silent skips
 //!
@@ -58,3 +59,4 @@ pub mod html;
 pub mod link;
 pub mod port;
 pub mod prereq;
+pub mod wait;
