@@ -47,6 +47,9 @@ pub struct LinkSection {
     pub heartbeat_secs: f64,
     /// When dialing, bind the source port in this range, e.g. "40000-40999"; empty = any.
     pub source_ports: String,
+    /// As the accepting end: take initiators that connect through a proxy and announce a
+    /// virtual port (PROTOCOL.md §4). Off: such initiators are refused with `virtual-port`.
+    pub accept_proxied: bool,
 }
 
 impl Default for LinkSection {
@@ -59,6 +62,7 @@ impl Default for LinkSection {
             connect_timeout_secs: 2.0,
             heartbeat_secs: 5.0,
             source_ports: String::new(),
+            accept_proxied: false,
         }
     }
 }
@@ -78,6 +82,10 @@ connect_timeout_secs = 2.0
 heartbeat_secs = 5.0
 # Bind dialing source ports in this range so a firewall rule can name it, e.g. "40000-40999".
 source_ports = ""
+# As the accepting end of a link, take initiators that reach it through a proxy (they
+# announce a virtual port instead of their source port; PROTOCOL.md §4). Raw TCP initiators
+# keep their port-mismatch check either way.
+accept_proxied = false
 "#;
 
 impl FfsConfig {
@@ -129,6 +137,7 @@ impl FfsConfig {
         c.connect_timeout = secs("connect_timeout_secs", l.connect_timeout_secs)?;
         c.heartbeat = secs("heartbeat_secs", l.heartbeat_secs)?;
         c.source_ports = parse_port_range(&l.source_ports)?;
+        c.accept_proxied = l.accept_proxied;
         Ok(c)
     }
 

@@ -25,6 +25,11 @@ pub struct AgentConfig {
     pub listen: String,
     /// The web frontend's agent port, dialed in `dial-out` mode.
     pub dial: String,
+    /// `dial-out` through this HTTP forward proxy with `CONNECT`
+    /// (`http://[user:pass@]host:port`); empty = dial directly.
+    pub proxy: String,
+    /// Hosts dialed directly despite `proxy` (`NO_PROXY` style: `host`, `.domain`, `*`).
+    pub no_proxy: String,
     /// `sqlite://PATH` (or a bare path; relative to the config file) or
     /// `postgres://user:pass@host:port/db`.
     pub database: String,
@@ -50,6 +55,8 @@ impl Default for AgentConfig {
             mode: Mode::Listen,
             listen: "127.0.0.1:7701".to_owned(),
             dial: "127.0.0.1:7702".to_owned(),
+            proxy: String::new(),
+            no_proxy: String::new(),
             database: "sqlite://ffs.db".to_owned(),
             pool_size: 4,
             pg_synchronous_commit: "on".to_owned(),
@@ -62,7 +69,35 @@ impl Default for AgentConfig {
     }
 }
 
+/// How `dial-out` reaches the web frontend.
+#[derive(Debug, Clone)]
+pub enum DialCarrier {
+    /// Raw TCP to `dial`.
+    Tcp(commlink::transport::Tcp),
+    /// Through the configured proxy (a virtual port picks the key).
+    Proxy(commlink::Proxy),
+}
+
 impl AgentConfig {
+    /// The carrier for `dial-out`: raw TCP to `dial`, or through `proxy` unless `no_proxy`
+    /// names the host. Errors name the setting.
+    pub fn carrier(&self) -> Result<DialCarrier, String> {
+        let addr =
+            commlink::LinkAddr::parse(&self.dial).map_err(|e| format!("[db-agent] dial = {e}"))?;
+        let hostport = addr.host_port().to_owned();
+        let host = hostport
+            .rsplit_once(':')
+            .map_or(hostport.as_str(), |(h, _)| h);
+        if self.proxy.trim().is_empty()
+            || commlink::transport::no_proxy_matches(&self.no_proxy, host)
+        {
+            return Ok(DialCarrier::Tcp(commlink::transport::Tcp::new(hostport)));
+        }
+        commlink::Proxy::new(&self.proxy, hostport)
+            .map(DialCarrier::Proxy)
+            .map_err(|e| format!("[db-agent] proxy = {e}"))
+    }
+
     /// Makes a relative SQLite path absolute against the config file's directory.
     pub fn resolve_paths(&mut self, base: &Path) {
         if let Ok(crate::db::DbUrl::Sqlite(p)) = crate::db::DbUrl::parse(&self.database)
@@ -103,6 +138,11 @@ pub const TOML_TEMPLATE: &str = r#"[db-agent]
 mode = "listen"
 listen = "127.0.0.1:7701"
 dial = "127.0.0.1:7702"
+# dial-out through an HTTP forward proxy with CONNECT, e.g. "http://user:pass@proxy.corp:3128"
+# (Basic auth; the web end then needs [link] accept_proxied = true). Empty: dial directly.
+proxy = ""
+# Hosts dialed directly despite `proxy`, NO_PROXY style: "localhost,.internal.corp".
+no_proxy = ""
 # "sqlite://ffs.db" (a file next to this config; its directory must exist and be writable)
 # or "postgres://user:password@host:5432/ffs".
 database = "sqlite://ffs.db"
@@ -164,5 +204,30 @@ mod tests {
         };
         c.resolve_paths(Path::new("/etc/ffs"));
         assert_eq!(c.database, "sqlite:///var/lib/ffs.db");
+    }
+
+    #[test]
+    fn the_dial_out_carrier_follows_proxy_and_no_proxy() {
+        let mut c = AgentConfig {
+            dial: "tcp://web.example.com:443".into(),
+            ..AgentConfig::default()
+        };
+        assert!(matches!(c.carrier(), Ok(DialCarrier::Tcp(_))));
+        c.proxy = "http://u:p@proxy.corp:3128".into();
+        match c.carrier() {
+            Ok(DialCarrier::Proxy(p)) => assert_eq!(
+                commlink::Carrier::target(&p),
+                "web.example.com:443 via proxy proxy.corp:3128"
+            ),
+            other => panic!("expected the proxy carrier, got {other:?}"),
+        }
+        c.no_proxy = "localhost,.example.com".into();
+        assert!(matches!(c.carrier(), Ok(DialCarrier::Tcp(_))));
+        c.no_proxy.clear();
+        c.proxy = "socks5://proxy.corp:1080".into();
+        let err = c.carrier().unwrap_err();
+        assert!(err.starts_with("[db-agent] proxy = "), "{err}");
+        c.dial = "udp://web:1".into();
+        assert!(c.carrier().unwrap_err().starts_with("[db-agent] dial = "));
     }
 }

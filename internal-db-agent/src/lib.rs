@@ -33,6 +33,6 @@ pub mod service;
 pub mod store;
 pub use commlink::msg::versions;
 
-pub use config::{AgentConfig, Mode, TOML_TEMPLATE};
+pub use config::{AgentConfig, DialCarrier, Mode, TOML_TEMPLATE};
 pub use server::{Agent, AgentError, run};
 pub use service::AgentService;

@@ -7,7 +7,7 @@ use commlink::LinkConfig;
 use tokio::net::TcpListener;
 use tracing::info;
 
-use crate::config::{AgentConfig, Mode};
+use crate::config::{AgentConfig, DialCarrier, Mode};
 use crate::db::{DbError, Pool, Tuning};
 use crate::passwords::PasswordError;
 use crate::service::AgentService;
@@ -37,6 +37,9 @@ pub enum AgentError {
         /// What is wrong with it.
         source: commlink::AddrError,
     },
+    /// The dial-out carrier settings are unusable (the message names the setting).
+    #[error("{0}")]
+    Config(String),
     /// The commlink server failed.
     #[error("commlink server failed: {0}")]
     Serve(std::io::Error),
@@ -121,11 +124,17 @@ pub async fn run(
             agent.serve(listener, link, shutdown).await?;
         }
         Mode::DialOut => {
-            let addr = link_addr("dial", &cfg.dial)?;
+            let carrier = cfg.carrier().map_err(AgentError::Config)?;
             info!(addr = %cfg.dial, "db agent dialing the web frontend (mode = dial-out)");
-            agent
-                .serve_dialout(addr.host_port().to_owned(), link, shutdown)
-                .await;
+            match carrier {
+                DialCarrier::Tcp(tcp) => {
+                    commlink::serve_dialout_via(tcp, link, agent.service(), shutdown).await
+                }
+                DialCarrier::Proxy(proxy) => {
+                    info!(via = %commlink::Carrier::target(&proxy), "db agent dialing through a proxy");
+                    commlink::serve_dialout_via(proxy, link, agent.service(), shutdown).await
+                }
+            }
         }
     }
     info!("db agent stopped");

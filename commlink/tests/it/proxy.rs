@@ -2,14 +2,12 @@
 //! the link with a virtual port, the proxy's refusals reach the operator with their status
 //! line, and nothing readable crosses the proxy.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use commlink::{Client, Fields, KeyBag, LinkConfig, LinkError, Proxy, Service, Tobj, serve};
 use ffs_testkit::port::free_port;
-use ffs_testkit::prereq;
+use ffs_testkit::squid::{Policy, Squid, USER};
 use tokio::net::TcpListener;
 
 /// Echoes the request's `text` back.
@@ -22,129 +20,20 @@ impl Service for Echo {
     }
 }
 
-const USER: &str = "linkuser";
-const PASS: &str = "s3cret-pw";
-
-/// A squid child on a free loopback port, with its logs in a temp dir; killed on drop.
-struct Squid {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Squid {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Squid {
-    /// Starts squid allowing `CONNECT` only to `link_port`, with Basic auth when `auth`,
-    /// or denying every `CONNECT` when `deny_connect`.
-    fn start(link_port: u16, auth: bool, deny_connect: bool) -> Option<Squid> {
-        if !prereq::require_command("squid", "squid", "apt-get install squid") {
-            return None;
+/// The access log once it holds a line containing `needle` (squid writes a CONNECT's line
+/// when its tunnel closes).
+async fn access_log_with(squid: &Squid, needle: &str) -> String {
+    for _ in 0..600 {
+        let log = squid.log("access.log");
+        if log.contains(needle) {
+            return log;
         }
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let d = dir.path();
-        // squid drops to its own user: it must write its logs here and run the helper.
-        chmod(d, 0o777);
-        let port = free_port();
-        let access = if deny_connect {
-            "http_access deny CONNECT\nhttp_access deny all\n".to_owned()
-        } else if auth {
-            let helper = d.join("auth.sh");
-            std::fs::write(
-                &helper,
-                format!(
-                    "#!/bin/sh\nwhile read -r u p; do\n  if [ \"$u\" = {USER} ] && [ \"$p\" = {PASS} ]; \
-                     then echo OK; else echo ERR; fi\ndone\n"
-                ),
-            )
-            .expect("write the auth helper");
-            chmod(&helper, 0o755);
-            format!(
-                "auth_param basic program /bin/sh {}\nauth_param basic realm ffs-test\n\
-                 acl authed proxy_auth REQUIRED\n\
-                 http_access deny CONNECT !link_port\nhttp_access allow CONNECT link_port authed\n\
-                 http_access deny all\n",
-                helper.display()
-            )
-        } else {
-            "http_access deny CONNECT !link_port\nhttp_access allow CONNECT link_port\n\
-             http_access deny all\n"
-                .to_owned()
-        };
-        let conf = format!(
-            "http_port 127.0.0.1:{port}\n\
-             pid_filename {d}/squid.pid\ncache_log {d}/cache.log\n\
-             access_log stdio:{d}/access.log squid\ncoredump_dir {d}\n\
-             netdb_filename none\nlogfile_rotate 0\nshutdown_lifetime 0 seconds\ncache deny all\n\
-             acl link_port port {link_port}\nacl CONNECT method CONNECT\n{access}",
-            d = d.display()
-        );
-        let conf_path = d.join("squid.conf");
-        std::fs::write(&conf_path, conf).expect("write squid.conf");
-        let child = Command::new("squid")
-            .arg("-N")
-            .arg("-f")
-            .arg(&conf_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start squid");
-        let mut squid = Squid { child, port, dir };
-        squid.wait_until_listening();
-        Some(squid)
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-
-    fn wait_until_listening(&mut self) {
-        for _ in 0..600 {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("squid exited ({status}): {}", self.log("cache.log"));
-            }
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("squid never listened: {}", self.log("cache.log"));
-    }
-
-    fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
-    }
-
-    /// The access log once it holds a line containing `needle` (squid writes a CONNECT's
-    /// line when its tunnel closes).
-    async fn access_log_with(&self, needle: &str) -> String {
-        for _ in 0..600 {
-            let log = self.log("access.log");
-            if log.contains(needle) {
-                return log;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "squid's access log never showed {needle:?}: {}",
-            self.log("access.log")
-        );
-    }
-
-    fn url(&self, with_auth: bool) -> String {
-        if with_auth {
-            format!("http://{USER}:{PASS}@127.0.0.1:{}", self.port)
-        } else {
-            format!("http://127.0.0.1:{}", self.port)
-        }
-    }
-}
-
-fn chmod(p: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    panic!(
+        "squid's access log never showed {needle:?}: {}",
+        squid.log("access.log")
+    );
 }
 
 /// A listening responder that takes proxied initiators; returns its port.
@@ -193,7 +82,7 @@ async fn down_with(client: &Client, needle: &str) -> String {
 async fn the_link_runs_through_squid_connect_with_basic_auth_and_nothing_readable_crosses() {
     let cfg = ffs_testkit::link::config_with(Arc::new(KeyBag::generate(128).expect("a bag")));
     let link_port = acceptor(&cfg).await;
-    let Some(squid) = Squid::start(link_port, true, false) else {
+    let Some(squid) = Squid::start(link_port, Policy::Auth) else {
         return;
     };
     let target = format!("127.0.0.1:{link_port}");
@@ -207,7 +96,7 @@ async fn the_link_runs_through_squid_connect_with_basic_auth_and_nothing_readabl
         assert_eq!(echo(&client, &text).await.expect("echoed"), text);
     }
     drop(client);
-    let log = squid.access_log_with("CONNECT").await;
+    let log = access_log_with(&squid, "CONNECT").await;
     assert!(log.contains(&format!("CONNECT {target}")), "{log}");
     assert!(
         log.contains(USER),
@@ -240,7 +129,7 @@ async fn the_link_runs_through_squid_connect_with_basic_auth_and_nothing_readabl
 async fn a_proxy_that_denies_connect_is_reported_with_its_status_line() {
     let cfg = ffs_testkit::link::config_with(Arc::new(KeyBag::generate(128).expect("a bag")));
     let link_port = acceptor(&cfg).await;
-    let Some(squid) = Squid::start(link_port, false, true) else {
+    let Some(squid) = Squid::start(link_port, Policy::DenyConnect) else {
         return;
     };
     let client = Client::dial_via(
@@ -263,7 +152,7 @@ async fn an_acceptor_not_configured_for_proxied_initiators_refuses_them_clearly(
         Arc::new(Echo),
         std::future::pending::<()>(),
     ));
-    let Some(squid) = Squid::start(link_port, false, false) else {
+    let Some(squid) = Squid::start(link_port, Policy::Open) else {
         return;
     };
     let client = Client::dial_via(

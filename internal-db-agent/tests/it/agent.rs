@@ -754,6 +754,62 @@ async fn run_in_dial_out_mode_serves_until_shutdown() {
         .unwrap();
 }
 
+/// The inside host's case: the agent's only way out is a web proxy. It dials out through a
+/// real squid (Basic auth, CONNECT to the web's agent port only), the web end takes proxied
+/// initiators, logins work, and squid's logs hold the CONNECT but not the login name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_in_dial_out_mode_through_a_connect_proxy() {
+    use ffs_testkit::squid::{Policy, Squid};
+    let db = TestDb::new(Backend::Sqlite).unwrap();
+    drop(seeded_agent(&db).await);
+    let bag = std::sync::Arc::new(commlink::KeyBag::generate(8).unwrap());
+    let web_side = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = web_side.local_addr().unwrap();
+    let Some(squid) = Squid::start(addr.port(), Policy::Auth) else {
+        return;
+    };
+    let mut web_link = crate::common::link_cfg(&bag, 1 << 20);
+    web_link.accept_proxied = true;
+    let client = commlink::Client::accept(web_side, web_link);
+    let cfg = internal_db_agent::AgentConfig {
+        mode: Mode::DialOut,
+        dial: format!("tcp://{addr}"),
+        proxy: squid.url(true),
+        ..db.config()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let link = crate::common::link_cfg(&bag, 1 << 20);
+    let task = tokio::spawn(internal_db_agent::run(cfg, link, async move {
+        let _ = stopped.await;
+    }));
+    assert!(
+        client.wait_up(Duration::from_secs(10)).await,
+        "{}",
+        squid.log("cache.log")
+    );
+    client.request(&login("alice", PASSWORD)).await.unwrap();
+    let wrong = remote(client.request(&login("alice", "wrong password")).await);
+    assert_eq!(wrong, ("denied".into(), LOGIN_DENIED.into()));
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("run did not stop on shutdown")
+        .unwrap()
+        .unwrap();
+    drop(client);
+    let mut log = String::new();
+    for _ in 0..600 {
+        log = squid.log("access.log");
+        if log.contains("CONNECT") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(log.contains(&format!("CONNECT {addr}")), "{log}");
+    let all = format!("{log}{}", squid.log("cache.log"));
+    assert!(!all.contains("alice") && !all.contains(PASSWORD), "{all}");
+}
+
 #[tokio::test]
 async fn run_reports_a_busy_listen_address() {
     let db = TestDb::new(Backend::Sqlite).unwrap();

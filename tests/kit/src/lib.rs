@@ -59,4 +59,5 @@ pub mod html;
 pub mod link;
 pub mod port;
 pub mod prereq;
+pub mod squid;
 pub mod wait;
