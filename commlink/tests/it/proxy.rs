@@ -23,17 +23,13 @@ impl Service for Echo {
 /// The access log once it holds a line containing `needle` (squid writes a CONNECT's line
 /// when its tunnel closes).
 async fn access_log_with(squid: &Squid, needle: &str) -> String {
-    for _ in 0..600 {
-        let log = squid.log("access.log");
-        if log.contains(needle) {
-            return log;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "squid's access log never showed {needle:?}: {}",
-        squid.log("access.log")
-    );
+    let seen = ffs_testkit::wait::until(Duration::from_secs(60), || {
+        squid.log("access.log").contains(needle)
+    })
+    .await;
+    let log = squid.log("access.log");
+    assert!(seen, "squid's access log never showed {needle:?}: {log}");
+    log
 }
 
 /// A listening responder that takes proxied initiators; returns its port.

@@ -797,14 +797,11 @@ async fn run_in_dial_out_mode_through_a_connect_proxy() {
         .unwrap()
         .unwrap();
     drop(client);
-    let mut log = String::new();
-    for _ in 0..600 {
-        log = squid.log("access.log");
-        if log.contains("CONNECT") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    ffs_testkit::wait::until(Duration::from_secs(60), || {
+        squid.log("access.log").contains("CONNECT")
+    })
+    .await;
+    let log = squid.log("access.log");
     assert!(log.contains(&format!("CONNECT {addr}")), "{log}");
     let all = format!("{log}{}", squid.log("cache.log"));
     assert!(!all.contains("alice") && !all.contains(PASSWORD), "{all}");
