@@ -86,6 +86,26 @@ fn dispatch(s: &Stager, req: &Tobj) -> Tobj {
                 Err(e) => fail(e),
             }
         }
+        msg::YankRequest::TYPE => {
+            let r = decode!(msg::YankRequest);
+            let repo = s.repository();
+            let already = match repo.manifest(&r.product, &r.version) {
+                Ok(m) => m.yanked,
+                Err(e) => return fail(e),
+            };
+            match repo.yank(&r.product, &r.version) {
+                Ok(_) => {
+                    tracing::info!(product = %r.product, version = %r.version, already, "release yanked over the link");
+                    msg::Yanked {
+                        product: r.product,
+                        version: r.version,
+                        already,
+                    }
+                    .to_tobj(0)
+                }
+                Err(e) => fail(e),
+            }
+        }
         msg::AreasRequest::TYPE => {
             let _ = decode!(msg::AreasRequest);
             s.areas().to_tobj(0)

@@ -215,6 +215,18 @@ impl Backend {
         }
     }
 
+    /// Withdraws a release (admin): it can no longer be staged. `Ok(true)` if it was yanked
+    /// now, `Ok(false)` if it already was; an unknown release is the stager's `not-found`.
+    pub async fn yank(&self, product: &str, version: &str) -> Result<bool, BackendError> {
+        let r = self
+            .request(&sm::YankRequest {
+                product: product.to_string(),
+                version: version.to_string(),
+            })
+            .await?;
+        Ok(!r.already)
+    }
+
     /// The live download areas (admin).
     pub async fn areas(&self) -> Result<Vec<AreaSummary>, BackendError> {
         Ok(self.request(&sm::AreasRequest {}).await?.areas)

@@ -277,6 +277,8 @@ pub struct AdminCatalogPage {
     pub rows: Vec<CatalogRow>,
     /// The most recent publishes, newest first.
     pub recent: Vec<CatalogRow>,
+    /// Feedback from a yank.
+    pub notice: Option<String>,
 }
 
 /// An active area (admin).

@@ -2,7 +2,8 @@
 //!
 //! Requests: [`CatalogRequest`] → [`Catalog`], [`StageRequest`] → [`StagedArea`],
 //! [`UnstageRequest`] → [`Unstaged`], [`AreasRequest`] → [`AreaList`],
-//! [`StatsRequest`] → [`Stats`], [`DeliveriesRequest`] → [`Deliveries`].
+//! [`StatsRequest`] → [`Stats`], [`DeliveriesRequest`] → [`Deliveries`],
+//! [`YankRequest`] → [`Yanked`].
 //! Times are RFC 3339 text; sizes are bytes; checksums are lower-case hex SHA-256.
 
 use crate::tobj::{Fields, Link, Message, Request, TobjError};
@@ -311,6 +312,64 @@ impl Message for Unstaged {
         Ok(Unstaged {
             area_id: f.req_text("area_id")?.to_owned(),
             removed: f.req_flag("removed")?,
+        })
+    }
+}
+
+/// `stager.yank`: withdraw a release (admin); it can no longer be staged, areas already
+/// staged keep working until they expire. An unknown release is refused `not-found`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct YankRequest {
+    /// Product name.
+    pub product: String,
+    /// Version string.
+    pub version: String,
+}
+
+impl Message for YankRequest {
+    const TYPE: &'static str = "stager.yank";
+    fn to_fields(&self) -> Fields {
+        Fields::new()
+            .text("product", &self.product)
+            .text("version", &self.version)
+    }
+    fn from_fields(f: &Fields) -> Result<Self> {
+        Ok(YankRequest {
+            product: f.req_text("product")?.to_owned(),
+            version: f.req_text("version")?.to_owned(),
+        })
+    }
+}
+
+impl Request for YankRequest {
+    type Response = Yanked;
+    type Link = StagerLink;
+}
+
+/// Reply to [`YankRequest`]: the release is yanked now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Yanked {
+    /// Product name from the request.
+    pub product: String,
+    /// Version string from the request.
+    pub version: String,
+    /// True if it was already yanked before this request (nothing changed).
+    pub already: bool,
+}
+
+impl Message for Yanked {
+    const TYPE: &'static str = "stager.yanked";
+    fn to_fields(&self) -> Fields {
+        Fields::new()
+            .text("product", &self.product)
+            .text("version", &self.version)
+            .flag("already", self.already)
+    }
+    fn from_fields(f: &Fields) -> Result<Self> {
+        Ok(Yanked {
+            product: f.req_text("product")?.to_owned(),
+            version: f.req_text("version")?.to_owned(),
+            already: f.req_flag("already")?,
         })
     }
 }
@@ -688,6 +747,15 @@ mod tests {
             area_id: "abc".into(),
             removed: true,
         });
+        round_trip(YankRequest {
+            product: "tool".into(),
+            version: "1.0".into(),
+        });
+        round_trip(Yanked {
+            product: "tool".into(),
+            version: "1.0".into(),
+            already: false,
+        });
     }
 
     #[test]
@@ -743,5 +811,6 @@ mod tests {
         let t = Tobj::new(StagedArea::TYPE, 1);
         assert!(StagedArea::from_tobj(&t).is_err());
         assert!(Stats::from_tobj(&Tobj::new(Catalog::TYPE, 1)).is_err());
+        assert!(YankRequest::from_tobj(&Tobj::new(YankRequest::TYPE, 1)).is_err());
     }
 }

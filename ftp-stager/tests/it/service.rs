@@ -110,6 +110,42 @@ async fn requests_over_a_real_commlink() {
     assert!(un.removed);
     let (code, _) = curl(&[&format!("{}docs/readme.txt", area.https_base)]).await;
     assert_eq!(code, 404);
+
+    // stager.yank: unknown release → not-found; then yanked, then "already".
+    let yank = |version: &str| YankRequest {
+        product: "tool".into(),
+        version: version.into(),
+    };
+    match client.request(&yank("9.9")).await {
+        Err(e @ LinkError::Remote { .. }) => {
+            assert_eq!(e.refusal_code(), Some(commlink::RefusalCode::NotFound))
+        }
+        other => panic!("{other:?}"),
+    }
+    let y = client.request(&yank("1.0")).await.unwrap();
+    assert_eq!((y.product.as_str(), y.version.as_str()), ("tool", "1.0"));
+    assert!(!y.already);
+    assert!(client.request(&yank("1.0")).await.unwrap().already);
+    let cat = client.request(&CatalogRequest::default()).await.unwrap();
+    assert!(cat.releases.is_empty(), "customers no longer see it");
+    let all = client
+        .request(&CatalogRequest {
+            include_yanked: true,
+        })
+        .await
+        .unwrap();
+    assert!(all.releases[0].yanked);
+    assert!(
+        client
+            .request(&StageRequest {
+                product: "tool".into(),
+                version: "1.0".into(),
+                ..Default::default()
+            })
+            .await
+            .is_err(),
+        "a yanked release cannot be staged"
+    );
     r.stop().await;
 }
 

@@ -8,7 +8,7 @@ use crate::backend::ReleaseInfo;
 use crate::error::AppError;
 use crate::format;
 use crate::pages::{AdminCatalogPage, CatalogRow, render};
-use crate::session::Admin;
+use crate::session::{self, Admin};
 use crate::state::AppState;
 use crate::version;
 
@@ -27,12 +27,15 @@ pub(crate) async fn catalog(
             .then_with(|| version::compare(&b.version, &a.version))
     });
     let rows = releases.iter().map(row).collect();
+    // Only a notice this session's own yank left (see `admin_yank`).
+    let notice = session::take_flash(&session, "/admin/catalog");
     render(
         StatusCode::OK,
         &AdminCatalogPage {
             nav: super::nav(Some(&user), &session, "admin/catalog"),
             rows,
             recent,
+            notice,
         },
     )
 }

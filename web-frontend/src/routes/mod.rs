@@ -8,6 +8,7 @@ mod admin_edit;
 mod admin_history;
 mod admin_index;
 mod admin_revoke;
+mod admin_yank;
 mod downloads;
 mod health;
 mod index;
@@ -42,6 +43,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/admin/catalog", web::get().to(admin_catalog::catalog))
         .route("/admin/areas", web::get().to(admin_areas::areas))
         .route("/admin/areas/revoke", web::post().to(admin_revoke::revoke))
+        .route("/admin/catalog/yank", web::post().to(admin_yank::yank))
         .route("/admin/history", web::get().to(admin_history::history))
         .route(
             "/admin/customers",

@@ -1254,3 +1254,117 @@ async fn passwords_never_reach_the_log() {
         assert!(!log.contains(secret), "{secret:?} appears in the log");
     }
 }
+
+/// Issue 12: an admin yanks a release from the catalog page (through the stager link, with
+/// CSRF); the customer entitled to it no longer sees it nor can prepare it.
+#[actix_web::test]
+async fn admin_yanks_a_release_and_customers_lose_it() {
+    let stack = Stack::start().await;
+    let app = app!(stack);
+    let mut alice = Browser::new("10.16.0.1:5000");
+    alice.login(&app, "alice", PASSWORD).await;
+    let csrf = alice.csrf(&app).await;
+    assert!(
+        alice
+            .get(&app, "/products")
+            .await
+            .body
+            .contains("alpha-2.1.bin")
+    );
+    let mut root = Browser::new("10.16.0.2:5000");
+    root.login(&app, "root", PASSWORD).await;
+    let cat = root.get(&app, "/admin/catalog").await;
+    assert_eq!(cat.status, 200);
+    assert!(
+        cat.body.contains("action=\"/admin/catalog/yank\""),
+        "a Yank form: {}",
+        cat.body
+    );
+    assert!(cat.body.contains("Yank alpha 2.1?"), "confirmation text");
+    assert!(!cat.body.contains(">yanked<"), "nothing yanked yet");
+    let rcsrf = input_value(&cat.body, "csrf").unwrap();
+    let yank = |c: &str| {
+        [
+            ("csrf", c.to_string()),
+            ("product", "alpha".into()),
+            ("version", "2.1".into()),
+        ]
+    };
+
+    // A customer is refused, even with a valid token of their own.
+    let f = yank(&csrf);
+    let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(
+        alice.post(&app, "/admin/catalog/yank", &f).await.status,
+        403
+    );
+    // The admin without a (valid) CSRF token is refused.
+    let r = root
+        .post(
+            &app,
+            "/admin/catalog/yank",
+            &[("product", "alpha"), ("version", "2.1")],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    let f = yank("0000");
+    let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(root.post(&app, "/admin/catalog/yank", &f).await.status, 403);
+    // Neither yanked anything.
+    assert!(
+        !root
+            .get(&app, "/admin/catalog")
+            .await
+            .body
+            .contains(">yanked<")
+    );
+    assert!(
+        alice
+            .get(&app, "/products")
+            .await
+            .body
+            .contains("alpha-2.1.bin")
+    );
+
+    // The admin yanks it.
+    let f = yank(&rcsrf);
+    let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = root.post(&app, "/admin/catalog/yank", &f).await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(r.location(), "/admin/catalog");
+    let cat = root.get(&app, "/admin/catalog").await;
+    assert!(cat.body.contains("alpha 2.1 was yanked"), "{}", cat.body);
+    assert_eq!(cat.body.matches(">yanked<").count(), 1, "{}", cat.body);
+    assert!(
+        !cat.body.contains("Yank alpha 2.1?"),
+        "no Yank button any more"
+    );
+    assert!(cat.body.contains("Yank alpha 2.0?"), "others keep theirs");
+    // Yanking again says so.
+    let r = root.post(&app, "/admin/catalog/yank", &f).await;
+    assert_eq!(r.status, 303);
+    let cat = root.get(&app, "/admin/catalog").await;
+    assert!(
+        cat.body.contains("alpha 2.1 was already yanked"),
+        "{}",
+        cat.body
+    );
+    // An unknown release is not found.
+    let r = root
+        .post(
+            &app,
+            "/admin/catalog/yank",
+            &[("csrf", &rcsrf), ("product", "alpha"), ("version", "9.9")],
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", r.body);
+
+    // Alice no longer sees it nor can prepare it; 2.0 still works.
+    let p = alice.get(&app, "/products").await;
+    assert!(!p.body.contains("alpha-2.1.bin"), "{}", p.body);
+    assert!(p.body.contains("alpha-2.0.bin"));
+    let r = alice.prepare(&app, &csrf, "alpha", "2.1").await;
+    assert_ne!(r.status, 200, "{}", r.body);
+    assert!(!r.body.contains("ftp://"));
+    assert_eq!(alice.prepare(&app, &csrf, "alpha", "2.0").await.status, 200);
+}
