@@ -23,7 +23,7 @@
 //! customers never see half a release.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
+use std::io::{Seek as _, SeekFrom, Write as _};
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,7 +33,6 @@ use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use futures_util::StreamExt as _;
 use serde::Deserialize;
-use sha2::{Digest as _, Sha256};
 
 use crate::fsutil;
 use crate::repository::{ManifestFile, valid_file_name, valid_name};
@@ -410,17 +409,7 @@ async fn object_put_inner(
             return Ok(Outcome::Partial(at));
         }
         // Complete: the stager checks the content itself.
-        let mut f = File::open(&part)?;
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
-        let got = hex::encode(h.finalize());
+        let got = fsutil::sha256_file(&part)?;
         if got != sha2 {
             fs::remove_file(&part)?;
             return Ok(Outcome::Mismatch(got));

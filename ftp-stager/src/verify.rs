@@ -21,14 +21,13 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
-use std::io::Read as _;
+
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
 use commlink::progress::Progress;
 use serde::Serialize;
-use sha2::{Digest as _, Sha256};
 
 use crate::error::{Result, StagerError};
 use crate::fsutil;
@@ -194,20 +193,10 @@ fn rehash(sha: &str, path: &Path, buf: &mut [u8], progress: &dyn Progress) -> Ob
         Ok(f) => f,
         Err(e) => return ObjState::Bad(format!("cannot open: {e}")),
     };
-    let mut h = Sha256::new();
-    let mut n = 0u64;
-    loop {
-        match f.read(buf) {
-            Ok(0) => break,
-            Ok(k) => {
-                h.update(&buf[..k]);
-                n += k as u64;
-                progress.advance(k as u64);
-            }
-            Err(e) => return ObjState::Bad(format!("cannot read: {e}")),
-        }
-    }
-    let got = hex::encode(h.finalize());
+    let (got, n) = match fsutil::sha256_read(&mut f, buf, |k| progress.advance(k)) {
+        Ok(r) => r,
+        Err(e) => return ObjState::Bad(format!("cannot read: {e}")),
+    };
     if got == sha {
         ObjState::Good(n)
     } else {

@@ -302,17 +302,7 @@ impl Remote {
 }
 
 fn sha256_file(p: &Path) -> anyhow::Result<String> {
-    let mut f = std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
+    ftp_stager::fsutil::sha256_file(p).with_context(|| format!("cannot read {}", p.display()))
 }
 
 /// Runs `ffs publish --remote …`.
