@@ -16,7 +16,8 @@
 //! - [`crypto`]: suites, key derivation and packet sealing (pure, no I/O);
 //! - [`frame`]: CR LF line framing with a length limit enforced while reading (pure);
 //! - [`handshake`]: the plaintext hello lines that start a connection (pure);
-//! - [`transport`]: async client and server over a carrier (raw TCP), both dial directions
+//! - [`transport`]: async client and server over a carrier (raw TCP, a CONNECT proxy, or a
+//!   stream a carrier endpoint accepted and handed to [`Client::accepting`]), both dial directions
 //!   (the I/O edge);
 //! - [`msg`]: the typed messages the ffs roles exchange.
 //!
@@ -50,8 +51,8 @@ pub use keys::{KeyBag, KeyBagError};
 pub use refusal::{RefusalCode, UnknownCode};
 pub use tobj::{Fields, Link, Message, Request, Tobj, TobjError, Value};
 pub use transport::{
-    AddrError, Carrier, Client, LinkAddr, LinkConfig, LinkError, Proxy, Service, error_reply,
-    serve, serve_dialout, serve_dialout_via,
+    Acceptor, AddrError, Carrier, Client, Incoming, LinkAddr, LinkConfig, LinkError, LinkStream,
+    Proxy, Service, error_reply, serve, serve_dialout, serve_dialout_via,
 };
 
 #[doc(hidden)]

@@ -1,17 +1,20 @@
 //! The requester ([`Client`]): sends requests and matches replies by id, many at once over
 //! one connection, whichever end dialed.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::warn;
 
 use super::config::remote_error;
 use super::conn::{AbortOnDrop, ConnHandle, run_requester};
-use super::dial::{accept_one, redial};
+use super::dial::{accept_stream, redial};
+use super::handshake_io::SeenPort;
 use super::{Carrier, ERROR_TYPE, LinkConfig, LinkError, Tcp};
 use crate::tobj::{Request, Tobj};
 
@@ -27,6 +30,57 @@ struct ClientInner {
     last_error: Arc<Mutex<String>>,
     next_id: AtomicU64,
     _maintainer: AbortOnDrop,
+    helpers: Vec<AbortOnDrop>,
+}
+
+/// Any byte stream a link can run over.
+pub trait LinkStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> LinkStream for T {}
+
+/// One connection from a responder that dialed in, handed to an accepting [`Client`].
+pub struct Incoming {
+    stream: Box<dyn LinkStream>,
+    seen: SeenPort,
+    peer: String,
+}
+
+impl Incoming {
+    /// A raw TCP connection: its HELLO's port is checked against the source port seen.
+    pub fn tcp(stream: TcpStream, peer: SocketAddr) -> Incoming {
+        let _ = stream.set_nodelay(true);
+        Incoming {
+            stream: Box::new(stream),
+            seen: SeenPort::Tcp(peer.port()),
+            peer: peer.to_string(),
+        }
+    }
+
+    /// A stream a carrier endpoint accepted (an HTTPS upgrade, a relay attachment), where no
+    /// source port is visible: its HELLO must announce a virtual port. `peer` names it in
+    /// logs and errors (e.g. `https upgrade from 203.0.113.9:50312`).
+    pub fn carried(stream: impl LinkStream, peer: impl Into<String>) -> Incoming {
+        Incoming {
+            stream: Box::new(stream),
+            seen: SeenPort::Carried,
+            peer: peer.into(),
+        }
+    }
+}
+
+/// Where a carrier endpoint hands the streams it accepted to its [`Client`]
+/// ([`Client::accepting`]). Cheap to clone.
+#[derive(Clone)]
+pub struct Acceptor {
+    tx: mpsc::Sender<Incoming>,
+}
+
+impl Acceptor {
+    /// Hands one accepted stream to the client, which runs the handshake (within the
+    /// connect timeout) and then uses it for requests. Fails (giving the stream back) only
+    /// when the client is gone.
+    pub async fn hand(&self, incoming: Incoming) -> Result<(), Incoming> {
+        self.tx.send(incoming).await.map_err(|e| e.0)
+    }
 }
 
 fn set_error(slot: &Mutex<String>, e: String) {
@@ -73,12 +127,49 @@ impl Client {
     /// A client whose responder dials in (seed 000's direction): accepts connections on
     /// `listener` and sends requests over the newest live one.
     pub fn accept(listener: TcpListener, cfg: LinkConfig) -> Client {
-        let (tx, rx) = watch::channel(None);
-        let tx = Arc::new(tx);
+        Client::accept_and_carry(listener, cfg).0
+    }
+
+    /// [`Client::accept`] that also takes streams a carrier endpoint of this process accepts
+    /// (handed in through the returned [`Acceptor`]), e.g. a web frontend whose agents dial
+    /// in over raw TCP or through its HTTPS listener.
+    pub fn accept_and_carry(listener: TcpListener, cfg: LinkConfig) -> (Client, Acceptor) {
         let addr = listener
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_else(|_| "?".into());
+        let (client, acceptor) = Client::accepting_on(cfg, &addr);
+        let feed = acceptor.clone();
+        let pump = tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, peer)) => {
+                        if feed.hand(Incoming::tcp(stream, peer)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        warn!("accept on {addr} failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+        (client.with_helper(pump), acceptor)
+    }
+
+    /// A client whose responders dial in over a carrier this process serves itself (the
+    /// web's HTTPS upgrade endpoint, a relay attachment): each stream the endpoint accepts
+    /// is handed in through the returned [`Acceptor`], and requests go over the newest live
+    /// one. [`Client::accept`] is this with a TCP listener feeding it.
+    pub fn accepting(cfg: LinkConfig) -> (Client, Acceptor) {
+        Client::accepting_on(cfg, "this endpoint")
+    }
+
+    fn accepting_on(cfg: LinkConfig, addr: &str) -> (Client, Acceptor) {
+        let (tx, rx) = watch::channel(None);
+        let tx = Arc::new(tx);
+        let (in_tx, mut in_rx) = mpsc::channel::<Incoming>(16);
         let last_error = Arc::new(Mutex::new(format!(
             "no responder has dialed in to {addr} yet"
         )));
@@ -86,18 +177,11 @@ impl Client {
         let c = cfg.clone();
         let task = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
-            loop {
-                let (stream, peer) = match listener.accept().await {
-                    Ok(x) => x,
-                    Err(e) => {
-                        warn!("accept on {addr} failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
+            while let Some(incoming) = in_rx.recv().await {
                 let (c, tx, errs) = (c.clone(), tx.clone(), errs.clone());
                 conns.spawn(async move {
-                    let est = match accept_one(stream, peer, &c).await {
+                    let Incoming { stream, seen, peer } = incoming;
+                    let est = match accept_stream(stream, seen, &peer, &c).await {
                         Ok(e) => e,
                         Err(e) => {
                             warn!("{e}");
@@ -108,7 +192,7 @@ impl Client {
                     let mine: Arc<Mutex<Option<Arc<AtomicBool>>>> = Arc::new(Mutex::new(None));
                     let mine2 = mine.clone();
                     let tx2 = tx.clone();
-                    let err = run_requester(est, c, peer.to_string(), move |h| {
+                    let err = run_requester(est, c, peer.clone(), move |h| {
                         if let Ok(mut m) = mine2.lock() {
                             *m = Some(h.alive.clone());
                         }
@@ -129,7 +213,18 @@ impl Client {
                 while conns.try_join_next().is_some() {}
             }
         });
-        Client::from_parts(cfg, rx, last_error, task)
+        (
+            Client::from_parts(cfg, rx, last_error, task),
+            Acceptor { tx: in_tx },
+        )
+    }
+
+    /// Ties a helper task (e.g. the TCP accept pump) to this client's lifetime.
+    fn with_helper(mut self, task: tokio::task::JoinHandle<()>) -> Client {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.helpers.push(AbortOnDrop(task));
+        }
+        self
     }
 
     /// The client around its maintainer task (which dials, or accepts dial-ins).
@@ -146,6 +241,7 @@ impl Client {
                 last_error,
                 next_id: AtomicU64::new(1),
                 _maintainer: AbortOnDrop(task),
+                helpers: Vec::new(),
             }),
         }
     }

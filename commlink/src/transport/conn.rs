@@ -468,7 +468,7 @@ mod tests {
         let (a, b) = tokio::io::duplex(64 * 1024);
         let (i, r) = tokio::join!(
             initiate(a, &cfg, 9000, false),
-            accept_handshake(b, &cfg, 9000)
+            accept_handshake(b, &cfg, crate::transport::handshake_io::SeenPort::Tcp(9000))
         );
         (cfg, i.expect("initiator"), r.expect("acceptor"))
     }

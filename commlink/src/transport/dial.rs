@@ -5,10 +5,11 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
-use super::handshake_io::{Established, accept_handshake, initiate};
+use super::handshake_io::{Established, SeenPort, accept_handshake, initiate};
 use super::refusals::RefusalLog;
 use super::{Carrier, LinkConfig};
 
@@ -54,12 +55,18 @@ pub(super) async fn accept_one(
     cfg: &LinkConfig,
 ) -> Result<Established<TcpStream>, String> {
     let _ = stream.set_nodelay(true);
-    match tokio::time::timeout(
-        cfg.connect_timeout,
-        accept_handshake(stream, cfg, peer.port()),
-    )
-    .await
-    {
+    accept_stream(stream, SeenPort::Tcp(peer.port()), &peer.to_string(), cfg).await
+}
+
+/// Accepts the handshake on any stream (raw TCP, or one a carrier endpoint accepted) within
+/// the connect timeout; `peer` names it in messages.
+pub(super) async fn accept_stream<S: AsyncRead + AsyncWrite>(
+    stream: S,
+    seen: SeenPort,
+    peer: &str,
+    cfg: &LinkConfig,
+) -> Result<Established<S>, String> {
+    match tokio::time::timeout(cfg.connect_timeout, accept_handshake(stream, cfg, seen)).await {
         Ok(Ok(e)) => {
             if cfg.suite.is_legacy() {
                 warn!(%peer, "commlink uses the LEGACY single-DES suite des-cbc (56-bit key)");

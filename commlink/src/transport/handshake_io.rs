@@ -143,11 +143,30 @@ pub(super) async fn initiate<S: AsyncRead + AsyncWrite>(
     })
 }
 
+/// What the acceptor knows of the initiator's port, to check its HELLO against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeenPort {
+    /// A raw TCP connection: the peer's source port as this end sees it. A plain port in
+    /// HELLO must equal it; a virtual port is taken only with `accept_proxied`.
+    Tcp(u16),
+    /// A carried stream (the commlink inside an HTTPS upgrade or a relay attachment): no
+    /// source port is visible, so HELLO must announce a virtual port, which is then taken.
+    Carried,
+}
+
+impl std::fmt::Display for SeenPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SeenPort::Tcp(p) => write!(f, "port {p}"),
+            SeenPort::Carried => f.write_str("no port (a carried link)"),
+        }
+    }
+}
 /// Runs the acceptor's handshake; `seen_port` is the peer's port as this end sees it.
 pub(super) async fn accept_handshake<S: AsyncRead + AsyncWrite>(
     stream: S,
     cfg: &LinkConfig,
-    seen_port: u16,
+    seen: SeenPort,
 ) -> Result<Established<S>, ConnError> {
     let (r, mut w) = tokio::io::split(stream);
     let mut reader = LineReader::new(r, handshake::MAX_HANDSHAKE_LINE);
@@ -178,18 +197,25 @@ pub(super) async fn accept_handshake<S: AsyncRead + AsyncWrite>(
                 cfg.bag.fingerprint()
             ),
         )),
-        Ok(h) if h.virtual_port && !cfg.accept_proxied => Err(refuse(
+        Ok(h) if h.virtual_port && !cfg.accept_proxied && seen != SeenPort::Carried => Err(refuse(
             "virtual-port",
             format!(
                 "the initiator announced virtual port {} (it connects through a proxy), but this listener takes only raw TCP initiators; set accept_proxied = true on this end, or connect directly",
                 h.port
             ),
         )),
-        Ok(h) if !h.virtual_port && h.port != seen_port => Err(refuse(
+        Ok(h) if !h.virtual_port && seen == SeenPort::Carried => Err(refuse(
             "port-mismatch",
             format!(
-                "the initiator bound source port {} but this end sees port {}: something (NAT, a proxy) rewrote the port, so the two ends would pick different keys; connect directly or exempt this link from NAT",
-                h.port, seen_port
+                "the initiator announced source port {} but this link is carried (HTTPS or relay), where no source port is visible; the initiator must announce a virtual port (v<P>)",
+                h.port
+            ),
+        )),
+        Ok(h) if !h.virtual_port && SeenPort::Tcp(h.port) != seen => Err(refuse(
+            "port-mismatch",
+            format!(
+                "the initiator bound source port {} but this end sees {seen}: something (NAT, a proxy) rewrote the port, so the two ends would pick different keys; connect directly or exempt this link from NAT",
+                h.port
             ),
         )),
         Ok(h) => Ok(h),
@@ -246,7 +272,7 @@ mod tests {
         let (a, b) = tokio::io::duplex(4096);
         let (i, r) = tokio::join!(
             initiate(a, &cfg, 40001, false),
-            accept_handshake(b, &cfg, 40001)
+            accept_handshake(b, &cfg, SeenPort::Tcp(40001))
         );
         let (mut i, mut r) = (i.expect("initiator"), r.expect("acceptor"));
         let line = i.sealer.seal(b"to the acceptor");
@@ -267,7 +293,7 @@ mod tests {
         let (a, b) = tokio::io::duplex(4096);
         let (i, r) = tokio::join!(
             initiate(a, &cfg, 40001, false),
-            accept_handshake(b, &cfg, 51000)
+            accept_handshake(b, &cfg, SeenPort::Tcp(51000))
         );
         for err in [
             i.err().expect("initiator refused"),
@@ -290,7 +316,7 @@ mod tests {
         // The acceptor sees the proxy's port (3128), not the announced 40001.
         let (i, r) = tokio::join!(
             initiate(a, &cfg, 40001, true),
-            accept_handshake(b, &cfg, 3128)
+            accept_handshake(b, &cfg, SeenPort::Tcp(3128))
         );
         let (mut i, mut r) = (i.expect("initiator"), r.expect("acceptor"));
         let line = i.sealer.seal(b"through the proxy");
@@ -302,7 +328,7 @@ mod tests {
         let (a, b) = tokio::io::duplex(4096);
         let (i, _) = tokio::join!(
             initiate(a, &cfg, 40001, false),
-            accept_handshake(b, &cfg, 3128)
+            accept_handshake(b, &cfg, SeenPort::Tcp(3128))
         );
         assert!(
             matches!(i, Err(ConnError::Handshake(HandshakeError::Refused { ref code, .. })) if code == "port-mismatch")
@@ -315,7 +341,7 @@ mod tests {
         let (a, b) = tokio::io::duplex(4096);
         let (i, r) = tokio::join!(
             initiate(a, &cfg, 40001, true),
-            accept_handshake(b, &cfg, 40001)
+            accept_handshake(b, &cfg, SeenPort::Tcp(40001))
         );
         for err in [
             i.err().expect("initiator refused"),
@@ -337,7 +363,7 @@ mod tests {
         let (mine, theirs) = (cfg(), cfg());
         let (i, r) = tokio::join!(
             initiate(a, &mine, 7, false),
-            accept_handshake(b, &theirs, 7)
+            accept_handshake(b, &theirs, SeenPort::Tcp(7))
         );
         assert!(
             matches!(i, Err(ConnError::Handshake(HandshakeError::Refused { ref code, .. })) if code == "bag-mismatch")

@@ -43,7 +43,7 @@ mod tcp;
 
 pub use addr::{AddrError, LinkAddr};
 pub use carrier::Carrier;
-pub use client::Client;
+pub use client::{Acceptor, Client, Incoming, LinkStream};
 pub use config::{ERROR_TYPE, LinkConfig, LinkError, Service, error_reply};
 pub use proxy::{Proxy, no_proxy_matches};
 pub use server::{serve, serve_dialout, serve_dialout_via};

@@ -1,10 +1,12 @@
 //! commlink's integration tests, one test binary.
 //!
+//! - `carried`: the link over streams a carrier endpoint accepted ([`commlink::Client::accepting`]);
 //! - `fuzz_corpus`: the fuzz targets' committed seed corpora through their hooks;
 //! - `link`: the commlink over real loopback TCP, both dial directions;
 //! - `proxy`: the commlink through a real squid with `CONNECT` (Basic auth, refusals);
 //! - `vectors`: PROTOCOL.md's worked vectors, recomputed independently.
 
+mod carried;
 mod fuzz_corpus;
 mod link;
 mod proxy;
