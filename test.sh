@@ -20,10 +20,10 @@ DEB_PACKAGES=(
   squid                      # the commlink through a real CONNECT proxy
 )
 # PyPI tools as "command=package" (checked with `command -v`; installed with pip).
-PIP_TOOLS=()
+PIP_TOOLS=(mitmdump=mitmproxy)   # mitmdump: a TLS-inspecting proxy for the HTTP relay
 # Components a full run (no arguments) must exercise, or name in FFS_TEST_SKIP: a test that
 # stops asking for its prerequisite, or is lost, turns the run red.
-EXPECTED_COMPONENTS=(postgres browser netns pty root tmpfs nginx vsftpd wget aria2c squid)
+EXPECTED_COMPONENTS=(postgres browser netns pty root tmpfs nginx vsftpd wget aria2c squid mitmdump)
 # Summary labels for component names (the words of FFS_TEST_SKIP); others print as-is.
 declare -A COMPONENT_LABEL=(
   [postgres]="PostgreSQL" [browser]="Chromium" [netns]="nftables netns" [pty]="script/pty"

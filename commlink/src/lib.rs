@@ -54,6 +54,10 @@ pub use transport::{
     Acceptor, AddrError, Carrier, Client, Incoming, LinkAddr, LinkConfig, LinkError, LinkStream,
     Proxy, Service, error_reply, serve, serve_dialout, serve_dialout_via,
 };
+pub use transport::{
+    ReceiveChannel, ReceiveParams, Relay, RelayError, RelayHub, RelayLimits, RelayOptions,
+    RelaySetupError, RelayStream, RelayTrust,
+};
 
 #[doc(hidden)]
 /// Entry points for the fuzz targets in `fuzz/` (not a stable API).

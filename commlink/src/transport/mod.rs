@@ -24,6 +24,10 @@
 //! - `carrier` and `tcp`: how a byte stream to the peer is opened ([`Carrier`]); raw TCP,
 //!   with source-port ranges;
 //! - `proxy`: through an HTTP forward proxy with `CONNECT` ([`Proxy`], virtual ports);
+//! - `relay` (the agent's [`Relay`] carrier, HTTP requests over hyper), `relay_hub` (the
+//!   web's end, [`RelayHub`]), `relay_proto` (the relay's records and its reliable-stream
+//!   state, pure) and `relay_stream` ([`RelayStream`], what the commlink runs on): the HTTP
+//!   relay of seed 003 for proxies without `CONNECT`;
 //! - `dial`: dialing and accepting within the connect timeout, and the redial loop;
 //! - `refusals`: what the redial loop logs (each new cause at once, repeats counted);
 //! - `client`: the requester ([`Client`]);
@@ -38,6 +42,10 @@ mod dial;
 mod handshake_io;
 mod proxy;
 mod refusals;
+mod relay;
+mod relay_hub;
+mod relay_proto;
+mod relay_stream;
 mod server;
 mod tcp;
 
@@ -46,5 +54,9 @@ pub use carrier::Carrier;
 pub use client::{Acceptor, Client, Incoming, LinkStream};
 pub use config::{ERROR_TYPE, LinkConfig, LinkError, Service, error_reply};
 pub use proxy::{Proxy, no_proxy_matches};
+pub use relay::{Relay, RelayOptions, RelaySetupError, RelayTrust};
+pub use relay_hub::{OnAttach, ReceiveChannel, ReceiveParams, RelayError, RelayHub, RelayLimits};
+pub use relay_proto::Window as RelayWindow;
+pub use relay_stream::RelayStream;
 pub use server::{serve, serve_dialout, serve_dialout_via};
 pub use tcp::Tcp;

@@ -75,6 +75,18 @@ impl Proxy {
     }
 }
 
+impl Proxy {
+    /// The proxy's `host:port`.
+    pub(super) fn address(&self) -> &str {
+        &self.proxy
+    }
+
+    /// The Basic credentials token, when the proxy URL has them.
+    pub(super) fn basic_auth(&self) -> Option<&str> {
+        self.auth.as_deref()
+    }
+}
+
 /// The URL with any password replaced by `***`, for messages.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

@@ -4,10 +4,13 @@
 //! - `fuzz_corpus`: the fuzz targets' committed seed corpora through their hooks;
 //! - `link`: the commlink over real loopback TCP, both dial directions;
 //! - `proxy`: the commlink through a real squid with `CONNECT` (Basic auth, refusals);
+//! - `relay`: the HTTP relay carrier through squid (no `CONNECT`) and mitmproxy (TLS
+//!   inspected), with faults: nothing lost, nothing applied twice;
 //! - `vectors`: PROTOCOL.md's worked vectors, recomputed independently.
 
 mod carried;
 mod fuzz_corpus;
 mod link;
 mod proxy;
+mod relay;
 mod vectors;

@@ -17,6 +17,9 @@ pub enum Policy {
     Auth,
     /// Every `CONNECT` denied (403).
     DenyConnect,
+    /// Every `CONNECT` denied, plain HTTP requests to the link port relayed (the HTTP
+    /// relay carrier's proxy).
+    HttpOnly,
 }
 
 /// The user name the [`Policy::Auth`] squid accepts.
@@ -51,7 +54,10 @@ impl Squid {
         // squid drops to its own user: it must write its logs here and run the helper.
         chmod(d, 0o777);
         let port = free_port();
-        let access = if policy == Policy::DenyConnect {
+        let access = if policy == Policy::HttpOnly {
+            "http_access deny CONNECT\nhttp_access allow link_port\nhttp_access deny all\n"
+                .to_owned()
+        } else if policy == Policy::DenyConnect {
             "http_access deny CONNECT\nhttp_access deny all\n".to_owned()
         } else if policy == Policy::Auth {
             let helper = d.join("auth.sh");
@@ -86,18 +92,24 @@ impl Squid {
         );
         let conf_path = d.join("squid.conf");
         std::fs::write(&conf_path, conf).expect("write squid.conf");
-        let child = Command::new("squid")
-            .arg("-N")
-            .arg("-f")
-            .arg(&conf_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start squid");
+        let child = spawn(&conf_path);
         let mut squid = Squid { child, port, dir };
         squid.wait_until_listening();
         Some(squid)
+    }
+
+    /// Kills squid (every connection through it breaks).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port with the same configuration.
+    pub fn restart(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_file(self.dir.path().join("squid.pid"));
+        self.child = spawn(&self.dir.path().join("squid.conf"));
+        self.wait_until_listening();
     }
 
     fn wait_until_listening(&mut self) {
@@ -126,6 +138,18 @@ impl Squid {
             format!("http://127.0.0.1:{}", self.port)
         }
     }
+}
+
+fn spawn(conf_path: &Path) -> Child {
+    Command::new("squid")
+        .arg("-N")
+        .arg("-f")
+        .arg(conf_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start squid")
 }
 
 fn chmod(p: &Path, mode: u32) {

@@ -1,0 +1,622 @@
+//! The web end of the HTTP relay ([`RelayHub`]): attachments, what each holds, and the
+//! answers to the agent's three requests, independent of the HTTP server that carries them
+//! (the web frontend mounts them under `<prefix>/v1/relay/`, tests in a small hyper host).
+//!
+//! - `open` creates an attachment and hands its [`RelayStream`] to the acceptor (the
+//!   commlink handshake then runs on it as on any accepted connection); the id it returns
+//!   is 256 random bits in hex, a bearer secret: kept only as its SHA-256, never logged.
+//! - `send` takes a POST body of records (the agent's numbered lines and its
+//!   acknowledgement), delivers new lines in order, drops duplicates, and answers with the
+//!   web's acknowledgement. Lines that do not fit the inbound buffer are not acknowledged;
+//!   the agent sends them again.
+//! - `receive` opens the receive channel: a response body that first repeats every line the
+//!   agent has not acknowledged, then carries new lines as they come and `A n` heartbeats.
+//!   A newer channel of the same attachment ends the older one. In poll mode the body ends
+//!   once it has carried lines, or after [`RelayLimits::poll_wait`] (for proxies that hold
+//!   a response until it is complete).
+//!
+//! Bounded: attachments per address and in all, open receive channels, POST body size, and
+//! the lines held per direction. An attachment no request has touched for
+//! [`RelayLimits::idle_expiry`] is closed; its stream then fails with that reason.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sha2::{Digest as _, Sha256};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::sync::{Notify, mpsc, watch};
+use tracing::{info, warn};
+
+use super::relay_proto::{Incoming, Outgoing, Record, RelayProtoError, Verdict, Window};
+use super::relay_stream::{EndReason, RelayStream, pipe};
+use crate::frame::LineDecoder;
+
+/// What a hub lets outsiders make it hold, and its timing.
+#[derive(Debug, Clone)]
+pub struct RelayLimits {
+    /// Open attachments per client address (a proxy's address counts once).
+    pub per_address: usize,
+    /// Open attachments in all.
+    pub total: usize,
+    /// Open receive channels in all.
+    pub receive_channels: usize,
+    /// Largest POST body, in bytes (must exceed the link's longest line).
+    pub max_body: usize,
+    /// Lines held per direction of an attachment (unacknowledged outbound, undelivered
+    /// inbound).
+    pub window: Window,
+    /// An attachment no request touched for this long is closed.
+    pub idle_expiry: Duration,
+    /// Interval of `A n` heartbeats on a receive channel.
+    pub heartbeat: Duration,
+    /// Longest a poll-mode receive request is held without lines.
+    pub poll_wait: Duration,
+    /// Longest commlink line carried.
+    pub max_line: usize,
+}
+
+impl Default for RelayLimits {
+    fn default() -> Self {
+        RelayLimits {
+            per_address: 8,
+            total: 256,
+            receive_channels: 256,
+            max_body: (1 << 20) + 64 * 1024,
+            window: Window {
+                lines: 1024,
+                bytes: 4 << 20,
+            },
+            idle_expiry: Duration::from_secs(60),
+            heartbeat: Duration::from_secs(10),
+            poll_wait: Duration::from_secs(20),
+            max_line: 1 << 20,
+        }
+    }
+}
+
+/// A refused relay request, with the HTTP status it maps to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RelayError {
+    /// No such attachment (never existed, expired or closed): 404.
+    #[error("no such relay attachment")]
+    NotFound,
+    /// Too many attachments or receive channels: 429.
+    #[error("too many relay {0}")]
+    TooMany(&'static str),
+    /// Body larger than [`RelayLimits::max_body`]: 413.
+    #[error("relay body larger than {0} bytes")]
+    TooLarge(usize),
+    /// Records that break the relay protocol: 400 (the attachment is closed).
+    #[error("{0}")]
+    Bad(String),
+}
+
+impl RelayError {
+    /// The HTTP status code for this refusal.
+    pub fn status(&self) -> u16 {
+        match self {
+            RelayError::NotFound => 404,
+            RelayError::TooMany(_) => 429,
+            RelayError::TooLarge(_) => 413,
+            RelayError::Bad(_) => 400,
+        }
+    }
+}
+
+/// The shortest heartbeat a receive channel may ask for.
+const MIN_BEAT: Duration = Duration::from_millis(500);
+
+/// What a receive request asks for (its query string).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReceiveParams {
+    /// The agent has every line up to this number (`ack=N`).
+    pub ack: u64,
+    /// Long-poll: end the response once it carried lines (`poll=1`).
+    pub poll: bool,
+    /// The agent's heartbeat (`beat=MS`): the channel beats at least this often (not
+    /// below 500 ms), and a poll ends within it.
+    pub beat: Option<Duration>,
+}
+
+impl ReceiveParams {
+    /// Parses `ack=N[&poll=1][&beat=MS]`; unknown keys are ignored, a malformed number is
+    /// refused.
+    pub fn from_query(query: &str) -> Result<ReceiveParams, RelayError> {
+        let mut p = ReceiveParams::default();
+        let bad = || {
+            RelayError::Bad(format!(
+                "bad receive query {:?}",
+                query.chars().take(80).collect::<String>()
+            ))
+        };
+        for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+            match kv.split_once('=') {
+                Some(("ack", v)) => p.ack = v.parse().map_err(|_| bad())?,
+                Some(("poll", v)) => p.poll = v == "1",
+                Some(("beat", v)) => {
+                    p.beat = Some(Duration::from_millis(v.parse().map_err(|_| bad())?));
+                }
+                _ => {}
+            }
+        }
+        Ok(p)
+    }
+}
+
+/// What is done with each new attachment's stream (the web hands it to its acceptor),
+/// with a description of the peer for logs.
+pub type OnAttach = Arc<dyn Fn(RelayStream, String) + Send + Sync>;
+
+/// The web end of the relay. Cheap to clone.
+#[derive(Clone)]
+pub struct RelayHub {
+    inner: Arc<HubInner>,
+}
+
+struct HubInner {
+    limits: RelayLimits,
+    attachments: Mutex<HashMap<[u8; 32], Arc<Attachment>>>,
+    channels: Arc<AtomicUsize>,
+    on_attach: OnAttach,
+}
+
+struct Attachment {
+    key: [u8; 32],
+    tag: String,
+    peer: IpAddr,
+    why: EndReason,
+    state: Mutex<State>,
+    /// Bumped whenever the receive channel has something new to look at.
+    changed: watch::Sender<u64>,
+    /// Wakes the inbound writer (lines queued) and the outbound pump (room freed).
+    inbound_ready: Notify,
+    room: Notify,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+struct State {
+    out: Outgoing,
+    inc: Incoming,
+    inbound: VecDeque<Vec<u8>>,
+    inbound_bytes: usize,
+    last_seen: Instant,
+    generation: u64,
+    closed: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+fn key_of(id: &str) -> [u8; 32] {
+    Sha256::digest(id.as_bytes()).into()
+}
+
+impl RelayHub {
+    /// A hub with these limits; each new attachment's stream goes to `on_attach`. Must be
+    /// created inside a Tokio runtime (it starts the expiry sweeper, which ends with the last
+    /// clone of the hub).
+    pub fn new(limits: RelayLimits, on_attach: OnAttach) -> RelayHub {
+        let inner = Arc::new(HubInner {
+            limits,
+            attachments: Mutex::new(HashMap::new()),
+            channels: Arc::new(AtomicUsize::new(0)),
+            on_attach,
+        });
+        tokio::spawn(sweep(Arc::downgrade(&inner)));
+        RelayHub { inner }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &RelayLimits {
+        &self.inner.limits
+    }
+
+    /// How many attachments are open.
+    pub fn attachments(&self) -> usize {
+        lock(&self.inner.attachments).len()
+    }
+
+    /// Opens an attachment for a client at `peer`; returns its id.
+    pub fn open(&self, peer: IpAddr) -> Result<String, RelayError> {
+        use rand::RngExt as _;
+        let limits = &self.inner.limits;
+        let id = hex::encode(rand::rng().random::<[u8; 32]>());
+        let key = key_of(&id);
+        let tag = hex::encode(&key[..4]);
+        let (stream, end, why) = pipe();
+        let att = Arc::new(Attachment {
+            key,
+            tag: tag.clone(),
+            peer,
+            why,
+            state: Mutex::new(State {
+                out: Outgoing::new(limits.window),
+                inc: Incoming::default(),
+                inbound: VecDeque::new(),
+                inbound_bytes: 0,
+                last_seen: Instant::now(),
+                generation: 0,
+                closed: false,
+            }),
+            changed: watch::channel(0).0,
+            inbound_ready: Notify::new(),
+            room: Notify::new(),
+            tasks: Mutex::new(Vec::new()),
+        });
+        {
+            let mut all = lock(&self.inner.attachments);
+            if all.len() >= limits.total {
+                return Err(RelayError::TooMany("attachments"));
+            }
+            if all.values().filter(|a| a.peer == peer).count() >= limits.per_address {
+                return Err(RelayError::TooMany("attachments from this address"));
+            }
+            all.insert(key, att.clone());
+        }
+        let (rd, wr) = tokio::io::split(end);
+        let tasks = vec![
+            tokio::spawn(pump_out(
+                self.inner.clone(),
+                att.clone(),
+                rd,
+                limits.max_line,
+            )),
+            tokio::spawn(pump_in(self.inner.clone(), att.clone(), wr)),
+        ];
+        *lock(&att.tasks) = tasks;
+        info!(%peer, attachment = %tag, "relay attachment opened");
+        (self.inner.on_attach)(stream, format!("relay {peer} #{tag}"));
+        Ok(id)
+    }
+
+    fn find(&self, id: &str) -> Result<Arc<Attachment>, RelayError> {
+        let att = lock(&self.inner.attachments)
+            .get(&key_of(id))
+            .cloned()
+            .ok_or(RelayError::NotFound)?;
+        lock(&att.state).last_seen = Instant::now();
+        Ok(att)
+    }
+
+    /// Takes a POST body of records; returns the response body (`A n`, the web's
+    /// acknowledgement).
+    pub fn send(&self, id: &str, body: &[u8]) -> Result<Bytes, RelayError> {
+        let limits = &self.inner.limits;
+        if body.len() > limits.max_body {
+            return Err(RelayError::TooLarge(limits.max_body));
+        }
+        let att = self.find(id)?;
+        let records = match super::relay_proto::decode_body(body, limits.max_line) {
+            Ok(r) => r,
+            Err(e) => return Err(self.fail(&att, e)),
+        };
+        let mut delivered = false;
+        let ack = {
+            let mut st = lock(&att.state);
+            let mut full = false;
+            for r in records {
+                match r {
+                    Record::Ack(n) => {
+                        if let Err(e) = st.out.ack(n) {
+                            drop(st);
+                            return Err(self.fail(&att, e));
+                        }
+                        att.room.notify_one();
+                    }
+                    Record::Data { seq, line } if !full => match st.inc.check(seq) {
+                        Ok(Verdict::Duplicate) => {}
+                        Ok(Verdict::Deliver) => {
+                            let w = limits.window;
+                            if !st.inbound.is_empty()
+                                && (st.inbound.len() >= w.lines
+                                    || st.inbound_bytes + line.len() > w.bytes)
+                            {
+                                full = true; // not acknowledged: sent again later
+                                continue;
+                            }
+                            st.inbound_bytes += line.len();
+                            st.inbound.push_back(line);
+                            st.inc.delivered();
+                            delivered = true;
+                        }
+                        Err(e) => {
+                            drop(st);
+                            return Err(self.fail(&att, e));
+                        }
+                    },
+                    Record::Data { .. } => {}
+                    Record::Close(why) => {
+                        drop(st);
+                        self.close_att(&att, format!("the agent closed the relay: {why}"));
+                        return Ok(Bytes::from_static(b"C closed\r\n"));
+                    }
+                }
+            }
+            st.inc.ack()
+        };
+        if delivered {
+            att.inbound_ready.notify_one();
+        }
+        let mut out = Vec::with_capacity(24);
+        Record::Ack(ack).encode(&mut out);
+        Ok(out.into())
+    }
+
+    /// Opens the receive channel of an attachment, as its query asks
+    /// ([`ReceiveParams::from_query`]).
+    pub fn receive(&self, id: &str, params: ReceiveParams) -> Result<ReceiveChannel, RelayError> {
+        let ReceiveParams { ack, poll, beat } = params;
+        let mut limits = self.inner.limits.clone();
+        if let Some(beat) = beat {
+            limits.heartbeat = beat.clamp(MIN_BEAT, limits.heartbeat);
+            limits.poll_wait = limits.poll_wait.min(limits.heartbeat);
+        }
+        let att = self.find(id)?;
+        let generation = {
+            let mut st = lock(&att.state);
+            if let Err(e) = st.out.ack(ack) {
+                drop(st);
+                return Err(self.fail(&att, e));
+            }
+            st.generation += 1;
+            st.generation
+        };
+        att.room.notify_one();
+        att.changed.send_modify(|v| *v += 1);
+        let channels = &self.inner.channels;
+        if channels.fetch_add(1, Ordering::SeqCst) >= limits.receive_channels {
+            channels.fetch_sub(1, Ordering::SeqCst);
+            return Err(RelayError::TooMany("receive channels"));
+        }
+        let guard = ChannelGuard(channels.clone());
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(feed(att, generation, ack, poll, limits, tx, guard));
+        Ok(ReceiveChannel { rx })
+    }
+
+    /// Closes an attachment at the agent's request.
+    pub fn close(&self, id: &str) -> Result<(), RelayError> {
+        let att = self.find(id)?;
+        self.close_att(&att, "the agent closed the relay".into());
+        Ok(())
+    }
+
+    fn fail(&self, att: &Arc<Attachment>, e: RelayProtoError) -> RelayError {
+        warn!(peer = %att.peer, attachment = %att.tag, "relay protocol violation: {e}");
+        self.close_att(att, format!("relay protocol violation: {e}"));
+        RelayError::Bad(e.to_string())
+    }
+
+    fn close_att(&self, att: &Arc<Attachment>, why: String) {
+        close(&self.inner, att, why);
+    }
+}
+
+fn close(hub: &HubInner, att: &Arc<Attachment>, why: String) {
+    lock(&hub.attachments).remove(&att.key);
+    {
+        let mut st = lock(&att.state);
+        if st.closed {
+            return;
+        }
+        st.closed = true;
+    }
+    info!(peer = %att.peer, attachment = %att.tag, "relay attachment closed: {why}");
+    att.why.set(why);
+    att.changed.send_modify(|v| *v += 1);
+    for t in lock(&att.tasks).drain(..) {
+        t.abort();
+    }
+}
+
+/// Counts an open receive channel until dropped.
+struct ChannelGuard(Arc<AtomicUsize>);
+
+impl Drop for ChannelGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A receive channel's body, chunk by chunk; ends when the channel does.
+pub struct ReceiveChannel {
+    rx: mpsc::Receiver<Bytes>,
+}
+
+impl ReceiveChannel {
+    /// The next chunk of the body, or `None` at its end.
+    pub async fn next_chunk(&mut self) -> Option<Bytes> {
+        self.rx.recv().await
+    }
+}
+
+impl futures_core::Stream for ReceiveChannel {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx).map(|c| c.map(Ok))
+    }
+}
+
+/// Writes one receive channel: the unacknowledged lines, then new ones and heartbeats.
+async fn feed(
+    att: Arc<Attachment>,
+    generation: u64,
+    mut sent: u64,
+    poll: bool,
+    limits: RelayLimits,
+    tx: mpsc::Sender<Bytes>,
+    _guard: ChannelGuard,
+) {
+    let mut changed = att.changed.subscribe();
+    let started = Instant::now();
+    let mut first = true;
+    let mut carried = false;
+    loop {
+        let mut chunk = Vec::new();
+        let ended = {
+            let st = lock(&att.state);
+            if st.generation != generation {
+                return; // a newer channel took over
+            }
+            if st.closed {
+                true
+            } else {
+                sent = st.out.encode_from(sent, 64 * 1024, &mut chunk);
+                if first {
+                    Record::Ack(st.inc.ack()).encode(&mut chunk);
+                }
+                false
+            }
+        };
+        if ended {
+            let mut c = Vec::new();
+            Record::Close(att.why.get().unwrap_or_else(|| "closed".into())).encode(&mut c);
+            let _ = tx.send(c.into()).await;
+            return;
+        }
+        first = false;
+        if chunk.starts_with(b"D ") {
+            carried = true;
+        }
+        if !chunk.is_empty() && tx.send(chunk.into()).await.is_err() {
+            return; // the client went away
+        }
+        if poll && carried {
+            return;
+        }
+        let beat = tokio::time::sleep(limits.heartbeat);
+        let poll_end = tokio::time::sleep(if poll {
+            limits.poll_wait.saturating_sub(started.elapsed())
+        } else {
+            Duration::MAX / 4
+        });
+        tokio::select! {
+            r = changed.changed() => {
+                if r.is_err() {
+                    return;
+                }
+            }
+            () = beat => {
+                let ack = lock(&att.state).inc.ack();
+                let mut c = Vec::new();
+                Record::Ack(ack).encode(&mut c);
+                if tx.send(c.into()).await.is_err() {
+                    return;
+                }
+            }
+            () = poll_end => {
+                let ack = lock(&att.state).inc.ack();
+                let mut c = Vec::new();
+                Record::Ack(ack).encode(&mut c);
+                let _ = tx.send(c.into()).await;
+                return;
+            }
+            () = tx.closed() => return,
+        }
+    }
+}
+
+/// Reads the commlink's lines from the pipe into the attachment's outbound window.
+async fn pump_out(
+    hub: Arc<HubInner>,
+    att: Arc<Attachment>,
+    mut rd: tokio::io::ReadHalf<tokio::io::DuplexStream>,
+    max_line: usize,
+) {
+    let mut dec = LineDecoder::new(max_line);
+    let mut buf = Vec::with_capacity(16 * 1024);
+    let why = loop {
+        match dec.decode(&mut buf) {
+            Ok(Some(line)) => {
+                loop {
+                    let room = att.room.notified();
+                    {
+                        let mut st = lock(&att.state);
+                        if st.out.has_room(line.len()) {
+                            st.out.push(line);
+                            break;
+                        }
+                    }
+                    room.await;
+                }
+                att.changed.send_modify(|v| *v += 1);
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => break format!("the web's commlink wrote a bad line: {e}"),
+        }
+        buf.reserve(16 * 1024);
+        match rd.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => break "the web ended the link".to_owned(),
+            Ok(_) => {}
+        }
+    };
+    close(&hub, &att, why);
+}
+
+/// Writes delivered inbound lines into the pipe, in order.
+async fn pump_in(
+    hub: Arc<HubInner>,
+    att: Arc<Attachment>,
+    mut wr: tokio::io::WriteHalf<tokio::io::DuplexStream>,
+) {
+    loop {
+        let ready = att.inbound_ready.notified();
+        let next = {
+            let mut st = lock(&att.state);
+            let l = st.inbound.pop_front();
+            if let Some(l) = &l {
+                st.inbound_bytes -= l.len();
+            }
+            l
+        };
+        match next {
+            Some(mut line) => {
+                line.extend_from_slice(b"\r\n");
+                if wr.write_all(&line).await.is_err() {
+                    close(&hub, &att, "the web ended the link".into());
+                    return;
+                }
+            }
+            None => ready.await,
+        }
+    }
+}
+
+/// Closes attachments no request has touched for the idle expiry; ends with the hub.
+async fn sweep(hub: Weak<HubInner>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let Some(hub) = hub.upgrade() else { return };
+        let expiry = hub.limits.idle_expiry;
+        let stale: Vec<Arc<Attachment>> = lock(&hub.attachments)
+            .values()
+            .filter(|a| lock(&a.state).last_seen.elapsed() > expiry)
+            .cloned()
+            .collect();
+        for att in stale {
+            warn!(peer = %att.peer, attachment = %att.tag, "relay attachment expired");
+            close(
+                &hub,
+                &att,
+                format!(
+                    "relay attachment expired: the agent sent no request for {} s",
+                    expiry.as_secs_f64()
+                ),
+            );
+        }
+    }
+}
