@@ -17,7 +17,7 @@
 //! - [`bench`] — `ffs bench staging`: per-file stage latency by method and size.
 //!
 //! Modules: [`config`], [`error`], [`fsutil`], [`repository`], [`publish`](mod@publish),
-//! [`signing`], [`verify`], [`tokens`], [`upload`], [`areas`], [`state`], [`staging`], [`ftp`], [`https`], [`tls`], [`service`], [`server`],
+//! [`signing`], [`verify`], [`tokens`], [`upload`], [`areas`], [`state`], [`staging`], [`ftp`], [`https`], [`http_client`], [`tls`], [`service`], [`server`],
 //! [`bench`].
 
 #![deny(missing_docs)]
@@ -28,6 +28,7 @@ pub mod config;
 pub mod error;
 pub mod fsutil;
 pub mod ftp;
+pub mod http_client;
 pub mod https;
 pub mod publish;
 pub mod repository;

@@ -10,6 +10,7 @@
 //! - `signing`: signed releases verified with the real minisign and sha256sum;
 //! - `verify`: `ffs repo verify` and the size check at staging;
 //! - `remote`: remote publishing over the stager's HTTPS;
+//! - `http_client`: `ftp_stager::http_client` against the stager's HTTPS listener;
 //! - `common`: a repository with a release and a stager running in this process.
 
 mod clients;
@@ -18,6 +19,7 @@ mod conformance;
 mod crash;
 mod downloaders;
 mod escapes;
+mod http_client;
 mod privileges;
 mod remote;
 mod service;
