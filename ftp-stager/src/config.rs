@@ -60,6 +60,9 @@ pub struct StagerConfig {
     /// minisign secret key (mode 0600) `ffs publish` signs each release's `SHA256SUMS` with;
     /// empty = releases are published unsigned. Create with `ffs keys signing generate`.
     pub signing_key: PathBuf,
+    /// File (mode 0600) holding the passphrase of a passphrase-protected `signing_key`
+    /// (its first line); empty = the key is unencrypted.
+    pub signing_key_passphrase_file: PathBuf,
     /// Remote publishing: largest object (file) a publish token may upload, bytes.
     pub publish_max_object_bytes: u64,
     /// Remote publishing: object uploads one publish token may run at once (more get 429).
@@ -91,6 +94,7 @@ impl Default for StagerConfig {
             fallback: Fallback::None,
             run_as_user: String::new(),
             signing_key: PathBuf::new(),
+            signing_key_passphrase_file: PathBuf::new(),
             publish_max_object_bytes: 1 << 40,
             publish_uploads_per_token: crate::upload::MAX_UPLOADS_PER_TOKEN as u32,
             publish_abandoned_after_secs: 24 * 3600,
@@ -108,6 +112,7 @@ impl StagerConfig {
             &mut self.tls_cert,
             &mut self.tls_key,
             &mut self.signing_key,
+            &mut self.signing_key_passphrase_file,
         ] {
             if !p.as_os_str().is_empty() && p.is_relative() {
                 *p = base.join(&*p);
@@ -167,6 +172,9 @@ run_as_user = ""
 # with; "" = publish unsigned. Create with `ffs keys signing generate`, and give the web
 # frontend the public key ([web] signing_public_keys).
 signing_key = ""
+# For a passphrase-protected signing_key (`ffs keys signing generate --passphrase-file`, or
+# `minisign -G`): a file, mode 0600, whose first line is the passphrase ("" = unencrypted).
+signing_key_passphrase_file = ""
 # Remote publishing (`ffs publish --remote`, publish tokens): largest object in bytes
 # (1 TiB), uploads one token may run at once (more are answered 429), and the age in
 # seconds after which the sweeper removes an untouched partial upload.

@@ -12,9 +12,13 @@
 //! immutable, hard-linked into every area of the release — and the manifest records which key
 //! signed it ([`ReleaseSignature`]). A new key signs new releases; old ones keep theirs.
 //!
-//! The secret key file is minisign's own format, **unencrypted** (KDF "none"), created mode
-//! 0600 and refused when group or others can read it (`commlink::secret_file`): it lives on
-//! the publishing host like the other ffs secrets. Each public key that signed a release is
+//! The secret key file is minisign's own format, created mode 0600 and refused when group
+//! or others can read it (`commlink::secret_file`): it lives on the publishing host like
+//! the other ffs secrets. It is either unencrypted (KDF "none") or protected by a
+//! passphrase exactly as `minisign -G` does it (KDF "Sc": scrypt, the key XORed with the
+//! derived stream, a checksum telling a wrong passphrase); keys made by the real
+//! `minisign -G` load too. [`Passphrase`] says where a passphrase comes from
+//! (`[stager] signing_key_passphrase_file`, 0600, or the operator's prompt). Each public key that signed a release is
 //! also kept in the repository (`keys/KEYID.pub`) for `ffs repo verify`; the copy customers
 //! trust is the one the web frontend serves from its own configuration.
 
@@ -75,27 +79,130 @@ impl std::fmt::Debug for Signer {
     }
 }
 
-impl Signer {
-    /// Loads a secret key written by [`generate`], refusing a file group or others can read.
-    pub fn load(path: &Path) -> Result<Signer> {
+/// Longest passphrase accepted (minisign's own limit).
+pub const MAX_PASSPHRASE_BYTES: usize = 1024;
+
+/// A signing key's passphrase. Never printed (`Debug` hides it).
+#[derive(Clone)]
+pub struct Passphrase(String);
+
+impl std::fmt::Debug for Passphrase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Passphrase(…)")
+    }
+}
+
+impl Passphrase {
+    /// A passphrase given as text (from a prompt).
+    pub fn new(text: impl Into<String>) -> Result<Passphrase> {
+        let text = text.into();
+        if text.len() > MAX_PASSPHRASE_BYTES {
+            return Err(StagerError::Invalid(format!(
+                "a passphrase is at most {MAX_PASSPHRASE_BYTES} bytes"
+            )));
+        }
+        Ok(Passphrase(text))
+    }
+
+    /// Reads a passphrase file (mode 0600 or refused, `commlink::secret_file`): its first
+    /// line, without the line end.
+    pub fn read_file(path: &Path) -> Result<Passphrase> {
         let bytes = commlink::secret_file::read_private(path)
-            .map_err(|e| StagerError::Config(format!("signing key: {e}")))?;
+            .map_err(|e| StagerError::Config(format!("signing key passphrase: {e}")))?;
         let text = String::from_utf8(bytes).map_err(|_| {
-            StagerError::Config(format!("{} is not a minisign secret key", path.display()))
+            StagerError::Config(format!("{}: the passphrase is not UTF-8", path.display()))
         })?;
+        let line = text.split('\n').next().unwrap_or_default();
+        Passphrase::new(line.strip_suffix('\r').unwrap_or(line))
+            .map_err(|e| StagerError::Config(format!("{}: {e}", path.display())))
+    }
+}
+
+/// Reads a secret key file (0600 or refused) and says whether it is passphrase-protected.
+fn read_secret_box(path: &Path) -> Result<(minisign::SecretKeyBox, bool)> {
+    let bytes = commlink::secret_file::read_private(path)
+        .map_err(|e| StagerError::Config(format!("signing key: {e}")))?;
+    let not_key = || {
+        StagerError::Config(format!(
+            "{} is not a minisign secret key; create one with `ffs keys signing generate`",
+            path.display()
+        ))
+    };
+    let text = String::from_utf8(bytes).map_err(|_| not_key())?;
+    // The key line: signature algorithm "Ed", then the KDF algorithm ("Sc" = scrypt
+    // passphrase, two zero bytes = none).
+    let line = text.lines().nth(1).ok_or_else(not_key)?;
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(line.trim())
+        .map_err(|_| not_key())?;
+    let encrypted = match raw.get(..4) {
+        Some([b'E', b'd', 0, 0]) => false,
+        Some([b'E', b'd', b'S', b'c']) => true,
+        _ => return Err(not_key()),
+    };
+    let sk_box = minisign::SecretKeyBox::from_string(&text).map_err(|_| not_key())?;
+    Ok((sk_box, encrypted))
+}
+
+/// Whether the secret key at `path` needs a passphrase.
+pub fn is_encrypted(path: &Path) -> Result<bool> {
+    read_secret_box(path).map(|(_, e)| e)
+}
+
+impl Signer {
+    /// Loads an unencrypted secret key written by [`generate`], refusing a file group or
+    /// others can read; a passphrase-protected key is refused with a message saying so.
+    pub fn load(path: &Path) -> Result<Signer> {
+        Signer::load_with(path, None)
+    }
+
+    /// Loads a secret key, decrypting it with `passphrase` when it is protected (a wrong
+    /// passphrase is a clear error; one given for an unencrypted key is ignored).
+    pub fn load_with(path: &Path, passphrase: Option<&Passphrase>) -> Result<Signer> {
+        let (sk_box, encrypted) = read_secret_box(path)?;
         let bad = |e: minisign::PError| {
             StagerError::Config(format!(
-                "{} is not an unencrypted minisign secret key ({e}); create one with `ffs keys signing generate`",
+                "{}: unusable minisign secret key ({e})",
                 path.display()
             ))
         };
-        let sk = minisign::SecretKey::from_unencrypted_box(
-            minisign::SecretKeyBox::from_string(&text).map_err(bad)?,
-        )
-        .map_err(bad)?;
+        let sk = match (encrypted, passphrase) {
+            (false, _) => minisign::SecretKey::from_unencrypted_box(sk_box).map_err(bad)?,
+            (true, None) => {
+                return Err(StagerError::Config(format!(
+                    "{} is protected by a passphrase: set [stager] signing_key_passphrase_file (a 0600 file holding it)",
+                    path.display()
+                )));
+            }
+            (true, Some(p)) => match minisign::SecretKey::from_box(sk_box, Some(p.0.clone())) {
+                Ok(sk) => sk,
+                Err(e) if matches!(e.kind(), minisign::ErrorKind::Verify) => {
+                    return Err(StagerError::Config(format!(
+                        "wrong passphrase for the signing key {}",
+                        path.display()
+                    )));
+                }
+                Err(e) => return Err(bad(e)),
+            },
+        };
         let pk = minisign::PublicKey::from_secret_key(&sk).map_err(bad)?;
         let key_id = key_id_hex(pk.keynum());
         Ok(Signer { sk, pk, key_id })
+    }
+
+    /// Loads `[stager] signing_key` as the configuration says: `None` when no key is set;
+    /// a protected key is decrypted with `signing_key_passphrase_file`.
+    pub fn from_config(cfg: &crate::StagerConfig) -> Result<Option<Signer>> {
+        if cfg.signing_key.as_os_str().is_empty() {
+            return Ok(None);
+        }
+        let pass = if cfg.signing_key_passphrase_file.as_os_str().is_empty() {
+            None
+        } else {
+            Some(Passphrase::read_file(&cfg.signing_key_passphrase_file)?)
+        };
+        Signer::load_with(&cfg.signing_key, pass.as_ref()).map(Some)
     }
 
     /// The key id (16 upper-case hex digits, as minisign prints it).
@@ -131,16 +238,31 @@ fn public_key_text(pk: &minisign::PublicKey) -> String {
     )
 }
 
-/// Makes a new Ed25519 signing key: the secret key at `secret` (mode 0600, must not exist)
-/// and the public key at `public` (mode 0644, must not exist). Returns the key id.
+/// Makes a new Ed25519 signing key: the secret key at `secret` (mode 0600, must not exist,
+/// unencrypted) and the public key at `public` (mode 0644, must not exist). Returns the key
+/// id.
 pub fn generate(secret: &Path, public: &Path) -> Result<String> {
+    generate_with(secret, public, None)
+}
+
+/// [`generate`], the secret key protected by `passphrase` when given (minisign's "Sc"
+/// scrypt format, as `minisign -G` writes it).
+pub fn generate_with(
+    secret: &Path,
+    public: &Path,
+    passphrase: Option<&Passphrase>,
+) -> Result<String> {
     if public.exists() {
         return Err(StagerError::Refused(format!(
             "{} exists already; keys are never overwritten",
             public.display()
         )));
     }
-    let kp = minisign::KeyPair::generate_unencrypted_keypair().map_err(sign_err)?;
+    let kp = match passphrase {
+        None => minisign::KeyPair::generate_unencrypted_keypair(),
+        Some(p) => minisign::KeyPair::generate_encrypted_keypair(Some(p.0.clone())),
+    }
+    .map_err(sign_err)?;
     let key_id = key_id_hex(kp.pk.keynum());
     let sk_text = kp
         .sk

@@ -186,11 +186,7 @@ impl Stager {
         }
         let deliveries = DeliveryLog::open(&cfg.state_dir)?;
         // Remote publishes are signed on the stager when it holds the signing key.
-        let signer = if cfg.signing_key.as_os_str().is_empty() {
-            None
-        } else {
-            Some(Arc::new(crate::signing::Signer::load(&cfg.signing_key)?))
-        };
+        let signer = crate::signing::Signer::from_config(cfg)?.map(Arc::new);
         let areas = Arc::new(Mutex::new(areas));
         let default_port = |s: &str| {
             s.rsplit_once(':')
