@@ -236,6 +236,8 @@ impl FfsConfig {
         if !s.tls_key.as_os_str().is_empty() {
             commlink::secret_file::check_private(&s.tls_key).context("[stager] tls_key")?;
         }
+        // Its messages name the setting.
+        ftp_stager::replicate_follow::client_from_config(s)?;
         Ok(format!(
             "[stager] commlink {}, FTP {} (passive {}-{}), HTTPS {}; repository {}",
             s.link_listen,

@@ -70,6 +70,19 @@ pub struct StagerConfig {
     /// Remote publishing: a partial upload untouched this long, seconds, is removed by the
     /// sweeper.
     pub publish_abandoned_after_secs: u64,
+    /// Replication: the HTTPS base URL of the stager this one follows (pulls every release
+    /// from), e.g. `https://stager-a:8444`; empty = this stager follows nobody.
+    pub replicate_from: String,
+    /// Replication: file (mode 0600) holding the replication token the source made with
+    /// `ffs replication-token create`.
+    pub replicate_token_file: PathBuf,
+    /// Replication: trust exactly the source certificate with this SHA-256 fingerprint (the
+    /// `tls_sha256` the source logs; for a self-signed source).
+    pub replicate_pin: String,
+    /// Replication: PEM CA certificates for the source (when no pin); empty = system roots.
+    pub replicate_ca_cert: PathBuf,
+    /// Replication: seconds between polls of the source.
+    pub replicate_interval_secs: u64,
 }
 
 impl Default for StagerConfig {
@@ -98,6 +111,11 @@ impl Default for StagerConfig {
             publish_max_object_bytes: 1 << 40,
             publish_uploads_per_token: crate::upload::MAX_UPLOADS_PER_TOKEN as u32,
             publish_abandoned_after_secs: 24 * 3600,
+            replicate_from: String::new(),
+            replicate_token_file: PathBuf::new(),
+            replicate_pin: String::new(),
+            replicate_ca_cert: PathBuf::new(),
+            replicate_interval_secs: 10,
         }
     }
 }
@@ -113,6 +131,8 @@ impl StagerConfig {
             &mut self.tls_key,
             &mut self.signing_key,
             &mut self.signing_key_passphrase_file,
+            &mut self.replicate_token_file,
+            &mut self.replicate_ca_cert,
         ] {
             if !p.as_os_str().is_empty() && p.is_relative() {
                 *p = base.join(&*p);
@@ -181,6 +201,19 @@ signing_key_passphrase_file = ""
 publish_max_object_bytes = 1099511627776
 publish_uploads_per_token = 4
 publish_abandoned_after_secs = 86400
+# Replication (one repository, many stagers): the HTTPS URL of the stager this one follows,
+# e.g. "https://stager-a:8444" ("" = follow nobody). It pulls every release from there by
+# hash (objects checked against their SHA-256, manifest last), yanks included.
+replicate_from = ""
+# The replication token (`ffs replication-token create --name THIS-HOST` on the source),
+# in a file of mode 0600.
+replicate_token_file = ""
+# Trust the source's certificate by its SHA-256 (the tls_sha256 it logs), or by a CA file;
+# both empty = the system's CA roots.
+replicate_pin = ""
+replicate_ca_cert = ""
+# Seconds between polls of the source.
+replicate_interval_secs = 10
 "#;
 
 #[cfg(test)]

@@ -753,10 +753,12 @@ pub fn server(
     tls: Arc<rustls::ServerConfig>,
 ) -> std::io::Result<actix_web::dev::Server> {
     let tls = (*tls).clone();
+    let replication = web::Data::new(crate::replicate_serve::ServeStats::default());
     let srv = actix_web::HttpServer::new(move || {
         actix_web::App::new()
             .wrap(security_headers())
             .configure(configure(stager.clone()))
+            .configure(crate::replicate_serve::configure(replication.clone()))
     })
     .workers(2)
     .disable_signals()

@@ -17,7 +17,8 @@
 //! - [`bench`] — `ffs bench staging`: per-file stage latency by method and size.
 //!
 //! Modules: [`config`], [`error`], [`fsutil`], [`repository`], [`publish`](mod@publish),
-//! [`signing`], [`verify`], [`tokens`], [`upload`], [`areas`], [`state`], [`staging`], [`ftp`], [`https`], [`http_client`], [`tls`], [`service`], [`server`],
+//! [`signing`], [`verify`], [`tokens`], [`upload`], [`replicate`] (with [`replicate_serve`]
+//! and [`replicate_follow`]), [`areas`], [`state`], [`staging`], [`ftp`], [`https`], [`http_client`], [`tls`], [`service`], [`server`],
 //! [`bench`].
 
 #![deny(missing_docs)]
@@ -31,6 +32,9 @@ pub mod ftp;
 pub mod http_client;
 pub mod https;
 pub mod publish;
+pub mod replicate;
+pub mod replicate_follow;
+pub mod replicate_serve;
 pub mod repository;
 pub mod server;
 pub mod service;

@@ -130,6 +130,7 @@ pub struct StagerServer {
     stager: Arc<Stager>,
     tls: TlsMaterial,
     cfg: StagerConfig,
+    follower: Option<crate::replicate_follow::Follower>,
 }
 
 impl StagerServer {
@@ -143,11 +144,19 @@ impl StagerServer {
     fn with_tls(cfg: &StagerConfig, tls: TlsMaterial) -> Result<StagerServer> {
         cfg.passive_range().map_err(StagerError::Config)?;
         let stager = Arc::new(Stager::open(cfg)?);
+        let follower =
+            crate::replicate_follow::Follower::from_config(cfg, stager.repository().clone())?;
         Ok(StagerServer {
             stager,
             tls,
             cfg: cfg.clone(),
+            follower,
         })
+    }
+
+    /// The replication follower's counters, when `[stager] replicate_from` is set.
+    pub fn follower_stats(&self) -> Option<Arc<crate::replicate_follow::FollowStats>> {
+        self.follower.as_ref().map(|f| f.stats().clone())
     }
 
     /// The staging engine (to stage or read the catalog in-process).
@@ -235,6 +244,11 @@ impl StagerServer {
             stopped(stop_rx.clone()),
         ));
 
+        let follow_task = self.follower.map(|f| {
+            let every = Duration::from_secs(self.cfg.replicate_interval_secs.max(1));
+            tokio::spawn(f.run(every, stopped(stop_rx.clone())))
+        });
+
         let link_task = match (link, listeners.link) {
             (Some(lc), Some(l)) => {
                 let svc = Arc::new(StagerService::new(self.stager.clone()));
@@ -255,6 +269,9 @@ impl StagerServer {
         let _ = https_task.await;
         let _ = ftp_task.await;
         let _ = sweeper.await;
+        if let Some(t) = follow_task {
+            let _ = t.await;
+        }
         let st = self.stager.clone();
         let _ = tokio::task::spawn_blocking(move || st.flush()).await;
         if let Some(t) = link_task {

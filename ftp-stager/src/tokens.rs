@@ -5,6 +5,11 @@
 //! in `state_dir/publish-tokens.json` (mode 0600, rewritten atomically), with its name,
 //! the products it may publish (empty = any), when it was made and, once revoked, when.
 //! Checking a token hashes it and compares against every live entry in constant time.
+//!
+//! Replication tokens (`ffs replication-token create --name B`, what a follower stager
+//! presents to pull from this one, see [`crate::replicate`]) are the same records in a
+//! store of their own, [`TokenStore::replication`] (`ffsrt_…` in
+//! `state_dir/replication-tokens.json`), so neither kind of token can do the other's job.
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +25,10 @@ use crate::repository::valid_name;
 pub const FILE: &str = "publish-tokens.json";
 /// What every token starts with (so a leaked one is recognisable).
 pub const PREFIX: &str = "ffspt_";
+/// The replication token file's name in the state directory.
+pub const REPLICATION_FILE: &str = "replication-tokens.json";
+/// What every replication token starts with.
+pub const REPLICATION_PREFIX: &str = "ffsrt_";
 
 /// One stored token (never the token itself).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +58,7 @@ impl PublishToken {
 #[derive(Debug, Clone)]
 pub struct TokenStore {
     path: PathBuf,
+    prefix: &'static str,
 }
 
 fn hash(token: &str) -> String {
@@ -60,6 +70,15 @@ impl TokenStore {
     pub fn new(state_dir: &Path) -> TokenStore {
         TokenStore {
             path: state_dir.join(FILE),
+            prefix: PREFIX,
+        }
+    }
+
+    /// The replication token store in `state_dir` (tokens followers pull with).
+    pub fn replication(state_dir: &Path) -> TokenStore {
+        TokenStore {
+            path: state_dir.join(REPLICATION_FILE),
+            prefix: REPLICATION_PREFIX,
         }
     }
 
@@ -109,7 +128,7 @@ impl TokenStore {
                 "a token named {name:?} exists already (revoked ones keep their name)"
             )));
         }
-        let token = format!("{PREFIX}{}", fsutil::random_hex(32));
+        let token = format!("{}{}", self.prefix, fsutil::random_hex(32));
         tokens.push(PublishToken {
             name: name.to_owned(),
             hash: hash(&token),
@@ -127,7 +146,7 @@ impl TokenStore {
         let t = tokens
             .iter_mut()
             .find(|t| t.name == name)
-            .ok_or_else(|| StagerError::NotFound(format!("publish token {name:?}")))?;
+            .ok_or_else(|| StagerError::NotFound(format!("token {name:?}")))?;
         if t.revoked_at.is_some() {
             return Ok(false);
         }

@@ -22,6 +22,28 @@ pub enum StagerCmd {
     /// Tokens that let a build pipeline publish to this stager remotely.
     #[command(subcommand, name = "publish-token")]
     PublishToken(PublishTokenCmd),
+    /// Tokens that let a follower stager replicate this one (`[stager] replicate_from`).
+    #[command(subcommand, name = "replication-token")]
+    ReplicationToken(ReplicationTokenCmd),
+}
+
+/// `ffs replication-token …` (works on the source stager's state directory).
+#[derive(Debug, clap::Subcommand)]
+pub enum ReplicationTokenCmd {
+    /// Makes a token for one follower and prints it once (only its hash is stored); put
+    /// it in the follower's `replicate_token_file` (mode 0600).
+    Create {
+        /// A unique name, e.g. the follower's host name.
+        #[arg(long)]
+        name: String,
+    },
+    /// Lists tokens (names, created, revoked; never the tokens).
+    List,
+    /// Revokes a token by name: that follower is refused from then on.
+    Revoke {
+        /// The token's name.
+        name: String,
+    },
 }
 
 /// `ffs publish-token …` (works on the stager's state directory).
@@ -217,6 +239,44 @@ impl StagerCmd {
                             println!("revoked publish token {name:?}");
                         } else {
                             println!("publish token {name:?} was revoked already");
+                        }
+                    }
+                }
+                Ok(())
+            }
+            StagerCmd::ReplicationToken(c) => {
+                let store = ftp_stager::tokens::TokenStore::replication(&sc.state_dir);
+                match c {
+                    ReplicationTokenCmd::Create { name } => {
+                        println!("{}", store.create(&name, &[])?);
+                        eprintln!(
+                            "replication token {name:?} created; it is shown only this once (only its hash is stored)"
+                        );
+                    }
+                    ReplicationTokenCmd::List => {
+                        let tokens = store.list()?;
+                        if tokens.is_empty() {
+                            println!(
+                                "(no replication tokens; make one with `ffs replication-token create --name NAME`)"
+                            );
+                        }
+                        for t in tokens {
+                            let revoked = t.revoked_at.map(|r| {
+                                format!("  REVOKED {}", r.format("%Y-%m-%d %H:%M UTC"))
+                            });
+                            println!(
+                                "{:<20} created {}{}",
+                                t.name,
+                                t.created_at.format("%Y-%m-%d %H:%M UTC"),
+                                revoked.unwrap_or_default()
+                            );
+                        }
+                    }
+                    ReplicationTokenCmd::Revoke { name } => {
+                        if store.revoke(&name)? {
+                            println!("revoked replication token {name:?}");
+                        } else {
+                            println!("replication token {name:?} was revoked already");
                         }
                     }
                 }

@@ -11,6 +11,7 @@
 //! - `verify`: `ffs repo verify` and the size check at staging;
 //! - `remote`: remote publishing over the stager's HTTPS;
 //! - `http_client`: `ftp_stager::http_client` against the stager's HTTPS listener;
+//! - `replication`: a follower stager pulling releases from a source stager;
 //! - `common`: a repository with a release and a stager running in this process.
 
 mod clients;
@@ -22,6 +23,7 @@ mod escapes;
 mod http_client;
 mod privileges;
 mod remote;
+mod replication;
 mod service;
 mod signing;
 mod verify;
