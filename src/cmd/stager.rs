@@ -261,9 +261,9 @@ impl StagerCmd {
                             );
                         }
                         for t in tokens {
-                            let revoked = t.revoked_at.map(|r| {
-                                format!("  REVOKED {}", r.format("%Y-%m-%d %H:%M UTC"))
-                            });
+                            let revoked = t
+                                .revoked_at
+                                .map(|r| format!("  REVOKED {}", r.format("%Y-%m-%d %H:%M UTC")));
                             println!(
                                 "{:<20} created {}{}",
                                 t.name,
