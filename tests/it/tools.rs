@@ -495,3 +495,98 @@ fn repo_verify_reports_an_altered_file_exits_non_zero_and_quarantine_withdraws_t
     let again = ffs_ok(d, &["repo", "verify"], None);
     assert!(again.contains("tool 2.0 [quarantined]"), "{again}");
 }
+
+#[test]
+fn replication_tokens_are_made_once_stored_hashed_and_the_follower_settings_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ffs_ok(d, &["config", "init"], None);
+    ffs_ok(d, &["keys", "generate", "--out", "keys.bag"], None);
+    let token = ffs_ok(
+        d,
+        &["replication-token", "create", "--name", "stager-b"],
+        None,
+    );
+    let token = token.trim();
+    assert!(
+        token.starts_with("ffsrt_") && token.len() == 6 + 64,
+        "{token}"
+    );
+    let store = d.join("stager/state/replication-tokens.json");
+    assert_eq!(mode_of(&store), "0600");
+    assert!(!std::fs::read_to_string(&store).unwrap().contains(token));
+    let list = ffs_ok(d, &["replication-token", "list"], None);
+    assert!(list.contains("stager-b") && !list.contains(token), "{list}");
+    assert!(
+        !d.join("stager/state/publish-tokens.json").exists(),
+        "a store of its own"
+    );
+
+    // A follower's settings: each mistake named, a good one accepted.
+    std::fs::write(d.join("b.token"), token).unwrap();
+    std::fs::set_permissions(d.join("b.token"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let base = std::fs::read_to_string(d.join("ffs.toml")).unwrap();
+    let pin = "ab".repeat(32);
+    let follow = |from: &str, file: &str, pin: &str| {
+        base.replacen(
+            "replicate_from = \"\"",
+            &format!("replicate_from = \"{from}\""),
+            1,
+        )
+        .replacen(
+            "replicate_token_file = \"\"",
+            &format!("replicate_token_file = \"{file}\""),
+            1,
+        )
+        .replacen(
+            "replicate_pin = \"\"",
+            &format!("replicate_pin = \"{pin}\""),
+            1,
+        )
+    };
+    for (cfg, says) in [
+        (
+            follow("https://10.0.0.2:8444", "", ""),
+            "replicate_token_file",
+        ),
+        (
+            follow("http://10.0.0.2:8444", "b.token", &pin),
+            "replicate_from",
+        ),
+        (
+            follow("https://10.0.0.2:8444", "b.token", "zz"),
+            "replicate_pin",
+        ),
+        (
+            follow("https://10.0.0.2:8444", "keys.bag", &pin),
+            "not a replication token",
+        ),
+    ] {
+        std::fs::write(d.join("follower.toml"), cfg).unwrap();
+        let out = ffs(d, &["--config", "follower.toml", "config", "check"], None);
+        assert!(!out.status.success(), "accepted: {says}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{says}: {err}");
+    }
+    std::fs::write(
+        d.join("follower.toml"),
+        follow("https://10.0.0.2:8444", "b.token", &pin),
+    )
+    .unwrap();
+    ffs_ok(
+        d,
+        &[
+            "--config",
+            "follower.toml",
+            "config",
+            "check",
+            "--role",
+            "stager",
+        ],
+        None,
+    );
+
+    let out = ffs_ok(d, &["replication-token", "revoke", "stager-b"], None);
+    assert!(out.contains("revoked"), "{out}");
+    assert!(ffs_ok(d, &["replication-token", "list"], None).contains("REVOKED"));
+}
