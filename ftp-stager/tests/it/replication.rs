@@ -3,8 +3,9 @@
 //! published on the source becomes stageable on the follower only once every object and
 //! then its manifest arrived, signatures and keys included; an object already present is
 //! not fetched again (the source's own counters show it); a yank propagates; a follower
-//! that was down catches up; a corrupted object is refused and fetched again, never staged;
-//! an altered object on the follower's disk is found by `verify` and repaired; wrong tokens
+//! that was down catches up; an object corrupted in transit (by a TLS-terminating proxy in
+//! the middle) or on the source's disk is refused and fetched again, never staged; an
+//! altered object on the follower's disk is found by `verify` and repaired; wrong tokens
 //! are refused.
 
 use std::fs;
@@ -410,5 +411,160 @@ async fn wrong_tokens_are_refused() {
     fs::write(&cfg.replicate_token_file, &publish).unwrap();
     let e = ftp_stager::replicate_follow::client_from_config(&cfg).unwrap_err();
     assert!(e.to_string().contains("not a replication token"), "{e}");
+    src.run.stop().await;
+}
+
+/// A TLS-terminating man in the middle between a follower and its source (the only place a
+/// byte can change in transit under TLS): it serves its own certificate, forwards each
+/// connection to the source over TLS, and flips the first body byte of the next `budget`
+/// answers to `GET /replicate/v1/objects/<target>`.
+struct Mitm {
+    addr: std::net::SocketAddr,
+    pin: String,
+}
+
+async fn mitm(source: &Source, target: &str, budget: usize) -> Mitm {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let der = ck.cert.der().clone();
+    let pin = sha_hex(der.as_ref());
+    let key = rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).unwrap();
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![der], key)
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = fs::read(source.run.cfg.state_dir.join("tls-cert.pem")).unwrap();
+    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let upstream = source.run.https;
+    let wanted = format!("GET /replicate/v1/objects/{target} ");
+    let budget = Arc::new(AtomicUsize::new(budget));
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, connector, wanted, budget) = (
+                acceptor.clone(),
+                connector.clone(),
+                wanted.clone(),
+                budget.clone(),
+            );
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                let down = acceptor.accept(tcp).await?;
+                let up = tokio::net::TcpStream::connect(upstream).await?;
+                let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+                let up = connector.connect(name, up).await?;
+                let (mut dr, mut dw) = tokio::io::split(down);
+                let (mut ur, mut uw) = tokio::io::split(up);
+                // The request (small, one read or a few) decides whether to corrupt.
+                let mut buf = vec![0u8; 64 * 1024];
+                let n = dr.read(&mut buf).await?;
+                let req = &buf[..n];
+                let corrupt = req.starts_with(wanted.as_bytes())
+                    && budget
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1))
+                        .is_ok();
+                uw.write_all(req).await?;
+                let to_up = tokio::spawn(async move { tokio::io::copy(&mut dr, &mut uw).await });
+                // Answers: find the end of the head, flip the next byte once.
+                let mut head = Vec::new();
+                let mut flipped = !corrupt;
+                loop {
+                    let n = ur.read(&mut buf).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    let piece = &mut buf[..n];
+                    if !flipped {
+                        let start = head.len();
+                        head.extend_from_slice(piece);
+                        if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let body_at = end + 4;
+                            if body_at < head.len() {
+                                piece[body_at - start] ^= 0x01;
+                                flipped = true;
+                            }
+                        }
+                    }
+                    dw.write_all(piece).await?;
+                }
+                dw.shutdown().await?;
+                to_up.abort();
+                Ok::<(), std::io::Error>(())
+            });
+        }
+    });
+    Mitm { addr, pin }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_corrupted_in_transit_is_refused_and_fetched_again_never_staged() {
+    ffs_testkit::prereq::require_command("curl", "curl", "apt-get install curl");
+    let src = Source::start().await;
+    let m = src.repo().manifest("tool", "1.0").unwrap();
+    let big = m
+        .files
+        .iter()
+        .find(|f| f.name == "big.bin")
+        .unwrap()
+        .clone();
+    let proxy = mitm(&src, &big.sha256, 1).await;
+
+    let bdir = tempfile::tempdir().unwrap();
+    let bcfg = crate::common::test_config(bdir.path());
+    let bstager = Stager::open(&bcfg).unwrap();
+    let brepo = bstager.repository().clone();
+    let url = format!("https://{}", proxy.addr);
+    let pin = ftp_stager::http_client::parse_pin(&proxy.pin).unwrap();
+    let client = HttpsClient::new(&url, Trust::Pin(pin))
+        .unwrap()
+        .with_bearer(&src.token)
+        .unwrap();
+    let f = Follower::new(brepo.clone(), client, &url);
+
+    // Through the proxy, big.bin arrives one bit off: refused, neither release offered.
+    let r = f.round().await.unwrap();
+    assert_eq!(r.refused, 1, "{r:?}");
+    assert!(r.added.is_empty(), "{r:?}");
+    assert!(!brepo.object_path(&big.sha256).unwrap().exists());
+    assert!(brepo.manifest("tool", "1.0").is_err() && brepo.manifest("tool", "1.1").is_err());
+    assert!(stage(&bstager, "1.0").is_err() && stage(&bstager, "1.1").is_err());
+    assert_eq!(
+        src.objects_served().await,
+        6,
+        "big.bin left the source intact once"
+    );
+
+    // The next round fetches it again, intact this time; only it travels.
+    let r = f.round().await.unwrap();
+    assert_eq!((r.refused, r.fetched), (0, 1), "{r:?}");
+    assert_eq!(r.added.len(), 2, "{r:?}");
+    assert_eq!(src.objects_served().await, 7, "big.bin sent a second time");
+    let area = stage(&bstager, "1.0").unwrap();
+    let staged = bcfg.areas_dir.join(&area.area_id).join("big.bin");
+    assert_eq!(sha_hex(&fs::read(staged).unwrap()), big.sha256);
+    assert_eq!(
+        f.stats()
+            .objects_refused
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
     src.run.stop().await;
 }
