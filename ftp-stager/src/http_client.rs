@@ -484,9 +484,24 @@ impl HttpsClient {
     /// `GET path` on a connection of its own; the body is read with
     /// [`StreamingResponse::chunk`] (for objects of any size).
     pub async fn get_stream(&self, path: &str) -> Result<StreamingResponse, ClientError> {
+        self.get_stream_with(path, &[]).await
+    }
+
+    /// [`get_stream`](Self::get_stream) with extra request headers (e.g. `Range` to resume
+    /// a download).
+    pub async fn get_stream_with(
+        &self,
+        path: &str,
+        headers: &[(header::HeaderName, &str)],
+    ) -> Result<StreamingResponse, ClientError> {
+        let mut req = self.request(Method::GET, path, empty());
+        for (name, value) in headers {
+            let v = HeaderValue::from_str(value).map_err(|_| ClientError::Header)?;
+            req.headers_mut().insert(name.clone(), v);
+        }
         let mut s = self.connect().await?;
         let r = s
-            .send_request(self.request(Method::GET, path, empty()))
+            .send_request(req)
             .await
             .map_err(|source| ClientError::Http {
                 addr: self.authority.clone(),

@@ -1,10 +1,12 @@
 //! The follower side of replication (`[stager] replicate_from`): every
 //! `replicate_interval_secs` it reads the source's listing and carries out the
 //! [`crate::replicate::plan`]. Objects arrive over [`crate::http_client`] (pinned or CA
-//! trust, the replication token as Bearer) into `repository/tmp/`, hashed while they are
+//! trust, the replication token as Bearer) into `repository/replicate/`, hashed while they are
 //! written; a body whose size or SHA-256 is not the one asked for is discarded (logged,
 //! fetched again next round), a matching one becomes an object as a publish makes it (fsync,
-//! 0444, rename, directory fsync). A release's manifest is written last, atomically, under
+//! 0444, rename, directory fsync). A transfer the network cut off keeps its bytes and is
+//! resumed with `Range` on the next attempt (the kept bytes are hashed first, so the check
+//! still covers the whole object). A release's manifest is written last, atomically, under
 //! the repository lock and only when every object it names is present with its size, so a
 //! follower never offers a release it does not fully hold. The lock is held while a
 //! release's objects arrive, so the sweeper's garbage collection (which skips a locked
@@ -18,16 +20,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest as _, Sha256};
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncSeekExt as _, AsyncWriteExt as _};
 
 use crate::error::StagerError;
 use crate::http_client::{ClientError, HttpsClient, Trust};
 use crate::replicate::{Action, Listing, plan};
 use crate::repository::{Manifest, Repository};
 use crate::{StagerConfig, fsutil, signing};
-
-/// Prefix of the follower's temporary files in `repository/tmp/`.
-const TMP_PREFIX: &str = "replicate-";
 
 /// Why a replication round (or one object of it) failed.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +61,16 @@ pub enum FollowError {
         got_bytes: u64,
         /// The SHA-256 of what arrived (of the part read when it was too long).
         got_sha256: String,
+    },
+    /// The body ended before the object's size without an error (kept for resuming).
+    #[error("object {sha256}: the body ended after {got_bytes} of {size} bytes; kept for resuming")]
+    Short {
+        /// The object asked for.
+        sha256: String,
+        /// Bytes held now.
+        got_bytes: u64,
+        /// Its size according to the manifest.
+        size: u64,
     },
     /// A local repository operation failed.
     #[error(transparent)]
@@ -229,8 +238,8 @@ impl Follower {
     /// leaves at most a temporary file, removed when the next follower starts.
     pub async fn run(self, every: Duration, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let tmp = self.repo.tmp_dir();
-        let _ = tokio::task::spawn_blocking(move || remove_temporaries(&tmp)).await;
+        let repo = self.repo.clone();
+        let _ = tokio::task::spawn_blocking(move || remove_stale_parts(&repo)).await;
         tracing::info!(source = %self.source, every_secs = every.as_secs(), "following a replication source");
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -444,63 +453,106 @@ impl Follower {
         .map_err(|e| FollowError::Listing(format!("manifest task: {e}")))?
     }
 
-    /// Streams one object into `tmp/` while hashing it; only `size` bytes hashing to
-    /// `sha` become the object at `obj`.
+    /// Streams one object into `repository/replicate/SHA.part` while hashing it; only
+    /// `size` bytes hashing to `sha` become the object at `obj`. A transfer cut off by the
+    /// network keeps its part, and the next attempt asks only for the rest (`Range`), the
+    /// part's bytes hashed first; a body that turns out wrong is discarded whole.
     async fn fetch_object(&self, sha: &str, size: u64, obj: &Path) -> Result<(), FollowError> {
+        let dir = parts_dir(&self.repo);
+        let part = dir.join(format!("{sha}.part"));
+        let (mut have, mut h) = {
+            let (dir, part) = (dir.clone(), part.clone());
+            tokio::task::spawn_blocking(move || resume_state(&dir, &part, size))
+                .await
+                .map_err(|e| FollowError::Listing(format!("resume task: {e}")))??
+        };
         let path = format!("/replicate/v1/objects/{sha}");
-        let mut r = self.client.get_stream(&path).await?;
-        if r.status != 200 {
-            return Err(FollowError::Status {
-                path,
-                status: r.status,
-                text: String::new(),
-            });
-        }
-        let tmp = self
-            .repo
-            .tmp_dir()
-            .join(format!("{TMP_PREFIX}{sha}-{}.part", fsutil::random_hex(4)));
-        let mut file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .await
-            .map_err(io_err("create", &tmp))?;
-        let result = async {
-            let mut h = Sha256::new();
-            let mut got = 0u64;
-            while let Some(piece) = r.chunk().await? {
-                got += piece.len() as u64;
-                h.update(&piece);
-                if got > size {
-                    break;
-                }
-                file.write_all(&piece)
-                    .await
-                    .map_err(io_err("write", &tmp))?;
-            }
-            let got_sha256 = hex::encode(h.finalize());
-            if got != size || got_sha256 != sha {
-                return Err(FollowError::Mismatch {
-                    sha256: sha.to_owned(),
-                    size,
-                    got_bytes: got,
-                    got_sha256,
+        let range = format!("bytes={have}-");
+        let mut r = if have > 0 {
+            let hdr = [(hyper::header::RANGE, range.as_str())];
+            self.client.get_stream_with(&path, &hdr).await?
+        } else {
+            self.client.get_stream(&path).await?
+        };
+        let resumed = have > 0
+            && r.status == 206
+            && r.header("content-range")
+                .is_some_and(|v| v.starts_with(&format!("bytes {have}-")));
+        if !resumed {
+            if r.status != 200 {
+                return Err(FollowError::Status {
+                    path,
+                    status: r.status,
+                    text: String::new(),
                 });
             }
-            file.sync_all().await.map_err(io_err("fsync", &tmp))?;
-            drop(file);
-            let (tmp2, obj2) = (tmp.clone(), obj.to_owned());
-            tokio::task::spawn_blocking(move || install(&tmp2, &obj2))
+            // A whole body: whatever part there was is replaced.
+            (have, h) = (0, Sha256::new());
+        }
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&part)
+            .await
+            .map_err(io_err("open", &part))?;
+        file.set_len(have)
+            .await
+            .map_err(io_err("truncate", &part))?;
+        file.seek(std::io::SeekFrom::Start(have))
+            .await
+            .map_err(io_err("seek", &part))?;
+        if have > 0 {
+            tracing::info!(object = %sha, from = have, size, "resuming a replicated object");
+        }
+        let mut got = have;
+        let mut cut = None;
+        loop {
+            let piece = match r.chunk().await {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => {
+                    cut = Some(e);
+                    break;
+                }
+            };
+            got += piece.len() as u64;
+            h.update(&piece);
+            if got > size {
+                break;
+            }
+            file.write_all(&piece)
                 .await
-                .map_err(|e| FollowError::Listing(format!("install task: {e}")))?
+                .map_err(io_err("write", &part))?;
         }
-        .await;
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(&tmp).await;
+        file.sync_all().await.map_err(io_err("fsync", &part))?;
+        drop(file);
+        if got < size {
+            // Cut off (or a short body): keep what arrived for the next attempt.
+            return Err(match cut {
+                Some(e) => FollowError::Client(e),
+                None => FollowError::Short {
+                    sha256: sha.to_owned(),
+                    got_bytes: got,
+                    size,
+                },
+            });
         }
-        result
+        let got_sha256 = hex::encode(h.finalize());
+        if got != size || got_sha256 != sha {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(FollowError::Mismatch {
+                sha256: sha.to_owned(),
+                size,
+                got_bytes: got,
+                got_sha256,
+            });
+        }
+        let obj = obj.to_owned();
+        tokio::task::spawn_blocking(move || install(&part, &obj))
+            .await
+            .map_err(|e| FollowError::Listing(format!("install task: {e}")))?
     }
 
     /// Withdraws the local copy of `m` as the source did (yanked, and quarantined with the
@@ -541,13 +593,59 @@ fn install(tmp: &Path, obj: &Path) -> Result<(), FollowError> {
     fsutil::fsync_dir(shard).map_err(io_err("fsync", shard))
 }
 
-/// Removes temporary files a follower left when it stopped mid-object.
-fn remove_temporaries(tmp: &Path) {
-    let Ok(dir) = std::fs::read_dir(tmp) else {
+/// Where partly fetched objects wait (`repository/replicate/`, on the objects'
+/// filesystem, so a finished one is renamed into place).
+fn parts_dir(repo: &Repository) -> PathBuf {
+    repo.root().join("replicate")
+}
+
+/// How much of an object a previous attempt left, and the hash state of those bytes.
+/// A part longer than the object (or unreadable) is discarded.
+fn resume_state(dir: &Path, part: &Path, size: u64) -> Result<(u64, Sha256), FollowError> {
+    std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+    let mut h = Sha256::new();
+    let len = match std::fs::metadata(part) {
+        Ok(md) => md.len(),
+        Err(_) => return Ok((0, h)),
+    };
+    if len == 0 || len > size {
+        let _ = std::fs::remove_file(part);
+        return Ok((0, h));
+    }
+    let mut f = std::fs::File::open(part).map_err(io_err("open", part))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = std::io::Read::read(&mut f, &mut buf).map_err(io_err("read", part))?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((n.min(len), h))
+}
+
+/// Removes parts of objects that arrived meanwhile, and parts untouched for a week
+/// (an object no release needs any more).
+fn remove_stale_parts(repo: &Repository) {
+    let Ok(dir) = std::fs::read_dir(parts_dir(repo)) else {
         return;
     };
+    let week = Duration::from_secs(7 * 24 * 3600);
     for e in dir.flatten() {
-        if e.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(sha) = name.strip_suffix(".part") else {
+            continue;
+        };
+        let present = repo.object_path(sha).is_ok_and(|p| p.exists());
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > week);
+        if present || old {
             let _ = std::fs::remove_file(e.path());
         }
     }

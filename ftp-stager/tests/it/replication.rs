@@ -288,8 +288,8 @@ async fn a_corrupted_object_is_refused_and_fetched_again_never_staged() {
         assert!(!brepo.object_path(&big.sha256).unwrap().exists());
         assert!(brepo.manifest("tool", "1.0").is_err());
         assert!(stage(&bstager, "1.0").is_err());
-        let leftovers = fs::read_dir(brepo.tmp_dir()).unwrap().count();
-        assert_eq!(leftovers, 0, "temporary files left in tmp/");
+        let part = brepo.root().join(format!("replicate/{}.part", big.sha256));
+        assert!(!part.exists(), "the refused body is not kept");
         // Its other objects did arrive (and are not fetched again on the next attempt).
         for other in m.files.iter().filter(|x| x.name != "big.bin") {
             assert!(brepo.object_path(&other.sha256).unwrap().exists());
@@ -416,14 +416,22 @@ async fn wrong_tokens_are_refused() {
 
 /// A TLS-terminating man in the middle between a follower and its source (the only place a
 /// byte can change in transit under TLS): it serves its own certificate, forwards each
-/// connection to the source over TLS, and flips the first body byte of the next `budget`
-/// answers to `GET /replicate/v1/objects/<target>`.
+/// connection to the source over TLS, and spoils the next `budget` answers to
+/// `GET /replicate/v1/objects/<target>` as `fault` says.
 struct Mitm {
     addr: std::net::SocketAddr,
     pin: String,
 }
 
-async fn mitm(source: &Source, target: &str, budget: usize) -> Mitm {
+#[derive(Clone, Copy)]
+enum Fault {
+    /// Flip one bit of the body's first byte.
+    Flip,
+    /// Close the connection after this many body bytes.
+    Cut(usize),
+}
+
+async fn mitm(source: &Source, target: &str, fault: Fault, budget: usize) -> Mitm {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -483,24 +491,39 @@ async fn mitm(source: &Source, target: &str, budget: usize) -> Mitm {
                         .is_ok();
                 uw.write_all(req).await?;
                 let to_up = tokio::spawn(async move { tokio::io::copy(&mut dr, &mut uw).await });
-                // Answers: find the end of the head, flip the next byte once.
+                // Answers: find the end of the head, then spoil the body once.
+                let mut seen = 0usize; // bytes of the answer so far
+                let mut body_at = None; // where its body starts
                 let mut head = Vec::new();
-                let mut flipped = !corrupt;
+                let mut done = !corrupt;
                 loop {
                     let n = ur.read(&mut buf).await?;
                     if n == 0 {
                         break;
                     }
                     let piece = &mut buf[..n];
-                    if !flipped {
-                        let start = head.len();
+                    let start = seen;
+                    seen += n;
+                    if !done && body_at.is_none() {
                         head.extend_from_slice(piece);
-                        if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-                            let body_at = end + 4;
-                            if body_at < head.len() {
-                                piece[body_at - start] ^= 0x01;
-                                flipped = true;
+                        body_at = head
+                            .windows(4)
+                            .position(|w| w == b"\r\n\r\n")
+                            .map(|e| e + 4);
+                    }
+                    if let (false, Some(b)) = (done, body_at) {
+                        match fault {
+                            Fault::Flip if b < seen => {
+                                piece[b - start] ^= 0x01;
+                                done = true;
                             }
+                            Fault::Cut(k) if b + k <= seen => {
+                                dw.write_all(&piece[..b + k - start]).await?;
+                                dw.flush().await?;
+                                to_up.abort();
+                                return Ok(()); // dropped: no TLS close, no more bytes
+                            }
+                            _ => {}
                         }
                     }
                     dw.write_all(piece).await?;
@@ -514,6 +537,19 @@ async fn mitm(source: &Source, target: &str, budget: usize) -> Mitm {
     Mitm { addr, pin }
 }
 
+impl Mitm {
+    /// A follower reaching the source through this proxy (pinning the proxy's certificate).
+    fn follower(&self, repo: &Repository, token: &str) -> Follower {
+        let url = format!("https://{}", self.addr);
+        let pin = ftp_stager::http_client::parse_pin(&self.pin).unwrap();
+        let client = HttpsClient::new(&url, Trust::Pin(pin))
+            .unwrap()
+            .with_bearer(token)
+            .unwrap();
+        Follower::new(repo.clone(), client, &url)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_object_corrupted_in_transit_is_refused_and_fetched_again_never_staged() {
     ffs_testkit::prereq::require_command("curl", "curl", "apt-get install curl");
@@ -525,19 +561,13 @@ async fn an_object_corrupted_in_transit_is_refused_and_fetched_again_never_stage
         .find(|f| f.name == "big.bin")
         .unwrap()
         .clone();
-    let proxy = mitm(&src, &big.sha256, 1).await;
+    let proxy = mitm(&src, &big.sha256, Fault::Flip, 1).await;
 
     let bdir = tempfile::tempdir().unwrap();
     let bcfg = crate::common::test_config(bdir.path());
     let bstager = Stager::open(&bcfg).unwrap();
     let brepo = bstager.repository().clone();
-    let url = format!("https://{}", proxy.addr);
-    let pin = ftp_stager::http_client::parse_pin(&proxy.pin).unwrap();
-    let client = HttpsClient::new(&url, Trust::Pin(pin))
-        .unwrap()
-        .with_bearer(&src.token)
-        .unwrap();
-    let f = Follower::new(brepo.clone(), client, &url);
+    let f = proxy.follower(&brepo, &src.token);
 
     // Through the proxy, big.bin arrives one bit off: refused, neither release offered.
     let r = f.round().await.unwrap();
@@ -566,5 +596,41 @@ async fn an_object_corrupted_in_transit_is_refused_and_fetched_again_never_stage
             .load(std::sync::atomic::Ordering::Relaxed),
         1
     );
+    src.run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_cut_off_is_resumed_from_where_it_stopped() {
+    ffs_testkit::prereq::require_command("curl", "curl", "apt-get install curl");
+    let src = Source::start().await;
+    let m = src.repo().manifest("tool", "1.0").unwrap();
+    let big = m
+        .files
+        .iter()
+        .find(|f| f.name == "big.bin")
+        .unwrap()
+        .clone();
+    let proxy = mitm(&src, &big.sha256, Fault::Cut(1_000_000), 1).await;
+    let bdir = tempfile::tempdir().unwrap();
+    let brepo = Repository::open(&bdir.path().join("repo")).unwrap();
+    let f = proxy.follower(&brepo, &src.token);
+
+    // Cut off a megabyte into big.bin: not a refusal; what arrived is kept, nothing offered.
+    let r = f.round().await.unwrap();
+    assert_eq!((r.refused, r.added.len()), (0, 0), "{r:?}");
+    let part = brepo.root().join(format!("replicate/{}.part", big.sha256));
+    let kept = fs::metadata(&part).unwrap().len();
+    assert!(kept > 0 && kept <= 1_000_000, "kept {kept}");
+    assert!(brepo.manifest("tool", "1.0").is_err());
+
+    // The next round asks only for the rest, and the whole object checks out.
+    let bytes = |v: serde_json::Value| v["object_bytes_served"].as_u64().unwrap();
+    let before = bytes(src.stats().await);
+    let r = f.round().await.unwrap();
+    assert_eq!(r.added.len(), 2, "{r:?}");
+    assert_eq!(bytes(src.stats().await) - before, big.size - kept);
+    let obj = brepo.object_path(&big.sha256).unwrap();
+    assert_eq!(sha_hex(&fs::read(obj).unwrap()), big.sha256);
+    assert!(!part.exists());
     src.run.stop().await;
 }
