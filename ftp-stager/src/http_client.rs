@@ -477,8 +477,28 @@ impl HttpsClient {
 
     /// `GET path`; the whole answer (body up to [`MAX_BODY`]).
     pub async fn get(&self, path: &str) -> Result<Response, ClientError> {
-        self.exchange(|| self.request(Method::GET, path, empty()))
-            .await
+        self.get_with(path, &[]).await
+    }
+
+    /// [`get`](Self::get) with extra request headers (e.g. `If-None-Match`).
+    pub async fn get_with(
+        &self,
+        path: &str,
+        headers: &[(header::HeaderName, &str)],
+    ) -> Result<Response, ClientError> {
+        let mut extra = Vec::with_capacity(headers.len());
+        for (name, value) in headers {
+            let v = HeaderValue::from_str(value).map_err(|_| ClientError::Header)?;
+            extra.push((name.clone(), v));
+        }
+        self.exchange(|| {
+            let mut r = self.request(Method::GET, path, empty());
+            for (name, v) in &extra {
+                r.headers_mut().insert(name.clone(), v.clone());
+            }
+            r
+        })
+        .await
     }
 
     /// `GET path` on a connection of its own; the body is read with

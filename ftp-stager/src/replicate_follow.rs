@@ -100,6 +100,8 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
 pub struct FollowStats {
     /// Rounds completed (listing read and the plan carried out, whatever each step did).
     pub rounds: AtomicU64,
+    /// Rounds whose listing the source answered 304 (unchanged since the last one).
+    pub listings_unchanged: AtomicU64,
     /// Rounds that could not read the listing.
     pub failed_rounds: AtomicU64,
     /// Objects fetched, checked and stored.
@@ -164,6 +166,8 @@ pub struct Follower {
     client: HttpsClient,
     source: String,
     stats: Arc<FollowStats>,
+    /// The last listing read: sent back as `If-None-Match`, used again on 304.
+    last: tokio::sync::Mutex<Option<Arc<Listing>>>,
 }
 
 /// The trust a follower's config asks for: the pin, else the CA file, else the system roots.
@@ -226,6 +230,7 @@ impl Follower {
             client,
             source: source.to_owned(),
             stats: Arc::default(),
+            last: tokio::sync::Mutex::default(),
         }
     }
 
@@ -333,9 +338,27 @@ impl Follower {
         Ok(round)
     }
 
-    async fn listing(&self) -> Result<Listing, FollowError> {
+    /// The source's listing; a source that answers 304 to the last one's digest costs
+    /// one small request and the last listing is used again (the plan still runs: this
+    /// stager's own state may have changed).
+    async fn listing(&self) -> Result<Arc<Listing>, FollowError> {
         let path = "/replicate/v1/releases";
-        let r = self.client.get(path).await?;
+        let mut last = self.last.lock().await;
+        let r = match last.as_ref() {
+            Some(l) => {
+                let etag = format!("\"{}\"", l.digest);
+                let r = self
+                    .client
+                    .get_with(path, &[(hyper::header::IF_NONE_MATCH, &etag)])
+                    .await?;
+                if r.status == 304 {
+                    FollowStats::bump(&self.stats.listings_unchanged, 1);
+                    return Ok(l.clone());
+                }
+                r
+            }
+            None => self.client.get(path).await?,
+        };
         if r.status != 200 {
             return Err(FollowError::Status {
                 path: path.into(),
@@ -368,6 +391,8 @@ impl Follower {
                 )));
             }
         }
+        let l = Arc::new(l);
+        *last = Some(l.clone());
         Ok(l)
     }
 

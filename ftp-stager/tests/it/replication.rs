@@ -295,12 +295,11 @@ async fn a_corrupted_object_is_refused_and_fetched_again_never_staged() {
             assert!(brepo.object_path(&other.sha256).unwrap().exists());
         }
     }
-    assert_eq!(
-        f.stats()
-            .objects_refused
-            .load(std::sync::atomic::Ordering::Relaxed),
-        2
-    );
+    let stat = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(stat(&f.stats().objects_refused), 2);
+    // The second round's listing was unchanged: the source answered 304 to its digest.
+    assert_eq!(stat(&f.stats().listings_unchanged), 1);
+    assert_eq!(src.stats().await["listings_unchanged"], 1);
     // tool 1.1 shares big.bin: it is not offered either (and big.bin was asked for once
     // a round, not once per release that needs it).
     assert!(brepo.manifest("tool", "1.1").is_err());
@@ -316,6 +315,8 @@ async fn a_corrupted_object_is_refused_and_fetched_again_never_staged() {
         "{r:?}"
     );
     assert_eq!(src.objects_served().await - before, 1, "only big.bin");
+    // Still the same listing (a 304), and still acted upon.
+    assert_eq!(stat(&f.stats().listings_unchanged), 2);
     assert_eq!(
         fs::read(brepo.object_path(&big.sha256).unwrap()).unwrap(),
         orig
