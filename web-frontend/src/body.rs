@@ -35,7 +35,12 @@ pub async fn read_first(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let mut payload = req.take_payload();
-    let read = tokio::time::timeout(DEADLINE, read_bounded(&mut payload)).await;
+    let keep = if crate::relay::is_send_path(req.path()) {
+        crate::relay::MAX_BODY
+    } else {
+        KEEP
+    };
+    let read = tokio::time::timeout(DEADLINE, read_bounded(&mut payload, keep)).await;
     let replacement = match read {
         Ok(Ok(bytes)) => Payload::from(bytes),
         Ok(Err(e)) => failed(e),
@@ -48,9 +53,9 @@ pub async fn read_first(
     next.call(req).await
 }
 
-/// The whole body if it is at most [`KEEP`] bytes; `Overflow` once it is known to be larger
-/// (read on, discarding, up to [`DRAIN`]).
-async fn read_bounded(payload: &mut Payload) -> Result<Bytes, PayloadError> {
+/// The whole body if it is at most `keep` bytes ([`KEEP`], or a relay `send`'s limit);
+/// `Overflow` once it is known to be larger (read on, discarding, up to [`DRAIN`]).
+async fn read_bounded(payload: &mut Payload, keep: usize) -> Result<Bytes, PayloadError> {
     use futures_core::Stream as _;
     use std::future::poll_fn;
     use std::pin::Pin;
@@ -60,13 +65,13 @@ async fn read_bounded(payload: &mut Payload) -> Result<Bytes, PayloadError> {
     while let Some(chunk) = poll_fn(|cx| Pin::new(&mut *payload).poll_next(cx)).await {
         let chunk = chunk?;
         seen = seen.saturating_add(chunk.len());
-        if seen <= KEEP {
+        if seen <= keep {
             kept.extend_from_slice(&chunk);
-        } else if seen > DRAIN {
+        } else if seen > DRAIN.max(keep) {
             break;
         }
     }
-    if seen > KEEP {
+    if seen > keep {
         return Err(PayloadError::Overflow);
     }
     Ok(kept.freeze())

@@ -32,6 +32,7 @@ pub mod error;
 pub mod format;
 pub mod metrics;
 pub mod pages;
+pub mod relay;
 pub mod revocations;
 mod routes;
 pub mod secrets;

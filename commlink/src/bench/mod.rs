@@ -14,6 +14,7 @@
 mod bed;
 mod cpu;
 mod echo;
+mod relay;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +26,7 @@ use crate::stats::percentile;
 use crate::{Fields, LinkError, Suite, Tobj};
 
 pub use cpu::{CipherResult, PerMessage};
+pub use relay::Reconnect;
 
 /// Size of the request/reply tobj, in bytes of its encoded form.
 pub const MESSAGE_BYTES: usize = 200;
@@ -48,6 +50,9 @@ pub struct Options {
     /// Messages sealed and opened per suite for the per-message CPU work (20 000 in
     /// `ffs bench`).
     pub per_message_rounds: u32,
+    /// A forward proxy (`http://host:port`) for the relay's "via proxy" row (e.g. a squid
+    /// allowing plain HTTP to loopback); `None` measures the relay directly only.
+    pub relay_proxy: Option<String>,
 }
 
 /// Why a benchmark could not run to the end.
@@ -137,8 +142,10 @@ pub struct Report {
     pub warmup: usize,
     /// Requests in flight in the concurrent phase.
     pub concurrency: usize,
-    /// One row per transport, in [`Kind::ALL`] order.
+    /// One row per transport, in [`Kind::ALL`] order, then the relay rows.
     pub transports: Vec<TransportResult>,
+    /// The relay's reconnect after a cut receive channel.
+    pub relay_reconnect: Reconnect,
     /// Raw cipher and hash throughput.
     pub ciphers: Vec<CipherResult>,
     /// CPU work per message on the commlink path, per suite.
@@ -223,7 +230,9 @@ pub async fn run(opts: &Options, progress: Arc<dyn Progress>) -> Result<Report, 
         l.push_str("\r\n");
         l.into_bytes()
     };
-    let transports = measure_links(opts, &line, &message, &progress).await?;
+    let mut transports = measure_links(opts, &line, &message, &progress).await?;
+    let (relay_rows, relay_reconnect) = relay::measure(opts, &message, &progress).await?;
+    transports.extend(relay_rows);
     let mut ciphers = cpu::cipher_throughput(opts, &*progress)?;
     ciphers.push(cpu::sha256_throughput(opts));
     let per_message = cpu::per_message_work(&message, opts.per_message_rounds.max(1));
@@ -235,6 +244,7 @@ pub async fn run(opts: &Options, progress: Arc<dyn Progress>) -> Result<Report, 
         warmup: opts.warmup,
         concurrency: opts.concurrency,
         transports,
+        relay_reconnect,
         ciphers,
         per_message,
     })
@@ -394,9 +404,13 @@ mod tests {
             cipher_payload: 4096,
             cipher_min_time: Duration::from_millis(5),
             per_message_rounds: 20,
+            relay_proxy: None,
         };
         let r = run(&opts, Arc::new(crate::progress::Silent)).await.unwrap();
-        assert_eq!(r.transports.len(), Kind::ALL.len());
+        assert_eq!(r.transports.len(), Kind::ALL.len() + 1, "and the relay row");
+        assert!(
+            r.relay_reconnect.p50_ms > 0.0 && r.relay_reconnect.max_ms >= r.relay_reconnect.p50_ms
+        );
         for t in &r.transports {
             assert!(t.p50_us > 0.0 && t.p99_us >= t.p50_us, "{t:?}");
             assert!(t.min_us <= t.p50_us && t.requests_per_sec > 0.0, "{t:?}");
@@ -416,6 +430,7 @@ mod tests {
             cipher_payload: 4096,
             cipher_min_time: Duration::ZERO,
             per_message_rounds: 1,
+            relay_proxy: None,
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -52,9 +52,11 @@ pub struct RelayOptions {
     pub proxy: Option<String>,
     /// Certificate trust for `relay+https://`.
     pub trust: RelayTrust,
-    /// Long-poll receive channel (each response ends once it carried lines, or after the
-    /// web's poll wait) instead of one streamed response: for proxies that hold a response
-    /// until it is complete.
+    /// Long-poll receive channel (each response ends once it carried lines, or after one
+    /// heartbeat) from the start, instead of one streamed response: for proxies that hold
+    /// a response until it is complete. Without it the carrier still switches to long-poll
+    /// by itself when a streamed channel brings nothing at all within a second (the web
+    /// writes at once when a channel opens).
     pub poll: bool,
     /// Interval of the agent's heartbeat POST; a receive channel silent for three
     /// intervals of the web's heartbeat (taken as this) is reconnected.
@@ -112,6 +114,9 @@ struct Inner {
     proxy: Option<Proxy>,
     opts: RelayOptions,
     label: String,
+    /// Long-poll receive channels: set from the options, or for good once a streamed
+    /// channel brought nothing within [`FIRST_BYTE`] (a proxy holding the response).
+    poll: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Relay {
@@ -195,6 +200,7 @@ impl Relay {
                 base: format!("{prefix}/v1/relay"),
                 tls,
                 proxy,
+                poll: std::sync::atomic::AtomicBool::new(opts.poll),
                 opts,
                 label,
             }),
@@ -492,6 +498,9 @@ struct Pump {
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
+/// How long a streamed receive channel may stay without its first byte before the
+/// carrier concludes the proxy holds responses and long-polls instead.
+const FIRST_BYTE: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
 /// How long an acknowledgement may wait to ride on a data POST.
 const ACK_DELAY: Duration = Duration::from_millis(200);
@@ -668,13 +677,32 @@ impl Pump {
                 "{}/recv?ack={ack}&beat={}{}",
                 self.id,
                 self.relay.opts.heartbeat.as_millis(),
-                if self.relay.opts.poll { "&poll=1" } else { "" }
+                if self.relay.poll.load(std::sync::atomic::Ordering::Relaxed) {
+                    "&poll=1"
+                } else {
+                    ""
+                }
             );
-            let failure = match self
-                .relay
-                .exchange(&mut conn, &self.cfg, &tail, Vec::new())
-                .await
-            {
+            // A streamed channel's head comes at once; a proxy that holds responses until
+            // they end holds it too.
+            let polling = self.relay.poll.load(std::sync::atomic::Ordering::Relaxed);
+            let head_wait = if polling {
+                silence
+            } else {
+                FIRST_BYTE.min(silence)
+            };
+            let exchange = self.relay.exchange(&mut conn, &self.cfg, &tail, Vec::new());
+            let answer = match tokio::time::timeout(head_wait, exchange).await {
+                Ok(a) => a,
+                Err(_) => {
+                    conn = None;
+                    if !polling {
+                        self.switch_to_poll();
+                    }
+                    continue;
+                }
+            };
+            let failure = match answer {
                 Err(Failure::Fatal(e)) => return Some(e),
                 Err(Failure::Retry(e)) => e,
                 Ok(resp) => {
@@ -708,16 +736,40 @@ impl Pump {
         }
     }
 
+    fn switch_to_poll(&self) {
+        if !self
+            .relay
+            .poll
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            warn!(
+                target = %self.relay.label,
+                "a streamed relay receive channel brought nothing within {FIRST_BYTE:?}: the proxy seems to hold responses until they end; long-polling from now on"
+            );
+        }
+    }
+
     async fn read_channel(
         &self,
         resp: hyper::Response<hyper::body::Incoming>,
         wr: &mut tokio::io::WriteHalf<tokio::io::DuplexStream>,
         silence: Duration,
     ) -> Result<Ended, ChannelError> {
+        use std::sync::atomic::Ordering::Relaxed;
         let mut body = resp.into_body();
         let mut dec = RecordDecoder::new(self.cfg.max_line);
+        let mut first = !self.relay.poll.load(Relaxed);
         loop {
-            let frame = match tokio::time::timeout(silence, body.frame()).await {
+            let wait = if first {
+                FIRST_BYTE.min(silence)
+            } else {
+                silence
+            };
+            let frame = match tokio::time::timeout(wait, body.frame()).await {
+                Err(_) if first => {
+                    self.switch_to_poll();
+                    return Err(ChannelError::Cut("no first byte".into()));
+                }
                 Err(_) => return Err(ChannelError::Cut(format!("silent for {silence:?}"))),
                 Ok(None) => {
                     // A record cut in half at the end is dropped; the web sends it again.
@@ -730,6 +782,7 @@ impl Pump {
                 Ok(Some(Err(e))) => return Err(ChannelError::Cut(e.to_string())),
                 Ok(Some(Ok(f))) => f,
             };
+            first = false;
             let Ok(data) = frame.into_data() else {
                 continue;
             };

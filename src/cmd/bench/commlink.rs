@@ -16,6 +16,10 @@ use super::{Align, Bars, Table, f1};
 const TARGET_RATIO: f64 = 1.2;
 /// Requests per second the default suite must carry on one connection (issue 15).
 const TARGET_REQ_PER_SEC: f64 = 100_000.0;
+/// The relay's round trip must stay within this factor of the commlink over raw TCP
+/// (issue 10), and it must answer again this soon after a cut receive channel.
+const TARGET_RELAY_RATIO: f64 = 2.0;
+const TARGET_RELAY_RECONNECT_MS: f64 = 1000.0;
 
 /// `ffs bench commlink` options.
 #[derive(Debug, clap::Args)]
@@ -34,6 +38,10 @@ pub struct Args {
     /// Print the results as JSON on stdout instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also measure the HTTP relay through this forward proxy (`http://host:port`, e.g. a
+    /// squid that relays plain HTTP to loopback).
+    #[arg(long)]
+    relay_proxy: Option<String>,
 }
 
 /// The JSON output: the library's report plus the targets and verdicts.
@@ -48,6 +56,10 @@ struct Judged<'a> {
     commlink_default_req_per_sec: f64,
     target_req_per_sec: f64,
     target_req_per_sec_met: bool,
+    /// Each relay row's p50 over the commlink's (default suite, raw TCP) p50.
+    ratio_relay_over_commlink_tcp_p50: Vec<(&'static str, f64)>,
+    target_relay_ratio: f64,
+    target_relay_reconnect_ms: f64,
 }
 
 impl<'a> Judged<'a> {
@@ -65,6 +77,19 @@ impl<'a> Judged<'a> {
             commlink_default_req_per_sec: rate,
             target_req_per_sec: TARGET_REQ_PER_SEC,
             target_req_per_sec_met: rate >= TARGET_REQ_PER_SEC,
+            ratio_relay_over_commlink_tcp_p50: {
+                let tcp = report
+                    .transport(Kind::Commlink(Suite::default()))
+                    .map_or(f64::NAN, |t| t.p50_us);
+                report
+                    .transports
+                    .iter()
+                    .filter(|t| t.transport.starts_with("relay"))
+                    .map(|t| (t.transport, t.p50_us / tcp))
+                    .collect()
+            },
+            target_relay_ratio: TARGET_RELAY_RATIO,
+            target_relay_reconnect_ms: TARGET_RELAY_RECONNECT_MS,
         }
     }
 }
@@ -81,6 +106,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         cipher_payload: 1 << 20,
         cipher_min_time: Duration::from_millis(1500),
         per_message_rounds: 20_000,
+        relay_proxy: args.relay_proxy.clone(),
     };
     let report = commlink::bench::run(&opts, Arc::new(Bars::new(args.json))).await?;
     let judged = Judged::new(&report);
@@ -125,6 +151,22 @@ fn render(j: &Judged<'_>) -> String {
     s += &t.render();
     s += "(tcp and tls echo the encoded tobj line unparsed; the commlink runs its full path)\n\n";
     let verdict = |met| if met { "met" } else { "MISSED" };
+    for (name, ratio) in &j.ratio_relay_over_commlink_tcp_p50 {
+        s += &format!(
+            "{name} RTT p50 / commlink {} (tcp) RTT p50 = {ratio:.2}x  (target <= {:.1}x: {})\n",
+            Suite::default().name(),
+            j.target_relay_ratio,
+            verdict(*ratio <= j.target_relay_ratio),
+        );
+    }
+    s += &format!(
+        "relay: a request sent as its receive channel is cut is answered after p50 {:.1} ms, max {:.1} ms over {} cuts  (target < {:.0} ms: {})\n",
+        r.relay_reconnect.p50_ms,
+        r.relay_reconnect.max_ms,
+        r.relay_reconnect.cuts,
+        j.target_relay_reconnect_ms,
+        verdict(r.relay_reconnect.max_ms < j.target_relay_reconnect_ms),
+    );
     s += &format!(
         "commlink {} (default) RTT p50 / TLS RTT p50 = {:.2}x  (target <= {:.1}x: {}); 3des: {:.2}x\n",
         Suite::default().name(),
