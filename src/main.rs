@@ -65,9 +65,11 @@ enum KeysCmd {
 
 #[derive(Debug, Subcommand)]
 enum SigningCmd {
-    /// Makes a new Ed25519 signing key: the secret key (minisign format, unencrypted, mode
-    /// 0600) for `[stager] signing_key`, and the public key customers verify with
-    /// (`minisign -Vm SHA256SUMS -p ffs.pub`) for `[web] signing_public_keys`.
+    /// Makes a new Ed25519 signing key: the secret key (minisign format, mode 0600) for
+    /// `[stager] signing_key`, and the public key customers verify with
+    /// (`minisign -Vm SHA256SUMS -p ffs.pub`) for `[web] signing_public_keys`. On a
+    /// terminal it asks twice (no echo) for a passphrase protecting the secret key (empty
+    /// for none); elsewhere the key is unencrypted unless `--passphrase-file` is given.
     Generate {
         /// Where to write the secret key (must not exist).
         #[arg(long, default_value = "ffs.key")]
@@ -75,6 +77,13 @@ enum SigningCmd {
         /// Where to write the public key (must not exist; default: OUT with `.pub`).
         #[arg(long)]
         public: Option<PathBuf>,
+        /// Protect the secret key with the passphrase in this file (mode 0600, first line;
+        /// the file `[stager] signing_key_passphrase_file` then names).
+        #[arg(long, conflicts_with = "no_passphrase")]
+        passphrase_file: Option<PathBuf>,
+        /// Do not ask for a passphrase: write the secret key unencrypted.
+        #[arg(long)]
+        no_passphrase: bool,
     },
 }
 
@@ -172,21 +181,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Cmd::Keys(KeysCmd::Signing(SigningCmd::Generate { out, public })) => {
-            let public = public.unwrap_or_else(|| out.with_extension("pub"));
-            let id = ftp_stager::signing::generate(&out, &public)?;
-            println!(
-                "wrote {} (secret, mode 0600, unencrypted: keep it on the publishing host only) and {} (public), key id {id}",
-                out.display(),
-                public.display()
-            );
-            println!(
-                "set [stager] signing_key = {:?} to sign new releases, and add {:?} to [web] signing_public_keys so customers can verify them",
-                out.display().to_string(),
-                public.display().to_string()
-            );
-            Ok(())
-        }
+        Cmd::Keys(KeysCmd::Signing(SigningCmd::Generate {
+            out,
+            public,
+            passphrase_file,
+            no_passphrase,
+        })) => cmd::keys::signing_generate(&out, public, passphrase_file.as_deref(), no_passphrase),
         Cmd::Config(ConfigCmd::Init { out }) => {
             use std::io::Write as _;
             let mut f = std::fs::OpenOptions::new()

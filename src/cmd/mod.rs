@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod bench;
 pub mod demo;
+pub mod keys;
 pub mod remote_publish;
 pub mod stager;
 pub mod web;

@@ -152,14 +152,10 @@ impl StagerCmd {
                     .await
             }
             StagerCmd::Publish(a) => {
-                let m = tokio::task::spawn_blocking(move || {
-                    let signer = if sc.signing_key.as_os_str().is_empty() {
-                        None
-                    } else {
-                        Some(ftp_stager::Signer::load(&sc.signing_key)?)
-                    };
+                let m = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+                    let signer = super::keys::cli_signer(&sc)?;
                     let repo = ftp_stager::Repository::open(&sc.repository)?;
-                    ftp_stager::publish_signed(
+                    Ok(ftp_stager::publish_signed(
                         &repo,
                         &a.product,
                         &a.version,
@@ -167,7 +163,7 @@ impl StagerCmd {
                         &a.notes,
                         &super::bench::Bars::bytes(false),
                         signer.as_ref(),
-                    )
+                    )?)
                 })
                 .await??;
                 println!(
@@ -306,8 +302,7 @@ async fn repo_verify(sc: &ftp_stager::StagerConfig, a: VerifyArgs) -> anyhow::Re
             .map(|p| ftp_stager::signing::PublicKey::load(p))
             .collect::<Result<Vec<_>, _>>()?;
         let only = !keys.is_empty();
-        if !only && !sc.signing_key.as_os_str().is_empty() {
-            let s = ftp_stager::Signer::load(&sc.signing_key)?;
+        if !only && let Some(s) = super::keys::cli_signer(&sc)? {
             keys.push(ftp_stager::signing::PublicKey::parse(&s.public_key_text())?);
         }
         let report =

@@ -59,7 +59,11 @@ impl TestStager {
         let root = tmp.path();
         let key = root.join("stager/ffs.key");
         std::fs::create_dir_all(root.join("stager")).unwrap();
-        ftp_stager::signing::generate(&key, &root.join("ffs.pub")).unwrap();
+        // The stager's key is passphrase-protected, opened with the passphrase file.
+        let pass = root.join("stager/key-pass");
+        commlink::secret_file::write_new_private(&pass, b"stager key pass\n").unwrap();
+        let p = ftp_stager::signing::Passphrase::read_file(&pass).unwrap();
+        ftp_stager::signing::generate_with(&key, &root.join("ffs.pub"), Some(&p)).unwrap();
         let cfg = ftp_stager::StagerConfig {
             repository: root.join("stager/repository"),
             areas_dir: root.join("stager/areas"),
@@ -67,6 +71,7 @@ impl TestStager {
             passive_ports: "47300-47399".into(),
             ftps: false,
             signing_key: key,
+            signing_key_passphrase_file: pass,
             ..Default::default()
         };
         let mut cfg = cfg;

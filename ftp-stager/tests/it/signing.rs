@@ -236,3 +236,36 @@ fn a_new_key_signs_new_releases_and_old_releases_keep_their_signature() {
         "3.0 is not A's"
     );
 }
+
+/// The stager opens a passphrase-protected `[stager] signing_key` with
+/// `signing_key_passphrase_file`; without it, or with a wrong one, it refuses to start and
+/// says why (remote publishes would otherwise go out unsigned).
+#[test]
+fn the_stager_opens_a_protected_key_with_its_passphrase_file_and_refuses_a_wrong_one() {
+    let (dir, mut cfg) = crate::common::make_repo();
+    let d = dir.path();
+    let good = d.join("pass");
+    commlink::secret_file::write_new_private(&good, b"it is a secret\n").unwrap();
+    let wrong = d.join("wrong");
+    commlink::secret_file::write_new_private(&wrong, b"it is a secreT\n").unwrap();
+    let pass = signing::Passphrase::read_file(&good).unwrap();
+    let id = signing::generate_with(&d.join("k.key"), &d.join("k.pub"), Some(&pass)).unwrap();
+    assert!(signing::is_encrypted(&d.join("k.key")).unwrap());
+    cfg.signing_key = d.join("k.key");
+
+    let refusal = |cfg: &ftp_stager::StagerConfig| match Stager::open(cfg) {
+        Ok(_) => panic!("the stager opened a protected key without its passphrase"),
+        Err(e) => e.to_string(),
+    };
+    let err = refusal(&cfg);
+    assert!(err.contains("signing_key_passphrase_file"), "{err}");
+    cfg.signing_key_passphrase_file = wrong;
+    let err = refusal(&cfg);
+    assert!(err.contains("wrong passphrase"), "{err}");
+    cfg.signing_key_passphrase_file = good;
+    let stager = Stager::open(&cfg).unwrap();
+    assert_eq!(stager.signer().expect("signer").key_id(), id);
+    // The same key, unencrypted loading refused with the same advice.
+    let err = Signer::load(&cfg.signing_key).unwrap_err().to_string();
+    assert!(err.contains("passphrase"), "{err}");
+}
