@@ -3,12 +3,14 @@
 //!
 //! - `e2e`: the whole system (web, stager, agent) through real clients;
 //! - `remote`: `ffs publish --remote` against an in-process stager;
+//! - `replication`: a follower `ffs stager` process replicating a source stager;
 //! - `signing_keys`: passphrase-protected signing keys with the real minisign;
 //! - `tools`: the operator tools (`ffs keys`, `ffs config`, `ffs customer`, …);
 //! - `support`: starting daemons, driving curl and ftplib, waiting for ports.
 
 mod e2e;
 mod remote;
+mod replication;
 mod signing_keys;
 mod support;
 mod tools;
