@@ -746,14 +746,16 @@ fn security_headers() -> actix_web::middleware::DefaultHeaders {
 }
 
 /// Runs the HTTPS server on an already-bound listener until it is stopped through the
-/// returned handle (or the future is dropped).
+/// returned handle (or the future is dropped). `replication` counts what followers are
+/// served (and shows this stager's own following, if any).
 pub fn server(
     stager: Arc<Stager>,
     listener: std::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
+    replication: crate::replicate_serve::ServeStats,
 ) -> std::io::Result<actix_web::dev::Server> {
     let tls = (*tls).clone();
-    let replication = web::Data::new(crate::replicate_serve::ServeStats::default());
+    let replication = web::Data::new(replication);
     let srv = actix_web::HttpServer::new(move || {
         actix_web::App::new()
             .wrap(security_headers())

@@ -6,7 +6,8 @@
 //! GET /replicate/v1/releases      200 {"digest": "…", "releases": [manifest…], "keys": {…}}
 //!                                 304 with If-None-Match: "<digest>" when nothing changed
 //! GET /replicate/v1/objects/SHA   200 the object's bytes (Range honoured)   404 absent
-//! GET /replicate/v1/stats         200 {"listings_served": n, "objects_served": n, …}
+//! GET /replicate/v1/stats         200 {"listings_served": n, "objects_served": n, …,
+//!                                      "following": {…} on a follower}
 //! ```
 //! Every request carries `Authorization: Bearer ffsrt_…`, a replication token
 //! ([`crate::tokens::TokenStore::replication`], `ffs replication-token create`); a publish

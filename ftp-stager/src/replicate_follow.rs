@@ -116,6 +116,9 @@ pub struct FollowStats {
     pub releases_withdrawn: AtomicU64,
     /// Releases held here with other content than the source's (left alone).
     pub conflicts: AtomicU64,
+    /// When the last round completed, seconds since 1970 (0 = none yet): how far behind
+    /// the source this stager may be.
+    pub last_round_unix: AtomicU64,
 }
 
 impl FollowStats {
@@ -239,6 +242,11 @@ impl Follower {
         &self.stats
     }
 
+    /// The source's URL.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
     /// Polls every `every` until `shutdown` completes. A round interrupted by shutdown
     /// leaves at most a temporary file, removed when the next follower starts.
     pub async fn run(self, every: Duration, shutdown: impl Future<Output = ()>) {
@@ -335,6 +343,10 @@ impl Follower {
             }
         }
         FollowStats::bump(&self.stats.rounds, 1);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.stats.last_round_unix.store(now, Ordering::Relaxed);
         Ok(round)
     }
 

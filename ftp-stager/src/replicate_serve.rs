@@ -1,6 +1,7 @@
 //! The source side of replication on the stager's HTTPS listener (`/replicate/v1/…`, the
 //! API in [`crate::replicate`]): the listing of every release, objects by hash, and the
-//! counters of what was served. Every request needs a replication token.
+//! counters of what was served (and, on a follower, of what it fetched). Every request
+//! needs a replication token.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,6 +28,10 @@ pub struct ServeStats {
     pub object_bytes_served: AtomicU64,
     /// Requests refused for a missing, unknown or revoked token.
     pub refused: AtomicU64,
+    /// When this stager is itself a follower: its source and its counters (shown under
+    /// `following`).
+    #[serde(skip)]
+    pub following: Option<(String, Arc<crate::replicate_follow::FollowStats>)>,
 }
 
 fn text(status: StatusCode, body: impl Into<String>) -> HttpResponse {
@@ -196,7 +201,15 @@ async fn stats_page(
     if let Err(r) = authorize(&req, &stager, &stats) {
         return *r;
     }
-    HttpResponse::Ok().json(&*stats.into_inner())
+    let mut v = serde_json::to_value(&**stats).unwrap_or_default();
+    if let (Some((source, f)), Some(obj)) = (&stats.following, v.as_object_mut()) {
+        let mut fv = serde_json::to_value(&**f).unwrap_or_default();
+        if let Some(o) = fv.as_object_mut() {
+            o.insert("source".into(), source.clone().into());
+        }
+        obj.insert("following".into(), fv);
+    }
+    HttpResponse::Ok().json(v)
 }
 
 /// Registers the replication routes, sharing `stats` (make it once per server, so every

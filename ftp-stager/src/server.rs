@@ -229,10 +229,15 @@ impl StagerServer {
             stopped(stop_rx.clone()),
         ));
 
+        let mut replication = crate::replicate_serve::ServeStats::default();
+        if let Some(f) = &self.follower {
+            replication.following = Some((f.source().to_owned(), f.stats().clone()));
+        }
         let https = https::server(
             self.stager.clone(),
             listeners.https,
             self.tls.server_config.clone(),
+            replication,
         )
         .map_err(StagerError::io("serve https", "listener"))?;
         let https_handle = https.handle();

@@ -192,6 +192,34 @@ async fn releases_reach_the_follower_whole_signed_deduplicated_and_yanks_follow(
     // 1.0: big.bin, readme, "with space"; 1.1: new.txt, SHA256SUMS, its signature
     // (big.bin is shared, so it was sent once).
     assert_eq!(src.objects_served().await, 6);
+    // The follower shows what it follows and fetched on its own stats page.
+    let own = TokenStore::replication(&b.cfg.state_dir)
+        .create("ops", &[])
+        .unwrap();
+    let auth = format!("Authorization: Bearer {own}");
+    let (code, body) = curl(&[
+        "-H",
+        &auth,
+        &format!("https://{}/replicate/v1/stats", b.https),
+    ])
+    .await;
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let following = &v["following"];
+    assert_eq!(following["source"], src.url().as_str(), "{v}");
+    assert_eq!(following["objects_fetched"], 6, "{v}");
+    assert!(following["last_round_unix"].as_u64().unwrap() > 0, "{v}");
+    let (_, body) = curl(&[
+        "-H",
+        &format!("Authorization: Bearer {}", src.token),
+        &format!("{}/replicate/v1/stats", src.url()),
+    ])
+    .await;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        v.get("following").is_none(),
+        "the source follows nobody: {v}"
+    );
 
     // Stageable on the follower and downloadable from it; the signature came along, and
     // the follower's own verify checks it with the key that came with the listing.
