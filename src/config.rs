@@ -217,7 +217,7 @@ impl FfsConfig {
             ),
             Mode::DialOut => format!(
                 "dials out to {}",
-                link_address("db-agent", "dial", &a.dial)?
+                link_addresses("db-agent", "dial", &a.dial_addrs())?
             ),
         };
         Ok(format!("[db-agent] {how}; database {}", url.redacted()))
@@ -261,7 +261,7 @@ impl FfsConfig {
             AgentMode::Connect => {
                 format!(
                     "dials the db agent at {}",
-                    link_address("web", "db_agent_addr", &w.agent_addr)?
+                    link_addresses("web", "db_agent_addr", &w.agent_addrs())?
                 )
             }
             AgentMode::Accept => format!(
@@ -306,6 +306,17 @@ fn link_address<'a>(section: &str, key: &str, value: &'a str) -> anyhow::Result<
         Ok(_) => Ok(value),
         Err(e) => bail!("[{section}] {key} = {e}"),
     }
+}
+
+/// Checks a list of commlink addresses (at least one), each as [`link_address`].
+fn link_addresses(section: &str, key: &str, values: &[&str]) -> anyhow::Result<String> {
+    if values.is_empty() {
+        link_address(section, key, "")?;
+    }
+    for v in values {
+        link_address(section, key, v)?;
+    }
+    Ok(values.join(", "))
 }
 
 /// Parses "A-B" (inclusive) or "" (none).

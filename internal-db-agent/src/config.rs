@@ -23,7 +23,10 @@ pub struct AgentConfig {
     pub mode: Mode,
     /// Address to listen on in `listen` mode.
     pub listen: String,
-    /// The web frontend's agent port, dialed in `dial-out` mode.
+    /// The web frontends' agent ports, dialed in `dial-out` mode: one address, or several
+    /// (a TOML list, or separated by commas), each dialed and served at once
+    /// ([`AgentConfig::dial_addrs`], [`AgentConfig::carriers`]).
+    #[serde(deserialize_with = "one_or_many")]
     pub dial: String,
     /// `dial-out` through this HTTP forward proxy with `CONNECT`
     /// (`http://[user:pass@]host:port`); empty = dial directly.
@@ -78,7 +81,49 @@ pub enum DialCarrier {
     Proxy(commlink::Proxy),
 }
 
+/// A string, or a list of strings (joined with commas; an address holds none).
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s,
+        OneOrMany::Many(v) => v.join(","),
+    })
+}
+
 impl AgentConfig {
+    /// The addresses of `dial`, in order.
+    pub fn dial_addrs(&self) -> Vec<&str> {
+        self.dial
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .collect()
+    }
+
+    /// One carrier per `dial` address (a dial-out agent serves several web frontends, one
+    /// link each), each built by [`AgentConfig::carrier`].
+    pub fn carriers(&self) -> Result<Vec<DialCarrier>, String> {
+        let addrs = self.dial_addrs();
+        if addrs.len() <= 1 {
+            return self.carrier().map(|c| vec![c]);
+        }
+        addrs
+            .into_iter()
+            .map(|a| {
+                AgentConfig {
+                    dial: a.to_owned(),
+                    ..self.clone()
+                }
+                .carrier()
+            })
+            .collect()
+    }
+
     /// The carrier for `dial-out`: raw TCP to `dial`, or through `proxy` unless `no_proxy`
     /// names the host. Errors name the setting.
     pub fn carrier(&self) -> Result<DialCarrier, String> {
@@ -135,6 +180,8 @@ pub const TOML_TEMPLATE: &str = r#"[db-agent]
 # so the firewall needs no inbound rule toward the db agent's host.
 # Link addresses are URLs: "tcp://HOST:PORT" is raw TCP (a bare "HOST:PORT" means the same);
 # any other scheme is refused at startup.
+# Several web frontends: dial = ["10.0.1.1:7702", "10.0.1.2:7702"] (one link each, all
+# served at once; each web uses every agent that dials in).
 mode = "listen"
 listen = "127.0.0.1:7701"
 dial = "127.0.0.1:7702"
@@ -229,5 +276,43 @@ mod tests {
         assert!(err.starts_with("[db-agent] proxy = "), "{err}");
         c.dial = "udp://web:1".into();
         assert!(c.carrier().unwrap_err().starts_with("[db-agent] dial = "));
+    }
+
+    #[test]
+    fn dial_takes_a_list_one_carrier_each() {
+        #[derive(Deserialize)]
+        struct Wrap {
+            #[serde(rename = "db-agent")]
+            agent: AgentConfig,
+        }
+        let w: Wrap = toml::from_str(
+            "[db-agent]\nmode = \"dial-out\"\ndial = [\"10.0.0.1:7702\", \"tcp://10.0.0.2:7702\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            w.agent.dial_addrs(),
+            ["10.0.0.1:7702", "tcp://10.0.0.2:7702"]
+        );
+        let targets: Vec<String> = w
+            .agent
+            .carriers()
+            .unwrap()
+            .iter()
+            .map(|c| match c {
+                DialCarrier::Tcp(t) => commlink::Carrier::target(t).to_owned(),
+                DialCarrier::Proxy(p) => commlink::Carrier::target(p).to_owned(),
+            })
+            .collect();
+        assert_eq!(targets, ["10.0.0.1:7702", "10.0.0.2:7702"]);
+        let one: Wrap = toml::from_str("[db-agent]\ndial = \"10.0.0.1:7702\"\n").unwrap();
+        assert_eq!(one.agent.carriers().unwrap().len(), 1);
+        let bad: Wrap =
+            toml::from_str("[db-agent]\ndial = [\"10.0.0.1:7702\", \"udp://x:1\"]\n").unwrap();
+        assert!(
+            bad.agent
+                .carriers()
+                .unwrap_err()
+                .starts_with("[db-agent] dial = ")
+        );
     }
 }

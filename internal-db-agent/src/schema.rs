@@ -88,6 +88,8 @@ diesel::table! {
         stager_seq -> Nullable<BigInt>,
         /// When it completed (UTC, as recorded by the agent).
         delivered_at -> Timestamp,
+        /// Which stager's log `stager_seq` numbers (`""`: the one unnamed stager).
+        stager -> Text,
     }
 }
 

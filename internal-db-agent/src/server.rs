@@ -124,19 +124,40 @@ pub async fn run(
             agent.serve(listener, link, shutdown).await?;
         }
         Mode::DialOut => {
-            let carrier = cfg.carrier().map_err(AgentError::Config)?;
-            info!(addr = %cfg.dial, "db agent dialing the web frontend (mode = dial-out)");
-            match carrier {
-                DialCarrier::Tcp(tcp) => {
-                    commlink::serve_dialout_via(tcp, link, agent.service(), shutdown).await
-                }
-                DialCarrier::Proxy(proxy) => {
-                    info!(via = %commlink::Carrier::target(&proxy), "db agent dialing through a proxy");
-                    commlink::serve_dialout_via(proxy, link, agent.service(), shutdown).await
-                }
+            let carriers = cfg.carriers().map_err(AgentError::Config)?;
+            // One link per web frontend, all stopped by the one shutdown.
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let mut links = tokio::task::JoinSet::new();
+            for carrier in carriers {
+                let (link, svc, mut stopped) = (link.clone(), agent.service(), stopped.clone());
+                links.spawn(dial_out(carrier, link, svc, async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                }));
             }
+            shutdown.await;
+            let _ = stop.send(true);
+            while links.join_next().await.is_some() {}
         }
     }
     info!("db agent stopped");
     Ok(())
+}
+
+/// Serves one dial-out link over `carrier` until `shutdown`.
+async fn dial_out(
+    carrier: DialCarrier,
+    link: LinkConfig,
+    svc: Arc<AgentService>,
+    shutdown: impl Future<Output = ()>,
+) {
+    match carrier {
+        DialCarrier::Tcp(tcp) => {
+            info!(addr = %commlink::Carrier::target(&tcp), "db agent dialing the web frontend (mode = dial-out)");
+            commlink::serve_dialout_via(tcp, link, svc, shutdown).await
+        }
+        DialCarrier::Proxy(proxy) => {
+            info!(via = %commlink::Carrier::target(&proxy), "db agent dialing through a proxy");
+            commlink::serve_dialout_via(proxy, link, svc, shutdown).await
+        }
+    }
 }

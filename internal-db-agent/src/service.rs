@@ -143,8 +143,12 @@ impl AgentService {
                     .await?,
             ),
             m::DeliveryCursor::TYPE => {
-                m::DeliveryCursor::from_tobj(t)?;
-                let last = self.pool.run(|c| Ok(store::max_stager_seq(c)?)).await?;
+                let req = m::DeliveryCursor::from_tobj(t)?;
+                let stager = req.stager.unwrap_or_default();
+                let last = self
+                    .pool
+                    .run(move |c| Ok(store::max_stager_seq(c, &stager)?))
+                    .await?;
                 reply(m::DeliveryCursorReply {
                     last_seq: last.and_then(|s| u64::try_from(s).ok()),
                 })
@@ -288,9 +292,9 @@ impl AgentService {
                 let now_locked = self
                     .pool
                     .run(move |c| {
-                        let state = store::failure_state(c, &l)?;
-                        let next = policy.after_failure(state.as_ref(), now);
-                        store::save_failure_state(c, &l, &next)?;
+                        let next = store::count_failure(c, &l, now, |state| {
+                            policy.after_failure(state, now)
+                        })?;
                         let horizon = now - policy.window.max(policy.lock);
                         store::prune_failures(c, horizon)?;
                         Ok(next.locked_until.is_some())
@@ -413,6 +417,9 @@ impl AgentService {
         if req.area_id.is_empty() || req.area_id.len() > 200 || req.file.len() > 4096 {
             return Err(Refusal::bad("area_id or file name out of range"));
         }
+        if req.stager.as_ref().is_some_and(|s| s.len() > 200) {
+            return Err(Refusal::bad("stager name out of range"));
+        }
         if req.protocol.is_empty() || req.protocol.len() > 16 {
             return Err(Refusal::bad("protocol must be e.g. ftp, ftps or https"));
         }
@@ -421,11 +428,14 @@ impl AgentService {
             .run(move |c| {
                 Ok(store::insert_delivery(
                     c,
-                    &req.area_id,
-                    &req.file,
-                    bytes,
-                    &req.protocol,
-                    seq,
+                    &store::NewDelivery {
+                        area_id: &req.area_id,
+                        file: &req.file,
+                        bytes,
+                        protocol: &req.protocol,
+                        stager: req.stager.as_deref().unwrap_or(""),
+                        stager_seq: seq,
+                    },
                 )?)
             })
             .await?;

@@ -363,17 +363,36 @@ pub fn insert_download(c: &mut AnyConnection, d: &NewDownload<'_>) -> QueryResul
     )
 }
 
-/// Appends a delivery; `Ok(None)` when `stager_seq` was recorded before.
-pub fn insert_delivery(
-    c: &mut AnyConnection,
-    area_id: &str,
-    file: &str,
-    bytes: i64,
-    protocol: &str,
-    stager_seq: Option<i64>,
-) -> QueryResult<Option<i64>> {
+/// A completed transfer to record.
+pub struct NewDelivery<'a> {
+    /// The stager's area id.
+    pub area_id: &'a str,
+    /// File name within the area.
+    pub file: &'a str,
+    /// Bytes sent.
+    pub bytes: i64,
+    /// `ftp`, `ftps` or `https`.
+    pub protocol: &'a str,
+    /// The stager (`""`: the one unnamed stager) and its log's seq, when known.
+    pub stager: &'a str,
+    /// The seq in that stager's delivery log.
+    pub stager_seq: Option<i64>,
+}
+
+/// Appends a delivery; `Ok(None)` when (`stager`, `stager_seq`) was recorded before. The
+/// unique index on that pair makes this exactly-once however many agents record it at once.
+pub fn insert_delivery(c: &mut AnyConnection, d: &NewDelivery<'_>) -> QueryResult<Option<i64>> {
+    let NewDelivery {
+        area_id,
+        file,
+        bytes,
+        protocol,
+        stager,
+        stager_seq,
+    } = *d;
     if let Some(seq) = stager_seq {
         let seen: i64 = deliveries::table
+            .filter(deliveries::stager.eq(stager))
             .filter(deliveries::stager_seq.eq(seq))
             .count()
             .get_result(c)?;
@@ -390,6 +409,7 @@ pub fn insert_delivery(
             deliveries::bytes.eq(bytes),
             deliveries::protocol.eq(protocol),
             deliveries::stager_seq.eq(stager_seq),
+            deliveries::stager.eq(stager),
             deliveries::delivered_at.eq(now()),
         ),
         deliveries::id
@@ -405,9 +425,10 @@ pub fn insert_delivery(
     }
 }
 
-/// The highest stager seq recorded.
-pub fn max_stager_seq(c: &mut AnyConnection) -> QueryResult<Option<i64>> {
+/// The highest seq recorded from `stager`'s log.
+pub fn max_stager_seq(c: &mut AnyConnection, stager: &str) -> QueryResult<Option<i64>> {
     deliveries::table
+        .filter(deliveries::stager.eq(stager))
         .filter(deliveries::stager_seq.is_not_null())
         .select(deliveries::stager_seq)
         .order(deliveries::stager_seq.desc())
@@ -584,27 +605,55 @@ pub fn failure_state(c: &mut AnyConnection, login: &str) -> QueryResult<Option<F
         })
 }
 
-/// Stores the failure counter for a login.
-pub fn save_failure_state(c: &mut AnyConnection, login: &str, s: &FailureState) -> QueryResult<()> {
+/// Counts one failed login atomically: within one transaction the login's counter row is
+/// locked (created first if missing; a no-op update takes the row lock on PostgreSQL, the
+/// write lock on SQLite), read, advanced by `next` and written back, so concurrent failures
+/// (from several agents on one database, or one agent's pool) are each counted.
+pub fn count_failure(
+    c: &mut AnyConnection,
+    login: &str,
+    now: NaiveDateTime,
+    next: impl FnOnce(Option<&FailureState>) -> FailureState,
+) -> QueryResult<FailureState> {
     c.transaction(|c| {
-        let n = diesel::update(login_failures::table.filter(login_failures::login.eq(login)))
+        let lock = |c: &mut AnyConnection| {
+            diesel::update(login_failures::table.filter(login_failures::login.eq(login)))
+                .set(login_failures::failures.eq(login_failures::failures))
+                .execute(c)
+        };
+        if lock(c)? == 0 {
+            // A zero row to lock; another agent may insert it first (its savepoint keeps
+            // this transaction usable on PostgreSQL).
+            let inserted = c.transaction(|c| {
+                diesel::insert_into(login_failures::table)
+                    .values((
+                        login_failures::login.eq(login),
+                        login_failures::failures.eq(0),
+                        login_failures::first_failure_at.eq(now),
+                        login_failures::locked_until.eq(None::<NaiveDateTime>),
+                    ))
+                    .execute(c)
+            });
+            match inserted {
+                Ok(_)
+                | Err(diesel::result::Error::DatabaseError(
+                    diesel::result::DatabaseErrorKind::UniqueViolation,
+                    _,
+                )) => {}
+                Err(e) => return Err(e),
+            }
+            lock(c)?;
+        }
+        let state = failure_state(c, login)?.filter(|s| s.failures > 0);
+        let s = next(state.as_ref());
+        diesel::update(login_failures::table.filter(login_failures::login.eq(login)))
             .set((
                 login_failures::failures.eq(s.failures),
                 login_failures::first_failure_at.eq(s.first_failure_at),
                 login_failures::locked_until.eq(s.locked_until),
             ))
             .execute(c)?;
-        if n == 0 {
-            diesel::insert_into(login_failures::table)
-                .values((
-                    login_failures::login.eq(login),
-                    login_failures::failures.eq(s.failures),
-                    login_failures::first_failure_at.eq(s.first_failure_at),
-                    login_failures::locked_until.eq(s.locked_until),
-                ))
-                .execute(c)?;
-        }
-        Ok(())
+        Ok(s)
     })
 }
 

@@ -1,10 +1,14 @@
-//! The two commlinks (agent and stager) behind one type, [`Backend`]: every call has a
+//! The commlinks (db agents and stager) behind one type, [`Backend`]: every call has a
 //! deadline, is timed into the metrics, and fails with a [`BackendError`] that says which
-//! peer and why. This is the only module that builds and sends commlink requests: the rest
+//! peer and why. Agent requests go to a live agent (several agents serve one database
+//! active-active): when the chosen link is down (the request was never sent) the next agent
+//! is tried within the same deadline; a request that was sent and then lost or timed out is
+//! never resent (it may have been carried out) and is a 503. This is the only module that builds and sends commlink requests: the rest
 //! of the crate calls a typed method per request, and the client a request goes to is picked
 //! from its type ([`commlink::Request::Link`]), so it cannot reach the wrong peer.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use commlink::msg::agent as am;
@@ -103,11 +107,15 @@ impl From<BackendError> for AppError {
     }
 }
 
-/// Both commlink clients plus the reply deadline.
+/// The commlink clients plus the reply deadline.
 #[derive(Clone)]
 pub struct Backend {
-    pub(crate) agent: Client,
+    /// One client per db agent (dialed), or one accepting client that holds every agent
+    /// that dialed in.
+    pub(crate) agents: Arc<[Client]>,
     pub(crate) stager: Client,
+    /// Where the next agent request starts, so load spreads over live agents.
+    turn: Arc<AtomicUsize>,
     timeout: Duration,
     metrics: Arc<Metrics>,
 }
@@ -115,17 +123,33 @@ pub struct Backend {
 impl Backend {
     /// Wraps two clients; `timeout` bounds every request (the 503 page must come quickly).
     pub fn new(agent: Client, stager: Client, timeout: Duration, metrics: Arc<Metrics>) -> Self {
+        Backend::with_agents(vec![agent], stager, timeout, metrics)
+    }
+
+    /// Several agent clients (one per `db_agent_addr`, at least one) and the stager.
+    pub fn with_agents(
+        agents: Vec<Client>,
+        stager: Client,
+        timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Backend {
-            agent,
+            agents: agents.into(),
             stager,
+            turn: Arc::new(AtomicUsize::new(0)),
             timeout,
             metrics,
         }
     }
 
-    /// Whether the agent link is up.
+    /// Whether an agent link is up (any of them).
     pub fn agent_up(&self) -> bool {
-        self.agent.is_up()
+        self.agents.iter().any(Client::is_up)
+    }
+
+    /// How many agent connections are up (each dialed agent, or each agent that dialed in).
+    pub fn agents_up(&self) -> usize {
+        self.agents.iter().map(Client::live_connections).sum()
     }
 
     /// Whether the stager link is up.
@@ -133,39 +157,17 @@ impl Backend {
         self.stager.is_up()
     }
 
-    /// Sends a typed request, with the deadline, to the peer its link names.
+    /// Sends a typed request, with the deadline, to the peer its link names: the clients
+    /// it may go to are tried in turn (live ones first) while a link is down before sending.
     async fn request<R>(&self, req: &R) -> Result<R::Response, BackendError>
     where
         R: Request,
         R::Link: Route,
     {
         let peer = <R::Link as Route>::PEER;
-        let client = <R::Link as Route>::client(self);
+        let clients = <R::Link as Route>::clients(self);
         let start = Instant::now();
-        let r = tokio::time::timeout(self.timeout, client.request(req)).await;
-        let out = match r {
-            Err(_) => Err(BackendError::Unreachable(
-                peer,
-                format!("no reply within {:?}", self.timeout),
-            )),
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(LinkError::Down(why))) => Err(BackendError::Unreachable(peer, why)),
-            Ok(Err(LinkError::Timeout(d))) => {
-                Err(BackendError::Unreachable(peer, format!("timeout {d:?}")))
-            }
-            Ok(Err(LinkError::Remote { code, message })) => match code.parse() {
-                Ok(code) => Err(BackendError::Refused {
-                    peer,
-                    code,
-                    message,
-                }),
-                Err(unknown) => Err(BackendError::BadReply(
-                    peer,
-                    format!("{unknown}: {message}"),
-                )),
-            },
-            Ok(Err(LinkError::Decode(e))) => Err(BackendError::BadReply(peer, e.to_string())),
-        };
+        let out = self.send_failover(peer, &clients, req, start).await;
         let ok = !matches!(
             out,
             Err(BackendError::Unreachable(..)) | Err(BackendError::BadReply(..))
@@ -173,6 +175,42 @@ impl Backend {
         self.metrics
             .backend(peer.name(), R::TYPE, start.elapsed(), ok);
         out
+    }
+
+    async fn send_failover<R: Request>(
+        &self,
+        peer: Peer,
+        clients: &[&Client],
+        req: &R,
+        start: Instant,
+    ) -> Result<R::Response, BackendError> {
+        let deadline = start + self.timeout;
+        let mut down = Vec::new();
+        for client in clients {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match tokio::time::timeout(left, client.request(req)).await {
+                // Never sent: the next peer may take it.
+                Ok(Err(LinkError::Down(why))) => down.push(why),
+                Err(_) => {
+                    return Err(BackendError::Unreachable(
+                        peer,
+                        format!("no reply within {:?}", self.timeout),
+                    ));
+                }
+                Ok(r) => return map_reply(peer, r),
+            }
+        }
+        Err(BackendError::Unreachable(
+            peer,
+            if down.is_empty() {
+                format!("no reply within {:?}", self.timeout)
+            } else {
+                down.join("; ")
+            },
+        ))
     }
 
     /// The stager's catalog.
@@ -254,24 +292,54 @@ impl Backend {
     }
 }
 
-/// Where a link's requests go: the client and the peer named in errors. Implemented for the
-/// web frontend's two links only.
+/// A reply (or link error) as a [`BackendError`].
+fn map_reply<T>(peer: Peer, r: Result<T, LinkError>) -> Result<T, BackendError> {
+    match r {
+        Ok(v) => Ok(v),
+        Err(LinkError::Down(why)) => Err(BackendError::Unreachable(peer, why)),
+        // Sent, then lost or unanswered: it may have been carried out, so not resent.
+        Err(LinkError::Lost(why)) => Err(BackendError::Unreachable(peer, why)),
+        Err(LinkError::Timeout(d)) => {
+            Err(BackendError::Unreachable(peer, format!("timeout {d:?}")))
+        }
+        Err(LinkError::Remote { code, message }) => match code.parse() {
+            Ok(code) => Err(BackendError::Refused {
+                peer,
+                code,
+                message,
+            }),
+            Err(unknown) => Err(BackendError::BadReply(
+                peer,
+                format!("{unknown}: {message}"),
+            )),
+        },
+        Err(LinkError::Decode(e)) => Err(BackendError::BadReply(peer, e.to_string())),
+    }
+}
+
+/// Where a link's requests go: the clients to try, in order, and the peer named in errors.
+/// Implemented for the web frontend's two links only.
 trait Route: Link {
     const PEER: Peer;
-    fn client(b: &Backend) -> &Client;
+    fn clients(b: &Backend) -> Vec<&Client>;
 }
 
 impl Route for AgentLink {
     const PEER: Peer = Peer::Agent;
-    fn client(b: &Backend) -> &Client {
-        &b.agent
+    /// Every agent, starting at the next in turn, live ones first.
+    fn clients(b: &Backend) -> Vec<&Client> {
+        let n = b.agents.len();
+        let first = b.turn.fetch_add(1, Ordering::Relaxed);
+        let mut order: Vec<&Client> = (0..n).map(|i| &b.agents[(first + i) % n]).collect();
+        order.sort_by_key(|c| !c.is_up());
+        order
     }
 }
 
 impl Route for StagerLink {
     const PEER: Peer = Peer::Stager;
-    fn client(b: &Backend) -> &Client {
-        &b.stager
+    fn clients(b: &Backend) -> Vec<&Client> {
+        vec![&b.stager]
     }
 }
 
@@ -345,22 +413,28 @@ impl Backend {
         Ok(r.history_id)
     }
 
-    /// Records a completed transfer reported by the stager (idempotent per stager seq).
-    pub async fn record_delivery(&self, d: &Delivery) -> Result<(), BackendError> {
+    /// Records a completed transfer reported by stager `stager` (its delivery key; `""` for
+    /// the one unnamed stager), idempotent per (stager, seq).
+    pub async fn record_delivery(&self, stager: &str, d: &Delivery) -> Result<(), BackendError> {
         self.request(&am::RecordDelivery {
             area_id: d.area_id.clone(),
             file: d.file.clone(),
             bytes: d.bytes,
             protocol: d.protocol.clone(),
             stager_seq: Some(d.seq),
+            stager: (!stager.is_empty()).then(|| stager.to_owned()),
         })
         .await?;
         Ok(())
     }
 
-    /// The highest stager delivery seq the agent has recorded.
-    pub async fn delivery_cursor(&self) -> Result<u64, BackendError> {
-        let r = self.request(&am::DeliveryCursor {}).await?;
+    /// The highest delivery seq of stager `stager` the agent has recorded.
+    pub async fn delivery_cursor(&self, stager: &str) -> Result<u64, BackendError> {
+        let r = self
+            .request(&am::DeliveryCursor {
+                stager: (!stager.is_empty()).then(|| stager.to_owned()),
+            })
+            .await?;
         Ok(r.last_seq.unwrap_or(0))
     }
 

@@ -41,9 +41,14 @@ pub struct WebConfig {
     /// `db_agent_listen`; the db agent dials out). `agent_mode`, the earlier name, still reads.
     #[serde(rename = "db_agent_mode", alias = "agent_mode")]
     pub agent_mode: AgentMode,
-    /// `db_agent_addr`: the db agent's commlink address, for `db_agent_mode = "connect"`
-    /// (`agent_addr` still reads).
-    #[serde(rename = "db_agent_addr", alias = "agent_addr")]
+    /// `db_agent_addr`: the db agents' commlink addresses, for `db_agent_mode = "connect"`
+    /// (`agent_addr` still reads): one address, or several (a TOML list, or separated by
+    /// commas); requests go to a live one ([`WebConfig::agent_addrs`]).
+    #[serde(
+        rename = "db_agent_addr",
+        alias = "agent_addr",
+        deserialize_with = "one_or_many"
+    )]
     pub agent_addr: String,
     /// `db_agent_listen`: where to listen for the db agent, for `db_agent_mode = "accept"`
     /// (`agent_listen` still reads).
@@ -118,10 +123,37 @@ impl WebConfig {
         }
     }
 
+    /// The db agent addresses of `db_agent_addr`, in order.
+    pub fn agent_addrs(&self) -> Vec<&str> {
+        split_list(&self.agent_addr)
+    }
+
     /// The backend reply deadline.
     pub fn backend_timeout(&self) -> Duration {
         Duration::from_millis(self.backend_timeout_ms.clamp(50, 60_000))
     }
+}
+
+/// The addresses of a list setting stored as one comma-separated string.
+pub fn split_list(s: &str) -> Vec<&str> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect()
+}
+
+/// A string, or a list of strings (joined with commas; an address holds none).
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s,
+        OneOrMany::Many(v) => v.join(","),
+    })
 }
 
 /// This role's section of ffs.toml, commented, every setting at its default.
@@ -145,6 +177,10 @@ session_key = "web-session.key"
 # let the db agent dial out (no inbound firewall rule toward its host).
 # Link addresses are URLs: "tcp://HOST:PORT" is raw TCP (a bare "HOST:PORT" means the same);
 # any other scheme is refused at startup.
+# Several db agents (active-active on one PostgreSQL): a list, e.g.
+# db_agent_addr = ["10.0.2.1:7701", "10.0.2.2:7701"]; each request goes to a live one and
+# moves to the next when a link is down (never resent once it may have been carried out).
+# In "accept" mode every agent that dials in is used.
 db_agent_mode = "connect"
 db_agent_addr = "127.0.0.1:7701"
 db_agent_listen = "127.0.0.1:7702"
@@ -193,6 +229,19 @@ mod tests {
 
     fn toml_parse<T: serde::de::DeserializeOwned>(s: &str) -> T {
         toml::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn agent_addr_takes_a_string_or_a_list() {
+        #[derive(Deserialize)]
+        struct Wrap {
+            web: WebConfig,
+        }
+        let one: Wrap = toml_parse("[web]\ndb_agent_addr = \"10.0.0.1:1\"\n");
+        assert_eq!(one.web.agent_addrs(), ["10.0.0.1:1"]);
+        let many: Wrap =
+            toml_parse("[web]\ndb_agent_addr = [\"10.0.0.1:1\", \"tcp://10.0.0.2:2\"]\n");
+        assert_eq!(many.web.agent_addrs(), ["10.0.0.1:1", "tcp://10.0.0.2:2"]);
     }
 
     #[test]

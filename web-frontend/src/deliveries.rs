@@ -40,7 +40,7 @@ impl Forwarder {
         let after = match self.seq {
             Some(s) => s,
             None => {
-                let s = self.backend.delivery_cursor().await?;
+                let s = self.backend.delivery_cursor("").await?;
                 self.seq = Some(s);
                 s
             }
@@ -52,7 +52,7 @@ impl Forwarder {
             if d.seq <= last {
                 continue;
             }
-            match self.backend.record_delivery(d).await {
+            match self.backend.record_delivery("", d).await {
                 Ok(()) => n += 1,
                 // An area the agent never recorded (e.g. staged by a benchmark) is skipped
                 // rather than blocking the log forever.

@@ -45,4 +45,4 @@ pub mod version;
 pub mod views;
 
 pub use config::{AgentMode, TOML_TEMPLATE, WebConfig};
-pub use startup::{Application, Listeners, agent_client};
+pub use startup::{Application, Listeners, agent_client, agent_clients};

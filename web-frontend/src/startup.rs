@@ -74,16 +74,31 @@ fn link_addr(key: &'static str, value: &str) -> Result<commlink::LinkAddr, Start
     commlink::LinkAddr::parse(value).map_err(|source| StartError::Address { key, source })
 }
 
-/// The agent client as the config says: dial `agent_addr`, or listen on `agent_listen` and
-/// wait for the agent to dial out. Must be called inside a Tokio runtime.
+/// The agent client as the config says: dial (the first of) `agent_addr`, or listen on
+/// `agent_listen` and wait for agents to dial out. Must be called inside a Tokio runtime.
 pub async fn agent_client(cfg: &WebConfig, link: LinkConfig) -> Result<Client, StartError> {
+    let mut all = agent_clients(cfg, link).await?;
+    Ok(all.swap_remove(0))
+}
+
+/// The agent clients as the config says: one dialing each `db_agent_addr` (at least one),
+/// or one listening on `agent_listen` that every dialing agent joins. Must be called inside
+/// a Tokio runtime.
+pub async fn agent_clients(cfg: &WebConfig, link: LinkConfig) -> Result<Vec<Client>, StartError> {
     Ok(match cfg.agent_mode {
-        AgentMode::Connect => Client::dial(
-            link_addr("db_agent_addr", &cfg.agent_addr)?
-                .host_port()
-                .to_owned(),
-            link,
-        ),
+        AgentMode::Connect => {
+            let mut addrs = cfg.agent_addrs();
+            if addrs.is_empty() {
+                // Refused by LinkAddr with a message naming the setting.
+                addrs.push("");
+            }
+            let mut clients = Vec::new();
+            for a in addrs {
+                let addr = link_addr("db_agent_addr", a)?;
+                clients.push(Client::dial(addr.host_port().to_owned(), link.clone()));
+            }
+            clients
+        }
         AgentMode::Accept => {
             let addr = link_addr("db_agent_listen", &cfg.agent_listen)?;
             let l = tokio::net::TcpListener::bind(addr.host_port())
@@ -93,7 +108,7 @@ pub async fn agent_client(cfg: &WebConfig, link: LinkConfig) -> Result<Client, S
                     source,
                 })?;
             tracing::info!(addr = %cfg.agent_listen, "waiting for the db agent to dial in");
-            Client::accept(l, link)
+            vec![Client::accept(l, link)]
         }
     })
 }
@@ -103,14 +118,14 @@ impl Application {
     /// builds the server (what `ffs web` runs). Must be called inside a Tokio runtime.
     pub async fn from_config(cfg: WebConfig, link: LinkConfig) -> Result<Application, StartError> {
         let listeners = Listeners::bind(&cfg)?;
-        let agent = agent_client(&cfg, link.clone()).await?;
+        let agents = agent_clients(&cfg, link.clone()).await?;
         let stager = Client::dial(
             link_addr("stager_addr", &cfg.stager_addr)?
                 .host_port()
                 .to_owned(),
             link,
         );
-        Application::build(cfg, agent, stager, listeners)
+        Application::build_with(cfg, agents, stager, listeners)
     }
 
     /// Builds the server around bound listeners and the two clients (tests and `ffs demo`
@@ -119,6 +134,16 @@ impl Application {
     pub fn build(
         cfg: WebConfig,
         agent: Client,
+        stager: Client,
+        listeners: Listeners,
+    ) -> Result<Application, StartError> {
+        Application::build_with(cfg, vec![agent], stager, listeners)
+    }
+
+    /// [`Application::build`] with several agent clients (one per dialed agent).
+    pub fn build_with(
+        cfg: WebConfig,
+        agents: Vec<Client>,
         stager: Client,
         listeners: Listeners,
     ) -> Result<Application, StartError> {
@@ -141,7 +166,7 @@ impl Application {
             cfg.workers
         };
         let public_host = cfg.public_host.clone();
-        let (state, key) = build_state(cfg, agent, stager)?;
+        let (state, key) = build_state_with(cfg, agents, stager)?;
         let forwarder = Forwarder::new(
             state.backend.clone(),
             state.metrics.clone(),
@@ -250,9 +275,18 @@ pub fn build_state(
     agent: Client,
     stager: Client,
 ) -> Result<(web::Data<AppState>, Key), StartError> {
+    build_state_with(cfg, vec![agent], stager)
+}
+
+/// [`build_state`] with several agent clients.
+pub fn build_state_with(
+    cfg: WebConfig,
+    agents: Vec<Client>,
+    stager: Client,
+) -> Result<(web::Data<AppState>, Key), StartError> {
     let key = secrets::load_or_create_session_key(&cfg.session_key)?;
     let metrics = Arc::new(Metrics::default());
-    let backend = Backend::new(agent, stager, cfg.backend_timeout(), metrics.clone());
+    let backend = Backend::with_agents(agents, stager, cfg.backend_timeout(), metrics.clone());
     let keys = crate::signing::SigningKeys::load(&cfg.signing_public_keys)?;
     let state = web::Data::new(AppState::new(cfg, backend, metrics, keys));
     Ok((state, Key::from(&key)))

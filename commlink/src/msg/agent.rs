@@ -437,7 +437,8 @@ impl Message for DownloadRecorded {
 }
 
 /// `agent.record-delivery`: one completed transfer from a download area. When `stager_seq`
-/// is given, a second report with the same seq is acknowledged but not stored again.
+/// is given, a second report with the same (`stager`, seq) is acknowledged but not stored
+/// again, however many web frontends forward it and db agents record it at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordDelivery {
     /// The stager's area id.
@@ -450,6 +451,9 @@ pub struct RecordDelivery {
     pub protocol: String,
     /// The stager's delivery-log sequence number.
     pub stager_seq: Option<u64>,
+    /// Which stager's log the seq belongs to (its name in `[web] stagers`); absent from
+    /// older peers = the one unnamed stager (`""`).
+    pub stager: Option<String>,
 }
 
 impl Message for RecordDelivery {
@@ -460,10 +464,11 @@ impl Message for RecordDelivery {
             .text("file", &self.file)
             .num("bytes", self.bytes)
             .text("protocol", &self.protocol);
-        match self.stager_seq {
+        let f = match self.stager_seq {
             Some(s) => f.num("stager_seq", s),
             None => f,
-        }
+        };
+        f.opt_text("stager", self.stager.as_deref())
     }
     fn from_fields(f: &Fields) -> Result<Self> {
         Ok(RecordDelivery {
@@ -472,6 +477,7 @@ impl Message for RecordDelivery {
             bytes: f.req_parse("bytes")?,
             protocol: f.req_text("protocol")?.to_owned(),
             stager_seq: f.opt_parse("stager_seq")?,
+            stager: f.opt_str("stager")?.map(str::to_owned),
         })
     }
 }
@@ -507,18 +513,23 @@ impl Message for DeliveryRecorded {
     }
 }
 
-/// `agent.delivery-cursor`: the highest stager seq recorded, so the web frontend knows
-/// where to resume polling `stager.deliveries` after a restart.
+/// `agent.delivery-cursor`: the highest seq recorded from one stager's log, so the web
+/// frontend knows where to resume polling that stager's `stager.deliveries` after a restart.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DeliveryCursor {}
+pub struct DeliveryCursor {
+    /// The stager (its name in `[web] stagers`); absent from older peers = `""`.
+    pub stager: Option<String>,
+}
 
 impl Message for DeliveryCursor {
     const TYPE: &'static str = "agent.delivery-cursor";
     fn to_fields(&self) -> Fields {
-        Fields::new()
+        Fields::new().opt_text("stager", self.stager.as_deref())
     }
-    fn from_fields(_f: &Fields) -> Result<Self> {
-        Ok(DeliveryCursor {})
+    fn from_fields(f: &Fields) -> Result<Self> {
+        Ok(DeliveryCursor {
+            stager: f.opt_str("stager")?.map(str::to_owned),
+        })
     }
 }
 
@@ -1116,6 +1127,7 @@ mod tests {
             bytes: u64::MAX,
             protocol: "https".into(),
             stager_seq: Some(5),
+            stager: Some("west".into()),
         });
         round_trip(RecordDelivery {
             area_id: "ar-1".into(),
@@ -1123,6 +1135,7 @@ mod tests {
             bytes: 0,
             protocol: "ftp".into(),
             stager_seq: None,
+            stager: None,
         });
         round_trip(DeliveryRecorded {
             delivery_id: Some(3),
@@ -1132,7 +1145,10 @@ mod tests {
             delivery_id: None,
             duplicate: true,
         });
-        round_trip(DeliveryCursor {});
+        round_trip(DeliveryCursor::default());
+        round_trip(DeliveryCursor {
+            stager: Some("east".into()),
+        });
         round_trip(DeliveryCursorReply { last_seq: Some(12) });
         round_trip(DeliveryCursorReply { last_seq: None });
     }

@@ -1,5 +1,7 @@
 //! The requester ([`Client`]): sends requests and matches replies by id, many at once over
-//! one connection, whichever end dialed.
+//! one connection, whichever end dialed. An accepting client keeps every responder that
+//! dialed in and sends each request over the live one with the fewest requests waiting
+//! (ties taken in turn), so losing one responder costs only the requests in flight on it.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,9 +28,10 @@ pub struct Client {
 
 struct ClientInner {
     cfg: LinkConfig,
-    current: watch::Receiver<Option<ConnHandle>>,
+    current: watch::Receiver<Vec<ConnHandle>>,
     last_error: Arc<Mutex<String>>,
     next_id: AtomicU64,
+    turn: AtomicU64,
     _maintainer: AbortOnDrop,
     helpers: Vec<AbortOnDrop>,
 }
@@ -100,7 +103,7 @@ impl Client {
     /// A client that dials over `carrier` now, and again whenever the link drops.
     pub fn dial_via<C: Carrier>(carrier: C, cfg: LinkConfig) -> Client {
         let addr = carrier.target().to_owned();
-        let (tx, rx) = watch::channel(None);
+        let (tx, rx) = watch::channel(Vec::new());
         let last_error = Arc::new(Mutex::new(format!("not yet connected to {addr}")));
         let errs = last_error.clone();
         let c = cfg.clone();
@@ -111,11 +114,11 @@ impl Client {
                     let tx2 = tx.clone();
                     let err = run_requester(est, c, peer, {
                         move |h| {
-                            let _ = tx2.send(Some(h));
+                            let _ = tx2.send(vec![h]);
                         }
                     })
                     .await;
-                    let _ = tx.send(None);
+                    let _ = tx.send(Vec::new());
                     set_error(&errs, format!("link to {addr} dropped: {err}"));
                 }
             };
@@ -124,8 +127,9 @@ impl Client {
         Client::from_parts(cfg, rx, last_error, task)
     }
 
-    /// A client whose responder dials in (seed 000's direction): accepts connections on
-    /// `listener` and sends requests over the newest live one.
+    /// A client whose responders dial in (seed 000's direction): accepts connections on
+    /// `listener` and sends each request over a live one (the one with the fewest requests
+    /// waiting; several responders, e.g. db agents, share the load).
     pub fn accept(listener: TcpListener, cfg: LinkConfig) -> Client {
         Client::accept_and_carry(listener, cfg).0
     }
@@ -160,14 +164,14 @@ impl Client {
 
     /// A client whose responders dial in over a carrier this process serves itself (the
     /// web's HTTPS upgrade endpoint, a relay attachment): each stream the endpoint accepts
-    /// is handed in through the returned [`Acceptor`], and requests go over the newest live
-    /// one. [`Client::accept`] is this with a TCP listener feeding it.
+    /// is handed in through the returned [`Acceptor`], and each request goes over a live
+    /// one (fewest waiting first). [`Client::accept`] is this with a TCP listener feeding it.
     pub fn accepting(cfg: LinkConfig) -> (Client, Acceptor) {
         Client::accepting_on(cfg, "this endpoint")
     }
 
     fn accepting_on(cfg: LinkConfig, addr: &str) -> (Client, Acceptor) {
-        let (tx, rx) = watch::channel(None);
+        let (tx, rx) = watch::channel(Vec::<ConnHandle>::new());
         let tx = Arc::new(tx);
         let (in_tx, mut in_rx) = mpsc::channel::<Incoming>(16);
         let last_error = Arc::new(Mutex::new(format!(
@@ -196,17 +200,22 @@ impl Client {
                         if let Ok(mut m) = mine2.lock() {
                             *m = Some(h.alive.clone());
                         }
-                        let _ = tx2.send(Some(h));
+                        // Keep every live connection (dropping the ones already dead).
+                        tx2.send_modify(|all| {
+                            all.retain(|o| o.alive.load(Ordering::SeqCst));
+                            all.push(h);
+                        });
                     })
                     .await;
-                    // Clear the current handle only if it is still this connection's.
+                    // Forget this connection only; the others stay in use.
                     let ours = mine.lock().ok().and_then(|m| m.clone());
-                    tx.send_if_modified(|cur| {
-                        let same = matches!((cur.as_ref(), ours.as_ref()), (Some(h), Some(a)) if Arc::ptr_eq(&h.alive, a));
-                        if same {
-                            *cur = None;
-                        }
-                        same
+                    tx.send_if_modified(|all| {
+                        let before = all.len();
+                        all.retain(|h| {
+                            !ours.as_ref().is_some_and(|a| Arc::ptr_eq(&h.alive, a))
+                                && h.alive.load(Ordering::SeqCst)
+                        });
+                        all.len() != before
                     });
                     set_error(&errs, format!("link from {peer} dropped: {err}"));
                 });
@@ -230,7 +239,7 @@ impl Client {
     /// The client around its maintainer task (which dials, or accepts dial-ins).
     fn from_parts(
         cfg: LinkConfig,
-        current: watch::Receiver<Option<ConnHandle>>,
+        current: watch::Receiver<Vec<ConnHandle>>,
         last_error: Arc<Mutex<String>>,
         task: tokio::task::JoinHandle<()>,
     ) -> Client {
@@ -240,19 +249,42 @@ impl Client {
                 current,
                 last_error,
                 next_id: AtomicU64::new(1),
+                turn: AtomicU64::new(0),
                 _maintainer: AbortOnDrop(task),
                 helpers: Vec::new(),
             }),
         }
     }
 
+    /// A live connection: the one with the fewest requests waiting, ties taken in turn.
     fn live(&self) -> Option<ConnHandle> {
+        let all = self.inner.current.borrow();
+        let live: Vec<&ConnHandle> = all
+            .iter()
+            .filter(|h| h.alive.load(Ordering::SeqCst))
+            .collect();
+        if live.len() <= 1 {
+            return live.first().map(|h| (*h).clone());
+        }
+        let turn = self.inner.turn.fetch_add(1, Ordering::Relaxed) as usize;
+        let waiting = |h: &ConnHandle| match h.pending.lock() {
+            Ok(p) => p.len(),
+            Err(p) => p.into_inner().len(),
+        };
+        (0..live.len())
+            .map(|i| live[(turn + i) % live.len()])
+            .min_by_key(|h| waiting(h))
+            .cloned()
+    }
+
+    /// How many responders are connected and live right now (0 or 1 for a dialing client).
+    pub fn live_connections(&self) -> usize {
         self.inner
             .current
             .borrow()
-            .as_ref()
+            .iter()
             .filter(|h| h.alive.load(Ordering::SeqCst))
-            .cloned()
+            .count()
     }
 
     /// Waits up to the connect timeout for a live connection.
@@ -261,9 +293,9 @@ impl Client {
             return Ok(h);
         }
         let mut rx = self.inner.current.clone();
-        let wait = rx.wait_for(|h| h.as_ref().is_some_and(|h| h.alive.load(Ordering::SeqCst)));
+        let wait = rx.wait_for(|all| all.iter().any(|h| h.alive.load(Ordering::SeqCst)));
         match tokio::time::timeout(self.inner.cfg.connect_timeout, wait).await {
-            Ok(Ok(h)) => h.clone().ok_or_else(|| self.down()),
+            Ok(Ok(_)) => self.live().ok_or_else(|| self.down()),
             _ => Err(self.down()),
         }
     }
@@ -277,35 +309,58 @@ impl Client {
     }
 
     /// Sends one request and waits for its reply. An `ffs.error` reply becomes
-    /// [`LinkError::Remote`].
+    /// [`LinkError::Remote`]. [`LinkError::Down`] means the request was never sent (no live
+    /// connection); once it was sent, a dropped link is [`LinkError::Lost`] and no reply in
+    /// time [`LinkError::Timeout`].
     pub async fn call(&self, mut request: Tobj) -> Result<Tobj, LinkError> {
-        let conn = self.connection().await?;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         request.id = id;
-        let (otx, orx) = oneshot::channel();
-        if let Ok(mut p) = conn.pending.lock() {
-            p.insert(id, otx);
-        }
+        // A connection found closed before anything was written is skipped for another
+        // live one (an accepting client may hold several); a few tries at most.
+        let mut tries = 0;
+        let (conn, orx, sent) = loop {
+            tries += 1;
+            let conn = self.connection().await?;
+            let (otx, orx) = oneshot::channel();
+            if let Ok(mut p) = conn.pending.lock() {
+                p.insert(id, otx);
+            }
+            match conn.out.send(&request).await {
+                Err(e) if e.kind() == std::io::ErrorKind::NotConnected => {
+                    if let Ok(mut p) = conn.pending.lock() {
+                        p.remove(&id);
+                    }
+                    if tries >= 4 {
+                        return Err(self.down());
+                    }
+                }
+                sent => break (conn, orx, sent.is_ok()),
+            }
+        };
         let remove = || {
             if let Ok(mut p) = conn.pending.lock() {
                 p.remove(&id);
             }
         };
+        let lost = |e: LinkError| match e {
+            LinkError::Down(why) => LinkError::Lost(why),
+            e => e,
+        };
         // If the write fails the connection is going down; its reader will tell every
         // waiting request why (e.g. the peer's refusal), so wait briefly for that.
-        let wait = if conn.out.send(&request).await.is_err() {
-            Duration::from_millis(500).min(self.inner.cfg.request_timeout)
-        } else {
+        let wait = if sent {
             self.inner.cfg.request_timeout
+        } else {
+            Duration::from_millis(500).min(self.inner.cfg.request_timeout)
         };
         match tokio::time::timeout(wait, orx).await {
             Ok(Ok(Ok(reply))) if reply.kind == ERROR_TYPE => Err(remote_error(&reply)),
             Ok(Ok(Ok(reply))) => Ok(reply),
-            Ok(Ok(Err(e))) => Err(e),
-            Ok(Err(_)) => Err(self.down()),
+            Ok(Ok(Err(e))) => Err(lost(e)),
+            Ok(Err(_)) => Err(lost(self.down())),
             Err(_) if wait < self.inner.cfg.request_timeout => {
                 remove();
-                Err(self.down())
+                Err(lost(self.down()))
             }
             Err(_) => {
                 remove();
@@ -329,7 +384,7 @@ impl Client {
     /// Waits until a connection is up (for start-up ordering and tests).
     pub async fn wait_up(&self, timeout: Duration) -> bool {
         let mut rx = self.inner.current.clone();
-        let wait = rx.wait_for(|h| h.as_ref().is_some_and(|h| h.alive.load(Ordering::SeqCst)));
+        let wait = rx.wait_for(|all| all.iter().any(|h| h.alive.load(Ordering::SeqCst)));
         matches!(tokio::time::timeout(timeout, wait).await, Ok(Ok(_)))
     }
 }

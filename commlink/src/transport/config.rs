@@ -61,9 +61,14 @@ impl LinkConfig {
 /// Why a request failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LinkError {
-    /// No working connection to the peer (unreachable, handshake refused, link dropped).
+    /// No working connection to the peer (unreachable, handshake refused, link dropped):
+    /// the request was never sent, so another peer may be asked.
     #[error("link down: {0}")]
     Down(String),
+    /// The link dropped after the request was sent: the peer may or may not have carried it
+    /// out, so it must not be sent again blindly.
+    #[error("link lost with the request in flight: {0}")]
+    Lost(String),
     /// The peer did not reply within the request timeout.
     #[error("no reply within {0:?}")]
     Timeout(Duration),

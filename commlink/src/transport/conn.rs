@@ -80,8 +80,9 @@ impl Outbox {
     /// Seals `msg` into the buffer and flushes.
     pub(super) async fn send(&self, msg: &Tobj) -> std::io::Result<()> {
         if self.closed.load(Ordering::SeqCst) {
+            // NotConnected (only here) tells a requester that nothing was written.
             return Err(std::io::Error::new(
-                std::io::ErrorKind::BrokenPipe,
+                std::io::ErrorKind::NotConnected,
                 "connection closed",
             ));
         }

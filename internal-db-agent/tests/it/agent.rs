@@ -10,7 +10,7 @@ use commlink::{Fields, LinkError, Message, Tobj};
 use internal_db_agent::service::LOGIN_DENIED;
 use internal_db_agent::{Agent, AgentService, Mode, admin};
 
-fn login(l: &str, pw: &str) -> m::Login {
+pub(crate) fn login(l: &str, pw: &str) -> m::Login {
     m::Login {
         login: l.into(),
         password: pw.into(),
@@ -19,7 +19,7 @@ fn login(l: &str, pw: &str) -> m::Login {
 }
 
 /// Sends a typed request straight to the service; `Err((code, message))` for refusals.
-async fn ask<R: commlink::Request>(
+pub(crate) async fn ask<R: commlink::Request>(
     svc: &AgentService,
     req: &R,
 ) -> Result<R::Response, (String, String)> {
@@ -292,6 +292,7 @@ async fn record_and_history(b: Backend) {
         bytes,
         protocol: "https".into(),
         stager_seq: seq,
+        stager: None,
     };
     let first = ask(&svc, &dl(100, Some(1))).await.unwrap();
     assert!(first.delivery_id.is_some() && !first.duplicate);
@@ -299,8 +300,27 @@ async fn record_and_history(b: Backend) {
     assert!(again.duplicate && again.delivery_id.is_none());
     ask(&svc, &dl(50, Some(2))).await.unwrap();
     ask(&svc, &dl(7, None)).await.unwrap();
-    let cursor = ask(&svc, &m::DeliveryCursor {}).await.unwrap();
+    let cursor = ask(&svc, &m::DeliveryCursor::default()).await.unwrap();
     assert_eq!(cursor.last_seq, Some(2));
+    // Another stager numbers its own log: its seq 1 is a new delivery, its cursor its own.
+    let west = |seq| m::RecordDelivery {
+        stager: Some("west".into()),
+        ..dl(0, Some(seq))
+    };
+    assert!(!ask(&svc, &west(1)).await.unwrap().duplicate);
+    assert!(ask(&svc, &west(1)).await.unwrap().duplicate);
+    let cursor = |s: Option<&str>| m::DeliveryCursor {
+        stager: s.map(str::to_owned),
+    };
+    assert_eq!(
+        ask(&svc, &cursor(Some("west"))).await.unwrap().last_seq,
+        Some(1)
+    );
+    assert_eq!(ask(&svc, &cursor(None)).await.unwrap().last_seq, Some(2));
+    assert_eq!(
+        ask(&svc, &cursor(Some("east"))).await.unwrap().last_seq,
+        None
+    );
 
     let mine = ask(
         &svc,
@@ -316,7 +336,7 @@ async fn record_and_history(b: Backend) {
     assert_eq!(e.id, h.history_id);
     assert_eq!(e.login, "bob");
     assert_eq!(e.files, vec!["widget-2.5.iso", "NOTES.txt"]);
-    assert_eq!((e.deliveries, e.delivered_bytes), (3, 157));
+    assert_eq!((e.deliveries, e.delivered_bytes), (4, 157));
     assert_eq!(e.client_addr, "2001:db8::7");
     assert!(e.staged_at.ends_with('Z'));
 

@@ -1,6 +1,8 @@
 //! The agent's integration tests, one test binary.
 //!
 //! - `agent`: behaviour on SQLite and PostgreSQL, directly and over real commlink sockets;
+//! - `concurrent`: two agents on one database at once (deliveries once, lockout counts,
+//!   history rows);
 //! - `no_secrets_in_logs`: every log line captured while logging in, checked for secrets;
 //! - `bench`: throughput and login cost (ignored by default; run in release);
 //! - `common`: fresh databases, seeded customers, agents served over real sockets.
@@ -8,4 +10,5 @@
 mod agent;
 mod bench;
 mod common;
+mod concurrent;
 mod no_secrets_in_logs;

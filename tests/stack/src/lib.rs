@@ -23,6 +23,27 @@ pub struct Stack {
     agent_stop: watch::Sender<bool>,
     stager_stop: watch::Sender<bool>,
     agent: Option<Arc<internal_db_agent::Agent>>,
+    agent_cfg: internal_db_agent::AgentConfig,
+}
+
+/// Another db agent on the stack's database (active-active), listening on its own port.
+pub struct ExtraAgent {
+    /// Its commlink address.
+    pub addr: String,
+    stop: watch::Sender<bool>,
+}
+
+impl ExtraAgent {
+    /// Stops it (its listener and open links close).
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Drop for ExtraAgent {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
@@ -158,6 +179,7 @@ impl Stack {
             agent_stop,
             stager_stop: stager_stop.0,
             agent: Some(agent),
+            agent_cfg,
         }
     }
 
@@ -195,6 +217,19 @@ impl Stack {
 
     pub fn stager_client(&self) -> Client {
         Client::dial(self.stager_addr.clone(), self.link.clone())
+    }
+
+    /// Starts another db agent process-alike (its own pool) on the same database.
+    pub async fn extra_agent(&self) -> ExtraAgent {
+        let agent = internal_db_agent::Agent::open_async(&self.agent_cfg)
+            .await
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (stop, rx) = watch::channel(false);
+        let link = self.link.clone();
+        tokio::spawn(async move { agent.serve(listener, link, stopped(rx)).await });
+        ExtraAgent { addr, stop }
     }
 
     /// Stops the agent's listener (existing connections close with it).

@@ -5,9 +5,11 @@
 //! - `pages`: every page and form through actix's test service (no TLS);
 //! - `https`: the real server over rustls, driven by curl (headers, redirect, cookies,
 //!   a download straight from the stager with its SHA-256 checked);
+//! - `several`: two db agents on one database behind one web (failover, no resend);
 //! - `browser`: headless Chromium via chromedriver (fails naming the packages if absent).
 
 mod browser;
 mod common;
 mod https;
 mod pages;
+mod several;
