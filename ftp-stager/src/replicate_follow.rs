@@ -517,6 +517,10 @@ impl Follower {
                 .is_some_and(|v| v.starts_with(&format!("bytes {have}-")));
         if !resumed {
             if r.status != 200 {
+                if have > 0 {
+                    // The source would not resume it: start afresh next time.
+                    let _ = tokio::fs::remove_file(&part).await;
+                }
                 return Err(FollowError::Status {
                     path,
                     status: r.status,
