@@ -49,6 +49,19 @@ pub fn sha256_read(
     Ok((hex::encode(h.finalize()), total))
 }
 
+/// Feeds everything `r` yields into `h`, read through `buf`; returns the byte count.
+pub fn sha256_update(r: &mut impl io::Read, buf: &mut [u8], h: &mut Sha256) -> io::Result<u64> {
+    let mut total = 0u64;
+    loop {
+        let n = r.read(buf)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        h.update(&buf[..n]);
+        total += n as u64;
+    }
+}
+
 /// Lower-case hex SHA-256 of a file, read in 1 MiB pieces.
 pub fn sha256_file(path: &Path) -> io::Result<String> {
     let mut f = File::open(path)?;

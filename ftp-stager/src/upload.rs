@@ -17,9 +17,10 @@
 //! ```
 //!
 //! Objects are streamed to `repository/uploads/SHA256.part` (never held in memory), fsynced
-//! after every request, so an interrupted upload resumes at `X-Upload-Offset`. When the last
-//! byte arrives the stager re-hashes the file; only a match becomes an object (0444, renamed
-//! into `objects/`). The release becomes visible only when its manifest is written, so
+//! after every request, so an interrupted upload resumes at `X-Upload-Offset`. The stager
+//! hashes the bytes as it writes them (a resumed upload: the part already held first, then
+//! the rest), so when the last byte arrives it knows the content's SHA-256 without reading
+//! the file again; only a match becomes an object (0444, renamed into `objects/`). The release becomes visible only when its manifest is written, so
 //! customers never see half a release.
 
 use std::fs::{self, File, OpenOptions};
@@ -33,6 +34,7 @@ use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use futures_util::StreamExt as _;
 use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
 
 use crate::fsutil;
 use crate::repository::{ManifestFile, valid_file_name, valid_name};
@@ -211,6 +213,130 @@ async fn drain(mut payload: web::Payload) {
     }
 }
 
+/// The partial upload being written (locked) and the hash of everything in it so far.
+struct Sink {
+    file: nix::fcntl::Flock<File>,
+    hasher: Sha256,
+}
+
+/// How a request body ended.
+enum BodyEnd {
+    /// All of it arrived.
+    Complete,
+    /// The connection broke (what arrived is kept for resuming).
+    Broken(String),
+    /// More bytes than the object's size: refused.
+    TooBig,
+}
+
+/// Streams the body to the sink in pieces of up to 1 MiB, each hashed and written off the
+/// async thread while the next piece is being received (one piece in flight). Returns
+/// the sink, the bytes now in the file and how the body ended; an error is a failed write.
+async fn receive(
+    payload: &mut web::Payload,
+    sink: Sink,
+    have: u64,
+    size: u64,
+) -> std::io::Result<(Sink, u64, BodyEnd)> {
+    type Flight = (Sink, std::io::Result<()>, Vec<u8>);
+    let write = |mut sink: Sink, buf: Vec<u8>| {
+        web::block(move || -> Flight {
+            sink.hasher.update(&buf);
+            let r = (&*sink.file).write_all(&buf);
+            (sink, r, buf)
+        })
+    };
+    let lost = || std::io::Error::other("the writer thread ended");
+    // Waits for the piece in flight; returns the sink and a buffer to reuse.
+    async fn land(
+        f: impl std::future::Future<Output = Result<Flight, actix_web::error::BlockingError>>,
+        at: &mut u64,
+    ) -> std::io::Result<(Sink, Vec<u8>)> {
+        let (sink, r, mut buf) = f
+            .await
+            .map_err(|_| std::io::Error::other("the writer thread ended"))?;
+        r?;
+        *at += buf.len() as u64;
+        buf.clear();
+        Ok((sink, buf))
+    }
+    let mut at = have;
+    let mut received = have;
+    let mut idle = Some(sink);
+    let mut flight = None;
+    let mut pending: Vec<u8> = Vec::with_capacity(1 << 20);
+    let mut spare: Vec<u8> = Vec::with_capacity(1 << 20);
+    let mut end = BodyEnd::Complete;
+    while let Some(chunk) = payload.next().await {
+        let chunk: Bytes = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                end = BodyEnd::Broken(e.to_string());
+                break;
+            }
+        };
+        if received + chunk.len() as u64 > size {
+            end = BodyEnd::TooBig;
+            break;
+        }
+        received += chunk.len() as u64;
+        pending.extend_from_slice(&chunk);
+        if pending.len() >= 1 << 20 {
+            if let Some(f) = flight.take() {
+                let (s, buf) = land(f, &mut at).await?;
+                idle = Some(s);
+                spare = buf;
+            }
+            let buf = std::mem::replace(&mut pending, std::mem::take(&mut spare));
+            flight = Some(write(idle.take().ok_or_else(lost)?, buf));
+        }
+    }
+    if let Some(f) = flight.take() {
+        idle = Some(land(f, &mut at).await?.0);
+    }
+    let mut sink = idle.ok_or_else(lost)?;
+    if !pending.is_empty() && !matches!(end, BodyEnd::TooBig) {
+        sink = land(write(sink, pending), &mut at).await?.0;
+    }
+    Ok((sink, at, end))
+}
+
+/// After a request's bytes are written: syncs the part, and when it is complete checks
+/// its hash (computed as it arrived) and renames it into the repository (0444).
+fn finish_object(
+    repo: &crate::Repository,
+    sink: Sink,
+    part: &std::path::Path,
+    sha: &str,
+    at: u64,
+    size: u64,
+) -> std::io::Result<Outcome> {
+    let Sink { file, hasher } = sink;
+    file.sync_all()?;
+    if at < size {
+        return Ok(Outcome::Partial(at));
+    }
+    let got = hex::encode(hasher.finalize());
+    if got != sha {
+        fs::remove_file(part)?;
+        return Ok(Outcome::Mismatch(got));
+    }
+    let obj = repo
+        .object_path(sha)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    if obj.exists() {
+        fs::remove_file(part)?;
+        return Ok(Outcome::Present);
+    }
+    fs::set_permissions(part, fs::Permissions::from_mode(0o444))?;
+    let shard = obj.parent().map(PathBuf::from).unwrap_or_default();
+    fs::create_dir_all(&shard)?;
+    fs::rename(part, &obj)?;
+    fsutil::fsync_dir(&shard)?;
+    drop(file);
+    Ok(Outcome::Stored)
+}
+
 async fn object_put(
     req: HttpRequest,
     path: web::Path<String>,
@@ -230,9 +356,9 @@ async fn object_put(
 type Early = (HttpResponse, web::Payload);
 
 // Over 100 lines, knowingly: one upload's whole sequence (authorize, take a slot, open and
-// lock the partial file, check the offset, stream to disk, verify the hash, rename into
-// the repository), where every early answer must hand the unread body back for draining.
-// Split it along those steps when it next changes (open_part and finish_object first).
+// lock the partial file, check the offset, hash what is held, stream, finish), where every
+// early answer must hand the unread body back for draining. Streaming (`receive`) and
+// finishing (`finish_object`) are split out; opening the part is next.
 async fn object_put_inner(
     req: HttpRequest,
     path: web::Path<String>,
@@ -296,7 +422,7 @@ async fn object_put_inner(
         }
     })
     .await;
-    let mut file = match opened {
+    let file = match opened {
         Ok(Ok(Some(f))) => f,
         Ok(Ok(None)) => {
             let r = HttpResponse::Conflict()
@@ -326,110 +452,68 @@ async fn object_put_inner(
             .body(format!("resume at offset {have}\n"));
         return Err((r, payload));
     }
-    if let Err(e) = file.seek(SeekFrom::Start(have)) {
-        tracing::error!(error = %e, "seek in upload file");
-        return Ok(text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "cannot store the upload",
-        ));
-    }
-    // Stream the body to disk in pieces of up to 1 MiB, each written off the async thread.
-    let mut at = have;
-    let mut pending: Vec<u8> = Vec::with_capacity(1 << 20);
-    let mut too_big = false;
-    let mut broken = false;
-    let flush = |file: nix::fcntl::Flock<File>, buf: Vec<u8>| {
-        web::block(move || {
-            let r = (&*file).write_all(&buf);
-            (file, r, buf)
-        })
-    };
-    while let Some(chunk) = payload.next().await {
-        let chunk: Bytes = match chunk {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(object = %sha, error = %e, "upload interrupted; keeping what arrived");
-                broken = true;
-                break;
-            }
-        };
-        if at + pending.len() as u64 + chunk.len() as u64 > size {
-            too_big = true;
-            break;
+    // The stager hashes what it receives as it writes it (a resumed upload hashes the part
+    // already held first), so a complete object needs no second reading.
+    let hashed = web::block(move || -> std::io::Result<Sink> {
+        let mut hasher = Sha256::new();
+        if have > 0 {
+            (&*file).seek(SeekFrom::Start(0))?;
+            let mut held = std::io::Read::take(&*file, have);
+            let mut buf = vec![0u8; 1 << 20];
+            fsutil::sha256_update(&mut held, &mut buf, &mut hasher)?;
         }
-        pending.extend_from_slice(&chunk);
-        if pending.len() >= 1 << 20 {
-            let buf = std::mem::take(&mut pending);
-            let n = buf.len() as u64;
-            match flush(file, buf).await {
-                Ok((f, Ok(()), mut buf)) => {
-                    file = f;
-                    at += n;
-                    buf.clear();
-                    pending = buf;
-                }
-                _ => {
-                    return Ok(text(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "cannot store the upload",
-                    ));
-                }
-            }
-        }
-    }
-    if too_big {
-        let _ = (*file).set_len(at);
-        drop(file);
-        let r = text(
-            StatusCode::BAD_REQUEST,
-            format!("more bytes than size={size}; received up to offset {at}"),
-        );
-        return Err((r, payload));
-    }
-    if !pending.is_empty() {
-        let n = pending.len() as u64;
-        match flush(file, pending).await {
-            Ok((f, Ok(()), _)) => {
-                file = f;
-                at += n;
-            }
-            _ => {
-                return Ok(text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "cannot store the upload",
-                ));
-            }
-        }
-    }
-    let repo = stager.repository().clone();
-    let sha2 = sha.clone();
-    let done = web::block(move || -> std::io::Result<Outcome> {
-        file.sync_all()?;
-        if at < size {
-            return Ok(Outcome::Partial(at));
-        }
-        // Complete: the stager checks the content itself.
-        let got = fsutil::sha256_file(&part)?;
-        if got != sha2 {
-            fs::remove_file(&part)?;
-            return Ok(Outcome::Mismatch(got));
-        }
-        let obj = repo
-            .object_path(&sha2)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        if obj.exists() {
-            fs::remove_file(&part)?;
-            return Ok(Outcome::Present);
-        }
-        fs::set_permissions(&part, fs::Permissions::from_mode(0o444))?;
-        let shard = obj.parent().map(PathBuf::from).unwrap_or_default();
-        fs::create_dir_all(&shard)?;
-        fs::rename(&part, &obj)?;
-        fsutil::fsync_dir(&shard)?;
-        drop(file);
-        Ok(Outcome::Stored)
+        (&*file).seek(SeekFrom::Start(have))?;
+        Ok(Sink { file, hasher })
     })
     .await;
+    let sink = match hashed {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "reading the partial upload");
+            return Ok(text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot store the upload",
+            ));
+        }
+        Err(_) => {
+            return Ok(text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot store the upload",
+            ));
+        }
+    };
+    let (sink, at, end) = match receive(&mut payload, sink, have, size).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(object = %sha, error = %e, "cannot write the upload");
+            return Ok(text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot store the upload",
+            ));
+        }
+    };
+    let broken = match end {
+        BodyEnd::TooBig => {
+            let _ = (*sink.file).set_len(at);
+            drop(sink);
+            let r = text(
+                StatusCode::BAD_REQUEST,
+                format!("more bytes than size={size}; received up to offset {at}"),
+            );
+            return Err((r, payload));
+        }
+        BodyEnd::Broken(e) => {
+            tracing::warn!(object = %sha, error = %e, "upload interrupted; keeping what arrived");
+            true
+        }
+        BodyEnd::Complete => false,
+    };
+    let Sink { file, hasher } = sink;
+    let repo = stager.repository().clone();
+    let sha2 = sha.clone();
+    let done =
+        web::block(move || finish_object(&repo, Sink { file, hasher }, &part, &sha2, at, size))
+            .await;
     Ok(match done {
         Ok(Ok(Outcome::Partial(n))) => {
             if broken {
