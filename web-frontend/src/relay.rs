@@ -17,19 +17,24 @@ use crate::state::AppState;
 /// keeps them for the handler.
 pub const MAX_BODY: usize = (1 << 20) + 64 * 1024;
 
-/// The hub shared by every worker (actix app data).
+/// The hub shared by every worker, and the prefix it is served under.
 #[derive(Clone)]
-pub struct Relay(pub RelayHub);
+pub struct Relay {
+    /// The attachments.
+    pub hub: RelayHub,
+    prefix: String,
+}
 
 impl Relay {
-    /// A hub whose attachments go to `acceptor` (the db-agent client's). Must be called
-    /// inside a Tokio runtime.
-    pub fn new(acceptor: Acceptor, limits: RelayLimits) -> Relay {
+    /// A hub whose attachments go to `acceptor` (the db-agent client's), served under
+    /// `prefix` (`/seg…` without a trailing slash, e.g. `/ffs-link`). Must be called inside
+    /// a Tokio runtime.
+    pub fn new(acceptor: Acceptor, limits: RelayLimits, prefix: &str) -> Relay {
         let limits = RelayLimits {
             max_body: limits.max_body.min(MAX_BODY),
             ..limits
         };
-        Relay(RelayHub::new(
+        let hub = RelayHub::new(
             limits,
             std::sync::Arc::new(move |stream, peer| {
                 let acceptor = acceptor.clone();
@@ -43,7 +48,16 @@ impl Relay {
                     }
                 });
             }),
-        ))
+        );
+        Relay {
+            hub,
+            prefix: prefix.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    /// The prefix it is served under.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 }
 
@@ -53,10 +67,14 @@ pub fn is_send_path(path: &str) -> bool {
     path.ends_with("/send") && path.contains("/v1/relay/")
 }
 
-/// Registers the relay under `prefix` when the app carries a [`Relay`].
-pub fn configure(cfg: &mut web::ServiceConfig, prefix: &str) {
+/// Registers the relay's endpoints under its prefix, when there is one (on the HTTPS app,
+/// and on the plain-HTTP one for proxies that allow no `CONNECT`: the commlink inside is
+/// sealed end to end either way).
+pub fn configure(cfg: &mut web::ServiceConfig, relay: Option<&Relay>) {
+    let Some(relay) = relay else { return };
     cfg.service(
-        web::scope(&format!("{prefix}/v1/relay"))
+        web::scope(&format!("{}/v1/relay", relay.prefix))
+            .app_data(web::Data::new(relay.clone()))
             .app_data(web::PayloadConfig::new(MAX_BODY))
             .route("/open", web::post().to(open))
             .route("/{id}/send", web::post().to(send))
@@ -83,12 +101,19 @@ fn hub(req: &HttpRequest) -> Option<&Relay> {
     req.app_data::<web::Data<Relay>>().map(|d| d.get_ref())
 }
 
-async fn open(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+async fn open(req: HttpRequest, state: Option<web::Data<AppState>>) -> HttpResponse {
     let Some(relay) = hub(&req) else {
         return refused(RelayError::NotFound);
     };
-    let ip = crate::routes::client_ip(&req, &state);
-    match relay.0.open(ip) {
+    let ip = match &state {
+        Some(state) => crate::routes::client_ip(&req, state),
+        None => req
+            .peer_addr()
+            .map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| {
+                a.ip()
+            }),
+    };
+    match relay.hub.open(ip) {
         Ok(id) => text(format!("{id}\r\n")),
         Err(e) => {
             tracing::warn!(%ip, "relay attachment refused: {e}");
@@ -101,7 +126,7 @@ async fn send(req: HttpRequest, path: web::Path<String>, body: Bytes) -> HttpRes
     let Some(relay) = hub(&req) else {
         return refused(RelayError::NotFound);
     };
-    match relay.0.send(&path, &body) {
+    match relay.hub.send(&path, &body) {
         Ok(answer) => text(answer),
         Err(e) => refused(e),
     }
@@ -115,7 +140,7 @@ async fn recv(req: HttpRequest, path: web::Path<String>) -> HttpResponse {
         Ok(p) => p,
         Err(e) => return refused(e),
     };
-    match relay.0.receive(&path, params) {
+    match relay.hub.receive(&path, params) {
         Ok(channel) => HttpResponse::Ok()
             .content_type("text/plain")
             .insert_header((header::CACHE_CONTROL, "no-store"))

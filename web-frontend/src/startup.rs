@@ -147,6 +147,20 @@ impl Application {
         stager: Client,
         listeners: Listeners,
     ) -> Result<Application, StartError> {
+        Application::build_with_relay(cfg, agents, stager, listeners, None)
+    }
+
+    /// [`Application::build_with`], also serving the db agent's HTTP relay
+    /// ([`crate::relay`]) on both listeners, its attachments handed to an agent client's
+    /// acceptor.
+    pub fn build_with_relay(
+        cfg: WebConfig,
+        agents: Vec<Client>,
+        stager: Client,
+        listeners: Listeners,
+        relay: Option<crate::relay::Relay>,
+    ) -> Result<Application, StartError> {
+        let relay_http = relay.clone();
         let identity = commlink::tls::load_or_generate(
             &cfg.tls_cert,
             &cfg.tls_key,
@@ -166,7 +180,7 @@ impl Application {
             cfg.workers
         };
         let public_host = cfg.public_host.clone();
-        let (state, key) = build_state_with(cfg, agents, stager)?;
+        let (state, key) = build_state_relay(cfg, agents, stager, relay)?;
         let forwarder = Forwarder::new(
             state.backend.clone(),
             state.metrics.clone(),
@@ -190,9 +204,12 @@ impl Application {
             Some(l) => Some(
                 HttpServer::new(move || {
                     let host = public_host.clone();
+                    let relay = relay_http.clone();
                     App::new()
                         .app_data(web::Data::new(RedirectTarget { host, port }))
+                        .configure(|c| crate::relay::configure(c, relay.as_ref()))
                         .default_service(web::to(redirect_to_https))
+                        .wrap(actix_web::middleware::from_fn(crate::body::read_first))
                 })
                 .workers(1)
                 .disable_signals()
@@ -284,11 +301,22 @@ pub fn build_state_with(
     agents: Vec<Client>,
     stager: Client,
 ) -> Result<(web::Data<AppState>, Key), StartError> {
+    build_state_relay(cfg, agents, stager, None)
+}
+
+fn build_state_relay(
+    cfg: WebConfig,
+    agents: Vec<Client>,
+    stager: Client,
+    relay: Option<crate::relay::Relay>,
+) -> Result<(web::Data<AppState>, Key), StartError> {
     let key = secrets::load_or_create_session_key(&cfg.session_key)?;
     let metrics = Arc::new(Metrics::default());
     let backend = Backend::with_agents(agents, stager, cfg.backend_timeout(), metrics.clone());
     let keys = crate::signing::SigningKeys::load(&cfg.signing_public_keys)?;
-    let state = web::Data::new(AppState::new(cfg, backend, metrics, keys));
+    let mut state = AppState::new(cfg, backend, metrics, keys);
+    state.relay = relay;
+    let state = web::Data::new(state);
     Ok((state, Key::from(&key)))
 }
 
@@ -305,9 +333,11 @@ pub fn app(
         InitError = (),
     >,
 > {
+    let relay = state.relay.clone();
     App::new()
         .app_data(state)
         .app_data(web::PayloadConfig::new(crate::body::KEEP))
+        .configure(|c| crate::relay::configure(c, relay.as_ref()))
         .configure(routes::configure)
         .default_service(web::to(not_found))
         .wrap(actix_web::middleware::from_fn(crate::body::read_first))

@@ -29,6 +29,8 @@ pub struct AppState {
     pub last_catalog: Mutex<Option<(String, Vec<ReleaseInfo>)>>,
     /// The release-signing public keys (`[web] signing_public_keys`).
     pub signing_keys: SigningKeys,
+    /// The HTTP relay endpoint for the db agent, when served.
+    pub relay: Option<crate::relay::Relay>,
 }
 
 impl AppState {
@@ -52,6 +54,7 @@ impl AppState {
             ended: EndedCustomers::default(),
             last_catalog: Mutex::new(None),
             signing_keys,
+            relay: None,
         }
     }
 }

@@ -360,6 +360,12 @@ impl RelayHub {
             limits.poll_wait = limits.poll_wait.min(limits.heartbeat);
         }
         let att = self.find(id)?;
+        let channels = &self.inner.channels;
+        if channels.fetch_add(1, Ordering::SeqCst) >= limits.receive_channels {
+            channels.fetch_sub(1, Ordering::SeqCst);
+            return Err(RelayError::TooMany("receive channels"));
+        }
+        let guard = ChannelGuard(channels.clone());
         let generation = {
             let mut st = lock(&att.state);
             if let Err(e) = st.out.ack(ack) {
@@ -371,12 +377,6 @@ impl RelayHub {
         };
         att.room.notify_one();
         att.changed.send_modify(|v| *v += 1);
-        let channels = &self.inner.channels;
-        if channels.fetch_add(1, Ordering::SeqCst) >= limits.receive_channels {
-            channels.fetch_sub(1, Ordering::SeqCst);
-            return Err(RelayError::TooMany("receive channels"));
-        }
-        let guard = ChannelGuard(channels.clone());
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(feed(att, generation, ack, poll, limits, tx, guard));
         Ok(ReceiveChannel { rx })

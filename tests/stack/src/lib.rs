@@ -260,6 +260,19 @@ impl Stack {
         tokio::spawn(async move { agent.serve_dialout(addr, link, stopped(rx)).await });
     }
 
+    /// Also serves the agent dialing out over `carrier` (e.g. the HTTP relay).
+    pub fn serve_dialout_via<C: commlink::Carrier>(&self, carrier: C) {
+        let service = self.agent.clone().unwrap().service();
+        let link = self.link.clone();
+        let rx = self.agent_stop.subscribe();
+        tokio::spawn(commlink::serve_dialout_via(
+            carrier,
+            link,
+            service,
+            stopped(rx),
+        ));
+    }
+
     pub fn stop_stager(&self) {
         let _ = self.stager_stop.send(true);
     }

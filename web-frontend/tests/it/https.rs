@@ -36,17 +36,24 @@ pub async fn start_web(
     };
     let app =
         web_frontend::Application::build(cfg, agent, stack.stager_client(), listeners).unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let r = Running {
-        port: app.port(),
-        http_port: app.http_port(),
-        fingerprint: app.fingerprint().to_string(),
-        stop: Some(tx),
-    };
-    tokio::spawn(app.run_until(async {
-        let _ = rx.await;
-    }));
-    r
+    Running::spawn(app)
+}
+
+impl Running {
+    /// Runs a built server until dropped.
+    pub fn spawn(app: web_frontend::Application) -> Running {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let r = Running {
+            port: app.port(),
+            http_port: app.http_port(),
+            fingerprint: app.fingerprint().to_string(),
+            stop: Some(tx),
+        };
+        tokio::spawn(app.run_until(async {
+            let _ = rx.await;
+        }));
+        r
+    }
 }
 
 /// curl with a cookie jar; returns (status, headers, body).

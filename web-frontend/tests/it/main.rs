@@ -6,10 +6,13 @@
 //! - `https`: the real server over rustls, driven by curl (headers, redirect, cookies,
 //!   a download straight from the stager with its SHA-256 checked);
 //! - `several`: two db agents on one database behind one web (failover, no resend);
+//! - `relay`: the db agent over the HTTP relay (HTTPS with a pinned certificate; plain HTTP
+//!   through a squid that denies `CONNECT`), sign-in and prepare through it;
 //! - `browser`: headless Chromium via chromedriver (fails naming the packages if absent).
 
 mod browser;
 mod common;
 mod https;
 mod pages;
+mod relay;
 mod several;

@@ -1,0 +1,120 @@
+//! The db agent dialing out to the real web frontend over the HTTP relay
+//! (`web_frontend::relay`, `commlink::Relay`): over HTTPS with the web's certificate
+//! pinned, and over plain HTTP through a squid that denies `CONNECT`. Customers sign in and
+//! prepare downloads through it; squid's log shows the relay's requests but none of what
+//! they carry; strangers get 404s.
+
+use std::time::{Duration, Instant};
+
+use commlink::{Client, RelayLimits, RelayOptions, RelayTrust};
+use ffs_testkit::squid::{Policy, Squid};
+
+use crate::common::{PASSWORD, Stack};
+use crate::https::{Running, curl, login, prepare};
+
+const PREFIX: &str = "/ffs-link";
+
+/// The real web server with the relay served under [`PREFIX`] on both listeners, its
+/// attachments going to an accepting agent client.
+async fn start_web(stack: &Stack) -> Running {
+    let (agent, acceptor) = Client::accepting(stack.link.clone());
+    let relay = web_frontend::relay::Relay::new(acceptor, RelayLimits::default(), PREFIX);
+    let listeners = web_frontend::Listeners {
+        https: std::net::TcpListener::bind("127.0.0.1:0").expect("bind"),
+        http_redirect: Some(std::net::TcpListener::bind("127.0.0.1:0").expect("bind")),
+    };
+    let app = web_frontend::Application::build_with_relay(
+        stack.web_config(),
+        vec![agent],
+        stack.stager_client(),
+        listeners,
+        Some(relay),
+    )
+    .expect("builds");
+    Running::spawn(app)
+}
+
+fn pin(fingerprint: &str) -> [u8; 32] {
+    let hex: String = fingerprint.chars().filter(|c| *c != ':').collect();
+    let bytes = hex::decode(hex).expect("hex fingerprint");
+    bytes.try_into().expect("32 bytes")
+}
+
+async fn sign_in_and_prepare(base: &str, stack: &Stack, name: &str) {
+    let jar = stack.path().join(format!("{name}.jar"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = login(base, &jar, "bob").await;
+        if s == 303 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "login never worked: {s}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let page = prepare(base, &jar, "beta", "1.0").await;
+    assert!(page.contains("beta-1.0.bin"), "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_reaches_the_web_over_the_https_relay_with_a_pinned_certificate() {
+    let stack = Stack::start().await;
+    let web = start_web(&stack).await;
+    let carrier = commlink::Relay::new(
+        &format!("relay+https://127.0.0.1:{}{PREFIX}", web.port),
+        RelayOptions {
+            trust: RelayTrust::Pin(pin(&web.fingerprint)),
+            ..RelayOptions::default()
+        },
+    )
+    .expect("a relay carrier");
+    stack.serve_dialout_via(carrier);
+    let base = format!("https://127.0.0.1:{}", web.port);
+    sign_in_and_prepare(&base, &stack, "pinned").await;
+
+    // A stranger without an attachment id gets 404s; the pages are unaffected.
+    let jar = stack.path().join("stranger.jar");
+    let unknown = "0".repeat(64);
+    for path in [
+        format!("{PREFIX}/v1/relay/{unknown}/send"),
+        format!("{PREFIX}/v1/relay/{unknown}/recv?ack=0"),
+        format!("{PREFIX}/v1/relay/nonsense"),
+    ] {
+        let (status, _, _) =
+            curl(&jar, &["-X", "POST", "-d", "A 0", &format!("{base}{path}")]).await;
+        assert_eq!(status, 404, "{path}");
+    }
+    let (status, _, _) = curl(&jar, &[&format!("{base}/login")]).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_squid_without_connect_the_agent_relays_over_plain_http() {
+    let stack = Stack::start().await;
+    let web = start_web(&stack).await;
+    let http_port = web.http_port.expect("a plain-HTTP listener");
+    let Some(squid) = Squid::start(http_port, Policy::HttpOnly) else {
+        return;
+    };
+    let carrier = commlink::Relay::new(
+        &format!("relay+http://127.0.0.1:{http_port}{PREFIX}"),
+        RelayOptions {
+            proxy: Some(squid.url(false)),
+            ..RelayOptions::default()
+        },
+    )
+    .expect("a relay carrier");
+    stack.serve_dialout_via(carrier);
+    sign_in_and_prepare(&format!("https://127.0.0.1:{}", web.port), &stack, "squid").await;
+    let log = squid.log("access.log");
+    assert!(log.contains(&format!("{PREFIX}/v1/relay/")), "{log}");
+    assert!(!log.contains("CONNECT"), "{log}");
+    // What crossed the proxy is sealed: no login, password or file name in its log (and the
+    // bodies, which squid does not log, carry only commlink packets).
+    for secret in ["bob", PASSWORD, "beta-1.0.bin"] {
+        assert!(!log.contains(secret), "{secret} in squid's log");
+    }
+    // The plain-HTTP listener still redirects everything else to HTTPS.
+    let jar = stack.path().join("plain.jar");
+    let (status, _, _) = curl(&jar, &[&format!("http://127.0.0.1:{http_port}/login")]).await;
+    assert_eq!(status, 308);
+}
