@@ -114,7 +114,8 @@ pub struct FollowStats {
     pub releases_added: AtomicU64,
     /// Releases withdrawn here because the source yanked or quarantined them.
     pub releases_withdrawn: AtomicU64,
-    /// Releases held here with other content than the source's (left alone).
+    /// Releases held here with other content than the source's (left alone), each
+    /// counted once.
     pub conflicts: AtomicU64,
     /// When the last round completed, seconds since 1970 (0 = none yet): how far behind
     /// the source this stager may be.
@@ -171,6 +172,8 @@ pub struct Follower {
     stats: Arc<FollowStats>,
     /// The last listing read: sent back as `If-None-Match`, used again on 304.
     last: tokio::sync::Mutex<Option<Arc<Listing>>>,
+    /// Conflicting releases already reported.
+    conflicts: tokio::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// The trust a follower's config asks for: the pin, else the CA file, else the system roots.
@@ -234,6 +237,7 @@ impl Follower {
             source: source.to_owned(),
             stats: Arc::default(),
             last: tokio::sync::Mutex::default(),
+            conflicts: tokio::sync::Mutex::default(),
         }
     }
 
@@ -337,8 +341,12 @@ impl Follower {
                     }
                 },
                 Action::Conflict(_) => {
-                    FollowStats::bump(&self.stats.conflicts, 1);
-                    tracing::warn!(release = %name, "this stager holds the release with other files than the source: left alone (publish releases on the source only)");
+                    let first = self.conflicts.lock().await.insert(name.clone());
+                    if first {
+                        // Once per release and run, not every round.
+                        FollowStats::bump(&self.stats.conflicts, 1);
+                        tracing::warn!(release = %name, "this stager holds the release with other files than the source: left alone (publish releases on the source only)");
+                    }
                 }
             }
         }

@@ -663,3 +663,36 @@ async fn a_transfer_cut_off_is_resumed_from_where_it_stopped() {
     assert!(!part.exists());
     src.run.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_the_follower_holds_with_other_files_is_never_overwritten() {
+    let src = Source::start().await;
+    let bdir = tempfile::tempdir().unwrap();
+    let brepo = Repository::open(&bdir.path().join("repo")).unwrap();
+    // Someone published tool 1.0 on the follower itself, with other content.
+    let own = bdir.path().join("own");
+    fs::create_dir_all(&own).unwrap();
+    fs::write(own.join("other.bin"), b"not the source's 1.0\n").unwrap();
+    let mine = ftp_stager::publish(
+        &brepo,
+        "tool",
+        "1.0",
+        &[own],
+        "",
+        &commlink::progress::Silent,
+    )
+    .unwrap();
+    let f = src.follower(&brepo, &src.token);
+    for _ in 0..2 {
+        let r = f.round().await.unwrap();
+        assert!(!r.added.contains(&"tool 1.0".to_owned()), "{r:?}");
+    }
+    assert_eq!(brepo.manifest("tool", "1.0").unwrap(), mine, "left alone");
+    assert!(holds(&brepo, "1.1"), "the rest still replicates");
+    let conflicts = f
+        .stats()
+        .conflicts
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(conflicts, 1, "reported once, not every round");
+    src.run.stop().await;
+}
