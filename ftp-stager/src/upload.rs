@@ -10,6 +10,11 @@
 //!      409 wrong offset or upload busy (X-Upload-Offset)  422 content hash mismatch
 //!      413 size over the cap                              200 present already
 //!      429 the token runs `publish_uploads_per_token` uploads already (Retry-After)
+//! GET  /publish/v1/uploads/ID                  200 (X-Upload-Offset: bytes held)
+//! PUT  /publish/v1/uploads/ID?offset=N&size=S[&sha256=SHA]   an upload named by the
+//!      client (ID: 32-64 hex digits) before it knows the hash: answers as above, except
+//!      that without sha256= a complete upload stays 202 (X-Upload-Offset: S) until a
+//!      request (an empty body at offset=S will do) declares sha256=; then 201/422/200
 //! POST /publish/v1/releases/PRODUCT/VERSION    {"notes": "...", "files":
 //!      [{"name": "a/b.iso", "size": 1, "sha256": "…"}]}
 //!      201 published (manifest written atomically; signed when the stager has a key)
@@ -57,6 +62,7 @@ pub struct Limits {
     /// A partial upload untouched this long is removed by the sweeper.
     pub abandoned_after: std::time::Duration,
     slots: UploadSlots,
+    held: HeldHashes,
 }
 
 impl Limits {
@@ -67,7 +73,38 @@ impl Limits {
             uploads_per_token: (cfg.publish_uploads_per_token as usize).max(1),
             abandoned_after: std::time::Duration::from_secs(cfg.publish_abandoned_after_secs),
             slots: UploadSlots::default(),
+            held: HeldHashes::default(),
         }
+    }
+}
+
+/// The hash state of partial uploads as their last request left them (bounded), so the
+/// next request continues hashing instead of reading the part again.
+#[derive(Debug, Default)]
+struct HeldHashes(std::sync::Mutex<std::collections::HashMap<PathBuf, (u64, Sha256)>>);
+
+/// Partial uploads whose hash state is kept; beyond, the oldest half is forgotten (those
+/// are re-read from disk when resumed).
+const MAX_HELD_HASHES: usize = 256;
+
+impl HeldHashes {
+    fn take(&self, part: &std::path::Path, len: u64) -> Option<Sha256> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match m.remove(part) {
+            Some((n, h)) if n == len => Some(h),
+            _ => None,
+        }
+    }
+
+    fn put(&self, part: PathBuf, len: u64, h: Sha256) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= MAX_HELD_HASHES {
+            let drop_keys: Vec<PathBuf> = m.keys().take(MAX_HELD_HASHES / 2).cloned().collect();
+            for k in drop_keys {
+                m.remove(&k);
+            }
+        }
+        m.insert(part, (len, h));
     }
 }
 
@@ -161,6 +198,41 @@ fn part_path(stager: &Stager, sha: &str) -> PathBuf {
         .join(format!("{sha}.part"))
 }
 
+/// Where an upload named by the client (`/publish/v1/uploads/ID`) is kept.
+fn upload_part_path(stager: &Stager, id: &str) -> PathBuf {
+    stager
+        .repository()
+        .root()
+        .join("uploads")
+        .join(format!("u-{id}.part"))
+}
+
+/// An upload id: 32 to 64 lower-case hex digits.
+fn valid_upload_id(id: &str) -> bool {
+    (32..=64).contains(&id.len()) && id.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+async fn upload_status(
+    req: HttpRequest,
+    path: web::Path<String>,
+    stager: web::Data<Arc<Stager>>,
+) -> HttpResponse {
+    if let Err(r) = authorize(&req, &stager) {
+        return *r;
+    }
+    let id = path.into_inner();
+    if !valid_upload_id(&id) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "an upload id is 32 to 64 lower-case hex digits",
+        );
+    }
+    let have = fs::metadata(upload_part_path(&stager, &id)).map_or(0, |m| m.len());
+    HttpResponse::Ok()
+        .insert_header(("X-Upload-Offset", have.to_string()))
+        .body(format!("holding {have} bytes\n"))
+}
+
 fn received(stager: &Stager, sha: &str) -> u64 {
     fs::metadata(part_path(stager, sha)).map_or(0, |m| m.len())
 }
@@ -191,11 +263,22 @@ async fn object_status(
 struct PutQuery {
     offset: u64,
     size: u64,
+    /// For `/publish/v1/uploads/ID`: the content's SHA-256, once the client knows it.
+    #[serde(default)]
+    sha256: Option<String>,
+}
+
+/// What a PUT writes to: an object named by its hash, or an upload named by the client
+/// (the hash declared later, `sha256=`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Object,
+    Upload,
 }
 
 /// What a finished write request found.
 enum Outcome {
-    Partial(u64),
+    Partial(u64, Sha256),
     Stored,
     Mismatch(String),
     Present,
@@ -307,15 +390,15 @@ fn finish_object(
     repo: &crate::Repository,
     sink: Sink,
     part: &std::path::Path,
-    sha: &str,
+    sha: Option<&str>,
     at: u64,
     size: u64,
 ) -> std::io::Result<Outcome> {
     let Sink { file, hasher } = sink;
     file.sync_all()?;
-    if at < size {
-        return Ok(Outcome::Partial(at));
-    }
+    let Some(sha) = sha.filter(|_| at == size) else {
+        return Ok(Outcome::Partial(at, hasher));
+    };
     let got = hex::encode(hasher.finalize());
     if got != sha {
         fs::remove_file(part)?;
@@ -344,7 +427,28 @@ async fn object_put(
     payload: web::Payload,
     stager: web::Data<Arc<Stager>>,
 ) -> HttpResponse {
-    match object_put_inner(req, path, query, payload, stager).await {
+    put(Kind::Object, req, path, query, payload, stager).await
+}
+
+async fn upload_put(
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<PutQuery>,
+    payload: web::Payload,
+    stager: web::Data<Arc<Stager>>,
+) -> HttpResponse {
+    put(Kind::Upload, req, path, query, payload, stager).await
+}
+
+async fn put(
+    kind: Kind,
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<PutQuery>,
+    payload: web::Payload,
+    stager: web::Data<Arc<Stager>>,
+) -> HttpResponse {
+    match object_put_inner(kind, req, path, query, payload, stager).await {
         Ok(r) => r,
         Err((r, payload)) => {
             drain(payload).await;
@@ -360,6 +464,7 @@ type Early = (HttpResponse, web::Payload);
 // early answer must hand the unread body back for draining. Streaming (`receive`) and
 // finishing (`finish_object`) are split out; opening the part is next.
 async fn object_put_inner(
+    kind: Kind,
     req: HttpRequest,
     path: web::Path<String>,
     query: web::Query<PutQuery>,
@@ -382,14 +487,33 @@ async fn object_put_inner(
             ));
         return Err((r, payload));
     };
-    let sha = path.into_inner();
+    let name = path.into_inner();
     let (offset, size) = (query.offset, query.size);
-    let Ok(obj) = stager.repository().object_path(&sha) else {
-        return Err((
-            text(StatusCode::BAD_REQUEST, "not a lower-case hex SHA-256"),
-            payload,
-        ));
+    let (part, expected) = match kind {
+        Kind::Object => (part_path(&stager, &name), Some(name.clone())),
+        Kind::Upload if valid_upload_id(&name) => {
+            (upload_part_path(&stager, &name), query.sha256.clone())
+        }
+        Kind::Upload => {
+            let r = text(
+                StatusCode::BAD_REQUEST,
+                "an upload id is 32 to 64 lower-case hex digits",
+            );
+            return Err((r, payload));
+        }
     };
+    let obj = match expected
+        .as_deref()
+        .map(|x| stager.repository().object_path(x))
+    {
+        None => None,
+        Some(Ok(o)) => Some(o),
+        Some(Err(_)) => {
+            let r = text(StatusCode::BAD_REQUEST, "not a lower-case hex SHA-256");
+            return Err((r, payload));
+        }
+    };
+    let sha = name;
     if size > limits.max_object_bytes {
         let r = text(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -397,10 +521,9 @@ async fn object_put_inner(
         );
         return Err((r, payload));
     }
-    if obj.exists() {
+    if obj.as_ref().is_some_and(|o| o.exists()) {
         return Err((text(StatusCode::OK, "present"), payload));
     }
-    let part = part_path(&stager, &sha);
     let opened = web::block({
         let part = part.clone();
         move || -> std::io::Result<Option<nix::fcntl::Flock<File>>> {
@@ -454,7 +577,12 @@ async fn object_put_inner(
     }
     // The stager hashes what it receives as it writes it (a resumed upload hashes the part
     // already held first), so a complete object needs no second reading.
+    let held = limits.held.take(&part, have);
     let hashed = web::block(move || -> std::io::Result<Sink> {
+        if let Some(hasher) = held {
+            (&*file).seek(SeekFrom::Start(have))?;
+            return Ok(Sink { file, hasher });
+        }
         let mut hasher = Sha256::new();
         if have > 0 {
             (&*file).seek(SeekFrom::Start(0))?;
@@ -510,12 +638,23 @@ async fn object_put_inner(
     };
     let Sink { file, hasher } = sink;
     let repo = stager.repository().clone();
-    let sha2 = sha.clone();
-    let done =
-        web::block(move || finish_object(&repo, Sink { file, hasher }, &part, &sha2, at, size))
-            .await;
+    let part2 = part.clone();
+    let expected2 = expected.clone();
+    let done = web::block(move || {
+        finish_object(
+            &repo,
+            Sink { file, hasher },
+            &part2,
+            expected2.as_deref(),
+            at,
+            size,
+        )
+    })
+    .await;
+    let sha = expected.unwrap_or(sha);
     Ok(match done {
-        Ok(Ok(Outcome::Partial(n))) => {
+        Ok(Ok(Outcome::Partial(n, hasher))) => {
+            limits.held.put(part, n, hasher);
             if broken {
                 tracing::info!(object = %sha, received = n, size, token = %token.name, "partial upload kept for resuming");
             }
@@ -708,6 +847,8 @@ pub fn remove_abandoned(repo: &crate::Repository, after: std::time::Duration) ->
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/publish/v1/objects/{sha}", web::get().to(object_status))
         .route("/publish/v1/objects/{sha}", web::put().to(object_put))
+        .route("/publish/v1/uploads/{id}", web::get().to(upload_status))
+        .route("/publish/v1/uploads/{id}", web::put().to(upload_put))
         .service(
             web::resource("/publish/v1/releases/{product}/{version}")
                 .app_data(web::PayloadConfig::new(MAX_COMMIT_BYTES))

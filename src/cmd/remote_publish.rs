@@ -1,12 +1,17 @@
 //! `ffs publish --remote https://stager:8444 --token-file T PRODUCT VERSION PATH…`: publish
 //! from a build machine over the stager's HTTPS interface (`ftp_stager::upload`).
 //!
-//! Each file is hashed locally; the stager is asked whether it has the object (then nothing
-//! is sent) or how much of it arrived earlier (`X-Upload-Offset`), and only the missing
-//! bytes are streamed from disk (1 MiB at a time, never the whole file in memory). The
-//! stager re-hashes every object before accepting it; the release appears when the final
-//! commit writes its manifest. A connection that breaks mid-upload is retried from the
-//! offset the stager reports; a rerun after a kill resumes the same way.
+//! A file under 64 MiB is hashed locally first; the stager is asked whether it has the
+//! object (then nothing is sent) or how much of it arrived earlier (`X-Upload-Offset`),
+//! and only the missing bytes are streamed from disk (1 MiB at a time, never the whole file
+//! in memory). A larger file is read once (`one_pass`): it is sent as an upload named by
+//! the client (an id from its size and first and last MiB, so a rerun finds it) while
+//! another thread hashes it; once the hash is known the stager is asked whether it has the
+//! object (then sending stops), and the hash is declared with the last request. Either way
+//! the stager hashes what it receives and accepts an object only if that matches; the
+//! release appears when the final commit writes its manifest. A connection that breaks
+//! mid-upload is retried from the offset the stager reports; a rerun after a kill resumes
+//! the same way.
 //!
 //! HTTP/1.1 through `ftp_stager::http_client` (hyper over rustls); the server certificate
 //! is checked against `--ca-cert` (default: the system bundle), or, with `--pin SHA256`,
@@ -38,6 +43,176 @@ pub struct RemoteArgs {
     /// Print a JSON summary instead of text (and no progress bar).
     #[arg(long, requires = "remote")]
     pub json: bool,
+}
+
+/// Files at least this large are hashed while they are sent (one reading) instead of
+/// before (two readings).
+const ONE_PASS_MIN: u64 = 64 << 20;
+
+/// The upload id of a large file: from its size and its first and last MiB, so a rerun
+/// after an interruption finds the part it left (`/publish/v1/uploads/ID`). Two files
+/// sharing those but not their middle would share an id: the stager's hash check refuses
+/// the mixture (422) and the upload starts again from zero.
+fn upload_id(p: &Path, size: u64) -> anyhow::Result<String> {
+    use sha2::Digest as _;
+    use std::io::{Read as _, Seek as _};
+    let mut f = std::fs::File::open(p).with_context(|| format!("cannot read {}", p.display()))?;
+    let mut h = sha2::Sha256::new();
+    h.update(b"ffs-upload-v1\0");
+    h.update(size.to_le_bytes());
+    for at in [0, size.saturating_sub(1 << 20)] {
+        f.seek(std::io::SeekFrom::Start(at))?;
+        let mut piece = Vec::with_capacity(1 << 20);
+        (&mut f).take(1 << 20).read_to_end(&mut piece)?;
+        h.update(&piece);
+    }
+    Ok(hex::encode(&h.finalize()[..16]))
+}
+
+fn offset_of(r: &ftp_stager::http_client::Response) -> u64 {
+    r.header("X-Upload-Offset")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Uploads a large file in one reading: it is sent to `/publish/v1/uploads/ID` while a
+/// second thread hashes it; once the hash is known the stager is asked whether it has the
+/// object (then the upload is dropped), and the hash is declared with the last request,
+/// the stager checking it against what it hashed on arrival. Returns (sha256, bytes
+/// sent, whether the stager had it already).
+// Over 100 lines, knowingly: one loop holding the upload's retry, 429 wait, dedup and
+// declaration cases together, as the protocol reads.
+async fn one_pass(
+    remote: &HttpsClient,
+    i: &ftp_stager::publish::Input,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<(String, u64, bool)> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let (src, size) = (i.source.clone(), i.size);
+    let id = tokio::task::spawn_blocking(move || upload_id(&src, size)).await??;
+    let src = i.source.clone();
+    let mut hashing = Some(tokio::task::spawn_blocking(move || sha256_file(&src)));
+    let mut sha: Option<String> = None;
+    let mut sent = 0u64;
+    let mut tries = 0;
+    loop {
+        let r = remote.get(&format!("/publish/v1/uploads/{id}")).await?;
+        match r.status {
+            200 => {}
+            401 => bail!("the stager refused the token: {}", r.text()),
+            s => bail!("{}: the stager answered {s}: {}", i.name, r.text()),
+        }
+        let have = offset_of(&r).min(size);
+        let declare = sha
+            .as_ref()
+            .map(|x| format!("&sha256={x}"))
+            .unwrap_or_default();
+        let path = format!("/publish/v1/uploads/{id}?offset={have}&size={size}{declare}");
+        let counted = std::sync::Arc::new(AtomicU64::new(0));
+        let (c, b) = (counted.clone(), bar.clone());
+        let body = file_body(&i.source, have, size - have, move |piece| {
+            c.fetch_add(piece.len() as u64, Ordering::Relaxed);
+            b.inc(piece.len() as u64);
+        });
+        let put = remote.put_stream(&path, size - have, body);
+        tokio::pin!(put);
+        let answer = match hashing.as_mut() {
+            Some(h) => tokio::select! {
+                r = &mut put => r,
+                got = h => {
+                    hashing = None;
+                    let x = got.context("hashing")??;
+                    let s = remote.get(&format!("/publish/v1/objects/{x}")).await?;
+                    sha = Some(x.clone());
+                    if s.status == 200 {
+                        // The stager has it: stop sending (the partial upload is left for
+                        // its sweeper).
+                        return Ok((x, sent + counted.load(Ordering::Relaxed), true));
+                    }
+                    put.await
+                }
+            },
+            None => put.await,
+        };
+        match answer {
+            Ok(r) if r.status == 201 || r.status == 200 => {
+                // 200: the object was there already (an early answer).
+                let present = r.status == 200;
+                sent += if present {
+                    counted.load(Ordering::Relaxed)
+                } else {
+                    size - have
+                };
+                let Some(x) = sha else {
+                    bail!("{}: the stager stored an upload without its hash", i.name)
+                };
+                return Ok((x, sent, present));
+            }
+            Ok(r) if r.status == 202 && offset_of(&r) == size => {
+                sent += size - have;
+                // All bytes are there; declare the hash (an empty request).
+                let x = match (sha.clone(), hashing.take()) {
+                    (Some(x), _) => x,
+                    (None, Some(h)) => h.await.context("hashing")??,
+                    (None, None) => bail!("{}: no hash", i.name),
+                };
+                sha = Some(x.clone());
+                let d = remote
+                    .put_stream(
+                        &format!("/publish/v1/uploads/{id}?offset={size}&size={size}&sha256={x}"),
+                        0,
+                        file_body(&i.source, size, 0, |_| {}),
+                    )
+                    .await?;
+                match d.status {
+                    200 | 201 => return Ok((x, sent, false)),
+                    422 if tries < 3 => {
+                        // Another file shared this one's id: the stager dropped the
+                        // mixture; send again from zero.
+                        tries += 1;
+                        continue;
+                    }
+                    s => bail!("{}: the stager answered {s}: {}", i.name, d.text()),
+                }
+            }
+            Ok(r) if r.status == 401 || r.status == 403 || r.status == 413 || r.status == 400 => {
+                bail!("{}: {} {}", i.name, r.status, r.text())
+            }
+            Ok(r) if r.status == 429 => {
+                let secs: u64 = r
+                    .header("Retry-After")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(5)
+                    .clamp(1, 60);
+                bar.suspend(|| {
+                    eprintln!(
+                        "{}: the stager is busy ({}); retrying in {secs} s",
+                        i.name,
+                        r.text()
+                    )
+                });
+                tokio::time::sleep(std::time::Duration::from_secs(secs)).await;
+            }
+            other => {
+                tries += 1;
+                if tries > 3 {
+                    match other {
+                        Ok(r) => {
+                            bail!("{}: the stager answered {}: {}", i.name, r.status, r.text())
+                        }
+                        Err(e) => {
+                            return Err(
+                                anyhow::Error::new(e).context(format!("uploading {}", i.name))
+                            );
+                        }
+                    }
+                }
+                // What arrived counts; the next round resumes where the stager is.
+                let now = offset_of(&remote.get(&format!("/publish/v1/uploads/{id}")).await?);
+                sent += now.saturating_sub(have);
+            }
+        }
+    }
 }
 
 fn sha256_file(p: &Path) -> anyhow::Result<String> {
@@ -74,13 +249,19 @@ pub async fn run(
         .with_bearer(&token)
         .context("the token file")?;
     let paths2 = paths.to_vec();
+    // Small files are hashed first (then the stager is asked whether it has them); large
+    // ones are hashed while they are sent (`one_pass`).
     let inputs = tokio::task::spawn_blocking(
         move || -> anyhow::Result<Vec<(ftp_stager::publish::Input, String)>> {
             let inputs = ftp_stager::publish::collect_inputs(&paths2)?;
             inputs
                 .into_iter()
                 .map(|i| {
-                    let sha = sha256_file(&i.source)?;
+                    let sha = if i.size >= ONE_PASS_MIN {
+                        String::new()
+                    } else {
+                        sha256_file(&i.source)?
+                    };
                     Ok((i, sha))
                 })
                 .collect()
@@ -90,11 +271,15 @@ pub async fn run(
     if inputs.is_empty() {
         bail!("the inputs hold no files");
     }
+    let mut inputs = inputs;
 
     // What does the stager lack?
     let mut todo = Vec::new();
     let mut skipped = 0usize;
     for (i, sha) in &inputs {
+        if sha.is_empty() {
+            continue;
+        }
         let r = remote.get(&format!("/publish/v1/objects/{sha}")).await?;
         match r.status {
             200 => skipped += 1,
@@ -109,7 +294,12 @@ pub async fn run(
             s => bail!("the stager answered {s} for object {sha}: {}", r.text()),
         }
     }
-    let to_send: u64 = todo.iter().map(|(i, _, have)| i.size - have).sum();
+    let to_send: u64 = todo.iter().map(|(i, _, have)| i.size - have).sum::<u64>()
+        + inputs
+            .iter()
+            .filter(|(_, sha)| sha.is_empty())
+            .map(|(i, _)| i.size)
+            .sum::<u64>();
     let bar = if a.json {
         indicatif::ProgressBar::hidden()
     } else {
@@ -192,6 +382,13 @@ pub async fn run(
                 }
             }
         }
+    }
+    for (i, sha) in inputs.iter_mut().filter(|(_, sha)| sha.is_empty()) {
+        bar.set_message(i.name.clone());
+        let (got, n, present) = one_pass(&remote, i, &bar).await?;
+        *sha = got;
+        sent += n;
+        skipped += usize::from(present);
     }
     bar.finish_and_clear();
 

@@ -226,11 +226,16 @@ async fn a_1_gib_publish_killed_halfway_resumes_sending_only_what_was_missing() 
         }
         hex::encode(h.finalize())
     };
-    let part = st
-        .cfg
-        .repository
-        .join("uploads")
-        .join(format!("{want}.part"));
+    // A file this large is hashed while it is sent, so its partial upload is named by the
+    // client's upload id (`uploads/u-ID.part`), not by its hash.
+    let uploads = st.cfg.repository.join("uploads");
+    let part_now = || {
+        std::fs::read_dir(&uploads).ok().and_then(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .find(|p| p.extension().is_some_and(|x| x == "part"))
+        })
+    };
 
     // Start, and kill the client once the stager holds at least 300 MiB.
     let mut child = std::process::Command::new(crate::support::ffs_bin())
@@ -241,10 +246,14 @@ async fn a_1_gib_publish_killed_halfway_resumes_sending_only_what_was_missing() 
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
-    loop {
-        let have = std::fs::metadata(&part).map_or(0, |m| m.len());
+    let part = loop {
+        let part = part_now();
+        let have = part
+            .as_ref()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map_or(0, |m| m.len());
         if have >= 300 << 20 {
-            break;
+            break part.unwrap();
         }
         assert!(
             child.try_wait().unwrap().is_none(),
@@ -252,7 +261,15 @@ async fn a_1_gib_publish_killed_halfway_resumes_sending_only_what_was_missing() 
         );
         assert!(std::time::Instant::now() < deadline, "no upload progress");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    };
+    assert!(
+        part.file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("u-"),
+        "{part:?}"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     // The stager keeps what arrived (it notices the broken stream and syncs the file).
@@ -441,5 +458,42 @@ async fn a_publish_waits_while_the_tokens_upload_slots_are_taken() {
     assert_eq!(j["bytes_sent"], data.len() as u64, "{j}");
     let m = st.stager.repository().manifest("tool", "1.0").unwrap();
     assert_eq!(m.files[0].sha256, sha(&data));
+    st.stop().await;
+}
+
+/// A file of 64 MiB or more is hashed while it is sent (`/publish/v1/uploads/ID`, the hash
+/// declared last and checked by the stager); a release sharing it finds the object there
+/// once the hash is known and does not finish sending it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_file_is_hashed_while_sent_and_a_shared_one_is_not_stored_twice() {
+    let st = TestStager::start().await;
+    let store = ftp_stager::tokens::TokenStore::new(&st.cfg.state_dir);
+    let token = store.create("ci", &[]).unwrap();
+    let build = st.tmp.path().join("build");
+    std::fs::create_dir_all(build.join("r1")).unwrap();
+    std::fs::create_dir_all(build.join("r2")).unwrap();
+    commlink::secret_file::write_new_private(&build.join("token"), token.as_bytes()).unwrap();
+    let big = pattern((64 << 20) + 3, 21);
+    std::fs::write(build.join("r1/big.img"), &big).unwrap();
+    std::fs::write(build.join("r2/big.img"), &big).unwrap();
+    std::fs::write(build.join("r2/notes.txt"), b"2.0\n").unwrap();
+
+    let (ok, j, text) = publish(&build, st.args("1.0", "r1")).await;
+    assert!(ok, "{text}");
+    assert_eq!(j["bytes_sent"], big.len() as u64, "{j}");
+    let m = st.stager.repository().manifest("tool", "1.0").unwrap();
+    assert_eq!(
+        m.files[0].sha256,
+        sha(&big),
+        "declared hash checked and kept"
+    );
+    let obj = st.stager.repository().object_path(&sha(&big)).unwrap();
+    assert_eq!(sha(&std::fs::read(&obj).unwrap()), sha(&big));
+
+    let (ok, j, text) = publish(&build, st.args("2.0", "r2")).await;
+    assert!(ok, "{text}");
+    assert_eq!(j["objects_present"], 1, "{j}");
+    let m = st.stager.repository().manifest("tool", "2.0").unwrap();
+    assert!(m.files.iter().any(|f| f.sha256 == sha(&big)), "{m:?}");
     st.stop().await;
 }

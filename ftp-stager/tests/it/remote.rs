@@ -464,3 +464,91 @@ async fn a_token_runs_at_most_four_uploads_at_once() {
     }
     r.stop().await;
 }
+
+/// `/publish/v1/uploads/ID`: an upload named by the client before it knows the hash. The
+/// bytes arrive in two requests (the second continues the hash the first left), the
+/// complete upload waits for its declared SHA-256, a wrong declaration is refused and the
+/// upload discarded, a right one becomes the object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_named_by_the_client_becomes_an_object_only_with_its_true_hash() {
+    ffs_testkit::prereq::require_command("curl", "curl", "apt-get install curl");
+    let r = crate::common::start().await;
+    let token = TokenStore::new(&r.cfg.state_dir).create("ci", &[]).unwrap();
+    let up = Up {
+        base: format!("https://{}", r.https),
+        token,
+    };
+    let work = r.dir.path().join("upload");
+    fs::create_dir_all(&work).unwrap();
+    let content = crate::common::pattern(3 * 1024 * 1024 + 11, 77);
+    let sha = crate::common::sha_hex(&content);
+    let size = content.len();
+    let cut = 1024 * 1024 + 5;
+    fs::write(work.join("head"), &content[..cut]).unwrap();
+    fs::write(work.join("tail"), &content[cut..]).unwrap();
+    fs::write(work.join("all"), &content).unwrap();
+    fs::write(work.join("empty"), b"").unwrap();
+    let id = "0123456789abcdef0123456789abcdef";
+    let (up, work) = (&up, &work);
+    let put = |offset: usize, file: &str, declare: &str| {
+        let url = format!(
+            "{}/publish/v1/uploads/{id}?offset={offset}&size={size}{declare}",
+            up.base
+        );
+        let data = format!("@{}", work.join(file).display());
+        async move {
+            up.req(&[
+                "-X",
+                "PUT",
+                "--data-binary",
+                &data,
+                "-H",
+                "Content-Type: application/octet-stream",
+                &url,
+            ])
+            .await
+        }
+    };
+    let (code, _) = up
+        .req(&[&format!("{}/publish/v1/uploads/not-hex", up.base)])
+        .await;
+    assert_eq!(code, 400);
+
+    assert_eq!(put(0, "head", "").await.0, 202);
+    // Complete, but no hash declared yet: still an upload, not an object.
+    let (code, body) = put(cut, "tail", "").await;
+    assert_eq!(code, 202, "{body}");
+    let obj = r.stager.repository().object_path(&sha).unwrap();
+    assert!(!obj.exists());
+    // A wrong declaration: refused, the upload discarded.
+    let wrong = crate::common::sha_hex(b"something else");
+    let (code, body) = put(size, "empty", &format!("&sha256={wrong}")).await;
+    assert_eq!(code, 422, "{body}");
+    assert!(!r.stager.repository().object_path(&wrong).unwrap().exists());
+    let hfile = work.join("h");
+    let url = format!("{}/publish/v1/uploads/{id}", up.base);
+    let (code, _) = up.req(&["-D", hfile.to_str().unwrap(), &url]).await;
+    assert_eq!(code, 200);
+    let headers = fs::read_to_string(&hfile).unwrap().to_lowercase();
+    assert!(headers.contains("x-upload-offset: 0"), "{headers}");
+    // Again, and declared: stored under its hash, the same bytes.
+    assert_eq!(put(0, "head", "").await.0, 202);
+    assert_eq!(put(cut, "tail", "").await.0, 202);
+    let (code, body) = put(size, "empty", &format!("&sha256={sha}")).await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(fs::read(&obj).unwrap(), content);
+    // The hash may also come with the bytes.
+    let content2 = crate::common::pattern(200_000, 78);
+    fs::write(work.join("all"), &content2).unwrap();
+    let sha2 = crate::common::sha_hex(&content2);
+    let url = format!(
+        "{}/publish/v1/uploads/fedcba9876543210fedcba9876543210?offset=0&size={}&sha256={sha2}",
+        up.base,
+        content2.len()
+    );
+    let data = format!("@{}", work.join("all").display());
+    let (code, body) = up.req(&["-X", "PUT", "--data-binary", &data, &url]).await;
+    assert_eq!(code, 201, "{body}");
+    assert!(r.stager.repository().object_path(&sha2).unwrap().exists());
+    r.stop().await;
+}
