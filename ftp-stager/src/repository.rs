@@ -12,10 +12,11 @@
 //! Objects are reclaimed ([`Repository::gc`]) when no live (non-yanked) manifest names them
 //! and no download area links to them (link count 1).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -148,7 +149,44 @@ pub struct RepoLock {
 #[derive(Debug, Clone)]
 pub struct Repository {
     root: PathBuf,
+    /// Parsed manifests, shared by the clones of this handle (see
+    /// [`Repository::manifest_shared`]).
+    manifests: Arc<Mutex<ManifestCache>>,
 }
+
+/// What identifies one version of a manifest file: a rewrite (always atomic, by rename)
+/// gives it a new inode, and an edit in place a new size or modification time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+    ctime: i64,
+    ctime_nsec: i64,
+}
+
+impl FileStamp {
+    fn of(md: &fs::Metadata) -> FileStamp {
+        FileStamp {
+            dev: md.dev(),
+            ino: md.ino(),
+            size: md.size(),
+            mtime: md.mtime(),
+            mtime_nsec: md.mtime_nsec(),
+            ctime: md.ctime(),
+            ctime_nsec: md.ctime_nsec(),
+        }
+    }
+}
+
+/// Parsed manifests by path, each with the stamp of the file it was parsed from. Bounded:
+/// emptied when it reaches [`MANIFEST_CACHE_MAX`] entries.
+type ManifestCache = HashMap<PathBuf, (FileStamp, Arc<Manifest>)>;
+
+/// Manifests held parsed at most (a few hundred bytes to a few KiB each).
+const MANIFEST_CACHE_MAX: usize = 1024;
 
 impl Repository {
     /// Opens (creating the layout if missing) the repository at `root`.
@@ -159,6 +197,7 @@ impl Repository {
         }
         Ok(Repository {
             root: root.to_path_buf(),
+            manifests: Arc::default(),
         })
     }
 
@@ -238,6 +277,47 @@ impl Repository {
             )),
             Err(e) => Err(StagerError::io("read", &p)(e)),
         }
+    }
+
+    /// A release's manifest, parsed once and shared: a stage request costs one `stat` of
+    /// the manifest instead of reading and parsing it. The file is re-read whenever its
+    /// stamp (inode, size, modification and change times) differs from the one it was
+    /// parsed from, so a yank, quarantine or re-publish is seen at once.
+    pub fn manifest_shared(&self, product: &str, version: &str) -> Result<Arc<Manifest>> {
+        let p = self.manifest_path(product, version)?;
+        let not_found = || StagerError::NotFound(format!("release {product} {version}"));
+        let stamp = match fs::metadata(&p) {
+            Ok(md) => FileStamp::of(&md),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found()),
+            Err(e) => return Err(StagerError::io("stat", &p)(e)),
+        };
+        if let Some((s, m)) = lock(&self.manifests).get(&p)
+            && *s == stamp
+        {
+            return Ok(m.clone());
+        }
+        // Read through one descriptor and stamp that descriptor, so the stamp is the one of
+        // the bytes parsed even if the file is replaced meanwhile.
+        let read = || -> std::io::Result<(FileStamp, Vec<u8>)> {
+            use std::io::Read as _;
+            let mut f = fs::File::open(&p)?;
+            let stamp = FileStamp::of(&f.metadata()?);
+            let mut b = Vec::new();
+            f.read_to_end(&mut b)?;
+            Ok((stamp, b))
+        };
+        let (stamp, bytes) = match read() {
+            Ok(x) => x,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found()),
+            Err(e) => return Err(StagerError::io("read", &p)(e)),
+        };
+        let m = Arc::new(parse_manifest(&p, &bytes)?);
+        let mut cache = lock(&self.manifests);
+        if cache.len() >= MANIFEST_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(p, (stamp, m.clone()));
+        Ok(m)
     }
 
     /// Every release, by product name, newest first within a product.
@@ -366,6 +446,12 @@ impl Repository {
     }
 }
 
+/// Locks a mutex, recovering the data if a panicking thread poisoned it (the cache is
+/// consistent between statements).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn parse_manifest(path: &Path, bytes: &[u8]) -> Result<Manifest> {
     let m: Manifest = serde_json::from_slice(bytes).map_err(|e| StagerError::Corrupt {
         path: path.to_path_buf(),
@@ -395,6 +481,37 @@ fn parse_manifest(path: &Path, bytes: &[u8]) -> Result<Manifest> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_manifests_are_parsed_once_and_reread_when_rewritten() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = Repository::open(d.path()).unwrap();
+        let mut m = Manifest {
+            product: "p".into(),
+            version: "1".into(),
+            notes: "first".into(),
+            published_at: Utc::now(),
+            published_by: String::new(),
+            yanked: false,
+            yanked_at: None,
+            quarantined: None,
+            files: vec![],
+            signature: None,
+        };
+        repo.write_manifest(&m).unwrap();
+        let a = repo.manifest_shared("p", "1").unwrap();
+        let b = repo.clone().manifest_shared("p", "1").unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "the second lookup is served parsed");
+        m.notes = "second".into();
+        repo.write_manifest(&m).unwrap();
+        assert_eq!(repo.manifest_shared("p", "1").unwrap().notes, "second");
+        assert!(repo.yank("p", "1").unwrap().yanked);
+        assert!(repo.manifest_shared("p", "1").unwrap().yanked);
+        assert!(matches!(
+            repo.manifest_shared("p", "2"),
+            Err(StagerError::NotFound(_))
+        ));
+    }
 
     #[test]
     fn names() {

@@ -19,7 +19,7 @@ use crate::config::{Fallback, StagerConfig};
 use crate::error::{Result, StagerError};
 use crate::fsutil;
 use crate::repository::{Manifest, ManifestFile, Repository, valid_file_name};
-use crate::state::{self, DeliveryLog};
+use crate::state::{AreaChange, AreaJournal, DeliveryLog};
 
 /// How files get into an area.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,20 +99,22 @@ pub struct PublicUrls {
     pub https_port: u16,
 }
 
+/// The live areas, indexed three ways. Records are shared (`Arc`) with the state writer,
+/// which journals and snapshots them without copying.
 #[derive(Debug, Default)]
 struct Areas {
-    by_id: BTreeMap<String, AreaRecord>,
+    by_id: BTreeMap<String, Arc<AreaRecord>>,
     by_user: HashMap<String, String>,
     by_token: HashMap<String, String>,
 }
 
 impl Areas {
-    fn insert(&mut self, r: AreaRecord) {
+    fn insert(&mut self, r: Arc<AreaRecord>) {
         self.by_user.insert(r.ftp_user.clone(), r.id.clone());
         self.by_token.insert(r.token_hash.clone(), r.id.clone());
         self.by_id.insert(r.id.clone(), r);
     }
-    fn remove(&mut self, id: &str) -> Option<AreaRecord> {
+    fn remove(&mut self, id: &str) -> Option<Arc<AreaRecord>> {
         let r = self.by_id.remove(id)?;
         self.by_user.remove(&r.ftp_user);
         self.by_token.remove(&r.token_hash);
@@ -177,12 +179,19 @@ impl Stager {
             );
         }
         let mut areas = Areas::default();
-        for r in state::load_areas(&cfg.state_dir)? {
+        let (mut journal, records) = AreaJournal::open(&cfg.state_dir)?;
+        let mut dropped = 0;
+        for r in records {
             if areas_dir.join(&r.id).is_dir() {
-                areas.insert(r);
+                areas.insert(Arc::new(r));
             } else {
                 tracing::warn!(area = %r.id, "area directory missing; dropping its record");
+                dropped += 1;
             }
+        }
+        // Start from a fresh snapshot and an empty journal when there is anything to fold.
+        if dropped > 0 || journal.lines() > 0 {
+            journal.compact(areas.by_id.values().map(|r| &**r))?;
         }
         let deliveries = DeliveryLog::open(&cfg.state_dir)?;
         // Remote publishes are signed on the stager when it holds the signing key.
@@ -221,7 +230,7 @@ impl Stager {
             default_ttl: cfg.area_ttl_secs.max(1),
             max_ttl: cfg.max_ttl_secs.max(1),
             urls: Mutex::new(urls),
-            persist: Mutex::new(spawn_persister(cfg.state_dir.clone(), areas.clone())),
+            persist: Mutex::new(spawn_persister(journal, areas.clone())),
             areas,
             deliveries: Mutex::new(deliveries),
             latencies_us: Mutex::new(VecDeque::new()),
@@ -236,8 +245,10 @@ impl Stager {
         &self.publish_limits
     }
 
-    fn mark_dirty(&self) {
-        let _ = lock(&self.persist).send(Persist::Dirty);
+    /// Hands a change to the state writer. Called with the areas lock held, so that what
+    /// the writer finds in memory when it snapshots has all been handed to it already.
+    fn journal(&self, change: AreaChange) {
+        let _ = lock(&self.persist).send(Persist::Change(change));
     }
 
     /// Waits until every area change so far is durable in the state file.
@@ -300,7 +311,7 @@ impl Stager {
     /// Stages a release (or some of its files) into a new area.
     pub fn stage(&self, req: &msg::StageRequest) -> Result<msg::StagedArea> {
         let t0 = Instant::now();
-        let m = self.repo.manifest(&req.product, &req.version)?;
+        let m = self.repo.manifest_shared(&req.product, &req.version)?;
         if m.yanked {
             return Err(StagerError::Refused(format!(
                 "release {} {} was withdrawn",
@@ -329,7 +340,7 @@ impl Stager {
         let secrets = Secrets::generate();
         let salt = fsutil::random_hex(16);
         let now = Utc::now();
-        let record = AreaRecord {
+        let record = Arc::new(AreaRecord {
             id: id.clone(),
             label: req.label.clone(),
             product: m.product.clone(),
@@ -340,13 +351,16 @@ impl Stager {
             ftp_hash: password_hash(&salt, &secrets.ftp_password),
             ftp_salt: salt,
             token_hash: token_hash(&secrets.token),
-            files: files.clone(),
+            files,
             method: used.name().into(),
-        };
-        lock(&self.areas).insert(record.clone());
-        self.mark_dirty();
+        });
+        {
+            let mut areas = lock(&self.areas);
+            areas.insert(record.clone());
+            self.journal(AreaChange::Add(record.clone()));
+        }
         let us = self.record_latency(t0);
-        tracing::info!(area = %id, product = %m.product, version = %m.version, files = files.len(), label = %req.label, micros = us, "staged");
+        tracing::info!(area = %id, product = %m.product, version = %m.version, files = record.files.len(), label = %req.label, micros = us, "staged");
         Ok(self.staged_reply(&record, &m, secrets))
     }
 
@@ -423,10 +437,14 @@ impl Stager {
 
     /// Removes an area now. Returns false if there was none.
     pub fn unstage(&self, id: &str) -> Result<bool> {
-        let removed = lock(&self.areas).remove(id);
-        if removed.is_some() {
-            self.mark_dirty();
-        }
+        let removed = {
+            let mut areas = lock(&self.areas);
+            let r = areas.remove(id);
+            if r.is_some() {
+                self.journal(AreaChange::Remove(id.to_owned()));
+            }
+            r
+        };
         let Some(r) = removed else { return Ok(false) };
         let dir = self.areas_dir.join(&r.id);
         match fs::remove_dir_all(&dir) {
@@ -441,7 +459,7 @@ impl Stager {
     /// Live areas, newest first.
     pub fn areas(&self) -> msg::AreaList {
         let areas = lock(&self.areas);
-        let mut v: Vec<&AreaRecord> = areas.by_id.values().collect();
+        let mut v: Vec<&AreaRecord> = areas.by_id.values().map(|r| &**r).collect();
         v.sort_by_key(|a| std::cmp::Reverse(a.created_at));
         msg::AreaList {
             areas: v.into_iter().map(AreaRecord::summary).collect(),
@@ -494,27 +512,30 @@ impl Stager {
         let areas = lock(&self.areas);
         let id = areas.by_user.get(user)?;
         let r = areas.by_id.get(id)?;
-        (r.password_matches(password) && !r.expired(Utc::now())).then(|| r.clone())
+        (r.password_matches(password) && !r.expired(Utc::now())).then(|| (**r).clone())
     }
 
     /// The live area of an FTP user (no password check: after login).
     pub fn area_of_user(&self, user: &str) -> Option<AreaRecord> {
         let areas = lock(&self.areas);
         let r = areas.by_id.get(areas.by_user.get(user)?)?;
-        (!r.expired(Utc::now())).then(|| r.clone())
+        (!r.expired(Utc::now())).then(|| (**r).clone())
     }
 
     /// The area of an FTP user even if it expired (to attribute a finished transfer).
     pub fn area_of_user_any(&self, user: &str) -> Option<AreaRecord> {
         let areas = lock(&self.areas);
-        areas.by_id.get(areas.by_user.get(user)?).cloned()
+        areas
+            .by_id
+            .get(areas.by_user.get(user)?)
+            .map(|r| (**r).clone())
     }
 
     /// The live area a capability token opens.
     pub fn area_of_token(&self, token: &str) -> Option<AreaRecord> {
         let areas = lock(&self.areas);
         let r = areas.by_id.get(areas.by_token.get(&token_hash(token))?)?;
-        (!r.expired(Utc::now())).then(|| r.clone())
+        (!r.expired(Utc::now())).then(|| (**r).clone())
     }
 
     /// Records a completed transfer.
@@ -554,7 +575,7 @@ impl Stager {
             let a = lock(&self.areas);
             (
                 a.by_id.len() as u64,
-                a.by_id.values().map(AreaRecord::bytes).sum(),
+                a.by_id.values().map(|r| r.bytes()).sum(),
             )
         };
         let (deliveries, delivered_bytes) = lock(&self.deliveries).totals();
@@ -579,41 +600,65 @@ impl Drop for Stager {
 }
 
 enum Persist {
-    Dirty,
+    Change(AreaChange),
     Flush(std::sync::mpsc::SyncSender<()>),
 }
 
-/// The state-file writer. Area changes take effect in memory at once and are written by
-/// this thread right after (changes that arrive meanwhile share one write and one fsync),
-/// so a stage request never waits for the disk. A crash can lose the areas of the last
-/// few milliseconds: their links stop working and the sweeper removes their directories.
-/// [`Stager::flush`] (called on shutdown and drop) waits for everything to be durable.
+/// The state writer. Area changes take effect in memory at once and are journaled by this
+/// thread right after: the changes that arrive meanwhile share one append and one
+/// `fdatasync` (group commit), so a stage request never waits for the disk and the cost
+/// per change does not grow with the number of live areas. A crash can lose the changes of
+/// the last few milliseconds: the links of an area lost that way stop working and the
+/// sweeper removes its directory. When the journal is due ([`AreaJournal::compact_due`]),
+/// the snapshot is rewritten from memory. [`Stager::flush`] (called on shutdown and drop)
+/// waits for everything to be durable.
 fn spawn_persister(
-    state_dir: PathBuf,
+    mut journal: AreaJournal,
     areas: Arc<Mutex<Areas>>,
 ) -> std::sync::mpsc::Sender<Persist> {
     let (tx, rx) = std::sync::mpsc::channel::<Persist>();
     let spawned = std::thread::Builder::new()
         .name("ffs-stager-state".into())
         .spawn(move || {
+            let mut changes = Vec::new();
+            let mut waiters = Vec::new();
+            let take = |m: Persist, changes: &mut Vec<AreaChange>, waiters: &mut Vec<_>| match m {
+                Persist::Change(c) => changes.push(c),
+                Persist::Flush(w) => waiters.push(w),
+            };
             while let Ok(first) = rx.recv() {
-                let mut waiters = Vec::new();
-                let mut dirty = false;
-                let mut take = |m: Persist, dirty: &mut bool| match m {
-                    Persist::Dirty => *dirty = true,
-                    Persist::Flush(w) => waiters.push(w),
-                };
-                take(first, &mut dirty);
+                take(first, &mut changes, &mut waiters);
                 while let Ok(m) = rx.try_recv() {
-                    take(m, &mut dirty);
+                    take(m, &mut changes, &mut waiters);
                 }
-                if dirty {
-                    let snapshot: Vec<AreaRecord> = lock(&areas).by_id.values().cloned().collect();
-                    if let Err(e) = state::save_areas(&state_dir, snapshot.iter()) {
-                        tracing::error!(error = %e, "cannot write the area state file");
+                if let Err(e) = journal.append(&changes) {
+                    tracing::error!(error = %e, "cannot journal area changes");
+                }
+                changes.clear();
+                let live = lock(&areas).by_id.len();
+                if journal.compact_due(live) {
+                    // Changes are handed over under the areas lock, so once it is held
+                    // here, every change the memory reflects is in the channel: journal
+                    // them first, and the snapshot is exactly the journaled state.
+                    let snapshot: Vec<Arc<AreaRecord>> = {
+                        let a = lock(&areas);
+                        while let Ok(m) = rx.try_recv() {
+                            take(m, &mut changes, &mut waiters);
+                        }
+                        a.by_id.values().cloned().collect()
+                    };
+                    let r = journal
+                        .append(&changes)
+                        .and_then(|()| journal.compact(snapshot.iter().map(|r| &**r)));
+                    changes.clear();
+                    match r {
+                        Ok(()) => {
+                            tracing::debug!(areas = snapshot.len(), "area snapshot rewritten")
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot rewrite the area snapshot"),
                     }
                 }
-                for w in waiters {
+                for w in waiters.drain(..) {
                     let _ = w.send(());
                 }
             }
@@ -764,7 +809,8 @@ mod tests {
         assert!(s.area_of_token(&"0".repeat(64)).is_none());
         // The state file holds no plaintext secret.
         s.flush();
-        let state = fs::read_to_string(cfg.state_dir.join("areas.json")).unwrap();
+        let state = fs::read_to_string(cfg.state_dir.join("areas.journal")).unwrap();
+        assert!(state.contains(&a.area_id), "the area is recorded");
         assert!(!state.contains(&a.ftp_password) && !state.contains(&a.token));
         assert_eq!(s.stats().stage_count, 1);
     }
@@ -810,6 +856,36 @@ mod tests {
         assert!(s.unstage(&a.area_id).unwrap());
         assert!(!s.unstage(&a.area_id).unwrap());
         assert!(s.areas().areas.is_empty());
+    }
+
+    #[test]
+    fn area_changes_are_journaled_and_folded_into_the_snapshot() {
+        let (_d, cfg) = setup();
+        let kept = {
+            let s = Stager::open(&cfg).unwrap();
+            let kept = s.stage(&req(&[])).unwrap();
+            s.flush();
+            let journal = cfg.state_dir.join("areas.journal");
+            assert_eq!(fs::read_to_string(&journal).unwrap().lines().count(), 1);
+            // Enough changes to make the journal due for compaction (> 4,096 lines).
+            for _ in 0..2100 {
+                let a = s.stage(&req(&["docs/readme.txt"])).unwrap();
+                assert!(s.unstage(&a.area_id).unwrap());
+            }
+            s.flush();
+            let lines = fs::read_to_string(&journal).unwrap().lines().count();
+            assert!(lines < 4096, "journal compacted ({lines} lines)");
+            let snapshot = fs::read_to_string(cfg.state_dir.join("areas.json")).unwrap();
+            assert!(
+                snapshot.contains(&kept.area_id),
+                "snapshot holds the live area"
+            );
+            kept
+        };
+        let s = Stager::open(&cfg).unwrap();
+        assert_eq!(s.areas().areas.len(), 1);
+        assert!(s.ftp_login(&kept.ftp_user, &kept.ftp_password).is_some());
+        assert_eq!(s.area_of_token(&kept.token).unwrap().id, kept.area_id);
     }
 
     #[test]
