@@ -220,7 +220,11 @@ pub fn derive(
         Side::Acceptor => (a2i, i2a),
     };
     (
-        Sealer { keys: out, seq: 0 },
+        Sealer {
+            keys: out,
+            seq: 0,
+            scratch: Vec::new(),
+        },
         Opener {
             keys: inc,
             expected: 0,
@@ -247,17 +251,47 @@ pub fn gcm_nonce(seq: u64) -> [u8; GCM_NONCE_LEN] {
 pub struct Sealer {
     keys: DirectionKeys,
     seq: u64,
+    /// Reused packet buffer of [`Sealer::seal_line_into`].
+    scratch: Vec<u8>,
 }
 
 impl Sealer {
     /// Seals one payload into a wire line (without the CR LF).
     pub fn seal(&mut self, payload: &[u8]) -> String {
+        let mut pkt = Vec::new();
+        self.seal_packet(payload, &mut pkt);
+        base64::engine::general_purpose::STANDARD.encode(pkt)
+    }
+
+    /// Seals one payload and appends its wire line and CR LF to `out`: the same line as
+    /// [`Sealer::seal`], without allocating once `out` and this sealer's scratch buffer
+    /// have grown to the packet size.
+    pub fn seal_line_into(&mut self, payload: &[u8], out: &mut Vec<u8>) {
+        let mut pkt = std::mem::take(&mut self.scratch);
+        pkt.clear();
+        self.seal_packet(payload, &mut pkt);
+        let start = out.len();
+        // Padded base64 of n bytes: 4 * ceil(n / 3), which cannot overflow for packets
+        // bounded by the line limit.
+        out.resize(start + pkt.len().div_ceil(3) * 4, 0);
+        let written = base64::engine::general_purpose::STANDARD
+            .encode_slice(&pkt, &mut out[start..])
+            .unwrap_or(0);
+        out.truncate(start + written);
+        out.extend_from_slice(b"\r\n");
+        if pkt.capacity() <= 64 * 1024 {
+            self.scratch = pkt;
+        }
+    }
+
+    /// Seals one payload into the binary packet `seq ‖ cipher text ‖ tag`, in `pkt`.
+    fn seal_packet(&mut self, payload: &[u8], pkt: &mut Vec<u8>) {
         let seq = self.seq;
         self.seq += 1;
         let header = seq.to_be_bytes();
-        let pkt = match &self.keys.cipher {
+        match &self.keys.cipher {
             Cipher::Gcm(aead) => {
-                let mut pkt = Vec::with_capacity(SEQ_LEN + payload.len() + TAG_LEN);
+                pkt.reserve(SEQ_LEN + payload.len() + TAG_LEN);
                 pkt.extend_from_slice(&header);
                 pkt.extend_from_slice(payload);
                 // Fails only for payloads over 64 GiB, far beyond any line limit.
@@ -269,19 +303,16 @@ impl Sealer {
                     Ok(tag) => pkt.extend_from_slice(&tag),
                     Err(_) => pkt.truncate(SEQ_LEN),
                 }
-                pkt
             }
             Cipher::Cbc { enc, mac, iv } => {
                 let c = self.keys.suite.cbc_encrypt(enc, &cbc_iv(iv, seq), payload);
-                let mut pkt = Vec::with_capacity(SEQ_LEN + c.len() + TAG_LEN);
+                pkt.reserve(SEQ_LEN + c.len() + TAG_LEN);
                 pkt.extend_from_slice(&header);
                 pkt.extend_from_slice(&c);
-                let tag = hmac(mac, &[&pkt]);
+                let tag = hmac(mac, &[&pkt[..]]);
                 pkt.extend_from_slice(&tag[..TAG_LEN]);
-                pkt
             }
-        };
-        base64::engine::general_purpose::STANDARD.encode(pkt)
+        }
     }
 }
 
@@ -479,6 +510,27 @@ mod tests {
                 assert_eq!(ao.open(line.as_bytes()).unwrap(), msg);
                 let back = a_s.seal(msg);
                 assert_eq!(io.open(back.as_bytes()).unwrap(), msg);
+            }
+        }
+    }
+
+    #[test]
+    fn sealing_into_a_buffer_gives_the_same_lines() {
+        for suite in Suite::ALL {
+            let ((mut a, _), (_, mut open)) = pair(suite);
+            let mut b = a.clone();
+            let mut out = b"earlier\r\n".to_vec();
+            let mut want = out.clone();
+            for payload in [&b""[..], b"x", &[7u8; 200][..], &[9u8; 5000][..]] {
+                want.extend_from_slice(a.seal(payload).as_bytes());
+                want.extend_from_slice(b"\r\n");
+                b.seal_line_into(payload, &mut out);
+            }
+            assert_eq!(out, want, "{suite:?}");
+            let lines: Vec<&[u8]> = out.split(|&c| c == b'\n').skip(1).collect();
+            for (line, len) in lines.iter().zip([0, 1, 200, 5000]) {
+                let plain = open.open(line.strip_suffix(b"\r").unwrap()).unwrap();
+                assert_eq!(plain.len(), len, "{suite:?}");
             }
         }
     }

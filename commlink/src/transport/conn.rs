@@ -16,7 +16,6 @@ use super::config::{HELLO_TYPE, PING_TYPE, remote_error};
 use super::handshake_io::{ConnError, Established, LineReader};
 use super::{ERROR_TYPE, LinkConfig, LinkError, Service, error_reply};
 use crate::crypto::{Opener, Sealer};
-use crate::frame;
 use crate::tobj::{Fields, Limits, Tobj};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,13 +34,19 @@ impl Role {
 }
 
 /// Where outgoing packets go. Senders seal and append under a short lock (so packet numbers
-/// match byte order) and then flush the buffer themselves, so a request or reply reaches the
-/// socket without a hop through another task. Flushing is cancel-safe: bytes leave the
-/// buffer only after a `write` has accepted them, so a caller dropped mid-flush loses
-/// nothing; whatever it leaves is flushed by the next sender or the heartbeat.
+/// match byte order). The first sender to find nobody writing becomes the flusher and writes
+/// out everything queued, its own packet and any that others append meanwhile, in as few
+/// `write` calls as the socket takes; a sender that finds a flusher at work leaves its
+/// packet to it and returns at once. So a lone request reaches the socket without a hop
+/// through another task, and many in flight share one system call. The hand-over is decided
+/// under the same lock as the append, so no packet is left behind.
+///
+/// Flushing is cancel-safe: the bytes being written live in the writer's state, and leave
+/// it only once a `write` has accepted them, so a flusher dropped mid-write loses nothing;
+/// its guard hands the rest to a new flusher task (and the heartbeat flushes too).
 pub(super) struct Outbox {
     state: Mutex<OutState>,
-    writer: tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>,
+    writer: tokio::sync::Mutex<WriterState>,
     closed: AtomicBool,
     /// Milliseconds since `epoch` of the last packet queued (for heartbeats).
     last_sent: AtomicU64,
@@ -50,11 +55,43 @@ pub(super) struct Outbox {
 
 struct OutState {
     sealer: Sealer,
+    /// Sealed lines not yet handed to the writer.
     buf: Vec<u8>,
+    /// Someone is flushing: lines appended now are written by them.
+    flushing: bool,
 }
 
-/// Largest piece handed to one `write` call.
-const WRITE_CHUNK: usize = 64 * 1024;
+struct WriterState {
+    w: Box<dyn AsyncWrite + Send + Unpin>,
+    /// Bytes taken from the queue; `pending[off..]` is not written yet.
+    pending: Vec<u8>,
+    off: usize,
+}
+
+/// Buffers larger than this are not kept once empty (a burst does not pin its memory).
+const KEEP_CAPACITY: usize = 256 * 1024;
+
+/// Resets the flushing flag if a flusher is dropped before it finished, and starts a
+/// task to write what it left.
+struct FlushGuard<'a> {
+    out: &'a Arc<Outbox>,
+    done: bool,
+}
+
+impl Drop for FlushGuard<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        self.out.lock_state().flushing = false;
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let out = self.out.clone();
+            rt.spawn(async move {
+                let _ = out.flush().await;
+            });
+        }
+    }
+}
 
 impl Outbox {
     fn new(sealer: Sealer, writer: Box<dyn AsyncWrite + Send + Unpin>) -> Outbox {
@@ -62,8 +99,13 @@ impl Outbox {
             state: Mutex::new(OutState {
                 sealer,
                 buf: Vec::with_capacity(4096),
+                flushing: false,
             }),
-            writer: tokio::sync::Mutex::new(writer),
+            writer: tokio::sync::Mutex::new(WriterState {
+                w: writer,
+                pending: Vec::with_capacity(4096),
+                off: 0,
+            }),
             closed: AtomicBool::new(false),
             last_sent: AtomicU64::new(0),
             epoch: std::time::Instant::now(),
@@ -77,8 +119,11 @@ impl Outbox {
         }
     }
 
-    /// Seals `msg` into the buffer and flushes.
-    pub(super) async fn send(&self, msg: &Tobj) -> std::io::Result<()> {
+    /// Seals `msg` into the queue and sees it written: by this call when nobody else is
+    /// flushing, else by the flusher at work (then this returns at once, and a write
+    /// error reaches the waiting requests through the reader, as the connection goes
+    /// down).
+    pub(super) async fn send(self: &Arc<Self>, msg: &Tobj) -> std::io::Result<()> {
         if self.closed.load(Ordering::SeqCst) {
             // NotConnected (only here) tells a requester that nothing was written.
             return Err(std::io::Error::new(
@@ -87,53 +132,76 @@ impl Outbox {
             ));
         }
         let payload = msg.encode();
-        {
+        let flush_now = {
             let mut st = self.lock_state();
-            let line = st.sealer.seal(payload.as_bytes());
-            frame::encode(&line, &mut st.buf);
-        }
+            let st = &mut *st;
+            st.sealer.seal_line_into(payload.as_bytes(), &mut st.buf);
+            !std::mem::replace(&mut st.flushing, true)
+        };
         self.last_sent
             .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
-        self.flush().await
+        if flush_now {
+            self.run_flusher().await
+        } else {
+            Ok(())
+        }
     }
 
-    /// Writes out everything buffered.
-    async fn flush(&self) -> std::io::Result<()> {
-        let mut w = self.writer.lock().await;
-        let mut piece = Vec::new();
-        loop {
-            piece.clear();
-            {
-                let st = self.lock_state();
-                if st.buf.is_empty() {
-                    break;
-                }
-                let n = st.buf.len().min(WRITE_CHUNK);
-                piece.extend_from_slice(&st.buf[..n]);
-            }
-            let written = match w.write(&piece).await {
-                Ok(0) => Err(std::io::ErrorKind::WriteZero.into()),
-                Ok(n) => Ok(n),
-                Err(e) => Err(e),
-            };
-            match written {
-                Ok(n) => {
-                    self.lock_state().buf.drain(..n);
-                }
-                Err(e) => {
-                    self.closed.store(true, Ordering::SeqCst);
-                    return Err(e);
-                }
-            }
+    /// Writes out everything queued, unless a flusher is already at work.
+    async fn flush(self: &Arc<Self>) -> std::io::Result<()> {
+        if std::mem::replace(&mut self.lock_state().flushing, true) {
+            return Ok(());
         }
-        w.flush().await
+        self.run_flusher().await
+    }
+
+    /// The flusher's loop: called only by whoever set `flushing`; clears it when the queue
+    /// is empty (under the lock senders append under) or on an error.
+    async fn run_flusher(self: &Arc<Self>) -> std::io::Result<()> {
+        let mut guard = FlushGuard {
+            out: self,
+            done: false,
+        };
+        let mut w = self.writer.lock().await;
+        let w = &mut *w;
+        let result = loop {
+            if w.off == w.pending.len() {
+                w.pending.clear();
+                w.off = 0;
+                let mut st = self.lock_state();
+                if st.buf.is_empty() {
+                    st.flushing = false;
+                    if st.buf.capacity() > KEEP_CAPACITY {
+                        st.buf = Vec::with_capacity(4096);
+                    }
+                    if w.pending.capacity() > KEEP_CAPACITY {
+                        w.pending = Vec::with_capacity(4096);
+                    }
+                    break Ok(());
+                }
+                std::mem::swap(&mut st.buf, &mut w.pending);
+            }
+            match w.w.write(&w.pending[w.off..]).await {
+                Ok(0) => break Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => w.off += n,
+                Err(e) => break Err(e),
+            }
+        };
+        if result.is_err() {
+            self.closed.store(true, Ordering::SeqCst);
+            self.lock_state().flushing = false;
+        }
+        guard.done = true;
+        result?;
+        w.w.flush().await
     }
 
     /// Sends a last message, then closes the write side.
-    async fn close_with(&self, msg: &Tobj) {
+    async fn close_with(self: &Arc<Self>, msg: &Tobj) {
         let _ = self.send(msg).await;
         self.closed.store(true, Ordering::SeqCst);
-        let _ = self.writer.lock().await.shutdown().await;
+        // Taking the writer waits for a flusher at work, which writes the queue out first.
+        let _ = self.writer.lock().await.w.shutdown().await;
     }
 
     fn idle_for(&self) -> Duration {
@@ -237,13 +305,22 @@ impl<Svc: Service> Path for ResponderPath<Svc> {
             .map_err(|_| ConnError::Protocol("request limiter closed".into()))?;
         let svc = self.service.clone();
         let out = out.clone();
-        tokio::spawn(async move {
+        let mut answer = Box::pin(async move {
             let id = tobj.id;
             let mut reply = svc.call(tobj).await;
             reply.id = id;
             let _ = out.send(&reply).await;
             drop(permit);
         });
+        // Poll it once here: a service that answers without waiting (its reply queued or
+        // written at once) costs no hand-off to another task. One that waits (the roles'
+        // services hand their work to the blocking pool first thing) goes on in its own
+        // task, whose first poll registers the real waker; the no-op one of this poll is
+        // never relied on.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if answer.as_mut().poll(&mut cx).is_pending() {
+            tokio::spawn(answer);
+        }
         Ok(())
     }
 
@@ -324,33 +401,61 @@ where
     let mut on_up = Some(on_up);
     let silence = cfg.heartbeat * 3;
 
-    let err = loop {
-        let tobj = match next_packet(&mut reader, &mut opener, &limits, silence).await {
-            Ok(t) => t,
-            Err(e) => break e,
-        };
-        if let Some(up) = on_up.take() {
-            if let Err(e) = check_hello(&tobj, role.name()) {
-                break e;
+    // When the last line arrived, in ms since `t0`, for the silence watchdog (one timer
+    // for the connection rather than one per packet).
+    let t0 = std::time::Instant::now();
+    let heard = AtomicU64::new(0);
+    let packets = async {
+        loop {
+            let line = match reader.line().await {
+                Ok(l) => l,
+                Err(e) => return e,
+            };
+            heard.store(t0.elapsed().as_millis() as u64, Ordering::Relaxed);
+            let tobj = match open_packet(&line, &mut opener, &limits) {
+                Ok(t) => t,
+                Err(e) => return e,
+            };
+            if let Some(up) = on_up.take() {
+                if let Err(e) = check_hello(&tobj, role.name()) {
+                    return e;
+                }
+                info!(%peer, role = role.name(), suite = cfg.suite.name(), "commlink up");
+                up(out.clone());
+                continue;
             }
-            info!(%peer, role = role.name(), suite = cfg.suite.name(), "commlink up");
-            up(out.clone());
-            continue;
-        }
-        match tobj.kind.as_str() {
-            PING_TYPE => {}
-            ERROR_TYPE if tobj.id == 0 => {
-                break ConnError::Protocol(format!(
-                    "peer closed the link: {}",
-                    remote_error(&tobj)
-                ));
-            }
-            _ => {
-                if let Err(e) = path.packet(tobj, &out).await {
-                    break e;
+            match tobj.kind.as_str() {
+                PING_TYPE => {}
+                ERROR_TYPE if tobj.id == 0 => {
+                    return ConnError::Protocol(format!(
+                        "peer closed the link: {}",
+                        remote_error(&tobj)
+                    ));
+                }
+                _ => {
+                    if let Err(e) = path.packet(tobj, &out).await {
+                        return e;
+                    }
                 }
             }
         }
+    };
+    let watchdog = async {
+        let mut tick = tokio::time::interval((silence / 8).max(Duration::from_millis(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now = t0.elapsed().as_millis() as u64;
+            if now.saturating_sub(heard.load(Ordering::Relaxed)) >= silence.as_millis() as u64 {
+                return ConnError::Protocol(format!(
+                    "peer silent for {silence:?} (three heartbeats): link dead"
+                ));
+            }
+        }
+    };
+    let err = tokio::select! {
+        e = packets => e,
+        e = watchdog => e,
     };
     match &err {
         ConnError::Closed => info!(%peer, "commlink closed by peer"),
@@ -383,25 +488,12 @@ fn spawn_heartbeats(out: Arc<Outbox>, heartbeat: Duration) -> AbortOnDrop {
     }))
 }
 
-/// Reads, opens and parses the next packet; silence for `silence` ends the link.
-async fn next_packet<R: AsyncRead + Unpin>(
-    reader: &mut LineReader<R>,
-    opener: &mut Opener,
-    limits: &Limits,
-    silence: Duration,
-) -> Result<Tobj, ConnError> {
-    let line = match tokio::time::timeout(silence, reader.line()).await {
-        Ok(r) => r?,
-        Err(_) => {
-            return Err(ConnError::Protocol(format!(
-                "peer silent for {silence:?} (three heartbeats): link dead"
-            )));
-        }
-    };
-    let payload = opener.open(&line)?;
-    let text = String::from_utf8(payload)
+/// Opens and parses one packet.
+fn open_packet(line: &[u8], opener: &mut Opener, limits: &Limits) -> Result<Tobj, ConnError> {
+    let payload = opener.open(line)?;
+    let text = std::str::from_utf8(&payload)
         .map_err(|_| ConnError::Protocol("payload is not UTF-8".into()))?;
-    Ok(Tobj::parse(&text, limits)?)
+    Ok(Tobj::parse(text, limits)?)
 }
 
 /// The first packet must be the peer's hello, from the other role.
@@ -423,7 +515,7 @@ fn check_hello(tobj: &Tobj, ours: &str) -> Result<(), ConnError> {
 
 /// Sends the peer the reason the link ends, then drains its input briefly.
 async fn tell_peer_why<R: AsyncRead + Unpin>(
-    out: &Outbox,
+    out: &Arc<Outbox>,
     reader: &mut LineReader<R>,
     err: &ConnError,
 ) {
