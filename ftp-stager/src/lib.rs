@@ -23,6 +23,7 @@
 
 #![deny(missing_docs)]
 
+pub mod area_dirs;
 pub mod areas;
 pub mod bench;
 pub mod config;

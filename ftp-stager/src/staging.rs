@@ -14,6 +14,7 @@ use chrono::{Duration, Utc};
 use commlink::msg::stager::{self as msg, Delivery};
 use commlink::stats::percentile;
 
+use crate::area_dirs::AreaDirs;
 use crate::areas::{AreaRecord, Secrets, password_hash, rfc3339, token_hash};
 use crate::config::{Fallback, StagerConfig};
 use crate::error::{Result, StagerError};
@@ -135,6 +136,7 @@ pub struct Stager {
     max_ttl: u64,
     urls: Mutex<PublicUrls>,
     areas: Arc<Mutex<Areas>>,
+    dirs: AreaDirs,
     persist: Mutex<std::sync::mpsc::Sender<Persist>>,
     deliveries: Mutex<DeliveryLog>,
     latencies_us: Mutex<VecDeque<u64>>,
@@ -224,13 +226,14 @@ impl Stager {
         );
         Ok(Stager {
             repo,
-            areas_dir,
             state_dir: cfg.state_dir.clone(),
             method,
             default_ttl: cfg.area_ttl_secs.max(1),
             max_ttl: cfg.max_ttl_secs.max(1),
             urls: Mutex::new(urls),
             persist: Mutex::new(spawn_persister(journal, areas.clone())),
+            dirs: AreaDirs::new(&areas_dir),
+            areas_dir,
             areas,
             deliveries: Mutex::new(deliveries),
             latencies_us: Mutex::new(VecDeque::new()),
@@ -324,9 +327,10 @@ impl Stager {
             .ttl_secs
             .unwrap_or(self.default_ttl)
             .clamp(1, self.max_ttl);
-        let id = fsutil::random_hex(16);
-        let dir = self.areas_dir.join(&id);
-        fs::create_dir(&dir).map_err(StagerError::io("create", &dir))?;
+        let (id, dir) = self
+            .dirs
+            .take()
+            .map_err(StagerError::io("create", &self.areas_dir))?;
         let used = match self.place_files(&dir, &m, &files) {
             Ok(used) => used,
             Err(e) => {
@@ -483,8 +487,9 @@ impl Stager {
             }
         }
         // Directories with no record (a crash between mkdir and the state write).
-        let known: std::collections::HashSet<String> =
+        let mut known: std::collections::HashSet<String> =
             lock(&self.areas).by_id.keys().cloned().collect();
+        known.extend(self.dirs.ready_ids());
         if let Ok(rd) = fs::read_dir(&self.areas_dir) {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
