@@ -256,7 +256,19 @@ impl FfsConfig {
         if !w.http_redirect_listen.trim().is_empty() {
             address("web", "http_redirect_listen", &w.http_redirect_listen)?;
         }
-        link_address("web", "stager_addr", &w.stager_addr)?;
+        let mut names = std::collections::BTreeSet::new();
+        for st in &w.stagers {
+            if st.name.trim().is_empty() || !names.insert(st.name.as_str()) {
+                bail!(
+                    "[web] stagers: each stager needs its own non-empty name (got {:?})",
+                    st.name
+                );
+            }
+            link_address("web", "stagers", &st.addr)?;
+        }
+        if w.stagers.is_empty() {
+            link_address("web", "stager_addr", &w.stager_addr)?;
+        }
         let agent = match w.agent_mode {
             AgentMode::Connect => {
                 format!(
@@ -282,7 +294,12 @@ impl FfsConfig {
         }
         Ok(format!(
             "[web] HTTPS on {}; {agent}; stager at {}",
-            w.listen, w.stager_addr
+            w.listen,
+            w.stager_list()
+                .iter()
+                .map(|s| s.addr.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ))
     }
 }

@@ -7,8 +7,8 @@
 //! of the crate calls a typed method per request, and the client a request goes to is picked
 //! from its type ([`commlink::Request::Link`]), so it cannot reach the wrong peer.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use commlink::msg::agent as am;
@@ -107,13 +107,73 @@ impl From<BackendError> for AppError {
     }
 }
 
+/// One stager the web frontend uses: its name, the key its deliveries are recorded under at
+/// the agent, its link, and what was last learnt of it (catalog, live areas).
+pub struct StagerPeer {
+    /// Its name (`[web] stagers`; the address for the one `stager_addr`).
+    pub name: String,
+    /// Its delivery-log key at the agent (`""` for the one `stager_addr`).
+    pub delivery_key: String,
+    /// The link.
+    pub client: Client,
+    view: Mutex<Option<StagerView>>,
+}
+
+/// A stager's catalog and live-area count as last fetched.
+#[derive(Clone)]
+struct StagerView {
+    at: Instant,
+    releases: Arc<Vec<ReleaseInfo>>,
+    areas: u64,
+}
+
+/// How long a stager's catalog and area count are reused when picking where to stage.
+const VIEW_TTL: Duration = Duration::from_secs(3);
+
+impl StagerPeer {
+    /// A stager named `name` whose deliveries are recorded under `delivery_key`.
+    pub fn new(name: impl Into<String>, delivery_key: impl Into<String>, client: Client) -> Self {
+        StagerPeer {
+            name: name.into(),
+            delivery_key: delivery_key.into(),
+            client,
+            view: Mutex::new(None),
+        }
+    }
+
+    fn cached(&self) -> Option<StagerView> {
+        self.view.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn store(&self, v: StagerView) {
+        *self.view.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
+    }
+
+    fn holds(v: &StagerView, product: &str, version: &str) -> bool {
+        v.releases
+            .iter()
+            .any(|r| r.product == product && r.version == version && !r.yanked)
+    }
+}
+
+/// One stager's state for the admin pages.
+pub struct StagerStatus {
+    /// Its name.
+    pub name: String,
+    /// Whether its link is up.
+    pub up: bool,
+    /// Its statistics, when it answered.
+    pub stats: Option<Stats>,
+}
+
 /// The commlink clients plus the reply deadline.
 #[derive(Clone)]
 pub struct Backend {
     /// One client per db agent (dialed), or one accepting client that holds every agent
     /// that dialed in.
     pub(crate) agents: Arc<[Client]>,
-    pub(crate) stager: Client,
+    /// Every stager, in configuration order.
+    pub(crate) stagers: Arc<[StagerPeer]>,
     /// Where the next agent request starts, so load spreads over live agents.
     turn: Arc<AtomicUsize>,
     timeout: Duration,
@@ -126,16 +186,27 @@ impl Backend {
         Backend::with_agents(vec![agent], stager, timeout, metrics)
     }
 
-    /// Several agent clients (one per `db_agent_addr`, at least one) and the stager.
+    /// Several agent clients (one per `db_agent_addr`, at least one) and the one stager.
     pub fn with_agents(
         agents: Vec<Client>,
         stager: Client,
         timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let one = StagerPeer::new("stager", "", stager);
+        Backend::with_peers(agents, vec![one], timeout, metrics)
+    }
+
+    /// Several agents and several stagers (at least one of each).
+    pub fn with_peers(
+        agents: Vec<Client>,
+        stagers: Vec<StagerPeer>,
+        timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Backend {
             agents: agents.into(),
-            stager,
+            stagers: stagers.into(),
             turn: Arc::new(AtomicUsize::new(0)),
             timeout,
             metrics,
@@ -152,22 +223,56 @@ impl Backend {
         self.agents.iter().map(Client::live_connections).sum()
     }
 
-    /// Whether the stager link is up.
+    /// Whether a stager link is up (any of them).
     pub fn stager_up(&self) -> bool {
-        self.stager.is_up()
+        self.stagers.iter().any(|s| s.client.is_up())
     }
 
-    /// Sends a typed request, with the deadline, to the peer its link names: the clients
-    /// it may go to are tried in turn (live ones first) while a link is down before sending.
+    /// The stagers, in configuration order.
+    pub fn stagers(&self) -> &[StagerPeer] {
+        &self.stagers
+    }
+
+    /// Sends an agent request to a live agent (see the module comment).
     async fn request<R>(&self, req: &R) -> Result<R::Response, BackendError>
     where
         R: Request,
         R::Link: Route,
     {
-        let peer = <R::Link as Route>::PEER;
         let clients = <R::Link as Route>::clients(self);
+        self.send(<R::Link as Route>::PEER, &clients, req).await
+    }
+
+    /// Sends a stager request to `clients` in order, moving on only while a link is down.
+    async fn stager_request<R>(
+        &self,
+        clients: &[&Client],
+        req: &R,
+    ) -> Result<R::Response, BackendError>
+    where
+        R: Request<Link = StagerLink>,
+    {
+        self.send(Peer::Stager, clients, req).await
+    }
+
+    /// Sends a stager request to one stager.
+    async fn to_one<R>(&self, peer: &StagerPeer, req: &R) -> Result<R::Response, BackendError>
+    where
+        R: Request<Link = StagerLink>,
+    {
+        self.stager_request(&[&peer.client], req).await
+    }
+
+    /// Sends a request with the deadline: the clients it may go to are tried in turn
+    /// while a link is down before sending; timed into the metrics.
+    async fn send<R: Request>(
+        &self,
+        peer: Peer,
+        clients: &[&Client],
+        req: &R,
+    ) -> Result<R::Response, BackendError> {
         let start = Instant::now();
-        let out = self.send_failover(peer, &clients, req, start).await;
+        let out = self.send_failover(peer, clients, req, start).await;
         let ok = !matches!(
             out,
             Err(BackendError::Unreachable(..)) | Err(BackendError::BadReply(..))
@@ -213,14 +318,104 @@ impl Backend {
         ))
     }
 
-    /// The stager's catalog.
-    pub async fn catalog(&self, include_yanked: bool) -> Result<Vec<ReleaseInfo>, BackendError> {
-        let c = self.request(&sm::CatalogRequest { include_yanked }).await?;
+    /// One stager's catalog (fetched now; also refreshes what [`Backend::stage`] picks by).
+    async fn stager_catalog(
+        &self,
+        peer: &StagerPeer,
+        include_yanked: bool,
+    ) -> Result<Vec<ReleaseInfo>, BackendError> {
+        let c = self
+            .stager_request(&[&peer.client], &sm::CatalogRequest { include_yanked })
+            .await?;
         Ok(c.releases)
     }
 
+    /// The releases of every stager that answers, merged (one entry per product and
+    /// version; a release yanked on any stager shows as yanked). Fails only when no stager
+    /// answers.
+    pub async fn catalog(&self, include_yanked: bool) -> Result<Vec<ReleaseInfo>, BackendError> {
+        let all = futures_util::future::join_all(
+            self.stagers
+                .iter()
+                .map(|p| self.stager_catalog(p, include_yanked)),
+        )
+        .await;
+        let mut merged: Vec<ReleaseInfo> = Vec::new();
+        let mut last_err = None;
+        let mut any = false;
+        for r in all {
+            match r {
+                Ok(list) => {
+                    any = true;
+                    for rel in list {
+                        match merged
+                            .iter_mut()
+                            .find(|m| m.product == rel.product && m.version == rel.version)
+                        {
+                            Some(m) => {
+                                m.yanked |= rel.yanked;
+                                if m.quarantined.is_empty() {
+                                    m.quarantined = rel.quarantined;
+                                }
+                            }
+                            None => merged.push(rel),
+                        }
+                    }
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        match (any, last_err) {
+            (false, Some(e)) => Err(e),
+            _ => Ok(merged),
+        }
+    }
+
+    /// A stager's catalog and live-area count, from the cache when fresh.
+    async fn view(&self, peer: &StagerPeer, fresh: bool) -> Option<StagerView> {
+        if !fresh && let Some(v) = peer.cached().filter(|v| v.at.elapsed() < VIEW_TTL) {
+            return Some(v);
+        }
+        let (cat, stats) = tokio::join!(
+            self.stager_catalog(peer, false),
+            self.to_one(peer, &sm::StatsRequest {})
+        );
+        let v = StagerView {
+            at: Instant::now(),
+            releases: Arc::new(cat.ok()?),
+            areas: stats.map(|s| s.areas).unwrap_or(u64::MAX),
+        };
+        peer.store(v.clone());
+        Some(v)
+    }
+
+    /// The stagers a release may be staged on now: up, holding it (from a catalog at most
+    /// [`VIEW_TTL`] old, fetched again when none seems to hold it), fewest live areas first.
+    async fn placement(&self, product: &str, version: &str) -> Vec<&StagerPeer> {
+        for fresh in [false, true] {
+            let up: Vec<&StagerPeer> = self.stagers.iter().filter(|p| p.client.is_up()).collect();
+            let views =
+                futures_util::future::join_all(up.iter().map(|p| self.view(p, fresh))).await;
+            let mut ok: Vec<(u64, &StagerPeer)> = up
+                .into_iter()
+                .zip(views)
+                .filter_map(|(p, v)| {
+                    v.filter(|v| StagerPeer::holds(v, product, version))
+                        .map(|v| (v.areas, p))
+                })
+                .collect();
+            if !ok.is_empty() {
+                ok.sort_by_key(|(areas, _)| *areas);
+                return ok.into_iter().map(|(_, p)| p).collect();
+            }
+        }
+        Vec::new()
+    }
+
     /// Stages a release (or some of its files; empty = all) into a new download area
-    /// labelled `label`, with the stager's default lifetime.
+    /// labelled `label`, with the stager's default lifetime, on a stager that is up and holds
+    /// it (fewest live areas first; the next one if a link turns out to be down before the
+    /// request is sent). The links in the area name that stager.
     pub async fn stage(
         &self,
         product: &str,
@@ -228,65 +423,166 @@ impl Backend {
         files: Vec<String>,
         label: &str,
     ) -> Result<StagedArea, BackendError> {
-        self.request(&sm::StageRequest {
-            product: product.to_string(),
-            version: version.to_string(),
-            files,
-            label: label.to_string(),
-            ttl_secs: None,
-        })
-        .await
+        let order = self.placement(product, version).await;
+        if order.is_empty() {
+            if !self.stager_up() {
+                return Err(BackendError::Unreachable(
+                    Peer::Stager,
+                    "no stager is up".into(),
+                ));
+            }
+            return Err(BackendError::Refused {
+                peer: Peer::Stager,
+                code: RefusalCode::NotFound,
+                message: format!("no stager that is up holds {product} {version}"),
+            });
+        }
+        let clients: Vec<&Client> = order.iter().map(|p| &p.client).collect();
+        let area = self
+            .stager_request(
+                &clients,
+                &sm::StageRequest {
+                    product: product.to_string(),
+                    version: version.to_string(),
+                    files,
+                    label: label.to_string(),
+                    ttl_secs: None,
+                },
+            )
+            .await?;
+        // Count the new area at once, so a burst of prepares spreads too.
+        if let Some(p) = order.iter().find(|p| p.client.is_up())
+            && let Some(mut v) = p.cached()
+        {
+            v.areas = v.areas.saturating_add(1);
+            p.store(v);
+        }
+        Ok(area)
     }
 
     /// Removes a download area: true if it was removed, false if it was already gone
-    /// (expired or removed before, which the stager may also say as `not-found`).
+    /// (expired or removed before, which a stager may also say as `not-found`). Areas live
+    /// on the one stager that staged them, so every stager is asked and `not-found` from
+    /// the others is the normal answer; when none removed it and one could not be asked,
+    /// the area may be there: that stager's error is returned (to retry later).
     pub async fn unstage(&self, area_id: &str) -> Result<bool, BackendError> {
-        let r = self
-            .request(&sm::UnstageRequest {
-                area_id: area_id.to_string(),
-            })
-            .await;
-        match r {
-            Ok(u) => Ok(u.removed),
-            Err(e) if e.code() == Some(RefusalCode::NotFound) => Ok(false),
-            Err(e) => Err(e),
+        let req = sm::UnstageRequest {
+            area_id: area_id.to_string(),
+        };
+        let all =
+            futures_util::future::join_all(self.stagers.iter().map(|p| self.to_one(p, &req))).await;
+        let mut err = None;
+        let mut removed = false;
+        for r in all {
+            match r {
+                Ok(u) => removed |= u.removed,
+                Err(e) if e.code() == Some(RefusalCode::NotFound) => {}
+                Err(e) => err = Some(e),
+            }
+        }
+        match (removed, err) {
+            (false, Some(e)) => Err(e),
+            _ => Ok(removed),
         }
     }
 
-    /// Withdraws a release (admin): it can no longer be staged. `Ok(true)` if it was yanked
-    /// now, `Ok(false)` if it already was; an unknown release is the stager's `not-found`.
+    /// Withdraws a release (admin) on every stager: it can no longer be staged. `Ok(true)`
+    /// if some stager yanked it now, `Ok(false)` if all that hold it already had; an
+    /// unknown release is `not-found`. A stager that is down is skipped (logged): with
+    /// replication the yank reaches it from its source when it returns.
     pub async fn yank(&self, product: &str, version: &str) -> Result<bool, BackendError> {
-        let r = self
-            .request(&sm::YankRequest {
-                product: product.to_string(),
-                version: version.to_string(),
+        let req = sm::YankRequest {
+            product: product.to_string(),
+            version: version.to_string(),
+        };
+        let all =
+            futures_util::future::join_all(self.stagers.iter().map(|p| self.to_one(p, &req))).await;
+        let (mut now, mut answered, mut first_err) = (false, false, None);
+        for (p, r) in self.stagers.iter().zip(all) {
+            match r {
+                Ok(y) => {
+                    answered = true;
+                    now |= !y.already;
+                }
+                Err(e) if e.code() == Some(RefusalCode::NotFound) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(e) => {
+                    tracing::warn!(stager = %p.name, error = %e, %product, %version, "yank not delivered");
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match (answered, first_err) {
+            (false, Some(e)) => Err(e),
+            _ => Ok(now),
+        }
+    }
+
+    /// The live download areas of every stager that answers (admin), each with its
+    /// stager's name. Fails only when none answers.
+    pub async fn areas(&self) -> Result<Vec<(String, AreaSummary)>, BackendError> {
+        let all = futures_util::future::join_all(
+            self.stagers
+                .iter()
+                .map(|p| self.to_one(p, &sm::AreasRequest {})),
+        )
+        .await;
+        let mut out = Vec::new();
+        let (mut any, mut err) = (false, None);
+        for (p, r) in self.stagers.iter().zip(all) {
+            match r {
+                Ok(list) => {
+                    any = true;
+                    out.extend(list.areas.into_iter().map(|a| (p.name.clone(), a)));
+                }
+                Err(e) => err = Some(e),
+            }
+        }
+        match (any, err) {
+            (false, Some(e)) => Err(e),
+            _ => Ok(out),
+        }
+    }
+
+    /// Every stager's link state and staging-latency and delivery counters (admin).
+    pub async fn stager_status(&self) -> Vec<StagerStatus> {
+        let all = futures_util::future::join_all(
+            self.stagers
+                .iter()
+                .map(|p| self.to_one(p, &sm::StatsRequest {})),
+        )
+        .await;
+        self.stagers
+            .iter()
+            .zip(all)
+            .map(|(p, r)| StagerStatus {
+                name: p.name.clone(),
+                up: p.client.is_up(),
+                stats: r.ok(),
             })
-            .await?;
-        Ok(!r.already)
+            .collect()
     }
 
-    /// The live download areas (admin).
-    pub async fn areas(&self) -> Result<Vec<AreaSummary>, BackendError> {
-        Ok(self.request(&sm::AreasRequest {}).await?.areas)
-    }
-
-    /// The stager's staging-latency and delivery counters (admin).
-    pub async fn stats(&self) -> Result<Stats, BackendError> {
-        self.request(&sm::StatsRequest {}).await
-    }
-
-    /// Up to `limit` completed transfers from the stager's delivery log with
+    /// Up to `limit` completed transfers from stager `index`'s delivery log with
     /// `seq > after_seq`, oldest first.
     pub async fn deliveries(
         &self,
+        index: usize,
         after_seq: u64,
         limit: u64,
     ) -> Result<Vec<Delivery>, BackendError> {
+        let Some(p) = self.stagers.get(index) else {
+            return Ok(Vec::new());
+        };
         let r = self
-            .request(&sm::DeliveriesRequest {
-                after_seq,
-                limit: Some(limit),
-            })
+            .stager_request(
+                &[&p.client],
+                &sm::DeliveriesRequest {
+                    after_seq,
+                    limit: Some(limit),
+                },
+            )
             .await?;
         Ok(r.deliveries)
     }
@@ -318,7 +614,7 @@ fn map_reply<T>(peer: Peer, r: Result<T, LinkError>) -> Result<T, BackendError> 
 }
 
 /// Where a link's requests go: the clients to try, in order, and the peer named in errors.
-/// Implemented for the web frontend's two links only.
+/// Implemented for the agent link only (a stager request names its stager).
 trait Route: Link {
     const PEER: Peer;
     fn clients(b: &Backend) -> Vec<&Client>;
@@ -333,13 +629,6 @@ impl Route for AgentLink {
         let mut order: Vec<&Client> = (0..n).map(|i| &b.agents[(first + i) % n]).collect();
         order.sort_by_key(|c| !c.is_up());
         order
-    }
-}
-
-impl Route for StagerLink {
-    const PEER: Peer = Peer::Stager;
-    fn clients(b: &Backend) -> Vec<&Client> {
-        vec![&b.stager]
     }
 }
 

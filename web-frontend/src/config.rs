@@ -17,6 +17,20 @@ pub enum AgentMode {
     Accept,
 }
 
+/// One of `[web] stagers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StagerEntry {
+    /// Its name (admin pages; the key of its delivery log at the agent).
+    pub name: String,
+    /// Its commlink address.
+    pub addr: String,
+    /// The name its deliveries are recorded under at the agent: the name, or `""` for the
+    /// one stager of `stager_addr` (so records from before several stagers carry on).
+    #[serde(skip)]
+    pub delivery_key: String,
+}
+
 /// The web frontend's settings. Every field has a loopback default.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -54,8 +68,13 @@ pub struct WebConfig {
     /// (`agent_listen` still reads).
     #[serde(rename = "db_agent_listen", alias = "agent_listen")]
     pub agent_listen: String,
-    /// The stager's commlink address.
+    /// The stager's commlink address (one stager; see `stagers` for several).
     pub stager_addr: String,
+    /// Several stagers, each `{ name, addr }`; when set, `stager_addr` is not used. The name
+    /// shows on the admin pages and keys the stager's delivery log at the agent, so every
+    /// web frontend must give one stager the same name, and a name must not be reused for
+    /// another stager ([`WebConfig::stager_list`]).
+    pub stagers: Vec<StagerEntry>,
     /// A session unused this long is over.
     pub session_idle_secs: u64,
     /// A session is over this long after login, however busy.
@@ -96,6 +115,7 @@ impl Default for WebConfig {
             agent_addr: "127.0.0.1:7701".into(),
             agent_listen: "127.0.0.1:7702".into(),
             stager_addr: "127.0.0.1:7711".into(),
+            stagers: Vec::new(),
             session_idle_secs: 30 * 60,
             session_absolute_secs: 12 * 3600,
             login_attempts: 10,
@@ -126,6 +146,25 @@ impl WebConfig {
     /// The db agent addresses of `db_agent_addr`, in order.
     pub fn agent_addrs(&self) -> Vec<&str> {
         split_list(&self.agent_addr)
+    }
+
+    /// The stagers to use: `stagers`, or else the one at `stager_addr` (named after its
+    /// address, its deliveries keyed `""`).
+    pub fn stager_list(&self) -> Vec<StagerEntry> {
+        if self.stagers.is_empty() {
+            return vec![StagerEntry {
+                name: self.stager_addr.clone(),
+                addr: self.stager_addr.clone(),
+                delivery_key: String::new(),
+            }];
+        }
+        self.stagers
+            .iter()
+            .map(|s| StagerEntry {
+                delivery_key: s.name.clone(),
+                ..s.clone()
+            })
+            .collect()
     }
 
     /// The backend reply deadline.
@@ -186,6 +225,12 @@ db_agent_addr = "127.0.0.1:7701"
 db_agent_listen = "127.0.0.1:7702"
 # The stager's commlink address.
 stager_addr = "127.0.0.1:7711"
+# Several stagers instead (stager_addr is then unused): each prepare goes to a stager that is
+# up and holds the release, fewest live areas first. The name shows on the admin pages and
+# keys the stager's delivery log at the db agent: give one stager the same name on every web
+# frontend, e.g.
+# stagers = [{ name = "a", addr = "10.0.1.11:7711" }, { name = "b", addr = "10.0.1.12:7711" }]
+stagers = []
 # Session idle and absolute timeouts, in seconds.
 session_idle_secs = 1800
 session_absolute_secs = 43200
@@ -242,6 +287,33 @@ mod tests {
         let many: Wrap =
             toml_parse("[web]\ndb_agent_addr = [\"10.0.0.1:1\", \"tcp://10.0.0.2:2\"]\n");
         assert_eq!(many.web.agent_addrs(), ["10.0.0.1:1", "tcp://10.0.0.2:2"]);
+    }
+
+    #[test]
+    fn stagers_or_the_one_stager_addr() {
+        #[derive(Deserialize)]
+        struct Wrap {
+            web: WebConfig,
+        }
+        let one: Wrap = toml_parse("[web]\nstager_addr = \"10.0.0.9:7711\"\n");
+        let l = one.web.stager_list();
+        assert_eq!(
+            (l[0].name.as_str(), l[0].delivery_key.as_str()),
+            ("10.0.0.9:7711", "")
+        );
+        let two: Wrap = toml_parse(
+            "[web]\nstagers = [{ name = \"a\", addr = \"10.0.0.1:1\" }, { name = \"b\", addr = \"10.0.0.2:1\" }]\n",
+        );
+        let l = two.web.stager_list();
+        assert_eq!(l.len(), 2);
+        assert_eq!(
+            (
+                l[1].name.as_str(),
+                l[1].addr.as_str(),
+                l[1].delivery_key.as_str()
+            ),
+            ("b", "10.0.0.2:1", "b")
+        );
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! The delivery forwarder: polls the stager's append-only delivery log (`stager.deliveries`)
+//! The delivery forwarder: polls each stager's append-only delivery log (`stager.deliveries`)
 //! and records each completed transfer with the agent (`agent.record-delivery`, carrying the
-//! stager's seq so a repeat is recognised). Where to resume comes from the agent
-//! (`agent.delivery-cursor`), so a restart of either side neither loses nor repeats
-//! deliveries, and the web frontend keeps no state of its own.
+//! stager's name and seq so a repeat is recognised). Where to resume comes from the agent
+//! (`agent.delivery-cursor`, per stager), so a restart of either side neither loses nor
+//! repeats deliveries, and the web frontend keeps no state of its own. Several web
+//! frontends may forward the same log at once: the agent stores each (stager, seq) once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,8 @@ pub struct Forwarder {
     backend: Backend,
     metrics: Arc<Metrics>,
     interval: Duration,
-    seq: Option<u64>,
+    /// Per stager (in the back end's order): the last seq forwarded, once known.
+    seqs: Vec<Option<u64>>,
 }
 
 impl Forwarder {
@@ -25,34 +27,58 @@ impl Forwarder {
             backend,
             metrics,
             interval,
-            seq: None,
+            seqs: Vec::new(),
         }
     }
 
-    /// The last sequence number forwarded, once known.
+    /// The last sequence number forwarded from the first stager, once known.
     pub fn seq(&self) -> Option<u64> {
-        self.seq
+        self.seqs.first().copied().flatten()
     }
 
-    /// One poll: fetches new deliveries and forwards them in order. Stops at the first
-    /// failure so nothing is skipped; returns how many were forwarded.
+    /// One poll of every stager: fetches new deliveries and forwards them in order. A
+    /// stager stops at its first failure so nothing is skipped (its cursor is read again
+    /// from the agent next time); the others go on. Returns how many were forwarded, or
+    /// the first failure.
     pub async fn poll_once(&mut self) -> Result<u64, BackendError> {
-        let after = match self.seq {
+        let n = self.backend.stagers().len();
+        self.seqs.resize(n, None);
+        let mut total = 0;
+        let mut first_err = None;
+        for i in 0..n {
+            match self.poll_stager(i).await {
+                Ok(k) => total += k,
+                Err(e) => {
+                    // Re-read the cursor after an outage: the agent is the record.
+                    self.seqs[i] = None;
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) if total == 0 => Err(e),
+            _ => Ok(total),
+        }
+    }
+
+    async fn poll_stager(&mut self, i: usize) -> Result<u64, BackendError> {
+        let key = self.backend.stagers()[i].delivery_key.clone();
+        let after = match self.seqs[i] {
             Some(s) => s,
             None => {
-                let s = self.backend.delivery_cursor("").await?;
-                self.seq = Some(s);
+                let s = self.backend.delivery_cursor(&key).await?;
+                self.seqs[i] = Some(s);
                 s
             }
         };
-        let batch = self.backend.deliveries(after, 500).await?;
+        let batch = self.backend.deliveries(i, after, 500).await?;
         let mut n = 0;
         let mut last = after;
         for d in &batch {
             if d.seq <= last {
                 continue;
             }
-            match self.backend.record_delivery("", d).await {
+            match self.backend.record_delivery(&key, d).await {
                 Ok(()) => n += 1,
                 // An area the agent never recorded (e.g. staged by a benchmark) is skipped
                 // rather than blocking the log forever.
@@ -64,13 +90,13 @@ impl Forwarder {
                     tracing::warn!(seq = d.seq, area = %d.area_id, %message, "delivery not recorded");
                 }
                 Err(e) => {
-                    self.seq = Some(last);
+                    self.seqs[i] = Some(last);
                     return Err(e);
                 }
             }
             last = d.seq;
         }
-        self.seq = Some(last);
+        self.seqs[i] = Some(last);
         if n > 0 {
             self.metrics.deliveries_forwarded(n);
         }
@@ -84,8 +110,6 @@ impl Forwarder {
                 Ok(n) if n > 0 => tracing::debug!(n, "deliveries forwarded"),
                 Ok(_) => {}
                 Err(e) => {
-                    // Re-read the cursor after an outage: the agent is the record.
-                    self.seq = None;
                     tracing::debug!(error = %e, "delivery forwarding paused");
                 }
             }

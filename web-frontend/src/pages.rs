@@ -235,12 +235,22 @@ pub struct StatsView {
 pub struct AdminIndexPage {
     /// Navigation.
     pub nav: Nav,
-    /// Stager stats, when reachable.
-    pub stats: Option<StatsView>,
+    /// Every stager: name, link state, stats when reachable.
+    pub stagers: Vec<StagerCard>,
     /// Agent link up.
     pub agent_up: bool,
-    /// Stager link up.
-    pub stager_up: bool,
+    /// Agent connections up (several agents: one each).
+    pub agents_up: usize,
+}
+
+/// One stager on the admin index.
+pub struct StagerCard {
+    /// Its name.
+    pub name: String,
+    /// Link up.
+    pub up: bool,
+    /// Stats, when reachable.
+    pub stats: Option<StatsView>,
 }
 
 /// A catalog row (admin).
@@ -285,6 +295,8 @@ pub struct AdminCatalogPage {
 pub struct AreaRow {
     /// Area id.
     pub area_id: String,
+    /// The stager that holds it.
+    pub stager: String,
     /// Who (the label given at staging: the customer's login).
     pub who: String,
     /// Product.

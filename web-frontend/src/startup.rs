@@ -18,7 +18,7 @@ use actix_web::middleware::DefaultHeaders;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use commlink::{Client, LinkConfig};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, StagerPeer};
 use crate::config::{AgentMode, WebConfig};
 use crate::deliveries::Forwarder;
 use crate::error::{AppError, StartError};
@@ -113,19 +113,37 @@ pub async fn agent_clients(cfg: &WebConfig, link: LinkConfig) -> Result<Vec<Clie
     })
 }
 
+/// The one stager of `stager_addr` around an existing client (named after its address,
+/// deliveries keyed `""`).
+fn single_stager(cfg: &WebConfig, client: Client) -> StagerPeer {
+    StagerPeer::new(cfg.stager_addr.clone(), "", client)
+}
+
+/// A dialing client for each configured stager (`stagers`, or the one `stager_addr`).
+pub fn stager_peers(cfg: &WebConfig, link: LinkConfig) -> Result<Vec<StagerPeer>, StartError> {
+    let key = if cfg.stagers.is_empty() {
+        "stager_addr"
+    } else {
+        "stagers"
+    };
+    cfg.stager_list()
+        .into_iter()
+        .map(|s| {
+            let addr = link_addr(key, &s.addr)?;
+            let client = Client::dial(addr.host_port().to_owned(), link.clone());
+            Ok(StagerPeer::new(s.name, s.delivery_key, client))
+        })
+        .collect()
+}
+
 impl Application {
     /// Everything from the config: binds the listeners, creates both commlink clients and
     /// builds the server (what `ffs web` runs). Must be called inside a Tokio runtime.
     pub async fn from_config(cfg: WebConfig, link: LinkConfig) -> Result<Application, StartError> {
         let listeners = Listeners::bind(&cfg)?;
         let agents = agent_clients(&cfg, link.clone()).await?;
-        let stager = Client::dial(
-            link_addr("stager_addr", &cfg.stager_addr)?
-                .host_port()
-                .to_owned(),
-            link,
-        );
-        Application::build_with(cfg, agents, stager, listeners)
+        let stagers = stager_peers(&cfg, link)?;
+        Application::build_with(cfg, agents, stagers, listeners)
     }
 
     /// Builds the server around bound listeners and the two clients (tests and `ffs demo`
@@ -137,17 +155,19 @@ impl Application {
         stager: Client,
         listeners: Listeners,
     ) -> Result<Application, StartError> {
-        Application::build_with(cfg, vec![agent], stager, listeners)
+        let stagers = vec![single_stager(&cfg, stager)];
+        Application::build_with(cfg, vec![agent], stagers, listeners)
     }
 
-    /// [`Application::build`] with several agent clients (one per dialed agent).
+    /// [`Application::build`] with several agent clients (one per dialed agent) and
+    /// several stagers.
     pub fn build_with(
         cfg: WebConfig,
         agents: Vec<Client>,
-        stager: Client,
+        stagers: Vec<StagerPeer>,
         listeners: Listeners,
     ) -> Result<Application, StartError> {
-        Application::build_with_relay(cfg, agents, stager, listeners, None)
+        Application::build_with_relay(cfg, agents, stagers, listeners, None)
     }
 
     /// [`Application::build_with`], also serving the db agent's HTTP relay
@@ -156,7 +176,7 @@ impl Application {
     pub fn build_with_relay(
         cfg: WebConfig,
         agents: Vec<Client>,
-        stager: Client,
+        stagers: Vec<StagerPeer>,
         listeners: Listeners,
         relay: Option<crate::relay::Relay>,
     ) -> Result<Application, StartError> {
@@ -180,7 +200,7 @@ impl Application {
             cfg.workers
         };
         let public_host = cfg.public_host.clone();
-        let (state, key) = build_state_relay(cfg, agents, stager, relay)?;
+        let (state, key) = build_state_relay(cfg, agents, stagers, relay)?;
         let forwarder = Forwarder::new(
             state.backend.clone(),
             state.metrics.clone(),
@@ -292,27 +312,28 @@ pub fn build_state(
     agent: Client,
     stager: Client,
 ) -> Result<(web::Data<AppState>, Key), StartError> {
-    build_state_with(cfg, vec![agent], stager)
+    let stagers = vec![single_stager(&cfg, stager)];
+    build_state_with(cfg, vec![agent], stagers)
 }
 
-/// [`build_state`] with several agent clients.
+/// [`build_state`] with several agent clients and stagers.
 pub fn build_state_with(
     cfg: WebConfig,
     agents: Vec<Client>,
-    stager: Client,
+    stagers: Vec<StagerPeer>,
 ) -> Result<(web::Data<AppState>, Key), StartError> {
-    build_state_relay(cfg, agents, stager, None)
+    build_state_relay(cfg, agents, stagers, None)
 }
 
 fn build_state_relay(
     cfg: WebConfig,
     agents: Vec<Client>,
-    stager: Client,
+    stagers: Vec<StagerPeer>,
     relay: Option<crate::relay::Relay>,
 ) -> Result<(web::Data<AppState>, Key), StartError> {
     let key = secrets::load_or_create_session_key(&cfg.session_key)?;
     let metrics = Arc::new(Metrics::default());
-    let backend = Backend::with_agents(agents, stager, cfg.backend_timeout(), metrics.clone());
+    let backend = Backend::with_peers(agents, stagers, cfg.backend_timeout(), metrics.clone());
     let keys = crate::signing::SigningKeys::load(&cfg.signing_public_keys)?;
     let mut state = AppState::new(cfg, backend, metrics, keys);
     state.relay = relay;

@@ -33,6 +33,49 @@ pub struct ExtraAgent {
     stop: watch::Sender<bool>,
 }
 
+/// Another stager with a copy of the stack's repository (its own directories), reachable
+/// by the web over its own link.
+pub struct ExtraStager {
+    /// Its commlink address (kept across restarts).
+    pub addr: String,
+    cfg: ftp_stager::config::StagerConfig,
+    link: LinkConfig,
+    stop: watch::Sender<bool>,
+}
+
+impl ExtraStager {
+    /// Stops it (links close; areas stay on disk).
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Starts it again on the same link address, with its areas.
+    pub async fn restart(&mut self) {
+        let mut cfg = self.cfg.clone();
+        cfg.link_listen = self.addr.clone();
+        let (stop, addr, _) = loop {
+            match try_start_stager_keeping(&cfg, &self.link).await {
+                Some(s) => break s,
+                None => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        assert_eq!(addr, self.addr);
+        self.stop = stop;
+    }
+
+    /// Removes a release from this stager's repository (it no longer holds it).
+    pub fn forget_release(&self, product: &str, version: &str) {
+        let repo = ftp_stager::repository::Repository::open(&self.cfg.repository).unwrap();
+        std::fs::remove_file(repo.manifest_path(product, version).unwrap()).unwrap();
+    }
+}
+
+impl Drop for ExtraStager {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 impl ExtraAgent {
     /// Stops it (its listener and open links close).
     pub fn stop(&self) {
@@ -232,6 +275,28 @@ impl Stack {
         ExtraAgent { addr, stop }
     }
 
+    /// Starts another stager named `name` whose repository is a copy of the stack's (the
+    /// same releases), in its own directories.
+    pub async fn extra_stager(&self, name: &str) -> ExtraStager {
+        let base = self.dir.path().join(format!("stager-{name}"));
+        let cfg = stager_config(&base);
+        std::fs::create_dir_all(cfg.repository.parent().unwrap()).unwrap();
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(self.dir.path().join("stager/repository"))
+            .arg(&cfg.repository)
+            .status()
+            .unwrap();
+        assert!(status.success(), "cp -a of the repository failed");
+        let (stop, addr, cfg) = try_start_stager_keeping(&cfg, &self.link).await.unwrap();
+        ExtraStager {
+            addr,
+            cfg,
+            link: self.link.clone(),
+            stop,
+        }
+    }
+
     /// Stops the agent's listener (existing connections close with it).
     pub fn stop_agent(&self) {
         let _ = self.agent_stop.send(true);
@@ -317,10 +382,36 @@ async fn start_stager(
     link: &LinkConfig,
     _addr: Option<String>,
 ) -> (watch::Sender<bool>, String) {
-    let listeners = ftp_stager::server::Listeners::bind(cfg, true)
+    try_start_stager(cfg, link).await.unwrap()
+}
+
+/// Starts a stager; `None` while its addresses cannot be bound yet.
+async fn try_start_stager(
+    cfg: &ftp_stager::config::StagerConfig,
+    link: &LinkConfig,
+) -> Option<(watch::Sender<bool>, String)> {
+    try_start_stager_keeping(cfg, link)
         .await
-        .unwrap();
+        .map(|(tx, addr, _)| (tx, addr))
+}
+
+/// [`try_start_stager`] that also returns the config with the ports it bound.
+async fn try_start_stager_keeping(
+    cfg: &ftp_stager::config::StagerConfig,
+    link: &LinkConfig,
+) -> Option<(
+    watch::Sender<bool>,
+    String,
+    ftp_stager::config::StagerConfig,
+)> {
+    let listeners = ftp_stager::server::Listeners::bind(cfg, true).await.ok()?;
     let addr = listeners.addrs().0.unwrap().to_string();
+    // Later restarts keep the ports (links handed out stay valid).
+    let mut cfg = cfg.clone();
+    let (_, ftp, https) = listeners.addrs();
+    cfg.ftp_listen = ftp.unwrap().to_string();
+    cfg.https_listen = https.unwrap().to_string();
+    let cfg = &cfg;
     let server = ftp_stager::server::StagerServer::new(cfg).unwrap();
     let (tx, rx) = watch::channel(false);
     let link = link.clone();
@@ -329,5 +420,5 @@ async fn start_stager(
             eprintln!("stager stopped: {e}");
         }
     });
-    (tx, addr)
+    Some((tx, addr, cfg.clone()))
 }

@@ -1,4 +1,5 @@
-//! `GET /admin/areas`: live download areas (who, what, expiry) with a revoke button each.
+//! `GET /admin/areas`: live download areas of every stager (who, what, expiry, which stager)
+//! with a revoke button each (the revoke asks every stager; the one holding it removes it).
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
@@ -14,10 +15,11 @@ pub(crate) async fn areas(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
     let mut areas = state.backend.areas().await?;
-    areas.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    areas.sort_by(|a, b| b.1.created_at.cmp(&a.1.created_at));
     let rows = areas
         .into_iter()
-        .map(|a| AreaRow {
+        .map(|(stager, a)| AreaRow {
+            stager,
             who: a.label,
             created: format::time(&a.created_at),
             expires: format::time(&a.expires_at),

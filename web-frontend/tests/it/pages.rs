@@ -1057,7 +1057,7 @@ async fn admin_disable_ends_the_customers_sessions_and_revokes_their_areas() {
     assert_eq!(bob.prepare(&app, &bcsrf, "beta", "1.0").await.status, 200);
     let labels = || async {
         let areas = state.backend.areas().await.unwrap();
-        let mut v: Vec<String> = areas.into_iter().map(|a| a.label).collect();
+        let mut v: Vec<String> = areas.into_iter().map(|a| a.1.label).collect();
         v.sort();
         v
     };

@@ -26,7 +26,11 @@ async fn start_web(stack: &Stack) -> Running {
     let app = web_frontend::Application::build_with_relay(
         stack.web_config(),
         vec![agent],
-        stack.stager_client(),
+        vec![web_frontend::backend::StagerPeer::new(
+            "stager",
+            "",
+            stack.stager_client(),
+        )],
         listeners,
         Some(relay),
     )

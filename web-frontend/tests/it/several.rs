@@ -155,3 +155,186 @@ fn staged() -> StagedArea {
         files: Vec::new(),
     }
 }
+
+// Several stagers.
+
+use std::collections::BTreeMap;
+
+use web_frontend::backend::StagerPeer;
+use web_frontend::deliveries::Forwarder;
+
+fn web_over(stack: &Stack, stagers: &[(&str, &str)]) -> Backend {
+    Backend::with_peers(
+        vec![stack.agent_client()],
+        stagers
+            .iter()
+            .map(|(name, addr)| {
+                StagerPeer::new(
+                    *name,
+                    *name,
+                    Client::dial(addr.to_string(), stack.link.clone()),
+                )
+            })
+            .collect(),
+        DEADLINE,
+        Arc::new(Metrics::default()),
+    )
+}
+
+/// area id -> the stager that lists it.
+async fn where_areas_are(be: &Backend) -> BTreeMap<String, String> {
+    be.areas()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(stager, a)| (a.area_id, stager))
+        .collect()
+}
+
+/// Downloads one file of an area over HTTPS (curl) and checks its bytes.
+async fn download(
+    stack: &Stack,
+    area: &web_frontend::backend::StagedArea,
+    name: &str,
+    want: &[u8],
+) {
+    let url = web_frontend::views::file_url(&area.https_base, name);
+    let out = tokio::process::Command::new("curl")
+        .args(["-skf", "--max-time", "20", &url])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        crate::common::sha256_hex(&out.stdout),
+        crate::common::sha256_hex(want),
+        "{url}"
+    );
+    let _ = stack;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepares_spread_over_the_stagers_that_hold_the_release() {
+    let stack = Stack::start().await;
+    let mut b = stack.extra_stager("b").await;
+    b.forget_release("alpha", "2.1");
+    let be = web_over(&stack, &[("a", &stack.stager_addr), ("b", &b.addr)]);
+    for s in be.stagers() {
+        up(&s.client).await;
+    }
+    let alice = be.login("alice", PASSWORD, "192.0.2.1").await.unwrap();
+
+    // alpha 2.0 is on both: prepares spread (fewest live areas first), and each area's
+    // links name the stager that holds it.
+    let mut staged = Vec::new();
+    for _ in 0..6 {
+        let area = be.stage("alpha", "2.0", vec![], "alice").await.unwrap();
+        be.record_download(alice.id, &area, "alpha", "2.0", "192.0.2.1")
+            .await
+            .unwrap();
+        staged.push(area);
+    }
+    let at = where_areas_are(&be).await;
+    let on = |s: &str| staged.iter().filter(|a| at[&a.area_id] == s).count();
+    assert_eq!((on("a"), on("b")), (3, 3), "{at:?}");
+    let base_of = |s: &str| {
+        let a = staged.iter().find(|a| at[&a.area_id] == s).unwrap();
+        a.https_base.split("/d/").next().unwrap().to_owned()
+    };
+    assert_ne!(base_of("a"), base_of("b"));
+
+    // alpha 2.1 only on a: every prepare lands there.
+    for _ in 0..3 {
+        let area = be.stage("alpha", "2.1", vec![], "alice").await.unwrap();
+        assert_eq!(where_areas_are(&be).await[&area.area_id], "a");
+    }
+
+    // b goes down: new prepares land on a at once (its link is down, so it is skipped).
+    let on_b = staged
+        .iter()
+        .find(|a| at[&a.area_id] == "b")
+        .unwrap()
+        .clone();
+    b.stop();
+    assert!(
+        ffs_testkit::wait::until(Duration::from_secs(10), || !be.stagers()[1].client.is_up()).await
+    );
+    for _ in 0..3 {
+        let t = Instant::now();
+        let area = be.stage("alpha", "2.0", vec![], "alice").await.unwrap();
+        assert!(t.elapsed() < DEADLINE);
+        assert_eq!(where_areas_are(&be).await[&area.area_id], "a");
+    }
+    assert!(be.stager_up());
+    // The catalog still answers from the stager that is up.
+    assert!(!be.catalog(false).await.unwrap().is_empty());
+
+    // b returns: its areas work again.
+    b.restart().await;
+    up(&be.stagers()[1].client).await;
+    download(
+        &stack,
+        &on_b,
+        "alpha-2.0.bin",
+        stack.file("alpha", "2.0", "alpha-2.0.bin"),
+    )
+    .await;
+
+    // Deliveries from both stagers reach the agent once each, even with two web frontends
+    // forwarding at the same time (each (stager, seq) is stored once).
+    let on_a = staged
+        .iter()
+        .find(|a| at[&a.area_id] == "a")
+        .unwrap()
+        .clone();
+    download(
+        &stack,
+        &on_a,
+        "alpha-2.0.bin",
+        stack.file("alpha", "2.0", "alpha-2.0.bin"),
+    )
+    .await;
+    let other_web = web_over(&stack, &[("a", &stack.stager_addr), ("b", &b.addr)]);
+    for s in other_web.stagers() {
+        up(&s.client).await;
+    }
+    let metrics = Arc::new(Metrics::default());
+    let mut f1 = Forwarder::new(be.clone(), metrics.clone(), Duration::from_secs(1));
+    let mut f2 = Forwarder::new(other_web.clone(), metrics, Duration::from_secs(1));
+    let (r1, r2) = tokio::join!(f1.poll_once(), f2.poll_once());
+    r1.unwrap();
+    r2.unwrap();
+    let history = be.history(Some(alice.id), 100).await.unwrap();
+    let delivered = |id: &str| history.iter().find(|h| h.area_id == id).unwrap().deliveries;
+    assert_eq!(delivered(&on_a.area_id), 1);
+    assert_eq!(delivered(&on_b.area_id), 1);
+    assert_eq!(history.iter().map(|h| h.deliveries).sum::<u64>(), 2);
+    assert!(be.delivery_cursor("a").await.unwrap() >= 1);
+    assert!(be.delivery_cursor("b").await.unwrap() >= 1);
+
+    // Unstaging asks every stager; the one holding the area removes it.
+    assert!(be.unstage(&on_b.area_id).await.unwrap());
+    assert!(!be.unstage(&on_b.area_id).await.unwrap());
+    assert!(!where_areas_are(&be).await.contains_key(&on_b.area_id));
+
+    // A yank reaches every stager: nowhere to stage it any more.
+    assert!(be.yank("alpha", "2.0").await.unwrap());
+    let e = be.stage("alpha", "2.0", vec![], "alice").await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            BackendError::Refused {
+                code: web_frontend::backend::RefusalCode::NotFound,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let status = be.stager_status().await;
+    assert_eq!(status.len(), 2);
+    assert!(status.iter().all(|s| s.up && s.stats.is_some()));
+}
