@@ -215,10 +215,14 @@ impl FfsConfig {
                 "listens on {}",
                 link_address("db-agent", "listen", &a.listen)?
             ),
-            Mode::DialOut => format!(
-                "dials out to {}",
-                link_addresses("db-agent", "dial", &a.dial_addrs())?
-            ),
+            Mode::DialOut => {
+                // What the agent builds at start-up (carrier, proxy, relay URL) is the check.
+                let carriers = a.carriers().map_err(|e| anyhow::anyhow!(e))?;
+                if carriers.is_empty() {
+                    link_addresses("db-agent", "dial", &a.dial_addrs())?;
+                }
+                format!("dials out to {}", a.dial_addrs().join(", "))
+            }
         };
         Ok(format!("[db-agent] {how}; database {}", url.redacted()))
     }

@@ -33,6 +33,10 @@ pub struct AgentConfig {
     pub proxy: String,
     /// Hosts dialed directly despite `proxy` (`NO_PROXY` style: `host`, `.domain`, `*`).
     pub no_proxy: String,
+    /// For `dial = "relay+http(s)://…"` (the HTTP relay): long-poll the receive channel
+    /// from the start instead of streaming it (the carrier also switches by itself when a
+    /// proxy holds streamed responses).
+    pub relay_poll: bool,
     /// `sqlite://PATH` (or a bare path; relative to the config file) or
     /// `postgres://user:pass@host:port/db`.
     pub database: String,
@@ -60,6 +64,7 @@ impl Default for AgentConfig {
             dial: "127.0.0.1:7702".to_owned(),
             proxy: String::new(),
             no_proxy: String::new(),
+            relay_poll: false,
             database: "sqlite://ffs.db".to_owned(),
             pool_size: 4,
             pg_synchronous_commit: "on".to_owned(),
@@ -79,6 +84,8 @@ pub enum DialCarrier {
     Tcp(commlink::transport::Tcp),
     /// Through the configured proxy (a virtual port picks the key).
     Proxy(commlink::Proxy),
+    /// The HTTP relay (`relay+http://` or `relay+https://`), directly or through the proxy.
+    Relay(commlink::Relay),
 }
 
 /// A string, or a list of strings (joined with commas; an address holds none).
@@ -127,6 +134,9 @@ impl AgentConfig {
     /// The carrier for `dial-out`: raw TCP to `dial`, or through `proxy` unless `no_proxy`
     /// names the host. Errors name the setting.
     pub fn carrier(&self) -> Result<DialCarrier, String> {
+        if let Some(relay) = self.relay_carrier()? {
+            return Ok(DialCarrier::Relay(relay));
+        }
         let addr =
             commlink::LinkAddr::parse(&self.dial).map_err(|e| format!("[db-agent] dial = {e}"))?;
         let hostport = addr.host_port().to_owned();
@@ -141,6 +151,38 @@ impl AgentConfig {
         commlink::Proxy::new(&self.proxy, hostport)
             .map(DialCarrier::Proxy)
             .map_err(|e| format!("[db-agent] proxy = {e}"))
+    }
+
+    /// The HTTP relay carrier when `dial` is a `relay+http(s)://` URL (through `proxy`
+    /// unless `no_proxy` names the host; `relay+https://` trusts the system's CAs).
+    fn relay_carrier(&self) -> Result<Option<commlink::Relay>, String> {
+        let dial = self.dial.trim();
+        let is_relay = dial
+            .split_once("://")
+            .is_some_and(|(scheme, _)| scheme.to_ascii_lowercase().starts_with("relay+"));
+        if !is_relay {
+            return Ok(None);
+        }
+        let host = dial
+            .split_once("://")
+            .map_or("", |(_, rest)| rest.split(['/', ':']).next().unwrap_or(""));
+        let direct = self.proxy.trim().is_empty()
+            || commlink::transport::no_proxy_matches(&self.no_proxy, host);
+        let opts = commlink::RelayOptions {
+            proxy: (!direct).then(|| self.proxy.trim().to_owned()),
+            poll: self.relay_poll,
+            ..commlink::RelayOptions::default()
+        };
+        commlink::Relay::new(dial, opts)
+            .map(Some)
+            .map_err(|e| match e {
+                commlink::RelaySetupError::Addr(e)
+                    if !direct && e.to_string().contains("proxy") =>
+                {
+                    format!("[db-agent] proxy = {e}")
+                }
+                e => format!("[db-agent] dial = {e}"),
+            })
     }
 
     /// Makes a relative SQLite path absolute against the config file's directory.
@@ -190,6 +232,12 @@ dial = "127.0.0.1:7702"
 proxy = ""
 # Hosts dialed directly despite `proxy`, NO_PROXY style: "localhost,.internal.corp".
 no_proxy = ""
+# dial may also be the web frontend's HTTP relay, for a proxy that allows no CONNECT or
+# inspects TLS: "relay+https://web.example.com/ffs-link" (or relay+http://, the web's
+# plain-HTTP listener): lines travel in HTTP requests (through `proxy` if set), sealed
+# end to end. relay_poll = true long-polls from the start (for proxies that hold a
+# response until it ends; the agent also switches by itself when it sees one).
+relay_poll = false
 # "sqlite://ffs.db" (a file next to this config; its directory must exist and be writable)
 # or "postgres://user:password@host:5432/ffs".
 database = "sqlite://ffs.db"
@@ -254,6 +302,40 @@ mod tests {
     }
 
     #[test]
+    fn a_relay_url_chooses_the_relay_carrier() {
+        let mut c = AgentConfig {
+            dial: "relay+http://web.example.com:8080/ffs-link".into(),
+            ..AgentConfig::default()
+        };
+        match c.carrier() {
+            Ok(DialCarrier::Relay(r)) => assert_eq!(
+                commlink::Carrier::target(&r),
+                "relay http://web.example.com:8080/ffs-link"
+            ),
+            other => panic!("expected the relay carrier, got {other:?}"),
+        }
+        c.proxy = "http://proxy.corp:3128".into();
+        match c.carrier() {
+            Ok(DialCarrier::Relay(r)) => assert_eq!(
+                commlink::Carrier::target(&r),
+                "relay http://web.example.com:8080/ffs-link via proxy proxy.corp:3128"
+            ),
+            other => panic!("expected the relay carrier, got {other:?}"),
+        }
+        c.no_proxy = ".example.com".into();
+        match c.carrier() {
+            Ok(DialCarrier::Relay(r)) => {
+                assert!(!commlink::Carrier::target(&r).contains("via proxy"));
+            }
+            other => panic!("expected the relay carrier, got {other:?}"),
+        }
+        c.dial = "relay+http://web:0/".into();
+        assert!(c.carrier().unwrap_err().starts_with("[db-agent] dial = "));
+        c.dial = "relay+ftp://web/".into();
+        assert!(c.carrier().unwrap_err().starts_with("[db-agent] dial = "));
+    }
+
+    #[test]
     fn the_dial_out_carrier_follows_proxy_and_no_proxy() {
         let mut c = AgentConfig {
             dial: "tcp://web.example.com:443".into(),
@@ -301,6 +383,7 @@ mod tests {
             .map(|c| match c {
                 DialCarrier::Tcp(t) => commlink::Carrier::target(t).to_owned(),
                 DialCarrier::Proxy(p) => commlink::Carrier::target(p).to_owned(),
+                DialCarrier::Relay(r) => commlink::Carrier::target(r).to_owned(),
             })
             .collect();
         assert_eq!(targets, ["10.0.0.1:7702", "10.0.0.2:7702"]);

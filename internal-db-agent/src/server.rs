@@ -159,5 +159,9 @@ async fn dial_out(
             info!(via = %commlink::Carrier::target(&proxy), "db agent dialing through a proxy");
             commlink::serve_dialout_via(proxy, link, svc, shutdown).await
         }
+        DialCarrier::Relay(relay) => {
+            info!(via = %commlink::Carrier::target(&relay), "db agent dialing over the HTTP relay");
+            commlink::serve_dialout_via(relay, link, svc, shutdown).await
+        }
     }
 }
