@@ -18,12 +18,13 @@ DEB_PACKAGES=(
   bsdutils                   # pty: `script` drives the interactive prompts
   nginx vsftpd lftp wget aria2 minisign
   squid                      # the commlink through a real CONNECT proxy
+  haproxy                    # two web frontends behind deploy/haproxy.cfg
 )
 # PyPI tools as "command=package" (checked with `command -v`; installed with pip).
 PIP_TOOLS=(mitmdump=mitmproxy)   # mitmdump: a TLS-inspecting proxy for the HTTP relay
 # Components a full run (no arguments) must exercise, or name in FFS_TEST_SKIP: a test that
 # stops asking for its prerequisite, or is lost, turns the run red.
-EXPECTED_COMPONENTS=(postgres browser netns pty root tmpfs nginx vsftpd wget aria2c squid mitmdump)
+EXPECTED_COMPONENTS=(postgres browser netns pty root tmpfs nginx vsftpd wget aria2c squid mitmdump haproxy)
 # Summary labels for component names (the words of FFS_TEST_SKIP); others print as-is.
 declare -A COMPONENT_LABEL=(
   [postgres]="PostgreSQL" [browser]="Chromium" [netns]="nftables netns" [pty]="script/pty"

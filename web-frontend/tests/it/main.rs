@@ -5,6 +5,7 @@
 //! - `pages`: every page and form through actix's test service (no TLS);
 //! - `https`: the real server over rustls, driven by curl (headers, redirect, cookies,
 //!   a download straight from the stager with its SHA-256 checked);
+//! - `haproxy`: two webs behind a real haproxy running `deploy/haproxy.cfg`;
 //! - `several`: two db agents on one database behind one web (failover, no resend);
 //! - `relay`: the db agent over the HTTP relay (HTTPS with a pinned certificate; plain HTTP
 //!   through a squid that denies `CONNECT`), sign-in and prepare through it;
@@ -12,6 +13,7 @@
 
 mod browser;
 mod common;
+mod haproxy;
 mod https;
 mod pages;
 mod relay;
