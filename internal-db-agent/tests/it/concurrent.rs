@@ -190,3 +190,72 @@ on_both_backends!(
     lockout_counts_every_concurrent_failure,
     history_rows_from_both_agents,
 );
+
+/// A dial-out agent given two web frontends (`dial` as a list) serves both at once, and
+/// keeps serving one when the other goes away; two such agents on one database serve the
+/// same web side by side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dial_out_agents_serve_every_web_they_are_given() {
+    use std::time::Duration;
+
+    use internal_db_agent::Mode;
+    let db = TestDb::new(Backend::Sqlite).unwrap();
+    drop(seeded_agent(&db).await);
+    let bag = Arc::new(commlink::KeyBag::generate(8).unwrap());
+    let link = crate::common::link_cfg(&bag, 1 << 20);
+    let mut webs = Vec::new();
+    let mut addrs = Vec::new();
+    for _ in 0..2 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        addrs.push(l.local_addr().unwrap().to_string());
+        webs.push(commlink::Client::accept(l, link.clone()));
+    }
+    let cfg = internal_db_agent::AgentConfig {
+        mode: Mode::DialOut,
+        dial: addrs.join(","),
+        ..db.config()
+    };
+    let mut stops = Vec::new();
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        stops.push(stop);
+        tasks.push(tokio::spawn(internal_db_agent::run(
+            cfg.clone(),
+            link.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        )));
+    }
+    // Each web has both agents dialed in.
+    for web in &webs {
+        assert!(
+            ffs_testkit::wait::until(Duration::from_secs(10), || web.live_connections() == 2).await
+        );
+        for _ in 0..4 {
+            web.request(&login("alice", PASSWORD)).await.unwrap();
+        }
+    }
+    // One agent stops: both webs keep being served by the other, without waiting.
+    let _ = stops.remove(0).send(());
+    tokio::time::timeout(Duration::from_secs(5), tasks.remove(0))
+        .await
+        .expect("the agent stops on shutdown")
+        .unwrap()
+        .unwrap();
+    for web in &webs {
+        assert!(
+            ffs_testkit::wait::until(Duration::from_secs(10), || web.live_connections() == 1).await
+        );
+        for _ in 0..4 {
+            web.request(&login("alice", PASSWORD)).await.unwrap();
+        }
+    }
+    let _ = stops.remove(0).send(());
+    tokio::time::timeout(Duration::from_secs(5), tasks.remove(0))
+        .await
+        .expect("the agent stops on shutdown")
+        .unwrap()
+        .unwrap();
+}
