@@ -285,6 +285,8 @@ impl FfsConfig {
                 link_address("web", "db_agent_listen", &w.agent_listen)?
             ),
         };
+        w.link_prefix()
+            .map_err(|e| anyhow::anyhow!("[web] link_path = {e}"))?;
         if w.tls_key.exists() {
             commlink::secret_file::check_private(&w.tls_key).context("[web] tls_key")?;
         } else if !w.tls_generate {
@@ -320,10 +322,18 @@ fn address<'a>(section: &str, key: &str, value: &'a str) -> anyhow::Result<&'a s
     }
 }
 
-/// Checks a commlink address: `tcp://HOST:PORT` or `HOST:PORT` (raw TCP); other schemes
-/// are refused with a message naming the setting.
+/// Checks a commlink address: `tcp://HOST:PORT` or `HOST:PORT` (raw TCP), and for the db
+/// agent's `dial` also `https://HOST[:PORT][/PREFIX]`; other schemes are refused with a
+/// message naming the setting.
 fn link_address<'a>(section: &str, key: &str, value: &'a str) -> anyhow::Result<&'a str> {
-    match commlink::LinkAddr::parse(value) {
+    let parsed = commlink::LinkAddr::parse(value).and_then(|a| {
+        if (section, key) == ("db-agent", "dial") {
+            Ok(a)
+        } else {
+            a.tcp_only(value)
+        }
+    });
+    match parsed {
         Ok(_) => Ok(value),
         Err(e) => bail!("[{section}] {key} = {e}"),
     }

@@ -37,6 +37,12 @@ pub struct AgentConfig {
     /// from the start instead of streaming it (the carrier also switches by itself when a
     /// proxy holds streamed responses).
     pub relay_poll: bool,
+    /// For `dial = "https://…"`: trust exactly the web certificate with this SHA-256
+    /// (`sha256:` + 64 hex digits, colons allowed; what `ffs web` logs). Empty = not pinned.
+    pub https_pin: String,
+    /// For `dial = "https://…"`: trust the CAs in this PEM file instead of the system's.
+    /// Empty = the system CA bundle (unless `https_pin` is set).
+    pub https_ca_file: String,
     /// `sqlite://PATH` (or a bare path; relative to the config file) or
     /// `postgres://user:pass@host:port/db`.
     pub database: String,
@@ -65,6 +71,8 @@ impl Default for AgentConfig {
             proxy: String::new(),
             no_proxy: String::new(),
             relay_poll: false,
+            https_pin: String::new(),
+            https_ca_file: String::new(),
             database: "sqlite://ffs.db".to_owned(),
             pool_size: 4,
             pg_synchronous_commit: "on".to_owned(),
@@ -86,6 +94,21 @@ pub enum DialCarrier {
     Proxy(commlink::Proxy),
     /// The HTTP relay (`relay+http://` or `relay+https://`), directly or through the proxy.
     Relay(commlink::Relay),
+    /// The https carrier to the web's HTTPS listener (directly or through the proxy).
+    Https(commlink::transport::Https),
+}
+
+impl DialCarrier {
+    /// Where it leads, as shown in messages.
+    pub fn target(&self) -> &str {
+        use commlink::Carrier as _;
+        match self {
+            DialCarrier::Tcp(c) => c.target(),
+            DialCarrier::Proxy(c) => c.target(),
+            DialCarrier::Https(c) => c.target(),
+            DialCarrier::Relay(c) => c.target(),
+        }
+    }
 }
 
 /// A string, or a list of strings (joined with commas; an address holds none).
@@ -131,8 +154,9 @@ impl AgentConfig {
             .collect()
     }
 
-    /// The carrier for `dial-out`: raw TCP to `dial`, or through `proxy` unless `no_proxy`
-    /// names the host. Errors name the setting.
+    /// The carrier for `dial-out`: raw TCP to `dial`, or the https carrier for an
+    /// `https://` URL; through `proxy` unless `no_proxy` names the host. Errors name the
+    /// setting.
     pub fn carrier(&self) -> Result<DialCarrier, String> {
         if let Some(relay) = self.relay_carrier()? {
             return Ok(DialCarrier::Relay(relay));
@@ -140,12 +164,25 @@ impl AgentConfig {
         let addr =
             commlink::LinkAddr::parse(&self.dial).map_err(|e| format!("[db-agent] dial = {e}"))?;
         let hostport = addr.host_port().to_owned();
-        let host = hostport
-            .rsplit_once(':')
-            .map_or(hostport.as_str(), |(h, _)| h);
-        if self.proxy.trim().is_empty()
-            || commlink::transport::no_proxy_matches(&self.no_proxy, host)
-        {
+        let host = match &addr {
+            commlink::LinkAddr::Https(h) => h.host.clone(),
+            commlink::LinkAddr::Tcp(_) => hostport
+                .rsplit_once(':')
+                .map_or(hostport.as_str(), |(h, _)| h)
+                .to_owned(),
+        };
+        let direct = self.proxy.trim().is_empty()
+            || commlink::transport::no_proxy_matches(&self.no_proxy, &host);
+        if let commlink::LinkAddr::Https(_) = addr {
+            return self.https_carrier((!direct).then_some(self.proxy.as_str()));
+        }
+        if !self.https_pin.trim().is_empty() || !self.https_ca_file.trim().is_empty() {
+            return Err(format!(
+                "[db-agent] https_pin / https_ca_file are set but dial = {:?} is not an https:// URL",
+                self.dial
+            ));
+        }
+        if direct {
             return Ok(DialCarrier::Tcp(commlink::transport::Tcp::new(hostport)));
         }
         commlink::Proxy::new(&self.proxy, hostport)
@@ -185,8 +222,44 @@ impl AgentConfig {
             })
     }
 
-    /// Makes a relative SQLite path absolute against the config file's directory.
+    /// The https carrier to `dial`, trusting `https_pin`, else `https_ca_file`, else the
+    /// system roots.
+    fn https_carrier(&self, proxy: Option<&str>) -> Result<DialCarrier, String> {
+        use commlink::transport::{Https, HttpsError, WebTrust, parse_pin};
+        let (pin, ca) = (self.https_pin.trim(), self.https_ca_file.trim());
+        let trust = match (pin.is_empty(), ca.is_empty()) {
+            (false, false) => {
+                return Err(
+                    "[db-agent] https_pin and https_ca_file: set one of them, not both".into(),
+                );
+            }
+            (false, true) => {
+                WebTrust::Pin(parse_pin(pin).map_err(|e| format!("[db-agent] https_pin = {e}"))?)
+            }
+            (true, false) => WebTrust::CaFile(ca.into()),
+            (true, true) => WebTrust::System,
+        };
+        Https::new(&self.dial, &trust, proxy)
+            .map(DialCarrier::Https)
+            .map_err(|e| match e {
+                HttpsError::Addr(e) if proxy.is_some() && e.to_string().contains("proxy") => {
+                    format!("[db-agent] proxy = {e}")
+                }
+                HttpsError::Addr(e) => format!("[db-agent] dial = {e}"),
+                HttpsError::Roots { .. } if !ca.is_empty() => {
+                    format!("[db-agent] https_ca_file = {e}")
+                }
+                e => format!("[db-agent] dial = {:?}: {e}", self.dial),
+            })
+    }
+
+    /// Makes relative paths (the SQLite file, `https_ca_file`) absolute against the config
+    /// file's directory.
     pub fn resolve_paths(&mut self, base: &Path) {
+        let ca = self.https_ca_file.trim();
+        if !ca.is_empty() && Path::new(ca).is_relative() {
+            self.https_ca_file = base.join(ca).display().to_string();
+        }
         if let Ok(crate::db::DbUrl::Sqlite(p)) = crate::db::DbUrl::parse(&self.database)
             && p.is_relative()
             && p.as_os_str() != ":memory:"
@@ -238,6 +311,14 @@ no_proxy = ""
 # end to end. relay_poll = true long-polls from the start (for proxies that hold a
 # response until it ends; the agent also switches by itself when it sees one).
 relay_poll = false
+# dial may also be the web frontend's own HTTPS address with its [web] link_path, e.g.
+# "https://web.example.com/ffs-link": the link then runs inside TLS to port 443 (through
+# `proxy` if set), for a host that may only go out to the web. The web's certificate is
+# checked against the system CAs, or the CAs in https_ca_file (a PEM file), or pinned
+# by its SHA-256 with https_pin = "sha256:AB:CD:…" (as `ffs web` logs it; for a
+# self-signed web). The web end needs [web] link_path and db_agent_mode = "accept".
+https_pin = ""
+https_ca_file = ""
 # "sqlite://ffs.db" (a file next to this config; its directory must exist and be writable)
 # or "postgres://user:password@host:5432/ffs".
 database = "sqlite://ffs.db"
@@ -380,11 +461,7 @@ mod tests {
             .carriers()
             .unwrap()
             .iter()
-            .map(|c| match c {
-                DialCarrier::Tcp(t) => commlink::Carrier::target(t).to_owned(),
-                DialCarrier::Proxy(p) => commlink::Carrier::target(p).to_owned(),
-                DialCarrier::Relay(r) => commlink::Carrier::target(r).to_owned(),
-            })
+            .map(|c| c.target().to_owned())
             .collect();
         assert_eq!(targets, ["10.0.0.1:7702", "10.0.0.2:7702"]);
         let one: Wrap = toml::from_str("[db-agent]\ndial = \"10.0.0.1:7702\"\n").unwrap();
@@ -397,5 +474,39 @@ mod tests {
                 .unwrap_err()
                 .starts_with("[db-agent] dial = ")
         );
+    }
+
+    #[test]
+    fn https_dial_chooses_the_https_carrier_and_its_trust() {
+        let mut c = AgentConfig {
+            dial: "https://web.example.com/ffs-link".into(),
+            https_pin: format!("sha256:{}", "ab".repeat(32)),
+            ..AgentConfig::default()
+        };
+        match c.carrier() {
+            Ok(DialCarrier::Https(h)) => assert_eq!(
+                commlink::Carrier::target(&h),
+                "https://web.example.com:443/ffs-link"
+            ),
+            other => panic!("expected the https carrier, got {other:?}"),
+        }
+        c.proxy = "http://proxy.corp:3128".into();
+        let via = c.carrier().expect("through the proxy");
+        assert_eq!(
+            via.target(),
+            "https://web.example.com:443/ffs-link via proxy proxy.corp:3128"
+        );
+        c.https_pin = "sha256:00".into();
+        let err = c.carrier().unwrap_err();
+        assert!(err.starts_with("[db-agent] https_pin = "), "{err}");
+        c.https_pin.clear();
+        c.https_ca_file = "/nonexistent/ca.pem".into();
+        let err = c.carrier().unwrap_err();
+        assert!(err.starts_with("[db-agent] https_ca_file = "), "{err}");
+        c.https_pin = "ab".repeat(32);
+        assert!(c.carrier().unwrap_err().contains("not both"));
+        c.dial = "tcp://web:7702".into();
+        c.https_ca_file.clear();
+        assert!(c.carrier().unwrap_err().contains("not an https:// URL"));
     }
 }

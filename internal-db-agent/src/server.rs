@@ -101,7 +101,9 @@ impl Agent {
 }
 
 fn link_addr(key: &'static str, value: &str) -> Result<commlink::LinkAddr, AgentError> {
-    commlink::LinkAddr::parse(value).map_err(|source| AgentError::Address { key, source })
+    commlink::LinkAddr::parse(value)
+        .and_then(|a| a.tcp_only(value))
+        .map_err(|source| AgentError::Address { key, source })
 }
 
 /// Runs the agent as configured (`mode = "listen"` or `"dial-out"`) until `shutdown`.
@@ -162,6 +164,10 @@ async fn dial_out(
         DialCarrier::Relay(relay) => {
             info!(via = %commlink::Carrier::target(&relay), "db agent dialing over the HTTP relay");
             commlink::serve_dialout_via(relay, link, svc, shutdown).await
+        }
+        DialCarrier::Https(https) => {
+            info!(via = %commlink::Carrier::target(&https), "db agent dialing over the https carrier");
+            commlink::serve_dialout_via(https, link, svc, shutdown).await
         }
     }
 }

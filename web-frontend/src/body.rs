@@ -34,6 +34,11 @@ pub async fn read_first(
     mut req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    if crate::link_endpoint::is_carrier_upgrade(req.request()) {
+        // The https carrier's upgraded stream: its payload is the link itself, read by
+        // the endpoint as it arrives.
+        return next.call(req).await;
+    }
     let mut payload = req.take_payload();
     let keep = if crate::relay::is_send_path(req.path()) {
         crate::relay::MAX_BODY

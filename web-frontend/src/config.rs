@@ -98,6 +98,12 @@ pub struct WebConfig {
     /// keys stay listed so releases they signed can still be verified. Empty = releases are
     /// shown as unsigned.
     pub signing_public_keys: Vec<PathBuf>,
+    /// Path prefix under which the HTTPS listener serves the commlink carriers (the https
+    /// carrier at `<prefix>/v1/link`, the HTTP relay under `<prefix>/v1/relay/`), e.g.
+    /// `/ffs-link`. Empty = off: those paths answer 404 like any unknown page.
+    pub link_path: String,
+    /// The most https-carrier links one client address may hold open at once.
+    pub link_max_per_address: usize,
 }
 
 impl Default for WebConfig {
@@ -126,6 +132,8 @@ impl Default for WebConfig {
             trust_forwarded_for: false,
             workers: 0,
             signing_public_keys: Vec::new(),
+            link_path: String::new(),
+            link_max_per_address: 4,
         }
     }
 }
@@ -165,6 +173,41 @@ impl WebConfig {
                 ..s.clone()
             })
             .collect()
+    }
+
+    /// The carriers' path prefix from `link_path`: `None` when off, else `/seg[/seg…]`
+    /// without a trailing slash. Refused: no leading `/`, empty or dot segments, and
+    /// characters outside `A-Za-z0-9-._~` (so the prefix never needs escaping).
+    pub fn link_prefix(&self) -> Result<Option<String>, String> {
+        let v = self.link_path.trim();
+        if v.is_empty() {
+            return Ok(None);
+        }
+        let bad = || {
+            format!(
+                "{v:?}: expected an absolute path such as \"/ffs-link\" (segments of \
+                 A-Z a-z 0-9 - . _ ~, no \".\" or \"..\")"
+            )
+        };
+        let body = v.strip_prefix('/').ok_or_else(bad)?;
+        let body = body.strip_suffix('/').unwrap_or(body);
+        if body.is_empty() {
+            return Err(format!(
+                "{v:?}: the prefix cannot be \"/\" (it would shadow the pages)"
+            ));
+        }
+        for seg in body.split('/') {
+            let ok = !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+            if !ok {
+                return Err(bad());
+            }
+        }
+        Ok(Some(format!("/{body}")))
     }
 
     /// The backend reply deadline.
@@ -252,6 +295,13 @@ workers = 0
 # current key first, older keys after it. Shown and served at /keys/KEYID.pub so customers
 # can verify SHA256SUMS with minisign. Empty = releases are shown as unsigned.
 signing_public_keys = []
+# Serve the commlink carriers on this HTTPS listener under this path prefix, e.g.
+# "/ffs-link": a db agent behind a proxy that lets out only HTTPS then dials
+# "https://THIS-HOST/ffs-link" (the https carrier at PREFIX/v1/link). Needs
+# db_agent_mode = "accept". Empty = off (those paths answer 404).
+link_path = ""
+# The most https-carrier links one client address (e.g. the proxy) may hold open at once.
+link_max_per_address = 4
 "#;
 
 #[cfg(test)]
@@ -314,6 +364,25 @@ mod tests {
             ),
             ("b", "10.0.0.2:1", "b")
         );
+    }
+
+    #[test]
+    fn link_prefixes() {
+        let prefix = |v: &str| {
+            WebConfig {
+                link_path: v.into(),
+                ..WebConfig::default()
+            }
+            .link_prefix()
+        };
+        assert_eq!(prefix(""), Ok(None));
+        assert_eq!(prefix("/ffs-link"), Ok(Some("/ffs-link".into())));
+        assert_eq!(prefix(" /a/b_c~1/ "), Ok(Some("/a/b_c~1".into())));
+        for bad in [
+            "/", "ffs", "/a//b", "/a/../b", "/./a", "/a b", "/a%2f", "/a?x",
+        ] {
+            assert!(prefix(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

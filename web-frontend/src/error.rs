@@ -43,6 +43,9 @@ pub enum StartError {
         /// What is wrong with it.
         source: commlink::AddrError,
     },
+    /// `[web] link_path` is not a usable path prefix.
+    #[error("[web] link_path = {0}")]
+    LinkPath(String),
     /// A listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {

@@ -30,6 +30,7 @@ pub mod config;
 pub mod deliveries;
 pub mod error;
 pub mod format;
+pub mod link_endpoint;
 pub mod metrics;
 pub mod pages;
 pub mod relay;

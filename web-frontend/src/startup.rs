@@ -71,7 +71,9 @@ pub struct Application {
 
 /// A link address from the config (`tcp://host:port` or `host:port`).
 fn link_addr(key: &'static str, value: &str) -> Result<commlink::LinkAddr, StartError> {
-    commlink::LinkAddr::parse(value).map_err(|source| StartError::Address { key, source })
+    commlink::LinkAddr::parse(value)
+        .and_then(|a| a.tcp_only(value))
+        .map_err(|source| StartError::Address { key, source })
 }
 
 /// The agent client as the config says: dial (the first of) `agent_addr`, or listen on
@@ -141,9 +143,37 @@ impl Application {
     /// builds the server (what `ffs web` runs). Must be called inside a Tokio runtime.
     pub async fn from_config(cfg: WebConfig, link: LinkConfig) -> Result<Application, StartError> {
         let listeners = Listeners::bind(&cfg)?;
-        let agents = agent_clients(&cfg, link.clone()).await?;
-        let stagers = stager_peers(&cfg, link)?;
-        Application::build_with(cfg, agents, stagers, listeners)
+        let stagers = stager_peers(&cfg, link.clone())?;
+        let prefix = cfg.link_prefix().map_err(StartError::LinkPath)?;
+        let (agents, carried) = match (cfg.agent_mode, prefix) {
+            (AgentMode::Accept, Some(prefix)) => {
+                // The carriers' endpoints hand their streams to the same accepting client
+                // as the raw TCP listener.
+                let addr = link_addr("db_agent_listen", &cfg.agent_listen)?;
+                let l = tokio::net::TcpListener::bind(addr.host_port())
+                    .await
+                    .map_err(|source| StartError::Bind {
+                        addr: cfg.agent_listen.clone(),
+                        source,
+                    })?;
+                tracing::info!(addr = %cfg.agent_listen, %prefix, "waiting for the db agent to dial in (raw TCP, or the carriers under the prefix)");
+                let (client, acceptor) = Client::accept_and_carry(l, link.clone());
+                let endpoint = crate::link_endpoint::LinkEndpoint::new(
+                    acceptor,
+                    &prefix,
+                    cfg.link_max_per_address,
+                );
+                (vec![client], Some(endpoint))
+            }
+            (AgentMode::Connect, Some(_)) => {
+                tracing::warn!(
+                    "[web] link_path is set but db_agent_mode = \"connect\": no carrier endpoint is served"
+                );
+                (agent_clients(&cfg, link.clone()).await?, None)
+            }
+            (_, None) => (agent_clients(&cfg, link.clone()).await?, None),
+        };
+        Application::build_with_carriers(cfg, agents, stagers, listeners, None, carried)
     }
 
     /// Builds the server around bound listeners and the two clients (tests and `ffs demo`
@@ -180,6 +210,20 @@ impl Application {
         listeners: Listeners,
         relay: Option<crate::relay::Relay>,
     ) -> Result<Application, StartError> {
+        Application::build_with_carriers(cfg, agents, stagers, listeners, relay, None)
+    }
+
+    /// [`Application::build_with_relay`], also serving the https carrier's endpoint
+    /// ([`crate::link_endpoint`]) on the HTTPS listener.
+    pub fn build_with_carriers(
+        cfg: WebConfig,
+        agents: Vec<Client>,
+        stagers: Vec<StagerPeer>,
+        listeners: Listeners,
+        relay: Option<crate::relay::Relay>,
+        link: Option<crate::link_endpoint::LinkEndpoint>,
+    ) -> Result<Application, StartError> {
+        cfg.link_prefix().map_err(StartError::LinkPath)?;
         let relay_http = relay.clone();
         let identity = commlink::tls::load_or_generate(
             &cfg.tls_cert,
@@ -200,7 +244,7 @@ impl Application {
             cfg.workers
         };
         let public_host = cfg.public_host.clone();
-        let (state, key) = build_state_relay(cfg, agents, stagers, relay)?;
+        let (state, key) = build_state_relay(cfg, agents, stagers, relay, link)?;
         let forwarder = Forwarder::new(
             state.backend.clone(),
             state.metrics.clone(),
@@ -322,7 +366,7 @@ pub fn build_state_with(
     agents: Vec<Client>,
     stagers: Vec<StagerPeer>,
 ) -> Result<(web::Data<AppState>, Key), StartError> {
-    build_state_relay(cfg, agents, stagers, None)
+    build_state_relay(cfg, agents, stagers, None, None)
 }
 
 fn build_state_relay(
@@ -330,6 +374,7 @@ fn build_state_relay(
     agents: Vec<Client>,
     stagers: Vec<StagerPeer>,
     relay: Option<crate::relay::Relay>,
+    link: Option<crate::link_endpoint::LinkEndpoint>,
 ) -> Result<(web::Data<AppState>, Key), StartError> {
     let key = secrets::load_or_create_session_key(&cfg.session_key)?;
     let metrics = Arc::new(Metrics::default());
@@ -337,6 +382,7 @@ fn build_state_relay(
     let keys = crate::signing::SigningKeys::load(&cfg.signing_public_keys)?;
     let mut state = AppState::new(cfg, backend, metrics, keys);
     state.relay = relay;
+    state.link = link;
     let state = web::Data::new(state);
     Ok((state, Key::from(&key)))
 }
@@ -355,11 +401,13 @@ pub fn app(
     >,
 > {
     let relay = state.relay.clone();
+    let link = state.link.clone();
     App::new()
         .app_data(state)
         .app_data(web::PayloadConfig::new(crate::body::KEEP))
         .configure(|c| crate::relay::configure(c, relay.as_ref()))
         .configure(routes::configure)
+        .configure(|c| crate::link_endpoint::configure(c, link.as_ref()))
         .default_service(web::to(not_found))
         .wrap(actix_web::middleware::from_fn(crate::body::read_first))
         .wrap(session_middleware(key))

@@ -31,6 +31,8 @@ pub struct AppState {
     pub signing_keys: SigningKeys,
     /// The HTTP relay endpoint for the db agent, when served.
     pub relay: Option<crate::relay::Relay>,
+    /// The https carrier's endpoint for the db agent, when served.
+    pub link: Option<crate::link_endpoint::LinkEndpoint>,
 }
 
 impl AppState {
@@ -55,6 +57,7 @@ impl AppState {
             last_catalog: Mutex::new(None),
             signing_keys,
             relay: None,
+            link: None,
         }
     }
 }

@@ -28,6 +28,9 @@
 //!   web's end, [`RelayHub`]), `relay_proto` (the relay's records and its reliable-stream
 //!   state, pure) and `relay_stream` ([`RelayStream`], what the commlink runs on): the HTTP
 //!   relay of seed 003 for proxies without `CONNECT`;
+//! - `https`: inside TLS to the web frontend's HTTPS listener, upgraded to a
+//!   WebSocket ([`Https`]), directly or through a [`Proxy`]; `websocket`: that upgrade and
+//!   the client end of the WebSocket as a byte stream;
 //! - `dial`: dialing and accepting within the connect timeout, and the redial loop;
 //! - `refusals`: what the redial loop logs (each new cause at once, repeats counted);
 //! - `client`: the requester ([`Client`]);
@@ -40,6 +43,7 @@ mod config;
 mod conn;
 mod dial;
 mod handshake_io;
+mod https;
 mod proxy;
 mod refusals;
 mod relay;
@@ -48,11 +52,13 @@ mod relay_proto;
 mod relay_stream;
 mod server;
 mod tcp;
+pub mod websocket;
 
-pub use addr::{AddrError, LinkAddr};
+pub use addr::{AddrError, HttpsAddr, LinkAddr};
 pub use carrier::Carrier;
 pub use client::{Acceptor, Client, Incoming, LinkStream};
 pub use config::{ERROR_TYPE, LinkConfig, LinkError, Service, error_reply};
+pub use https::{Https, HttpsError, LINK_PATH, WebTrust, parse_pin};
 pub use proxy::{Proxy, no_proxy_matches};
 pub use relay::{Relay, RelayOptions, RelaySetupError, RelayTrust};
 pub use relay_hub::{OnAttach, ReceiveChannel, ReceiveParams, RelayError, RelayHub, RelayLimits};

@@ -193,7 +193,7 @@ impl Carrier for Proxy {
 
 /// A fresh virtual port: uniformly random in the configured source-port range, or in
 /// 1..=65535.
-fn virtual_port(range: Option<(u16, u16)>) -> u16 {
+pub(super) fn virtual_port(range: Option<(u16, u16)>) -> u16 {
     use rand::RngExt as _;
     let (lo, hi) = range.unwrap_or((1, u16::MAX));
     rand::rng().random_range(lo.max(1)..=hi.max(1))

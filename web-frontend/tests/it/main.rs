@@ -9,12 +9,16 @@
 //! - `several`: two db agents on one database behind one web (failover, no resend);
 //! - `relay`: the db agent over the HTTP relay (HTTPS with a pinned certificate; plain HTTP
 //!   through a squid that denies `CONNECT`), sign-in and prepare through it;
+//! - `https_carrier`: the db agent over the https carrier (a WebSocket upgrade on the
+//!   HTTPS listener, pinned certificate), directly and through a CONNECT-only squid;
+//!   strangers get 404s, a stranger without the key bag is refused, then throttled;
 //! - `browser`: headless Chromium via chromedriver (fails naming the packages if absent).
 
 mod browser;
 mod common;
 mod haproxy;
 mod https;
+mod https_carrier;
 mod pages;
 mod relay;
 mod several;
