@@ -7,9 +7,10 @@
 #
 # FFS_BINARY: target/release/ffs (cargo build --release -p ffs). Needs nginx with the DAV
 # module (Debian's nginx has it) and curl.
-# Rows: ffs-publish = the whole command (hashes the file locally, the stager re-hashes what
-# it receives, then commits the release; HTTP/1.1); curl-put-stager = curl PUT of the same file to the
-# stager's upload endpoint (no client-side hash); curl-put-nginx = the baseline.
+# Rows: ffs-publish = the whole command (a 1 GiB file is read once: sent under an upload id
+# while another thread hashes it, the hash declared last; the stager hashes as it receives;
+# then the commit; HTTP/1.1); curl-put-stager = curl PUT of the same file to the stager's
+# upload endpoint (no client-side hash); curl-put-nginx = the baseline.
 # Both curl rows use HTTP/1.1 (the nginx server here offers only HTTP/1.1).
 set -euo pipefail
 FFS=$(readlink -f "${1:?ffs binary}")
