@@ -4,6 +4,7 @@
 //! - `e2e`: the whole system (web, stager, agent) through real clients;
 //! - `remote`: `ffs publish --remote` against an in-process stager;
 //! - `replication`: a follower `ffs stager` process replicating a source stager;
+//! - `scaling`: two of each role behind haproxy on PostgreSQL, one of each SIGKILLed;
 //! - `signing_keys`: passphrase-protected signing keys with the real minisign;
 //! - `tools`: the operator tools (`ffs keys`, `ffs config`, `ffs customer`, …);
 //! - `support`: starting daemons, driving curl and ftplib, waiting for ports.
@@ -11,6 +12,7 @@
 mod e2e;
 mod remote;
 mod replication;
+mod scaling;
 mod signing_keys;
 mod support;
 mod tools;

@@ -255,11 +255,18 @@ impl Backend {
         self.send(Peer::Stager, clients, req).await
     }
 
-    /// Sends a stager request to one stager.
+    /// Sends a stager request to one stager; one whose link is down answers at once
+    /// (asking every stager must not wait out a dead one's connect timeout).
     async fn to_one<R>(&self, peer: &StagerPeer, req: &R) -> Result<R::Response, BackendError>
     where
         R: Request<Link = StagerLink>,
     {
+        if !peer.client.is_up() {
+            return Err(BackendError::Unreachable(
+                Peer::Stager,
+                format!("stager {}: link down", peer.name),
+            ));
+        }
         self.stager_request(&[&peer.client], req).await
     }
 
@@ -325,7 +332,7 @@ impl Backend {
         include_yanked: bool,
     ) -> Result<Vec<ReleaseInfo>, BackendError> {
         let c = self
-            .stager_request(&[&peer.client], &sm::CatalogRequest { include_yanked })
+            .to_one(peer, &sm::CatalogRequest { include_yanked })
             .await?;
         Ok(c.releases)
     }
@@ -497,6 +504,10 @@ impl Backend {
         };
         let all =
             futures_util::future::join_all(self.stagers.iter().map(|p| self.to_one(p, &req))).await;
+        // Placement must not pick a stager from a catalog taken before the yank.
+        for p in self.stagers.iter() {
+            *p.view.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
         let (mut now, mut answered, mut first_err) = (false, false, None);
         for (p, r) in self.stagers.iter().zip(all) {
             match r {
