@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use crate::support::*;
 
 /// A configured directory with a customer, an entitlement and a published release.
-struct Site {
-    dir: tempfile::TempDir,
-    web: u16,
+pub(crate) struct Site {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) web: u16,
     agent: u16,
     agent_back: u16,
     stager_link: u16,
@@ -18,11 +18,11 @@ struct Site {
 }
 
 impl Site {
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("https://127.0.0.1:{}{path}", self.web)
     }
 }
@@ -75,11 +75,11 @@ backend_timeout_ms = 1500
     )
 }
 
-const PASSWORD: &str = "correct horse battery";
+pub(crate) const PASSWORD: &str = "correct horse battery";
 
 /// Keys, config, a customer entitled to `widget`, and `widget 1.0` published (including a
 /// 3 MiB file so resume has something to resume).
-fn site(agent_mode: &str, agent_host: &str, web_agent_host: &str) -> Site {
+pub(crate) fn site(agent_mode: &str, agent_host: &str, web_agent_host: &str) -> Site {
     let s = Site {
         dir: tempfile::tempdir().unwrap(),
         web: free_port(),
@@ -138,10 +138,10 @@ fn site(agent_mode: &str, agent_host: &str, web_agent_host: &str) -> Site {
     s
 }
 
-struct Running {
-    agent: Daemon,
-    stager: Daemon,
-    web: Daemon,
+pub(crate) struct Running {
+    pub(crate) agent: Daemon,
+    pub(crate) stager: Daemon,
+    pub(crate) web: Daemon,
 }
 
 /// Waits (up to 30 s) until the whole stack answers ready; on failure shows every log.
@@ -155,7 +155,7 @@ fn wait_ready(s: &Site, r: &Running) {
     );
 }
 
-fn start(s: &Site, agent_prefix: &[&str]) -> Running {
+pub(crate) fn start(s: &Site, agent_prefix: &[&str]) -> Running {
     let d = s.path();
     let mut agent_args: Vec<&str> = agent_prefix.to_vec();
     let bin = ffs_bin();
@@ -170,12 +170,12 @@ fn start(s: &Site, agent_prefix: &[&str]) -> Running {
     Running { agent, stager, web }
 }
 
-fn ready(s: &Site) -> bool {
+pub(crate) fn ready(s: &Site) -> bool {
     Curl::new(s.path(), "probe").get(&s.url("/readyz")).status == 200
 }
 
 /// Logs in as alice; returns the session.
-fn login(s: &Site) -> Curl {
+pub(crate) fn login(s: &Site) -> Curl {
     let c = Curl::new(s.path(), &format!("alice-{}", rand_suffix()));
     let page = c.get(&s.url("/login"));
     assert_eq!(page.status, 200, "{}", page.body);
@@ -196,7 +196,7 @@ fn rand_suffix() -> u64 {
 }
 
 /// Prepares widget 1.0; returns the prepared page.
-fn prepare(s: &Site, c: &Curl) -> String {
+pub(crate) fn prepare(s: &Site, c: &Curl) -> String {
     let products = c.get(&s.url("/products"));
     assert_eq!(products.status, 200, "{}", products.body);
     assert!(products.body.contains("widget"), "{}", products.body);
@@ -222,7 +222,7 @@ fn catalog_sha(s: &Site, name: &str) -> String {
 }
 
 /// The area's HTTPS base and FTP credentials from a prepared page.
-fn locators(page: &str) -> (String, String, String) {
+pub(crate) fn locators(page: &str) -> (String, String, String) {
     let base = urls(page, "https")
         .into_iter()
         .find(|u| u.contains("/d/") && u.ends_with('/'))
@@ -241,7 +241,7 @@ fn locators(page: &str) -> (String, String, String) {
     (base, user.to_owned(), pass.to_owned())
 }
 
-fn history(s: &Site) -> serde_json::Value {
+pub(crate) fn history(s: &Site) -> serde_json::Value {
     let out = ffs_ok(s.path(), &["history", "alice", "--json"], None);
     serde_json::from_str(&out).unwrap()
 }
@@ -560,18 +560,26 @@ fn demo_sets_up_and_reuses_its_directory() {
 }
 
 /// A network namespace with a veth link to the host; deleted on drop.
-struct Netns {
-    name: String,
-    host_ip: String,
-    ns_ip: String,
+pub(crate) struct Netns {
+    pub(crate) name: String,
+    pub(crate) host_ip: String,
+    pub(crate) ns_ip: String,
 }
 
 impl Netns {
     /// Creates it, or says why it cannot be created here.
-    fn create(tag: &str) -> Result<Netns, String> {
+    pub(crate) fn create(tag: &str) -> Result<Netns, String> {
         let pid = std::process::id();
         let n = pid % 200 + 20;
-        let sub = format!("10.{}.{}", 100 + u32::from(tag == "listen"), n);
+        let sub = format!(
+            "10.{}.{}",
+            100 + match tag {
+                "listen" => 1,
+                "https" => 2,
+                _ => 0,
+            },
+            n
+        );
         let ns = Netns {
             name: format!("ffsfw{tag}{pid}"),
             host_ip: format!("{sub}.1"),

@@ -2,6 +2,9 @@
 //! user and an operator would run it, each role its own process.
 //!
 //! - `e2e`: the whole system (web, stager, agent) through real clients;
+//! - `proxy_e2e`: the db agent in a network namespace whose only way out is squid
+//!   (CONNECT to the web's HTTPS port only), over the https carrier; nothing readable in
+//!   squid's logs;
 //! - `remote`: `ffs publish --remote` against an in-process stager;
 //! - `replication`: a follower `ffs stager` process replicating a source stager;
 //! - `scaling`: two of each role behind haproxy on PostgreSQL, one of each SIGKILLed;
@@ -10,6 +13,7 @@
 //! - `support`: starting daemons, driving curl and ftplib, waiting for ports.
 
 mod e2e;
+mod proxy_e2e;
 mod remote;
 mod replication;
 mod scaling;

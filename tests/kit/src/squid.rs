@@ -30,7 +30,8 @@ pub const PASS: &str = "s3cret-pw";
 /// A squid child on a free loopback port, with its logs in a temp dir; killed on drop.
 pub struct Squid {
     child: Child,
-    /// The proxy's port on 127.0.0.1.
+    ip: String,
+    /// The proxy's port (on 127.0.0.1 unless started with [`Squid::start_on`]).
     pub port: u16,
     dir: tempfile::TempDir,
 }
@@ -46,6 +47,11 @@ impl Squid {
     /// Starts squid for a link listening on `link_port`, as `policy` says; `None` when
     /// `FFS_TEST_SKIP` names `squid` (a missing squid fails the test, naming the package).
     pub fn start(link_port: u16, policy: Policy) -> Option<Squid> {
+        Squid::start_on("127.0.0.1", link_port, policy)
+    }
+
+    /// [`Squid::start`] listening on `ip` (e.g. a veth address a network namespace reaches).
+    pub fn start_on(ip: &str, link_port: u16, policy: Policy) -> Option<Squid> {
         if !prereq::require_command("squid", "squid", "apt-get install squid") {
             return None;
         }
@@ -83,7 +89,7 @@ impl Squid {
                 .to_owned()
         };
         let conf = format!(
-            "http_port 127.0.0.1:{port}\n\
+            "http_port {ip}:{port}\n\
              pid_filename {d}/squid.pid\ncache_log {d}/cache.log\n\
              access_log stdio:{d}/access.log squid\ncoredump_dir {d}\n\
              netdb_filename none\nlogfile_rotate 0\nshutdown_lifetime 0 seconds\ncache deny all\n\
@@ -93,7 +99,12 @@ impl Squid {
         let conf_path = d.join("squid.conf");
         std::fs::write(&conf_path, conf).expect("write squid.conf");
         let child = spawn(&conf_path);
-        let mut squid = Squid { child, port, dir };
+        let mut squid = Squid {
+            child,
+            ip: ip.to_owned(),
+            port,
+            dir,
+        };
         squid.wait_until_listening();
         Some(squid)
     }
@@ -117,7 +128,7 @@ impl Squid {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("squid exited ({status}): {}", self.log("cache.log"));
             }
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if std::net::TcpStream::connect((self.ip.as_str(), self.port)).is_ok() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -133,9 +144,9 @@ impl Squid {
     /// Its URL, with the [`Policy::Auth`] credentials when `with_auth`.
     pub fn url(&self, with_auth: bool) -> String {
         if with_auth {
-            format!("http://{USER}:{PASS}@127.0.0.1:{}", self.port)
+            format!("http://{USER}:{PASS}@{}:{}", self.ip, self.port)
         } else {
-            format!("http://127.0.0.1:{}", self.port)
+            format!("http://{}:{}", self.ip, self.port)
         }
     }
 }
