@@ -4,7 +4,11 @@
 //! (actix, the WebSocket bridge, the carried stream);
 //! sequential requests, nearest-rank percentiles. Not a test; run with `--release`:
 //!
-//! `cargo run --release -p web-frontend --example carrier_rtt -- [REQUESTS]`
+//! `cargo run --release -p web-frontend --example carrier_rtt -- [REQUESTS] [PORT PROXY_URL]`
+//!
+//! With a port and a proxy URL the web listens on that port and the https responder dials
+//! through the proxy (which must allow `CONNECT` to it) instead of directly; the tcp row is
+//! measured in the same run either way.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,6 +59,8 @@ fn row(name: &str, s: &[Duration], base: Option<f64>) -> f64 {
 async fn main() {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().map_or(2000, |s| s.parse().expect("REQUESTS"));
+    let web_port: u16 = args.next().map_or(0, |s| s.parse().expect("PORT"));
+    let proxy = args.next();
     let stack = Stack::start().await;
     let link = stack.link.clone();
 
@@ -85,7 +91,7 @@ async fn main() {
             stack.stager_client(),
         )],
         web_frontend::Listeners {
-            https: std::net::TcpListener::bind("127.0.0.1:0").expect("bind"),
+            https: std::net::TcpListener::bind(("127.0.0.1", web_port)).expect("bind"),
             http_redirect: None,
         },
         None,
@@ -96,7 +102,7 @@ async fn main() {
     let pin = WebTrust::Pin(parse_pin(app.fingerprint()).expect("fingerprint"));
     tokio::spawn(app.run_until(std::future::pending()));
     let url = format!("https://localhost:{port}/ffs-link");
-    let direct = Https::new(&url, &pin, None).expect("carrier");
+    let direct = Https::new(&url, &pin, proxy.as_deref()).expect("carrier");
     tokio::spawn(commlink::serve_dialout_via(
         direct,
         link.clone(),
@@ -106,9 +112,10 @@ async fn main() {
 
     println!("{n} sequential echo requests, 200-byte text field");
     let base = row("commlink over tcp", &rtts(&tcp_client, n).await, None);
-    row(
-        "https carrier (direct)",
-        &rtts(&https_client, n).await,
-        Some(base),
-    );
+    let name = if proxy.is_some() {
+        "https carrier (via proxy)"
+    } else {
+        "https carrier (direct)"
+    };
+    row(name, &rtts(&https_client, n).await, Some(base));
 }
