@@ -191,7 +191,8 @@ impl AgentConfig {
     }
 
     /// The HTTP relay carrier when `dial` is a `relay+http(s)://` URL (through `proxy`
-    /// unless `no_proxy` names the host; `relay+https://` trusts the system's CAs).
+    /// unless `no_proxy` names the host; `relay+https://` trusts `https_pin`, else
+    /// `https_ca_file`, else the system's CAs).
     fn relay_carrier(&self) -> Result<Option<commlink::Relay>, String> {
         let dial = self.dial.trim();
         let is_relay = dial
@@ -205,8 +206,23 @@ impl AgentConfig {
             .map_or("", |(_, rest)| rest.split(['/', ':']).next().unwrap_or(""));
         let direct = self.proxy.trim().is_empty()
             || commlink::transport::no_proxy_matches(&self.no_proxy, host);
+        let (pin, ca) = (self.https_pin.trim(), self.https_ca_file.trim());
+        let trust = match (pin.is_empty(), ca.is_empty()) {
+            (false, false) => {
+                return Err(
+                    "[db-agent] https_pin and https_ca_file: set one of them, not both".into(),
+                );
+            }
+            (false, true) => commlink::RelayTrust::Pin(
+                commlink::transport::parse_pin(pin)
+                    .map_err(|e| format!("[db-agent] https_pin = {e}"))?,
+            ),
+            (true, false) => commlink::RelayTrust::CaFile(ca.into()),
+            (true, true) => commlink::RelayTrust::SystemRoots,
+        };
         let opts = commlink::RelayOptions {
             proxy: (!direct).then(|| self.proxy.trim().to_owned()),
+            trust,
             poll: self.relay_poll,
             ..commlink::RelayOptions::default()
         };
@@ -217,6 +233,9 @@ impl AgentConfig {
                     if !direct && e.to_string().contains("proxy") =>
                 {
                     format!("[db-agent] proxy = {e}")
+                }
+                commlink::RelaySetupError::Tls(e) if !ca.is_empty() => {
+                    format!("[db-agent] https_ca_file = {e}")
                 }
                 e => format!("[db-agent] dial = {e}"),
             })
@@ -308,8 +327,9 @@ no_proxy = ""
 # dial may also be the web frontend's HTTP relay, for a proxy that allows no CONNECT or
 # inspects TLS: "relay+https://web.example.com/ffs-link" (or relay+http://, the web's
 # plain-HTTP listener): lines travel in HTTP requests (through `proxy` if set), sealed
-# end to end. relay_poll = true long-polls from the start (for proxies that hold a
-# response until it ends; the agent also switches by itself when it sees one).
+# end to end; relay+https:// checks the web's certificate as https:// does (https_pin,
+# https_ca_file below). relay_poll = true long-polls from the start (for proxies that hold
+# a response until it ends; the agent also switches by itself when it sees one).
 relay_poll = false
 # dial may also be the web frontend's own HTTPS address with its [web] link_path, e.g.
 # "https://web.example.com/ffs-link": the link then runs inside TLS to port 443 (through
@@ -410,6 +430,23 @@ mod tests {
             }
             other => panic!("expected the relay carrier, got {other:?}"),
         }
+        c.dial = "relay+https://web.example.com/ffs-link".into();
+        c.https_pin = format!("sha256:{}", "ab".repeat(32));
+        assert!(matches!(c.carrier(), Ok(DialCarrier::Relay(_))));
+        c.https_pin = "sha256:00".into();
+        assert!(
+            c.carrier()
+                .unwrap_err()
+                .starts_with("[db-agent] https_pin = ")
+        );
+        c.https_pin.clear();
+        c.https_ca_file = "/nonexistent/ca.pem".into();
+        assert!(
+            c.carrier()
+                .unwrap_err()
+                .starts_with("[db-agent] https_ca_file = ")
+        );
+        c.https_ca_file.clear();
         c.dial = "relay+http://web:0/".into();
         assert!(c.carrier().unwrap_err().starts_with("[db-agent] dial = "));
         c.dial = "relay+ftp://web/".into();

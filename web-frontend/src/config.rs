@@ -297,7 +297,9 @@ workers = 0
 signing_public_keys = []
 # Serve the commlink carriers on this HTTPS listener under this path prefix, e.g.
 # "/ffs-link": a db agent behind a proxy that lets out only HTTPS then dials
-# "https://THIS-HOST/ffs-link" (the https carrier at PREFIX/v1/link). Needs
+# "https://THIS-HOST/ffs-link" (the https carrier at PREFIX/v1/link), or, behind a proxy
+# that allows no CONNECT or inspects TLS, "relay+https://THIS-HOST/ffs-link" (the HTTP
+# relay under PREFIX/v1/relay/, also served on the plain-HTTP listener). Needs
 # db_agent_mode = "accept". Empty = off (those paths answer 404).
 link_path = ""
 # The most https-carrier links one client address (e.g. the proxy) may hold open at once.

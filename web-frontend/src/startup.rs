@@ -158,12 +158,18 @@ impl Application {
                     })?;
                 tracing::info!(addr = %cfg.agent_listen, %prefix, "waiting for the db agent to dial in (raw TCP, or the carriers under the prefix)");
                 let (client, acceptor) = Client::accept_and_carry(l, link.clone());
+                // The HTTP relay's attachments (PREFIX/v1/relay/…) go there too.
+                let relay = crate::relay::Relay::new(
+                    acceptor.clone(),
+                    commlink::RelayLimits::default(),
+                    &prefix,
+                );
                 let endpoint = crate::link_endpoint::LinkEndpoint::new(
                     acceptor,
                     &prefix,
                     cfg.link_max_per_address,
                 );
-                (vec![client], Some(endpoint))
+                (vec![client], Some((endpoint, relay)))
             }
             (AgentMode::Connect, Some(_)) => {
                 tracing::warn!(
@@ -173,7 +179,8 @@ impl Application {
             }
             (_, None) => (agent_clients(&cfg, link.clone()).await?, None),
         };
-        Application::build_with_carriers(cfg, agents, stagers, listeners, None, carried)
+        let (link, relay) = carried.map_or((None, None), |(l, r)| (Some(l), Some(r)));
+        Application::build_with_carriers(cfg, agents, stagers, listeners, relay, link)
     }
 
     /// Builds the server around bound listeners and the two clients (tests and `ffs demo`
