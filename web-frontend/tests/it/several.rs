@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use commlink::{Client, Service, Tobj};
 use web_frontend::backend::{Backend, BackendError, StagedArea};
@@ -12,7 +12,10 @@ use web_frontend::metrics::Metrics;
 
 use crate::common::{PASSWORD, Stack};
 
-const DEADLINE: Duration = Duration::from_millis(1500);
+/// The backend deadline these tests give the web: generous, so a loaded machine's slow
+/// argon2 verification is not mistaken for a failure. What is asserted is the kind of
+/// answer (served, or unreachable because the link was lost), not how fast it came.
+const DEADLINE: Duration = Duration::from_secs(5);
 
 fn backend(stack: &Stack, agents: Vec<Client>) -> Backend {
     Backend::with_agents(
@@ -47,9 +50,8 @@ async fn agent_requests_fail_over_to_a_live_agent() {
     stack.stop_agent();
     assert!(ffs_testkit::wait::until(Duration::from_secs(10), || !a.is_up()).await);
     for _ in 0..6 {
-        let t = Instant::now();
+        // Within the one deadline: a timeout would be an error here.
         be.login("alice", PASSWORD, "192.0.2.1").await.unwrap();
-        assert!(t.elapsed() < DEADLINE + Duration::from_millis(500));
     }
     assert!(be.agent_up());
 
@@ -120,10 +122,10 @@ async fn a_request_lost_in_flight_is_not_resent() {
         ffs_testkit::wait::until(Duration::from_secs(5), || seen.load(Ordering::SeqCst) == 2).await
     );
     let _ = stop.send(());
-    let t = Instant::now();
     let e = write.await.unwrap().unwrap_err();
     assert!(matches!(e, BackendError::Unreachable(..)), "{e}");
-    assert!(t.elapsed() < DEADLINE);
+    // Answered because the link was lost, not after waiting out the deadline.
+    assert!(!e.to_string().contains("no reply within"), "{e}");
     let _ = hole.await;
     let history = be.history(Some(bob.id), 100).await.unwrap();
     assert!(
@@ -264,9 +266,8 @@ async fn prepares_spread_over_the_stagers_that_hold_the_release() {
         ffs_testkit::wait::until(Duration::from_secs(10), || !be.stagers()[1].client.is_up()).await
     );
     for _ in 0..3 {
-        let t = Instant::now();
+        // Within the deadline (a timeout would be an error): the down stager is skipped.
         let area = be.stage("alpha", "2.0", vec![], "alice").await.unwrap();
-        assert!(t.elapsed() < DEADLINE);
         assert_eq!(where_areas_are(&be).await[&area.area_id], "a");
     }
     assert!(be.stager_up());
