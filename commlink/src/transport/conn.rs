@@ -68,9 +68,6 @@ struct WriterState {
     off: usize,
 }
 
-/// The reader flushes inline replies once this much is queued, even with more input waiting.
-const FLUSH_AT: usize = 32 * 1024;
-
 /// Buffers larger than this are not kept once empty (a burst does not pin its memory).
 const KEEP_CAPACITY: usize = 256 * 1024;
 
@@ -150,41 +147,10 @@ impl Outbox {
         }
     }
 
-    /// Seals `msg` into the queue without writing it: the caller flushes later (the
-    /// responder's reader, once it has answered every request one read brought, so their
-    /// replies share one `write`).
-    fn queue(&self, msg: &Tobj) -> std::io::Result<()> {
-        if self.closed.load(Ordering::SeqCst) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::BrokenPipe,
-                "connection closed",
-            ));
-        }
-        let payload = msg.encode();
-        {
-            let mut st = self.lock_state();
-            let st = &mut *st;
-            st.sealer.seal_line_into(payload.as_bytes(), &mut st.buf);
-        }
-        self.last_sent
-            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Bytes queued and not yet taken by a flusher.
-    fn queued(&self) -> usize {
-        self.lock_state().buf.len()
-    }
-
-    /// Writes out everything queued, unless a flusher is already at work (or there is
-    /// nothing to write).
+    /// Writes out everything queued, unless a flusher is already at work.
     async fn flush(self: &Arc<Self>) -> std::io::Result<()> {
-        {
-            let mut st = self.lock_state();
-            if st.flushing || st.buf.is_empty() {
-                return Ok(());
-            }
-            st.flushing = true;
+        if std::mem::replace(&mut self.lock_state().flushing, true) {
+            return Ok(());
         }
         self.run_flusher().await
     }
@@ -339,32 +305,21 @@ impl<Svc: Service> Path for ResponderPath<Svc> {
             .map_err(|_| ConnError::Protocol("request limiter closed".into()))?;
         let svc = self.service.clone();
         let out = out.clone();
-        let mut answer = Box::pin({
-            let out = out.clone();
-            async move {
-                let id = tobj.id;
-                let mut reply = svc.call(tobj).await;
-                reply.id = id;
-                let queued = out.queue(&reply);
-                drop(permit);
-                queued
-            }
+        let mut answer = Box::pin(async move {
+            let id = tobj.id;
+            let mut reply = svc.call(tobj).await;
+            reply.id = id;
+            let _ = out.send(&reply).await;
+            drop(permit);
         });
-        // Poll it once here: a service that answers without waiting costs no hand-off to
-        // another task, and its reply waits in the queue for the reader's flush (before it
-        // waits for more input), with the replies to the other requests of the same read.
-        // One that waits (the roles' services hand their work to the blocking pool first
-        // thing) goes on in its own task, which flushes its reply itself; that task's first
-        // poll registers the real waker, the no-op one of this poll is never relied on.
-        let now = answer
-            .as_mut()
-            .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
-        if now.is_pending() {
-            tokio::spawn(async move {
-                if answer.await.is_ok() {
-                    let _ = out.flush().await;
-                }
-            });
+        // Poll it once here: a service that answers without waiting (its reply queued or
+        // written at once) costs no hand-off to another task. One that waits (the roles'
+        // services hand their work to the blocking pool first thing) goes on in its own
+        // task, whose first poll registers the real waker; the no-op one of this poll is
+        // never relied on.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if answer.as_mut().poll(&mut cx).is_pending() {
+            tokio::spawn(answer);
         }
         Ok(())
     }
@@ -452,24 +407,7 @@ where
     let heard = AtomicU64::new(0);
     let packets = async {
         loop {
-            // A line already here is taken at once; before waiting for the socket, what
-            // was queued meanwhile (inline replies) goes out in one write.
-            let next = {
-                let mut line = std::pin::pin!(reader.line());
-                let now = line
-                    .as_mut()
-                    .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
-                match now {
-                    std::task::Poll::Ready(r) => r,
-                    std::task::Poll::Pending => {
-                        if let Err(e) = out.flush().await {
-                            return ConnError::Io(e);
-                        }
-                        line.await
-                    }
-                }
-            };
-            let line = match next {
+            let line = match reader.line().await {
                 Ok(l) => l,
                 Err(e) => return e,
             };
@@ -497,12 +435,6 @@ where
                 _ => {
                     if let Err(e) = path.packet(tobj, &out).await {
                         return e;
-                    }
-                    // A peer that keeps the input coming does not hold back the replies.
-                    if out.queued() >= FLUSH_AT
-                        && let Err(e) = out.flush().await
-                    {
-                        return ConnError::Io(e);
                     }
                 }
             }
