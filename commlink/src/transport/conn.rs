@@ -305,22 +305,13 @@ impl<Svc: Service> Path for ResponderPath<Svc> {
             .map_err(|_| ConnError::Protocol("request limiter closed".into()))?;
         let svc = self.service.clone();
         let out = out.clone();
-        let mut answer = Box::pin(async move {
+        tokio::spawn(async move {
             let id = tobj.id;
             let mut reply = svc.call(tobj).await;
             reply.id = id;
             let _ = out.send(&reply).await;
             drop(permit);
         });
-        // Poll it once here: a service that answers without waiting (its reply queued or
-        // written at once) costs no hand-off to another task. One that waits (the roles'
-        // services hand their work to the blocking pool first thing) goes on in its own
-        // task, whose first poll registers the real waker; the no-op one of this poll is
-        // never relied on.
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        if answer.as_mut().poll(&mut cx).is_pending() {
-            tokio::spawn(answer);
-        }
         Ok(())
     }
 
