@@ -56,7 +56,7 @@ pub use transport::{
 };
 pub use transport::{
     ReceiveChannel, ReceiveParams, Relay, RelayError, RelayHub, RelayLimits, RelayOptions,
-    RelaySetupError, RelayStream, RelayTrust,
+    RelaySetupError, RelayStream, Trust,
 };
 
 #[doc(hidden)]

@@ -30,7 +30,7 @@
 //! it as `tls_sha256`, for self-signed stagers.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -40,7 +40,6 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
-use sha2::{Digest as _, Sha256};
 
 /// Largest answer body [`HttpsClient::get`] and [`HttpsClient::post_json`] read.
 pub const MAX_BODY: usize = 16 << 20;
@@ -62,20 +61,9 @@ pub enum ClientError {
         /// What is wrong with it.
         why: &'static str,
     },
-    /// A pin that is not 64 hex digits.
-    #[error("{0:?}: expected a SHA-256 fingerprint (64 hex digits, colons allowed)")]
-    Pin(String),
-    /// The CA file could not be read or holds no usable certificate.
-    #[error("CA certificates {path}: {why}")]
-    Ca {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong with it.
-        why: String,
-    },
-    /// rustls refused the configuration.
-    #[error("TLS configuration: {0}")]
-    Config(#[from] rustls::Error),
+    /// The trust setting (pin, CA file, system bundle) cannot be used.
+    #[error(transparent)]
+    Trust(#[from] TrustError),
     /// A header value (e.g. the token) that HTTP cannot carry.
     #[error("a header value HTTP cannot carry")]
     Header,
@@ -121,31 +109,7 @@ impl ClientError {
     }
 }
 
-/// How the server's certificate is checked.
-#[derive(Debug, Clone)]
-pub enum Trust {
-    /// Exactly the certificate with this SHA-256 (see [`parse_pin`]).
-    Pin([u8; 32]),
-    /// Certificates chaining to those in this PEM file.
-    Ca(PathBuf),
-    /// The system CA bundle (`/etc/ssl/certs/ca-certificates.crt`).
-    System,
-}
-
-/// The system CA bundle [`Trust::System`] reads.
-pub const SYSTEM_CA: &str = "/etc/ssl/certs/ca-certificates.crt";
-
-/// Parses a SHA-256 fingerprint: 64 hex digits; colons and spaces are ignored.
-pub fn parse_pin(pin: &str) -> Result<[u8; 32], ClientError> {
-    let h: String = pin
-        .chars()
-        .filter(|c| *c != ':' && !c.is_whitespace())
-        .collect();
-    hex::decode(&h)
-        .ok()
-        .and_then(|v| <[u8; 32]>::try_from(v).ok())
-        .ok_or_else(|| ClientError::Pin(pin.to_owned()))
-}
+pub use commlink::transport::{Trust, TrustError, parse_pin};
 
 /// A complete answer.
 #[derive(Debug)]
@@ -263,45 +227,12 @@ fn split_url(url: &str) -> Result<(String, u16, String), ClientError> {
     Ok((host.to_owned(), port, prefix.to_owned()))
 }
 
-fn read_roots(path: &Path) -> Result<rustls::RootCertStore, ClientError> {
-    let ca = |why: String| ClientError::Ca {
-        path: path.to_owned(),
-        why,
-    };
-    let pem = std::fs::read(path).map_err(|e| ca(e.to_string()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
-        let c = c.map_err(|e| ca(format!("bad PEM: {e}")))?;
-        // A system bundle may hold certificates webpki cannot use; skip those.
-        let _ = roots.add(c);
-    }
-    if roots.is_empty() {
-        return Err(ca("holds no usable certificate".into()));
-    }
-    Ok(roots)
-}
-
 impl HttpsClient {
     /// A client for `base_url` (`https://HOST[:PORT][/PREFIX]`; paths given to the
     /// methods are appended to PREFIX), trusting the server as `trust` says.
     pub fn new(base_url: &str, trust: Trust) -> Result<HttpsClient, ClientError> {
         let (host, port, prefix) = split_url(base_url)?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let algs = provider.signature_verification_algorithms;
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?;
-        let cfg = match trust {
-            Trust::Pin(pin) => builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(PinVerifier { pin, algs }))
-                .with_no_client_auth(),
-            Trust::Ca(path) => builder
-                .with_root_certificates(read_roots(&path)?)
-                .with_no_client_auth(),
-            Trust::System => builder
-                .with_root_certificates(read_roots(Path::new(SYSTEM_CA))?)
-                .with_no_client_auth(),
-        };
+        let cfg = commlink::transport::trust::client_config(&trust)?;
         let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|_| {
             ClientError::Url {
                 url: base_url.to_owned(),
@@ -654,57 +585,6 @@ pub fn file_body(
     futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     })
-}
-
-/// Accepts exactly the server certificate whose SHA-256 is the pin; handshake
-/// signatures are still verified against that certificate.
-#[derive(Debug)]
-struct PinVerifier {
-    pin: [u8; 32],
-    algs: rustls::crypto::WebPkiSupportedAlgorithms,
-}
-
-impl rustls::client::danger::ServerCertVerifier for PinVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        let got: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
-        if bool::from(subtle::ConstantTimeEq::ct_eq(&got[..], &self.pin[..])) {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(format!(
-                "the server's certificate has SHA-256 {}, not the pinned one",
-                hex::encode(got)
-            )))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.algs.supported_schemes()
-    }
 }
 
 #[cfg(test)]

@@ -183,7 +183,7 @@ fn trust(cfg: &StagerConfig) -> Result<Trust, StagerError> {
             .map_err(|e| StagerError::Config(format!("[stager] replicate_pin: {e}")))?;
         Ok(Trust::Pin(pin))
     } else if !cfg.replicate_ca_cert.as_os_str().is_empty() {
-        Ok(Trust::Ca(cfg.replicate_ca_cert.clone()))
+        Ok(Trust::CaFile(cfg.replicate_ca_cert.clone()))
     } else {
         Ok(Trust::System)
     }

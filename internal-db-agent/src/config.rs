@@ -206,20 +206,8 @@ impl AgentConfig {
             .map_or("", |(_, rest)| rest.split(['/', ':']).next().unwrap_or(""));
         let direct = self.proxy.trim().is_empty()
             || commlink::transport::no_proxy_matches(&self.no_proxy, host);
-        let (pin, ca) = (self.https_pin.trim(), self.https_ca_file.trim());
-        let trust = match (pin.is_empty(), ca.is_empty()) {
-            (false, false) => {
-                return Err(
-                    "[db-agent] https_pin and https_ca_file: set one of them, not both".into(),
-                );
-            }
-            (false, true) => commlink::RelayTrust::Pin(
-                commlink::transport::parse_pin(pin)
-                    .map_err(|e| format!("[db-agent] https_pin = {e}"))?,
-            ),
-            (true, false) => commlink::RelayTrust::CaFile(ca.into()),
-            (true, true) => commlink::RelayTrust::SystemRoots,
-        };
+        let ca = self.https_ca_file.trim();
+        let trust = self.trust()?;
         let opts = commlink::RelayOptions {
             proxy: (!direct).then(|| self.proxy.trim().to_owned()),
             trust,
@@ -241,23 +229,29 @@ impl AgentConfig {
             })
     }
 
+    /// How a `https://` or `relay+https://` dial checks the web's certificate: `https_pin`,
+    /// else `https_ca_file`, else the system roots (setting both is refused).
+    fn trust(&self) -> Result<commlink::Trust, String> {
+        use commlink::{Trust, transport::parse_pin};
+        let (pin, ca) = (self.https_pin.trim(), self.https_ca_file.trim());
+        match (pin.is_empty(), ca.is_empty()) {
+            (false, false) => {
+                Err("[db-agent] https_pin and https_ca_file: set one of them, not both".into())
+            }
+            (false, true) => Ok(Trust::Pin(
+                parse_pin(pin).map_err(|e| format!("[db-agent] https_pin = {e}"))?,
+            )),
+            (true, false) => Ok(Trust::CaFile(ca.into())),
+            (true, true) => Ok(Trust::System),
+        }
+    }
+
     /// The https carrier to `dial`, trusting `https_pin`, else `https_ca_file`, else the
     /// system roots.
     fn https_carrier(&self, proxy: Option<&str>) -> Result<DialCarrier, String> {
-        use commlink::transport::{Https, HttpsError, WebTrust, parse_pin};
-        let (pin, ca) = (self.https_pin.trim(), self.https_ca_file.trim());
-        let trust = match (pin.is_empty(), ca.is_empty()) {
-            (false, false) => {
-                return Err(
-                    "[db-agent] https_pin and https_ca_file: set one of them, not both".into(),
-                );
-            }
-            (false, true) => {
-                WebTrust::Pin(parse_pin(pin).map_err(|e| format!("[db-agent] https_pin = {e}"))?)
-            }
-            (true, false) => WebTrust::CaFile(ca.into()),
-            (true, true) => WebTrust::System,
-        };
+        use commlink::transport::{Https, HttpsError, TrustError};
+        let ca = self.https_ca_file.trim();
+        let trust = self.trust()?;
         Https::new(&self.dial, &trust, proxy)
             .map(DialCarrier::Https)
             .map_err(|e| match e {
@@ -265,7 +259,7 @@ impl AgentConfig {
                     format!("[db-agent] proxy = {e}")
                 }
                 HttpsError::Addr(e) => format!("[db-agent] dial = {e}"),
-                HttpsError::Roots { .. } if !ca.is_empty() => {
+                HttpsError::Trust(TrustError::Roots { .. }) if !ca.is_empty() => {
                     format!("[db-agent] https_ca_file = {e}")
                 }
                 e => format!("[db-agent] dial = {:?}: {e}", self.dial),

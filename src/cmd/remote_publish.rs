@@ -241,7 +241,7 @@ pub async fn run(
         .to_owned();
     let trust = match (&a.pin, &a.ca_cert) {
         (Some(p), _) => Trust::Pin(ftp_stager::http_client::parse_pin(p).context("--pin")?),
-        (None, Some(ca)) => Trust::Ca(ca.clone()),
+        (None, Some(ca)) => Trust::CaFile(ca.clone()),
         (None, None) => Trust::System,
     };
     let remote = HttpsClient::new(url, trust)

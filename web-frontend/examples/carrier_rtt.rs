@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use commlink::transport::{Https, Tcp, WebTrust, parse_pin};
+use commlink::transport::{Https, Tcp, Trust, parse_pin};
 use commlink::{Client, Fields, Tobj};
 use ffs_test_stack::Stack;
 
@@ -99,7 +99,7 @@ async fn main() {
     )
     .expect("web builds");
     let port = app.port();
-    let pin = WebTrust::Pin(parse_pin(app.fingerprint()).expect("fingerprint"));
+    let pin = Trust::Pin(parse_pin(app.fingerprint()).expect("fingerprint"));
     tokio::spawn(app.run_until(std::future::pending()));
     let url = format!("https://localhost:{port}/ffs-link");
     let direct = Https::new(&url, &pin, proxy.as_deref()).expect("carrier");

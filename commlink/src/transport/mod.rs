@@ -34,6 +34,8 @@
 //! - `dial`: dialing and accepting within the connect timeout, and the redial loop;
 //! - `refusals`: what the redial loop logs (each new cause at once, repeats counted);
 //! - `client`: the requester ([`Client`]);
+//! - `trust`: how TLS clients check the server ([`Trust`]: system CAs, a CA file, a pin),
+//!   shared by the https carrier, the relay and the stager's HTTPS client;
 //! - `server`: the responders ([`serve`], [`serve_dialout`]).
 
 mod addr;
@@ -52,17 +54,19 @@ mod relay_proto;
 mod relay_stream;
 mod server;
 mod tcp;
+pub mod trust;
 pub mod websocket;
 
 pub use addr::{AddrError, HttpsAddr, LinkAddr};
 pub use carrier::Carrier;
 pub use client::{Acceptor, Client, Incoming, LinkStream};
 pub use config::{ERROR_TYPE, LinkConfig, LinkError, Service, error_reply};
-pub use https::{Https, HttpsError, LINK_PATH, WebTrust, parse_pin};
+pub use https::{Https, HttpsError, LINK_PATH};
 pub use proxy::{Proxy, no_proxy_matches};
-pub use relay::{Relay, RelayOptions, RelaySetupError, RelayTrust};
+pub use relay::{Relay, RelayOptions, RelaySetupError};
 pub use relay_hub::{OnAttach, ReceiveChannel, ReceiveParams, RelayError, RelayHub, RelayLimits};
 pub use relay_proto::Window as RelayWindow;
 pub use relay_stream::RelayStream;
 pub use server::{serve, serve_dialout, serve_dialout_via};
 pub use tcp::Tcp;
+pub use trust::{Trust, TrustError, parse_pin};

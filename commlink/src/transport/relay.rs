@@ -13,7 +13,6 @@
 //! tunnel, trusting the system roots, a CA file (e.g. a TLS-inspecting proxy's), or one
 //! pinned certificate. The key index is a virtual port chosen per attachment.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,7 +21,6 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
@@ -31,19 +29,9 @@ use super::relay_proto::{
     Incoming, Outgoing, Record, RecordDecoder, RelayProtoError, Verdict, Window,
 };
 use super::relay_stream::{EndReason, RelayStream, pipe};
+use super::trust::{self, Trust};
 use super::{AddrError, Carrier, LinkAddr, LinkConfig, Proxy};
 use crate::frame::LineDecoder;
-
-/// How the web's certificate is checked on `relay+https://`.
-#[derive(Debug, Clone)]
-pub enum RelayTrust {
-    /// The system's CA bundle (`/etc/ssl/certs/ca-certificates.crt`).
-    SystemRoots,
-    /// The CA certificates of a PEM file (a private CA, or a TLS-inspecting proxy's).
-    CaFile(PathBuf),
-    /// Exactly the certificate with this SHA-256 (handshake signatures still verified).
-    Pin([u8; 32]),
-}
 
 /// Settings of the relay carrier.
 #[derive(Debug, Clone)]
@@ -51,7 +39,7 @@ pub struct RelayOptions {
     /// A forward proxy, `http://[user:pass@]host:port`.
     pub proxy: Option<String>,
     /// Certificate trust for `relay+https://`.
-    pub trust: RelayTrust,
+    pub trust: Trust,
     /// Long-poll receive channel (each response ends once it carried lines, or after one
     /// heartbeat) from the start, instead of one streamed response: for proxies that hold
     /// a response until it is complete. Without it the carrier still switches to long-poll
@@ -74,7 +62,7 @@ impl Default for RelayOptions {
     fn default() -> Self {
         RelayOptions {
             proxy: None,
-            trust: RelayTrust::SystemRoots,
+            trust: Trust::System,
             poll: false,
             heartbeat: Duration::from_secs(10),
             give_up: Duration::from_secs(60),
@@ -208,92 +196,8 @@ impl Relay {
     }
 }
 
-fn client_tls(trust: &RelayTrust) -> Result<rustls::ClientConfig, RelaySetupError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let algs = provider.signature_verification_algorithms;
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| RelaySetupError::Tls(e.to_string()))?;
-    let roots = |path: &std::path::Path| -> Result<rustls::RootCertStore, RelaySetupError> {
-        let pem = std::fs::read(path)
-            .map_err(|e| RelaySetupError::Tls(format!("cannot read {}: {e}", path.display())))?;
-        let mut roots = rustls::RootCertStore::empty();
-        for c in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let c = c.map_err(|e| RelaySetupError::Tls(format!("{}: {e}", path.display())))?;
-            let _ = roots.add(c);
-        }
-        if roots.is_empty() {
-            return Err(RelaySetupError::Tls(format!(
-                "{} holds no usable certificates",
-                path.display()
-            )));
-        }
-        Ok(roots)
-    };
-    Ok(match trust {
-        RelayTrust::Pin(pin) => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinVerifier { pin: *pin, algs }))
-            .with_no_client_auth(),
-        RelayTrust::CaFile(p) => builder
-            .with_root_certificates(roots(p)?)
-            .with_no_client_auth(),
-        RelayTrust::SystemRoots => builder
-            .with_root_certificates(roots(std::path::Path::new(
-                "/etc/ssl/certs/ca-certificates.crt",
-            ))?)
-            .with_no_client_auth(),
-    })
-}
-
-/// Accepts exactly the certificate whose SHA-256 is the pin.
-#[derive(Debug)]
-struct PinVerifier {
-    pin: [u8; 32],
-    algs: rustls::crypto::WebPkiSupportedAlgorithms,
-}
-
-impl rustls::client::danger::ServerCertVerifier for PinVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        let got: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
-        if subtle::ConstantTimeEq::ct_eq(&got[..], &self.pin[..]).into() {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(format!(
-                "the web's certificate has SHA-256 {}, not the pinned one",
-                hex::encode(got)
-            )))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.algs.supported_schemes()
-    }
+fn client_tls(trust: &Trust) -> Result<rustls::ClientConfig, RelaySetupError> {
+    trust::client_config(trust).map_err(|e| RelaySetupError::Tls(e.to_string()))
 }
 
 trait Io: AsyncRead + AsyncWrite + Send + Unpin {}

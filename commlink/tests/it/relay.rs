@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use commlink::{
     Client, Fields, Incoming, KeyBag, LinkConfig, LinkError, ReceiveParams, Relay, RelayError,
-    RelayHub, RelayLimits, RelayOptions, RelayTrust, Service, Tobj, serve_dialout_via,
+    RelayHub, RelayLimits, RelayOptions, Service, Tobj, Trust, serve_dialout_via,
 };
 use ffs_testkit::squid::{Policy, Squid};
 use ffs_testkit::wait;
@@ -740,7 +740,7 @@ async fn through_a_tls_inspecting_mitmproxy_the_relay_long_polls() {
     let url = format!("relay+https://localhost:{}/link", host.port);
     let opts = RelayOptions {
         proxy: Some(format!("http://127.0.0.1:{}", mitm.port)),
-        trust: RelayTrust::CaFile(mitm.ca()),
+        trust: Trust::CaFile(mitm.ca()),
         ..quick()
     };
     let (counter, agent) = agent(&url, opts, &cfg);

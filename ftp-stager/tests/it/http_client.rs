@@ -24,7 +24,7 @@ async fn the_client_streams_uploads_reads_answers_and_checks_the_certificate() {
         .unwrap();
     let cert = r.cfg.state_dir.join("tls-cert.pem");
     let base = format!("https://127.0.0.1:{}", r.https.port());
-    let c = HttpsClient::new(&base, Trust::Ca(cert.clone()))
+    let c = HttpsClient::new(&base, Trust::CaFile(cert.clone()))
         .unwrap()
         .with_bearer(&token)
         .unwrap();
@@ -114,7 +114,7 @@ async fn the_client_streams_uploads_reads_answers_and_checks_the_certificate() {
     let other_ca = r.dir.path().join("other.pem");
     let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
     std::fs::write(&other_ca, ck.cert.pem()).unwrap();
-    let untrusted = HttpsClient::new(&base, Trust::Ca(other_ca)).unwrap();
+    let untrusted = HttpsClient::new(&base, Trust::CaFile(other_ca)).unwrap();
     assert!(matches!(
         untrusted.get("/publish/v1/objects/x").await,
         Err(ClientError::Tls { .. })

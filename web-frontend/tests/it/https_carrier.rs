@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use commlink::transport::{Https, WebTrust, parse_pin};
+use commlink::transport::{Https, Trust, parse_pin};
 use commlink::{Carrier as _, Client, KeyBag, LinkConfig};
 use ffs_testkit::squid::{Policy, Squid};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
@@ -44,7 +44,7 @@ async fn start_web(stack: &Stack, cfg: web_frontend::WebConfig) -> Running {
 }
 
 fn carrier(web: &Running, proxy: Option<&str>) -> Https {
-    let trust = WebTrust::Pin(parse_pin(&web.fingerprint).expect("the logged fingerprint"));
+    let trust = Trust::Pin(parse_pin(&web.fingerprint).expect("the logged fingerprint"));
     Https::new(
         &format!("https://localhost:{}{PREFIX}", web.port),
         &trust,
@@ -113,7 +113,7 @@ async fn a_wrong_pin_is_refused_before_any_upgrade() {
     let cfg = LinkConfig::new(Arc::new(bag));
     let wrong = Https::new(
         &format!("https://localhost:{}{PREFIX}", web.port),
-        &WebTrust::Pin([7; 32]),
+        &Trust::Pin([7; 32]),
         None,
     )
     .expect("builds");

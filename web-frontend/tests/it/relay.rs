@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use commlink::{Client, RelayLimits, RelayOptions, RelayTrust};
+use commlink::{Client, RelayLimits, RelayOptions, Trust};
 use ffs_testkit::squid::{Policy, Squid};
 
 use crate::common::{PASSWORD, Stack};
@@ -66,7 +66,7 @@ async fn the_agent_reaches_the_web_over_the_https_relay_with_a_pinned_certificat
     let carrier = commlink::Relay::new(
         &format!("relay+https://127.0.0.1:{}{PREFIX}", web.port),
         RelayOptions {
-            trust: RelayTrust::Pin(pin(&web.fingerprint)),
+            trust: Trust::Pin(pin(&web.fingerprint)),
             ..RelayOptions::default()
         },
     )
