@@ -75,6 +75,26 @@ fn offset_of(r: &ftp_stager::http_client::Response) -> u64 {
         .unwrap_or(0)
 }
 
+/// Waits out a 429 as its `Retry-After` says (1–60 s; 5 s when absent), telling the user.
+async fn wait_busy(
+    r: &ftp_stager::http_client::Response,
+    name: &str,
+    bar: &indicatif::ProgressBar,
+) {
+    let secs: u64 = r
+        .header("Retry-After")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+        .clamp(1, 60);
+    bar.suspend(|| {
+        eprintln!(
+            "{name}: the stager is busy ({}); retrying in {secs} s",
+            r.text()
+        )
+    });
+    tokio::time::sleep(std::time::Duration::from_secs(secs)).await;
+}
+
 /// Uploads a large file in one reading: it is sent to `/publish/v1/uploads/ID` while a
 /// second thread hashes it; once the hash is known the stager is asked whether it has the
 /// object (then the upload is dropped), and the hash is declared with the last request,
@@ -178,21 +198,7 @@ async fn one_pass(
             Ok(r) if r.status == 401 || r.status == 403 || r.status == 413 || r.status == 400 => {
                 bail!("{}: {} {}", i.name, r.status, r.text())
             }
-            Ok(r) if r.status == 429 => {
-                let secs: u64 = r
-                    .header("Retry-After")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(5)
-                    .clamp(1, 60);
-                bar.suspend(|| {
-                    eprintln!(
-                        "{}: the stager is busy ({}); retrying in {secs} s",
-                        i.name,
-                        r.text()
-                    )
-                });
-                tokio::time::sleep(std::time::Duration::from_secs(secs)).await;
-            }
+            Ok(r) if r.status == 429 => wait_busy(&r, &i.name, bar).await,
             other => {
                 tries += 1;
                 if tries > 3 {
@@ -338,22 +344,8 @@ pub async fn run(
                 Ok(r) if r.status == 401 || r.status == 403 || r.status == 413 => {
                     bail!("{}: {} {}", i.name, r.status, r.text())
                 }
-                Ok(r) if r.status == 429 => {
-                    // The token's other uploads (another pipeline) hold every slot.
-                    let secs: u64 = r
-                        .header("Retry-After")
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(5)
-                        .clamp(1, 60);
-                    bar.suspend(|| {
-                        eprintln!(
-                            "{}: the stager is busy ({}); retrying in {secs} s",
-                            i.name,
-                            r.text()
-                        )
-                    });
-                    tokio::time::sleep(std::time::Duration::from_secs(secs)).await;
-                }
+                // The token's other uploads (another pipeline) hold every slot.
+                Ok(r) if r.status == 429 => wait_busy(&r, &i.name, &bar).await,
                 other => {
                     tries += 1;
                     if tries > 3 {
