@@ -5,6 +5,8 @@
 //! - `proxy_e2e`: the db agent in a network namespace whose only way out is squid
 //!   (CONNECT to the web's HTTPS port only), over the https carrier; nothing readable in
 //!   squid's logs;
+//! - `relay_e2e`: the agent over the HTTP relay through squid (CONNECT denied) while the
+//!   receive channel, a POST mid-body and squid itself are cut during a stream of prepares;
 //! - `remote`: `ffs publish --remote` against an in-process stager;
 //! - `replication`: a follower `ffs stager` process replicating a source stager;
 //! - `scaling`: two of each role behind haproxy on PostgreSQL, one of each SIGKILLed;
@@ -14,6 +16,7 @@
 
 mod e2e;
 mod proxy_e2e;
+mod relay_e2e;
 mod remote;
 mod replication;
 mod scaling;

@@ -227,8 +227,17 @@ impl Curl {
 
     /// POSTs form fields (URL-encoded by curl).
     pub fn post(&self, url: &str, form: &[(&str, &str)]) -> Response {
+        self.post_with(url, form, &[])
+    }
+
+    /// POSTs form fields with extra request headers (`Name: value`).
+    pub fn post_with(&self, url: &str, form: &[(&str, &str)], headers: &[&str]) -> Response {
         let pairs: Vec<String> = form.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let mut args = Vec::new();
+        for h in headers {
+            args.push("-H");
+            args.push(h);
+        }
         for p in &pairs {
             args.push("--data-urlencode");
             args.push(p.as_str());

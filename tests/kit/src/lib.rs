@@ -5,7 +5,9 @@
 //! - [`html`]: the one scraper for rendered pages (form fields, links, URLs);
 //! - [`port`]: ports for external servers, reserved across test processes;
 //! - [`hash`]: SHA-256 of bytes and files as hex;
-//! - [`wait`]: waiting for an event instead of sleeping for a guessed time.
+//! - [`wait`]: waiting for an event instead of sleeping for a guessed time;
+//! - [`squid`]: a real squid forward proxy as a child process;
+//! - [`cutter`]: a TCP forwarder that cuts HTTP connections on command (fault tests).
 //!
 //! # `prereq`: no silent skips
 //!
@@ -54,6 +56,7 @@
 //! namespaces + nftables), `pty` (util-linux `script`), and one per external server or
 //! client a test drives (`nginx`, `vsftpd`, `lftp`, `wget`, `aria2c`, `minisign`, …).
 
+pub mod cutter;
 pub mod hash;
 pub mod html;
 pub mod link;
