@@ -12,9 +12,11 @@
 //! - `scaling`: two of each role behind haproxy on PostgreSQL, one of each SIGKILLed;
 //! - `signing_keys`: passphrase-protected signing keys with the real minisign;
 //! - `tools`: the operator tools (`ffs keys`, `ffs config`, `ffs customer`, …);
+//! - `gate`: a TCP gate between two processes the test can shut or slow down;
 //! - `support`: starting daemons, driving curl and ftplib, waiting for ports.
 
 mod e2e;
+mod gate;
 mod proxy_e2e;
 mod relay_e2e;
 mod remote;

@@ -7,7 +7,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support::{Daemon, eventually, ffs, ffs_ok, free_port, wait_port};
+use crate::support::{
+    Daemon, eventually, ffs, ffs_ok, free_port, logged_fingerprint, wait_port, write_secret,
+};
 
 /// One stager's directory and ports.
 struct Host {
@@ -76,36 +78,6 @@ impl Host {
             .iter()
             .any(|(v, yanked, _)| v == version && !yanked)
     }
-}
-
-/// The certificate fingerprint a stager logs (`tls_sha256=…`; colour codes skipped).
-fn logged_fingerprint(log: &str) -> String {
-    let mut plain = String::with_capacity(log.len());
-    let mut chars = log.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // CSI: ESC [ parameters… final letter.
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            plain.push(c);
-        }
-    }
-    plain
-        .split("tls_sha256=")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .map(|s| s.trim_matches('"').to_owned())
-        .unwrap_or_default()
-}
-
-fn write_secret(path: &Path, text: &str) {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 #[test]

@@ -113,6 +113,17 @@ impl Daemon {
         None
     }
 
+    /// Sends a signal by name (`STOP`, `CONT`, …) to the running process.
+    pub fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let ok = Command::new("kill")
+                .args([&format!("-{sig}"), &c.id().to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "kill -{sig} {} failed", self.name);
+        }
+    }
+
     /// Kills the process (SIGKILL) and waits for it.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -299,4 +310,35 @@ ftp.quit()
 /// Lower-case hex SHA-256 of a file.
 pub fn sha256_file(path: &Path) -> String {
     ffs_testkit::hash::sha256_file(path).expect("read file")
+}
+
+/// The certificate fingerprint a stager logs (`tls_sha256=…`; colour codes skipped).
+pub fn logged_fingerprint(log: &str) -> String {
+    let mut plain = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters… final letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+        .split("tls_sha256=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .map(|s| s.trim_matches('"').to_owned())
+        .unwrap_or_default()
+}
+
+/// Writes a secret file (mode 0600, as the roles insist).
+pub fn write_secret(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
