@@ -1,11 +1,14 @@
 -- wrk script: rotates requests over N signed-in sessions (one per line: "COOKIE CSRF").
--- wrk ... -s web-load.lua URL -- SESSIONS_FILE products|prepare [THINK_MS]
+-- wrk ... -s web-load.lua URL -- SESSIONS_FILE products|prepare [THINK_MS [PRODUCT VERSION]]
 -- THINK_MS > 0: each connection waits a random 0.5-1.5 x THINK_MS between requests, like
--- a person reading the page (wrk's latency excludes that wait).
+-- a person reading the page (wrk's latency excludes that wait). PRODUCT VERSION: what
+-- prepare asks for (default alpha 2.1, the test stack's release).
 local sessions = {}
 local idx = 0
 local mode = "products"
 local think = 0
+local product = "alpha"
+local version = "2.1"
 
 function init(args)
   for line in io.lines(args[1]) do
@@ -14,6 +17,8 @@ function init(args)
   end
   mode = args[2] or "products"
   think = tonumber(args[3] or "0") or 0
+  product = args[4] or product
+  version = args[5] or version
   idx = math.random(#sessions)
 end
 
@@ -28,7 +33,7 @@ function request()
   local h = { ["Cookie"] = "ffs_session=" .. s[1] }
   if mode == "prepare" then
     h["Content-Type"] = "application/x-www-form-urlencoded"
-    return wrk.format("POST", "/prepare", h, "csrf=" .. s[2] .. "&product=alpha&version=2.1")
+    return wrk.format("POST", "/prepare", h, "csrf=" .. s[2] .. "&product=" .. product .. "&version=" .. version)
   end
   return wrk.format("GET", "/products", h)
 end
