@@ -26,6 +26,7 @@
 
 pub mod backend;
 pub mod body;
+pub mod carrier_bed;
 pub mod config;
 pub mod deliveries;
 pub mod error;

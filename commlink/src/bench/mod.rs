@@ -142,7 +142,8 @@ pub struct Report {
     pub warmup: usize,
     /// Requests in flight in the concurrent phase.
     pub concurrency: usize,
-    /// One row per transport, in [`Kind::ALL`] order, then the relay rows.
+    /// One row per transport, in [`Kind::ALL`] order, then the relay rows, then the
+    /// [`Carried`] links'.
     pub transports: Vec<TransportResult>,
     /// The relay's reconnect after a cut receive channel.
     pub relay_reconnect: Reconnect,
@@ -217,8 +218,29 @@ pub struct TransportResult {
     pub concurrency_model: String,
 }
 
+/// A link this crate cannot set up by itself, measured beside the others in the same run:
+/// e.g. the https carrier through the real web frontend (`web_frontend::carrier_bed`). Its
+/// client must be up, its responder must echo every request.
+pub struct Carried {
+    /// The row's name.
+    pub name: &'static str,
+    /// How its concurrent phase keeps requests in flight (shown in the report).
+    pub concurrency_model: String,
+    /// The client whose requests cross the link.
+    pub client: crate::Client,
+}
+
 /// Runs the whole benchmark.
 pub async fn run(opts: &Options, progress: Arc<dyn Progress>) -> Result<Report, BenchError> {
+    run_with(opts, Vec::new(), progress).await
+}
+
+/// [`run`], also measuring each of `carried` (after the relay rows, before the ciphers).
+pub async fn run_with(
+    opts: &Options,
+    carried: Vec<Carried>,
+    progress: Arc<dyn Progress>,
+) -> Result<Report, BenchError> {
     if opts.requests == 0 || opts.concurrency == 0 {
         return Err(BenchError::Invalid(
             "requests and concurrency must be at least 1",
@@ -233,6 +255,20 @@ pub async fn run(opts: &Options, progress: Arc<dyn Progress>) -> Result<Report, 
     let mut transports = measure_links(opts, &line, &message, &progress).await?;
     let (relay_rows, relay_reconnect) = relay::measure(opts, &message, &progress).await?;
     transports.extend(relay_rows);
+    for c in &carried {
+        transports.push(
+            measure_client(
+                c.name,
+                &c.concurrency_model,
+                &c.client,
+                opts,
+                &message,
+                &progress,
+            )
+            .await?,
+        );
+    }
+    drop(carried);
     let mut ciphers = cpu::cipher_throughput(opts, &*progress)?;
     ciphers.push(cpu::sha256_throughput(opts));
     let per_message = cpu::per_message_work(&message, opts.per_message_rounds.max(1));
@@ -273,6 +309,59 @@ fn summarize(
         requests_per_sec: concurrent as f64 / concurrent_time.as_secs_f64().max(1e-9),
         concurrency_model: kind.concurrency_model(c),
     }
+}
+
+/// Sequential round trips (after the warm-up), then the concurrent phase, over one client
+/// whose responder echoes: a row named `name`.
+async fn measure_client(
+    name: &'static str,
+    concurrency_model: &str,
+    client: &crate::Client,
+    opts: &Options,
+    message: &Tobj,
+    progress: &Arc<dyn Progress>,
+) -> Result<TransportResult, BenchError> {
+    progress.phase(
+        &format!("{name}: round trips"),
+        (opts.warmup + opts.requests) as u64,
+    );
+    for _ in 0..opts.warmup {
+        bed::call_checked(client, message).await?;
+        progress.advance(1);
+    }
+    let mut samples = Vec::with_capacity(opts.requests);
+    for _ in 0..opts.requests {
+        let t = Instant::now();
+        bed::call_checked(client, message).await?;
+        samples.push(t.elapsed());
+        progress.advance(1);
+    }
+    progress.phase(&format!("{name}: concurrent"), opts.requests as u64);
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in shares(opts.requests, opts.concurrency) {
+        let (client, message, progress) = (client.clone(), message.clone(), progress.clone());
+        tasks.spawn(async move {
+            for _ in 0..n {
+                bed::call_checked(&client, &message).await?;
+                progress.advance(1);
+            }
+            Ok::<(), BenchError>(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.map_err(|e| BenchError::Failed(format!("a {name} worker failed: {e}")))??;
+    }
+    let mut r = summarize(
+        Kind::Tcp,
+        samples,
+        opts.requests,
+        start.elapsed(),
+        opts.concurrency,
+    );
+    r.transport = name;
+    r.concurrency_model = concurrency_model.to_owned();
+    Ok(r)
 }
 
 /// A ~200-byte request that looks like real traffic (a staging request).
@@ -419,6 +508,34 @@ mod tests {
         assert!(r.message_bytes >= MESSAGE_BYTES - 2 && r.message_bytes <= MESSAGE_BYTES + 2);
         assert_eq!(r.per_message.len(), Suite::ALL.len());
         assert!(r.ciphers.iter().all(|c| c.mb_per_sec > 0.0));
+    }
+
+    /// A link set up by the caller is measured as a row of its own, named by the caller.
+    #[tokio::test]
+    async fn a_carried_link_gets_its_own_row() {
+        let opts = Options {
+            requests: 10,
+            concurrency: 2,
+            warmup: 1,
+            cipher_payload: 1024,
+            cipher_min_time: Duration::from_millis(1),
+            per_message_rounds: 5,
+            relay_proxy: None,
+        };
+        let bed = bed::CommlinkBed::start(Suite::Aes256Gcm).await.unwrap();
+        let carried = vec![Carried {
+            name: "carried echo",
+            concurrency_model: "2 calls on one link".into(),
+            client: bed.client.clone(),
+        }];
+        let r = run_with(&opts, carried, Arc::new(crate::progress::Silent))
+            .await
+            .unwrap();
+        let row = r.transports.last().unwrap();
+        assert_eq!(row.transport, "carried echo");
+        assert_eq!(row.concurrency_model, "2 calls on one link");
+        assert!(row.p50_us > 0.0 && row.requests_per_sec > 0.0, "{row:?}");
+        bed.stop().await.unwrap();
     }
 
     #[test]

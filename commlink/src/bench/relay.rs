@@ -17,7 +17,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 
-use super::{BenchError, Kind, Options, TransportResult, bed, shares, summarize};
+use super::{BenchError, Options, TransportResult, bed, measure_client};
 use crate::progress::Progress;
 use crate::stats::percentile;
 use crate::transport::{ReceiveParams, RelayError, RelayHub, RelayLimits};
@@ -220,60 +220,6 @@ impl RelayBed {
     }
 }
 
-/// Sequential round trips and the concurrent phase over one bed.
-async fn measure_one(
-    name: &'static str,
-    bed: &RelayBed,
-    opts: &Options,
-    message: &Tobj,
-    progress: &Arc<dyn Progress>,
-) -> Result<TransportResult, BenchError> {
-    progress.phase(
-        &format!("{name}: round trips"),
-        (opts.warmup + opts.requests) as u64,
-    );
-    for _ in 0..opts.warmup {
-        bed::call_checked(&bed.client, message).await?;
-        progress.advance(1);
-    }
-    let mut samples = Vec::with_capacity(opts.requests);
-    for _ in 0..opts.requests {
-        let t = Instant::now();
-        bed::call_checked(&bed.client, message).await?;
-        samples.push(t.elapsed());
-        progress.advance(1);
-    }
-    progress.phase(&format!("{name}: concurrent"), opts.requests as u64);
-    let start = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for n in shares(opts.requests, opts.concurrency) {
-        let (client, message, progress) = (bed.client.clone(), message.clone(), progress.clone());
-        tasks.spawn(async move {
-            for _ in 0..n {
-                bed::call_checked(&client, &message).await?;
-                progress.advance(1);
-            }
-            Ok::<(), BenchError>(())
-        });
-    }
-    while let Some(r) = tasks.join_next().await {
-        r.map_err(|e| BenchError::Failed(format!("a relay worker failed: {e}")))??;
-    }
-    let mut r = summarize(
-        Kind::Tcp,
-        samples,
-        opts.requests,
-        start.elapsed(),
-        opts.concurrency,
-    );
-    r.transport = name;
-    r.concurrency_model = format!(
-        "{} concurrent calls on one relay attachment",
-        opts.concurrency
-    );
-    Ok(r)
-}
-
 /// The relay rows (direct, and through `opts.relay_proxy` when set) and the reconnect
 /// time after a cut receive channel (direct).
 pub(super) async fn measure(
@@ -282,10 +228,34 @@ pub(super) async fn measure(
     progress: &Arc<dyn Progress>,
 ) -> Result<(Vec<TransportResult>, Reconnect), BenchError> {
     let direct = RelayBed::start(None).await?;
-    let mut rows = vec![measure_one("relay http direct", &direct, opts, message, progress).await?];
+    let model = format!(
+        "{} concurrent calls on one relay attachment",
+        opts.concurrency
+    );
+    let mut rows = vec![
+        measure_client(
+            "relay http direct",
+            &model,
+            &direct.client,
+            opts,
+            message,
+            progress,
+        )
+        .await?,
+    ];
     if let Some(proxy) = &opts.relay_proxy {
         let via = RelayBed::start(Some(proxy.clone())).await?;
-        rows.push(measure_one("relay http via proxy", &via, opts, message, progress).await?);
+        rows.push(
+            measure_client(
+                "relay http via proxy",
+                &model,
+                &via.client,
+                opts,
+                message,
+                progress,
+            )
+            .await?,
+        );
     }
     const CUTS: usize = 20;
     progress.phase("relay: reconnect after a cut receive channel", CUTS as u64);

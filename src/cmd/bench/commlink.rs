@@ -1,14 +1,17 @@
 //! `ffs bench commlink`: presents `commlink::bench` (round trips and request rate beside
-//! plain TCP and TLS 1.3, cipher throughput, per-message work) as tables or JSON, with the
-//! issue-15 targets judged against a TLS baseline measured in the same run.
+//! plain TCP and TLS 1.3, the HTTP relay, and the https carrier through the real web's
+//! endpoint set up by `web_frontend::carrier_bed`; cipher throughput, per-message work) as
+//! tables or JSON, with the issue-15 targets judged against a TLS baseline and the issue-10
+//! targets against the commlink over raw TCP, all measured in the same run.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use commlink::Suite;
-use commlink::bench::{Kind, Options, Report};
+use commlink::bench::{Carried, Kind, Options, Report};
 use serde::Serialize;
+use web_frontend::carrier_bed::CarrierBed;
 
 use super::{Align, Bars, Table, f1};
 
@@ -20,6 +23,9 @@ const TARGET_REQ_PER_SEC: f64 = 100_000.0;
 /// (issue 10), and it must answer again this soon after a cut receive channel.
 const TARGET_RELAY_RATIO: f64 = 2.0;
 const TARGET_RELAY_RECONNECT_MS: f64 = 1000.0;
+/// The https carrier's round trip must stay within this factor of the commlink over raw
+/// TCP (issue 10).
+const TARGET_HTTPS_RATIO: f64 = 1.3;
 
 /// `ffs bench commlink` options.
 #[derive(Debug, clap::Args)]
@@ -42,6 +48,14 @@ pub struct Args {
     /// squid that relays plain HTTP to loopback).
     #[arg(long)]
     relay_proxy: Option<String>,
+    /// Also measure the https carrier through this forward proxy (`http://host:port`, which
+    /// must allow `CONNECT` to `--https-port`); the direct row is always measured.
+    #[arg(long)]
+    https_proxy: Option<String>,
+    /// The port of the measured web's HTTPS listener for the `--https-proxy` row (on
+    /// 127.0.0.1; 0 = any free port).
+    #[arg(long, default_value_t = 0)]
+    https_port: u16,
 }
 
 /// The JSON output: the library's report plus the targets and verdicts.
@@ -60,6 +74,9 @@ struct Judged<'a> {
     ratio_relay_over_commlink_tcp_p50: Vec<(&'static str, f64)>,
     target_relay_ratio: f64,
     target_relay_reconnect_ms: f64,
+    /// Each https carrier row's p50 over the commlink's (default suite, raw TCP) p50.
+    ratio_https_over_commlink_tcp_p50: Vec<(&'static str, f64)>,
+    target_https_ratio: f64,
 }
 
 impl<'a> Judged<'a> {
@@ -77,21 +94,27 @@ impl<'a> Judged<'a> {
             commlink_default_req_per_sec: rate,
             target_req_per_sec: TARGET_REQ_PER_SEC,
             target_req_per_sec_met: rate >= TARGET_REQ_PER_SEC,
-            ratio_relay_over_commlink_tcp_p50: {
-                let tcp = report
-                    .transport(Kind::Commlink(Suite::default()))
-                    .map_or(f64::NAN, |t| t.p50_us);
-                report
-                    .transports
-                    .iter()
-                    .filter(|t| t.transport.starts_with("relay"))
-                    .map(|t| (t.transport, t.p50_us / tcp))
-                    .collect()
-            },
+            ratio_relay_over_commlink_tcp_p50: ratios_to_tcp(report, "relay"),
             target_relay_ratio: TARGET_RELAY_RATIO,
             target_relay_reconnect_ms: TARGET_RELAY_RECONNECT_MS,
+            ratio_https_over_commlink_tcp_p50: ratios_to_tcp(report, "https"),
+            target_https_ratio: TARGET_HTTPS_RATIO,
         }
     }
+}
+
+/// Each row whose name starts with `prefix`: its p50 over the commlink's (default suite,
+/// raw TCP) p50 of the same run.
+fn ratios_to_tcp(report: &Report, prefix: &str) -> Vec<(&'static str, f64)> {
+    let tcp = report
+        .transport(Kind::Commlink(Suite::default()))
+        .map_or(f64::NAN, |t| t.p50_us);
+    report
+        .transports
+        .iter()
+        .filter(|t| t.transport.starts_with(prefix))
+        .map(|t| (t.transport, t.p50_us / tcp))
+        .collect()
 }
 
 /// Runs `ffs bench commlink`.
@@ -108,7 +131,37 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         per_message_rounds: 20_000,
         relay_proxy: args.relay_proxy.clone(),
     };
-    let report = commlink::bench::run(&opts, Arc::new(Bars::new(args.json))).await?;
+    // The https carrier through the real web frontend (which the commlink crate cannot
+    // start), measured in the same run as the rest.
+    let direct = CarrierBed::start(0, None)
+        .await
+        .context("setting up the https carrier (direct)")?;
+    let via = match &args.https_proxy {
+        Some(proxy) => Some(
+            CarrierBed::start(args.https_port, Some(proxy))
+                .await
+                .with_context(|| format!("setting up the https carrier through {proxy}"))?,
+        ),
+        None => None,
+    };
+    let model = format!(
+        "{} concurrent calls on one https carrier link",
+        args.concurrency
+    );
+    let mut carried = vec![Carried {
+        name: "https carrier direct",
+        concurrency_model: model.clone(),
+        client: direct.client.clone(),
+    }];
+    if let Some(via) = &via {
+        carried.push(Carried {
+            name: "https carrier via proxy",
+            concurrency_model: model,
+            client: via.client.clone(),
+        });
+    }
+    let report = commlink::bench::run_with(&opts, carried, Arc::new(Bars::new(args.json))).await?;
+    drop((direct, via));
     let judged = Judged::new(&report);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&judged)?);
@@ -157,6 +210,14 @@ fn render(j: &Judged<'_>) -> String {
             Suite::default().name(),
             j.target_relay_ratio,
             verdict(*ratio <= j.target_relay_ratio),
+        );
+    }
+    for (name, ratio) in &j.ratio_https_over_commlink_tcp_p50 {
+        s += &format!(
+            "{name} RTT p50 / commlink {} (tcp) RTT p50 = {ratio:.2}x  (target <= {:.1}x: {})\n",
+            Suite::default().name(),
+            j.target_https_ratio,
+            verdict(*ratio <= j.target_https_ratio),
         );
     }
     s += &format!(

@@ -192,3 +192,37 @@ async fn through_a_connect_only_squid_nothing_readable_crosses_it() {
         assert!(!log.contains(secret), "{secret} in squid's log");
     }
 }
+
+/// `ffs bench commlink`'s https rows: the bed comes up with the real endpoint and its
+/// client's requests cross the carrier to an echo responder and back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_carrier_bed_links_an_echo_responder_through_the_real_endpoint() {
+    let bed = web_frontend::carrier_bed::CarrierBed::start(0, None)
+        .await
+        .expect("the bed starts");
+    assert_ne!(bed.port, 0);
+    for i in 0..5u64 {
+        let msg = commlink::Tobj::with_fields(
+            "bench.echo",
+            0,
+            commlink::Fields::new()
+                .num("n", i)
+                .text("text", "x".repeat(200)),
+        );
+        let reply = bed.client.call(msg.clone()).await.expect("an echo");
+        assert_eq!(reply.kind, msg.kind);
+        assert_eq!(reply.fields, msg.fields);
+    }
+    // A stranger's page request on the same listener gets the ordinary 404 page: the bed is
+    // the real web, not a stand-in.
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (status, _, _) = curl(
+        &dir.path().join("stranger.jar"),
+        &[&format!(
+            "https://127.0.0.1:{}{PREFIX}/v1/nonsense",
+            bed.port
+        )],
+    )
+    .await;
+    assert_eq!(status, 404);
+}
