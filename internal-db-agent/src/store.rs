@@ -94,21 +94,46 @@ macro_rules! insert_returning_id {
     };
 }
 
+/// Runs one query on the inner connection: the same diesel expression, typed for each
+/// backend. For the hot queries (the prepare and product-page path): through the shared
+/// `AnyConnection` backend diesel writes the whole SQL text again on every execution (to
+/// translate it for the inner backend), even when the statement is cached.
+macro_rules! on_inner {
+    ($conn:expr, |$c:ident| $query:expr) => {
+        match $conn {
+            AnyConnection::Postgresql($c) => $query,
+            AnyConnection::Sqlite($c) => $query,
+        }
+    };
+}
+
+/// The one row a lookup by a unique key found, if any.
+///
+/// Lookups by a primary or unique key load without `LIMIT`: diesel binds a limit as a
+/// parameter, and SQLite's planner (3.53, the bundled one) reads a bound `LIMIT`'s value,
+/// which marks the statement to be prepared again whenever a value is bound: diesel's cached
+/// statement would be re-prepared on every call. Without it the statement stays prepared.
+fn unique<T>(rows: Vec<T>) -> Option<T> {
+    rows.into_iter().next()
+}
+
 pub(crate) fn customer_row_by_login(
     c: &mut AnyConnection,
     login: &str,
 ) -> QueryResult<Option<CustomerRow>> {
+    // `login` is UNIQUE.
     customers::table
         .filter(customers::login.eq(login))
-        .first::<CustomerRow>(c)
-        .optional()
+        .load::<CustomerRow>(c)
+        .map(unique)
 }
 
 pub(crate) fn customer_row(c: &mut AnyConnection, id: i64) -> QueryResult<Option<CustomerRow>> {
-    customers::table
+    // `id` is the primary key.
+    on_inner!(c, |c| customers::table
         .filter(customers::id.eq(id))
-        .first::<CustomerRow>(c)
-        .optional()
+        .load::<CustomerRow>(c))
+    .map(unique)
 }
 
 /// Whether the customer holds the admin role.
@@ -252,10 +277,10 @@ pub fn entitlements_of(
     include_expired: bool,
     at: NaiveDateTime,
 ) -> QueryResult<Vec<Entitlement>> {
-    let rows = entitlements::table
+    let rows = on_inner!(c, |c| entitlements::table
         .filter(entitlements::customer_id.eq(customer_id))
         .order(entitlements::product.asc())
-        .load::<EntitlementRow>(c)?;
+        .load::<EntitlementRow>(c))?;
     Ok(rows
         .into_iter()
         .map(|r| Entitlement {
@@ -276,11 +301,12 @@ pub fn entitlement_for(
     product: &str,
     at: NaiveDateTime,
 ) -> QueryResult<Option<Entitlement>> {
-    let row = entitlements::table
+    // (`customer_id`, `product`) is UNIQUE.
+    let row = on_inner!(c, |c| entitlements::table
         .filter(entitlements::customer_id.eq(customer_id))
         .filter(entitlements::product.eq(product))
-        .first::<EntitlementRow>(c)
-        .optional()?;
+        .load::<EntitlementRow>(c))
+    .map(unique)?;
     Ok(row.map(|r| Entitlement {
         expired: r.expires_at.is_some_and(|e| e <= at),
         product: r.product,
@@ -429,12 +455,8 @@ pub fn insert_delivery(c: &mut AnyConnection, d: &NewDelivery<'_>) -> QueryResul
 pub fn max_stager_seq(c: &mut AnyConnection, stager: &str) -> QueryResult<Option<i64>> {
     deliveries::table
         .filter(deliveries::stager.eq(stager))
-        .filter(deliveries::stager_seq.is_not_null())
-        .select(deliveries::stager_seq)
-        .order(deliveries::stager_seq.desc())
-        .first::<Option<i64>>(c)
-        .optional()
-        .map(Option::flatten)
+        .select(diesel::dsl::max(deliveries::stager_seq))
+        .get_result::<Option<i64>>(c)
 }
 
 /// How far back the revocation feed reaches: a little over the stager's longest area
@@ -451,10 +473,12 @@ pub const REVOKE_MAX_AREAS: i64 = 1000;
 /// recording of a download take it first, so they are ordered: a download is either refused
 /// or recorded before the revocation's instant, which then lists its area.
 pub fn lock_customer(c: &mut AnyConnection, customer_id: i64) -> QueryResult<()> {
-    diesel::update(customers::table.filter(customers::id.eq(customer_id)))
-        .set(customers::disabled.eq(customers::disabled))
-        .execute(c)
-        .map(|_| ())
+    on_inner!(c, |c| diesel::update(
+        customers::table.filter(customers::id.eq(customer_id))
+    )
+    .set(customers::disabled.eq(customers::disabled))
+    .execute(c))
+    .map(|_| ())
 }
 
 /// Records a revocation: `product` = `None` takes everything of the customer (a disable).
@@ -587,6 +611,7 @@ pub fn history(
 
 /// The failure counter for a login.
 pub fn failure_state(c: &mut AnyConnection, login: &str) -> QueryResult<Option<FailureState>> {
+    // `login` is the primary key.
     login_failures::table
         .filter(login_failures::login.eq(login))
         .select((
@@ -594,10 +619,9 @@ pub fn failure_state(c: &mut AnyConnection, login: &str) -> QueryResult<Option<F
             login_failures::first_failure_at,
             login_failures::locked_until,
         ))
-        .first::<(i32, NaiveDateTime, Option<NaiveDateTime>)>(c)
-        .optional()
-        .map(|o| {
-            o.map(|(failures, first_failure_at, locked_until)| FailureState {
+        .load::<(i32, NaiveDateTime, Option<NaiveDateTime>)>(c)
+        .map(|rows| {
+            unique(rows).map(|(failures, first_failure_at, locked_until)| FailureState {
                 failures,
                 first_failure_at,
                 locked_until,

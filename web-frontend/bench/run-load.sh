@@ -10,9 +10,13 @@ DUR=${DUR:-20s}
 THREADS=${THREADS:-2}
 THINK=${THINK:-0}
 tmp=$(mktemp -d)
-cargo build --release -q -p web-frontend --example loadstack
-target=${CARGO_TARGET_DIR:-target}
-"$target/release/examples/loadstack" "$tmp/sessions" "$N" > "$tmp/url" 2> "$tmp/log" &
+# LOADSTACK=PATH runs an already built loadstack (e.g. an older commit's, to compare in one
+# run) instead of building this checkout's.
+if [ -z "${LOADSTACK:-}" ]; then
+  cargo build --release -q -p web-frontend --example loadstack
+  LOADSTACK=${CARGO_TARGET_DIR:-target}/release/examples/loadstack
+fi
+"$LOADSTACK" "$tmp/sessions" "$N" > "$tmp/url" 2> "$tmp/log" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
 for _ in $(seq 1 600); do [ -s "$tmp/url" ] && break; sleep 0.2; done
