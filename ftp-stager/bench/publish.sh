@@ -6,14 +6,21 @@
 #   ftp-stager/bench/publish.sh FFS_BINARY [SCRATCH_DIR] [RUNS]
 #
 # FFS_BINARY: target/release/ffs (cargo build --release -p ffs). Needs nginx with the DAV
-# module (Debian's nginx has it) and curl.
+# module (Debian's nginx has it), curl and GNU time (/usr/bin/time).
 # Rows: ffs-publish = the whole command (a 1 GiB file is read once: sent under an upload id
 # while another thread hashes it, the hash declared last; the stager hashes as it receives;
 # then the commit; HTTP/1.1); curl-put-stager = curl PUT of the same file to the stager's
 # upload endpoint (no client-side hash); curl-put-nginx = the baseline.
 # Both curl rows use HTTP/1.1 (the nginx server here offers only HTTP/1.1).
+# FFS_BASE=OTHER_FFS_BINARY adds a row ffs-publish-base: the same publish with another build
+# (client and its own stager), e.g. main's, as a before/after measured in the same run.
+# Besides MiB/s each row reports the CPU seconds the client and the server spent (best
+# round's), which say more than the rate when other work shares the cores: client = the
+# command's user+sys (/usr/bin/time), server = the stager's or nginx workers' utime+stime
+# (/proc); the kernel's writeback threads are in neither.
 set -euo pipefail
 FFS=$(readlink -f "${1:?ffs binary}")
+BASE=${FFS_BASE:+$(readlink -f "$FFS_BASE")}
 S=${2:-/tmp/ffs-publish-bench}
 RUNS=${3:-3}
 mkdir -p "$S"
@@ -22,24 +29,29 @@ S=$(cd "$S" && pwd)
 SIZE=$(stat -c %s "$S/big.bin")
 SHA=$(sha256sum "$S/big.bin" | cut -d' ' -f1)
 
-# --- the stager ---
-rm -rf "$S/st"; mkdir -p "$S/st"
-cd "$S/st"
-"$FFS" keys generate --out keys.bag > /dev/null
-cat > ffs.toml <<CONF
+# --- the stager(s) ---
+start_stager() { # DIR BINARY PORT-OFFSET: runs a stager in DIR, sets its pid in $SPID
+  rm -rf "$1"; mkdir -p "$1"
+  (cd "$1" && "$2" keys generate --out keys.bag > /dev/null)
+  cat > "$1/ffs.toml" <<CONF
 [link]
 keys = "keys.bag"
 [stager]
-link_listen = "127.0.0.1:17911"
-ftp_listen = "127.0.0.1:12921"
-passive_ports = "33000-33099"
-https_listen = "127.0.0.1:18944"
+link_listen = "127.0.0.1:$((17911 + $3))"
+ftp_listen = "127.0.0.1:$((12921 + $3))"
+passive_ports = "$((33000 + 100 * $3))-$((33099 + 100 * $3))"
+https_listen = "127.0.0.1:$((18944 + $3))"
 CONF
-"$FFS" stager > stager.log 2>&1 &
-STAGER=$!
-for _ in $(seq 1 300); do [ -f stager/state/tls-cert.pem ] && grep -q "stager listening" stager.log && break; sleep 0.1; done
-"$FFS" publish-token create --name bench 2>/dev/null > token
-chmod 600 token
+  (cd "$1" && exec "$2" stager > stager.log 2>&1) &
+  SPID=$!
+  for _ in $(seq 1 300); do [ -f "$1/stager/state/tls-cert.pem" ] && grep -q "stager listening" "$1/stager.log" && break; sleep 0.1; done
+  (cd "$1" && "$2" publish-token create --name bench 2>/dev/null > token && chmod 600 token)
+}
+start_stager "$S/st" "$FFS" 0
+STAGER=$SPID
+BSTAGER=""
+[ -z "$BASE" ] || { start_stager "$S/st-base" "$BASE" 1; BSTAGER=$SPID; }
+cd "$S/st"
 CERT="$S/st/stager/state/tls-cert.pem"; KEY="$S/st/stager/state/tls-key.pem"
 T=$(cat token)
 
@@ -64,46 +76,60 @@ CONF
 nginx -c "$S/nginx/nginx.conf" < /dev/null > /dev/null 2>&1
 
 cleanup() {
-  kill "$STAGER" 2>/dev/null || true
-  wait "$STAGER" 2>/dev/null || true
+  kill "$STAGER" $BSTAGER 2>/dev/null || true
+  wait "$STAGER" $BSTAGER 2>/dev/null || true
   nginx -c "$S/nginx/nginx.conf" -s stop 2>/dev/null || true
 }
 trap cleanup EXIT
 
-fresh_repo() { # the stager must not have the object yet
-  rm -rf "$S/st/stager/repository/objects/${SHA:0:2}" "$S/st/stager/repository/releases/bench" \
-         "$S/st/stager/repository/uploads"
+fresh_repo() { # DIR: the stager there must not have the object yet
+  rm -rf "$1/stager/repository/objects/${SHA:0:2}" "$1/stager/repository/releases/bench" \
+         "$1/stager/repository/uploads"
 }
 now() { date +%s.%N; }
 rate() { awk -v s="$SIZE" -v a="$1" -v b="$2" 'BEGIN{printf "%.0f", s/1048576/(b-a)}'; }
-best() { awk -v a="$1" -v b="$2" 'BEGIN{print (b>a)?b:a}'; }
+ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
+cpu_s() { awk -v t="$1" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f", t/hz}'; }
+client_s() { awk '{printf "%.2f", $1 + $2}' "$S/time.out"; }
+declare -A RATE CCPU SCPU
+record() { # ROW RATE CLIENT_CPU SERVER_CPU: keeps the round with the best rate
+  if [ -z "${RATE[$1]:-}" ] || [ "$2" -gt "${RATE[$1]}" ]; then RATE[$1]=$2; CCPU[$1]=$3; SCPU[$1]=$4; fi
+}
+for _ in $(seq 1 100); do [ -s "$S/nginx/nginx.pid" ] && pgrep -P "$(cat "$S/nginx/nginx.pid")" > /dev/null && break; sleep 0.1; done
+NGINX_WORKERS=$(pgrep -P "$(cat "$S/nginx/nginx.pid")" | tr '\n' ' ')
+publish_row() { # ROW BINARY DIR STAGER_PID ROUND
+  fresh_repo "$3"; sync
+  local t0 a b; t0=$(ticks "$4"); a=$(now)
+  /usr/bin/time -f "%U %S" -o "$S/time.out" "$2" publish --remote "https://127.0.0.1:$(sed -n 's/^https_listen = "127.0.0.1:\(.*\)"/\1/p' "$3/ffs.toml")" \
+    --token-file "$3/token" --ca-cert "$3/stager/state/tls-cert.pem" --json bench "v$5" "$S/in" > "$S/$1-$5.json"
+  b=$(now)
+  grep -q "\"bytes_sent\":$SIZE" "$S/$1-$5.json" || { echo "$1 sent the wrong amount" >&2; cat "$S/$1-$5.json" >&2; exit 1; }
+  record "$1" "$(rate "$a" "$b")" "$(client_s)" "$(cpu_s $(( $(ticks "$4") - t0 )))"
+}
 
 mkdir -p "$S/in"; ln -f "$S/big.bin" "$S/in/big.bin"
-P=0; C=0; N=0
 for i in $(seq 1 "$RUNS"); do
-  fresh_repo; sync
-  a=$(now)
-  "$FFS" publish --remote https://127.0.0.1:18944 --token-file "$S/st/token" --ca-cert "$CERT" \
-    --json bench "v$i" "$S/in" > "$S/publish-$i.json"
-  b=$(now); P=$(best "$P" "$(rate "$a" "$b")")
-  grep -q "\"bytes_sent\":$SIZE" "$S/publish-$i.json" || { echo "publish sent the wrong amount" >&2; cat "$S/publish-$i.json" >&2; exit 1; }
+  publish_row ffs-publish "$FFS" "$S/st" "$STAGER" "$i"
+  [ -z "$BASE" ] || publish_row ffs-publish-base "$BASE" "$S/st-base" "$BSTAGER" "$i"
 
-  fresh_repo; sync
-  a=$(now)
-  code=$(curl --http1.1 -s -o /dev/null -w '%{http_code}' --cacert "$CERT" -H "Authorization: Bearer $T" \
+  fresh_repo "$S/st"; sync
+  t0=$(ticks "$STAGER"); a=$(now)
+  code=$(/usr/bin/time -f "%U %S" -o "$S/time.out" curl --http1.1 -s -o /dev/null -w '%{http_code}' --cacert "$CERT" -H "Authorization: Bearer $T" \
     -T "$S/big.bin" "https://127.0.0.1:18944/publish/v1/objects/$SHA?offset=0&size=$SIZE")
   b=$(now); [ "$code" = 201 ] || { echo "stager PUT: $code" >&2; exit 1; }
-  C=$(best "$C" "$(rate "$a" "$b")")
+  record curl-put-stager "$(rate "$a" "$b")" "$(client_s)" "$(cpu_s $(( $(ticks "$STAGER") - t0 )))"
 
   rm -f "$S/www/up/big.bin"; sync
-  a=$(now)
-  code=$(curl --http1.1 -s -o /dev/null -w '%{http_code}' --cacert "$CERT" -T "$S/big.bin" \
+  t0=$(ticks $NGINX_WORKERS); a=$(now)
+  code=$(/usr/bin/time -f "%U %S" -o "$S/time.out" curl --http1.1 -s -o /dev/null -w '%{http_code}' --cacert "$CERT" -T "$S/big.bin" \
     "https://127.0.0.1:18943/up/big.bin")
   b=$(now); [ "$code" = 201 ] || [ "$code" = 204 ] || { echo "nginx PUT: $code" >&2; exit 1; }
-  N=$(best "$N" "$(rate "$a" "$b")")
+  record curl-put-nginx "$(rate "$a" "$b")" "$(client_s)" "$(cpu_s $(( $(ticks $NGINX_WORKERS) - t0 )))"
 done
-echo "# best of $RUNS, MiB/s, $SIZE bytes over HTTPS on loopback, curl $(curl --version | head -1 | cut -d' ' -f2)"
-echo "ffs-publish $P"
-echo "curl-put-stager $C"
-echo "curl-put-nginx $N"
-awk -v p="$P" -v c="$C" -v n="$N" 'BEGIN{printf "ratio ffs-publish/nginx %.2f, curl-put-stager/nginx %.2f\n", p/n, c/n}'
+echo "# best of $RUNS, MiB/s, $SIZE bytes over HTTPS on loopback, curl $(curl --version | head -1 | cut -d' ' -f2), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# row MiB/s x-nginx client-cpu-s server-cpu-s (CPU of the best round)"
+N=${RATE[curl-put-nginx]}
+for r in ffs-publish ${BASE:+ffs-publish-base} curl-put-stager curl-put-nginx; do
+  awk -v r="$r" -v m="${RATE[$r]}" -v n="$N" -v c="${CCPU[$r]}" -v s="${SCPU[$r]}" \
+    'BEGIN{printf "%s %d %.2f %s %s\n", r, m, m/n, c, s}'
+done

@@ -15,6 +15,73 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Starts writing `len` bytes of `file` from `offset` to the disk without waiting for
+/// them (Linux `sync_file_range(SYNC_FILE_RANGE_WRITE)`), so that a later fsync finds
+/// little left to write. Only a head start: it promises nothing about durability (the
+/// fsync still does), so a failure is logged and otherwise ignored (the fsync reports a
+/// real I/O error). Does nothing on other systems.
+pub fn start_writeback(file: &File, offset: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd as _;
+        let (Ok(off), Ok(n)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return;
+        };
+        // SAFETY: a system call on a descriptor `file` keeps open; no memory is passed.
+        let rc =
+            unsafe { libc::sync_file_range(file.as_raw_fd(), off, n, libc::SYNC_FILE_RANGE_WRITE) };
+        if rc != 0 {
+            tracing::debug!(error = %io::Error::last_os_error(), "sync_file_range");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, offset, len);
+}
+
+/// Reads up to `max` bytes of `file` (from its position) into the unused capacity of
+/// `buf`, appending them: no zero-filling of a buffer about to be overwritten. Returns the
+/// count; 0 at the end of the file.
+pub fn read_append(file: &File, buf: &mut bytes::BytesMut, max: usize) -> io::Result<usize> {
+    use std::os::fd::AsRawFd as _;
+    buf.reserve(max);
+    let spare = buf.spare_capacity_mut();
+    let want = max.min(spare.len());
+    loop {
+        // SAFETY: `read(2)` writes at most `want` bytes into the spare capacity, which
+        // `reserve` made at least that large; it reads no memory from it.
+        let n = unsafe { libc::read(file.as_raw_fd(), spare.as_mut_ptr().cast(), want) };
+        if n >= 0 {
+            let n = n.unsigned_abs();
+            // SAFETY: the first `n` bytes after the buffer's length were just written.
+            unsafe { buf.set_len(buf.len() + n) };
+            return Ok(n);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Writes every byte of `pieces` to `w` in as few `writev` calls as the system allows.
+pub fn write_all_vectored(mut w: impl io::Write, pieces: &[impl AsRef<[u8]>]) -> io::Result<()> {
+    let mut slices: Vec<io::IoSlice<'_>> = pieces
+        .iter()
+        .map(|p| io::IoSlice::new(p.as_ref()))
+        .filter(|s| !s.is_empty())
+        .collect();
+    let mut left = &mut slices[..];
+    while !left.is_empty() {
+        match w.write_vectored(left) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => io::IoSlice::advance_slices(&mut left, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// `n` random bytes from the OS-seeded CSPRNG, hex encoded.
 pub fn random_hex(n: usize) -> String {
     let mut b = vec![0u8; n];
@@ -86,6 +153,67 @@ pub fn device_of(path: &Path) -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Takes at most 5 bytes per call, as a slow pipe might.
+    struct Trickle(Vec<u8>);
+    impl io::Write for Trickle {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            let n = b.len().min(5);
+            self.0.extend_from_slice(&b[..n]);
+            Ok(n)
+        }
+        fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &b[..]);
+            self.write(first)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn appending_reads_fill_the_buffer_with_the_files_bytes_and_stop_at_its_end() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        fs::write(&p, &data).unwrap();
+        let f = File::open(&p).unwrap();
+        let mut buf = bytes::BytesMut::from(&b"head"[..]);
+        let mut total = 0;
+        loop {
+            let n = read_append(&f, &mut buf, 70_000).unwrap();
+            assert!(n <= 70_000);
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        assert_eq!(total, data.len());
+        assert_eq!(&buf[..4], b"head");
+        assert_eq!(&buf[4..], &data[..]);
+    }
+
+    #[test]
+    fn vectored_writes_keep_every_byte_in_order_across_short_writes_and_many_pieces() {
+        let pieces: Vec<Vec<u8>> = (0..3000u32)
+            .map(|i| vec![(i % 256) as u8; (i % 7) as usize])
+            .collect();
+        let whole: Vec<u8> = pieces.concat();
+        let mut t = Trickle(Vec::new());
+        write_all_vectored(&mut t, &pieces).unwrap();
+        assert_eq!(t.0, whole, "short writes resume where they stopped");
+        // More pieces than one writev takes (IOV_MAX is 1024 on Linux), to a real file.
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        let f = File::create(&p).unwrap();
+        write_all_vectored(&f, &pieces).unwrap();
+        start_writeback(&f, 0, whole.len() as u64);
+        f.sync_all().unwrap();
+        assert_eq!(fs::read(&p).unwrap(), whole);
+    }
 
     #[test]
     fn file_hash_matches_the_in_memory_hash_and_counts_bytes() {

@@ -551,24 +551,24 @@ pub fn file_body(
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || {
-        use std::io::{Read as _, Seek as _};
+        use std::io::Seek as _;
         let mut run = |tx: &tokio::sync::mpsc::Sender<io::Result<Bytes>>| -> io::Result<()> {
             let mut f = std::fs::File::open(&path)?;
             f.seek(io::SeekFrom::Start(offset))?;
             let mut left = len;
             while left > 0 {
                 let want = left.min(PIECE as u64) as usize;
-                let mut buf = bytes::BytesMut::zeroed(want);
-                let mut got = 0;
-                while got < want {
-                    let n = f.read(&mut buf[got..])?;
+                // Read straight into fresh capacity (no zero-filling first).
+                let mut buf = bytes::BytesMut::with_capacity(want);
+                while buf.len() < want {
+                    let more = want - buf.len();
+                    let n = crate::fsutil::read_append(&f, &mut buf, more)?;
                     if n == 0 {
                         return Err(io::Error::new(
                             io::ErrorKind::UnexpectedEof,
                             format!("{} shrank while being read", path.display()),
                         ));
                     }
-                    got += n;
                 }
                 inspect(&buf);
                 left -= want as u64;

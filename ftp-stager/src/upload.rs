@@ -22,14 +22,16 @@
 //! ```
 //!
 //! Objects are streamed to `repository/uploads/SHA256.part` (never held in memory), fsynced
-//! after every request, so an interrupted upload resumes at `X-Upload-Offset`. The stager
+//! after every request, so an interrupted upload resumes at `X-Upload-Offset`; the disk
+//! writes of each piece are started as it is written (`fsutil::start_writeback`), so that
+//! fsync waits only for the last pieces, not for the whole object. The stager
 //! hashes the bytes as it writes them (a resumed upload: the part already held first, then
 //! the rest), so when the last byte arrives it knows the content's SHA-256 without reading
 //! the file again; only a match becomes an object (0444, renamed into `objects/`). The release becomes visible only when its manifest is written, so
 //! customers never see half a release.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Seek as _, SeekFrom, Write as _};
+use std::io::{Seek as _, SeekFrom};
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -312,43 +314,66 @@ enum BodyEnd {
     TooBig,
 }
 
-/// Streams the body to the sink in pieces of up to 1 MiB, each hashed and written off the
-/// async thread while the next piece is being received (one piece in flight). Returns
-/// the sink, the bytes now in the file and how the body ended; an error is a failed write.
+/// Bytes gathered from the body before they are handed to the writer thread.
+const PIECE: usize = 1 << 20;
+
+/// Chunks gathered at most into one piece (one `writev`; Linux's IOV_MAX), so a client
+/// sending tiny TLS records cannot make a piece a long list of small allocations.
+const PIECE_CHUNKS: usize = 1024;
+
+impl Sink {
+    /// Hashes and writes one piece (the body's chunks as they arrived, no copy into one
+    /// buffer: one `writev`) at `at`, then starts its writeback so the fsync ending the
+    /// request waits only for the last pieces.
+    fn write_piece(&mut self, at: u64, piece: &[Bytes]) -> std::io::Result<()> {
+        let mut n = 0u64;
+        for c in piece {
+            self.hasher.update(c);
+            n += c.len() as u64;
+        }
+        fsutil::write_all_vectored(&*self.file, piece)?;
+        fsutil::start_writeback(&self.file, at, n);
+        Ok(())
+    }
+}
+
+/// Streams the body to the sink in pieces of about [`PIECE`] bytes (or [`PIECE_CHUNKS`]
+/// chunks), each hashed and
+/// written off the async thread while the next piece is being received (one piece in
+/// flight). Returns the sink, the bytes now in the file and how the body ended; an error
+/// is a failed write.
 async fn receive(
     payload: &mut web::Payload,
     sink: Sink,
     have: u64,
     size: u64,
 ) -> std::io::Result<(Sink, u64, BodyEnd)> {
-    type Flight = (Sink, std::io::Result<()>, Vec<u8>);
-    let write = |mut sink: Sink, buf: Vec<u8>| {
+    type Flight = (Sink, std::io::Result<()>, u64);
+    let write = |mut sink: Sink, at: u64, piece: Vec<Bytes>, len: u64| {
         web::block(move || -> Flight {
-            sink.hasher.update(&buf);
-            let r = (&*sink.file).write_all(&buf);
-            (sink, r, buf)
+            let r = sink.write_piece(at, &piece);
+            (sink, r, len)
         })
     };
     let lost = || std::io::Error::other("the writer thread ended");
-    // Waits for the piece in flight; returns the sink and a buffer to reuse.
+    // Waits for the piece in flight; returns the sink.
     async fn land(
         f: impl std::future::Future<Output = Result<Flight, actix_web::error::BlockingError>>,
         at: &mut u64,
-    ) -> std::io::Result<(Sink, Vec<u8>)> {
-        let (sink, r, mut buf) = f
+    ) -> std::io::Result<Sink> {
+        let (sink, r, len) = f
             .await
             .map_err(|_| std::io::Error::other("the writer thread ended"))?;
         r?;
-        *at += buf.len() as u64;
-        buf.clear();
-        Ok((sink, buf))
+        *at += len;
+        Ok(sink)
     }
     let mut at = have;
     let mut received = have;
     let mut idle = Some(sink);
     let mut flight = None;
-    let mut pending: Vec<u8> = Vec::with_capacity(1 << 20);
-    let mut spare: Vec<u8> = Vec::with_capacity(1 << 20);
+    let mut pending: Vec<Bytes> = Vec::new();
+    let mut pending_len = 0u64;
     let mut end = BodyEnd::Complete;
     while let Some(chunk) = payload.next().await {
         let chunk: Bytes = match chunk {
@@ -363,23 +388,23 @@ async fn receive(
             break;
         }
         received += chunk.len() as u64;
-        pending.extend_from_slice(&chunk);
-        if pending.len() >= 1 << 20 {
+        pending_len += chunk.len() as u64;
+        pending.push(chunk);
+        if pending_len >= PIECE as u64 || pending.len() >= PIECE_CHUNKS {
             if let Some(f) = flight.take() {
-                let (s, buf) = land(f, &mut at).await?;
-                idle = Some(s);
-                spare = buf;
+                idle = Some(land(f, &mut at).await?);
             }
-            let buf = std::mem::replace(&mut pending, std::mem::take(&mut spare));
-            flight = Some(write(idle.take().ok_or_else(lost)?, buf));
+            let piece = std::mem::take(&mut pending);
+            let len = std::mem::take(&mut pending_len);
+            flight = Some(write(idle.take().ok_or_else(lost)?, at, piece, len));
         }
     }
     if let Some(f) = flight.take() {
-        idle = Some(land(f, &mut at).await?.0);
+        idle = Some(land(f, &mut at).await?);
     }
     let mut sink = idle.ok_or_else(lost)?;
-    if !pending.is_empty() && !matches!(end, BodyEnd::TooBig) {
-        sink = land(write(sink, pending), &mut at).await?.0;
+    if pending_len > 0 && !matches!(end, BodyEnd::TooBig) {
+        sink = land(write(sink, at, pending, pending_len), &mut at).await?;
     }
     Ok((sink, at, end))
 }
