@@ -484,10 +484,169 @@ async fn put(
 
 type Early = (HttpResponse, web::Payload);
 
-// Over 100 lines, knowingly: one upload's whole sequence (authorize, take a slot, open and
-// lock the partial file, check the offset, hash what is held, stream, finish), where every
-// early answer must hand the unread body back for draining. Streaming (`receive`) and
-// finishing (`finish_object`) are split out; opening the part is next.
+/// Where a PUT writes (`part`), the hash it must have (`expected`: the object's name, or
+/// an upload's declared `sha256=`) and that object's path; a bad id or hash is a 400.
+fn target(
+    kind: Kind,
+    stager: &Stager,
+    name: &str,
+    query: &PutQuery,
+) -> Result<(PathBuf, Option<String>, Option<PathBuf>), Box<HttpResponse>> {
+    let (part, expected) = match kind {
+        Kind::Object => (part_path(stager, name), Some(name.to_owned())),
+        Kind::Upload if valid_upload_id(name) => {
+            (upload_part_path(stager, name), query.sha256.clone())
+        }
+        Kind::Upload => {
+            return Err(Box::new(text(
+                StatusCode::BAD_REQUEST,
+                "an upload id is 32 to 64 lower-case hex digits",
+            )));
+        }
+    };
+    let obj = match expected
+        .as_deref()
+        .map(|x| stager.repository().object_path(x))
+    {
+        None => None,
+        Some(Ok(o)) => Some(o),
+        Some(Err(_)) => {
+            return Err(Box::new(text(
+                StatusCode::BAD_REQUEST,
+                "not a lower-case hex SHA-256",
+            )));
+        }
+    };
+    Ok((part, expected, obj))
+}
+
+/// Opens (creating) the partial upload and locks it: `Ok(None)` when another request
+/// holds the lock; `Err` is the 500 answer when it cannot be opened.
+async fn open_part(
+    part: &std::path::Path,
+) -> Result<Option<nix::fcntl::Flock<File>>, HttpResponse> {
+    let opened = web::block({
+        let part = part.to_owned();
+        move || -> std::io::Result<Option<nix::fcntl::Flock<File>>> {
+            if let Some(dir) = part.parent() {
+                fs::create_dir_all(dir)?;
+            }
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&part)?;
+            match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+                Ok(l) => Ok(Some(l)),
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+                Err((_, e)) => Err(e.into()),
+            }
+        }
+    })
+    .await;
+    match opened {
+        Ok(Ok(f)) => Ok(f),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, path = %part.display(), "cannot open the upload file");
+            Err(text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot store the upload",
+            ))
+        }
+        Err(_) => Err(text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot store the upload",
+        )),
+    }
+}
+
+/// The sink for a part holding `have` bytes: the hash state its last request left
+/// (`held`), else the held bytes hashed again; positioned at `have`. `Err` is the 500.
+async fn resume_sink(
+    file: nix::fcntl::Flock<File>,
+    have: u64,
+    held: Option<Sha256>,
+) -> Result<Sink, HttpResponse> {
+    // The stager hashes what it receives as it writes it (a resumed upload hashes the part
+    // already held first), so a complete object needs no second reading.
+    let hashed = web::block(move || -> std::io::Result<Sink> {
+        if let Some(hasher) = held {
+            (&*file).seek(SeekFrom::Start(have))?;
+            return Ok(Sink { file, hasher });
+        }
+        let mut hasher = Sha256::new();
+        if have > 0 {
+            (&*file).seek(SeekFrom::Start(0))?;
+            let mut held = std::io::Read::take(&*file, have);
+            let mut buf = vec![0u8; 1 << 20];
+            fsutil::sha256_update(&mut held, &mut buf, &mut hasher)?;
+        }
+        (&*file).seek(SeekFrom::Start(have))?;
+        Ok(Sink { file, hasher })
+    })
+    .await;
+    match hashed {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "reading the partial upload");
+            Err(text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot store the upload",
+            ))
+        }
+        Err(_) => Err(text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot store the upload",
+        )),
+    }
+}
+
+/// The answer to a write request that ran to its end (`done`: how finishing went), keeping
+/// a partial upload's hash state for its next request.
+fn finished_answer(
+    done: Result<std::io::Result<Outcome>, actix_web::error::BlockingError>,
+    limits: &Limits,
+    part: PathBuf,
+    sha: &str,
+    size: u64,
+    token: &PublishToken,
+    broken: bool,
+) -> HttpResponse {
+    match done {
+        Ok(Ok(Outcome::Partial(n, hasher))) => {
+            limits.held.put(part, n, hasher);
+            if broken {
+                tracing::info!(object = %sha, received = n, size, token = %token.name, "partial upload kept for resuming");
+            }
+            HttpResponse::Accepted()
+                .insert_header(("X-Upload-Offset", n.to_string()))
+                .body(format!("received {n} of {size} bytes\n"))
+        }
+        Ok(Ok(Outcome::Stored)) => {
+            tracing::info!(object = %sha, size, token = %token.name, "object uploaded and verified");
+            text(StatusCode::CREATED, "stored")
+        }
+        Ok(Ok(Outcome::Present)) => text(StatusCode::OK, "present"),
+        Ok(Ok(Outcome::Mismatch(got))) => {
+            tracing::warn!(object = %sha, got = %got, token = %token.name, "upload refused: content does not match its SHA-256");
+            text(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("the content hashes to {got}, not {sha}; upload discarded"),
+            )
+        }
+        Ok(Err(e)) => {
+            tracing::error!(object = %sha, error = %e, "cannot finish the upload");
+            text(StatusCode::INTERNAL_SERVER_ERROR, "cannot store the upload")
+        }
+        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "cannot store the upload"),
+    }
+}
+
+/// One upload request, in its steps: authorize, take a slot, find the target, open and
+/// lock the part, check the offset, resume the hash, stream, finish. An early answer hands
+/// the unread body back (`Early`) for draining.
 async fn object_put_inner(
     kind: Kind,
     req: HttpRequest,
@@ -512,33 +671,12 @@ async fn object_put_inner(
             ));
         return Err((r, payload));
     };
-    let name = path.into_inner();
+    let sha = path.into_inner();
     let (offset, size) = (query.offset, query.size);
-    let (part, expected) = match kind {
-        Kind::Object => (part_path(&stager, &name), Some(name.clone())),
-        Kind::Upload if valid_upload_id(&name) => {
-            (upload_part_path(&stager, &name), query.sha256.clone())
-        }
-        Kind::Upload => {
-            let r = text(
-                StatusCode::BAD_REQUEST,
-                "an upload id is 32 to 64 lower-case hex digits",
-            );
-            return Err((r, payload));
-        }
+    let (part, expected, obj) = match target(kind, &stager, &sha, &query) {
+        Ok(t) => t,
+        Err(r) => return Err((*r, payload)),
     };
-    let obj = match expected
-        .as_deref()
-        .map(|x| stager.repository().object_path(x))
-    {
-        None => None,
-        Some(Ok(o)) => Some(o),
-        Some(Err(_)) => {
-            let r = text(StatusCode::BAD_REQUEST, "not a lower-case hex SHA-256");
-            return Err((r, payload));
-        }
-    };
-    let sha = name;
     if size > limits.max_object_bytes {
         let r = text(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -549,48 +687,15 @@ async fn object_put_inner(
     if obj.as_ref().is_some_and(|o| o.exists()) {
         return Err((text(StatusCode::OK, "present"), payload));
     }
-    let opened = web::block({
-        let part = part.clone();
-        move || -> std::io::Result<Option<nix::fcntl::Flock<File>>> {
-            if let Some(dir) = part.parent() {
-                fs::create_dir_all(dir)?;
-            }
-            let f = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .open(&part)?;
-            match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-                Ok(l) => Ok(Some(l)),
-                Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
-                Err((_, e)) => Err(e.into()),
-            }
-        }
-    })
-    .await;
-    let file = match opened {
-        Ok(Ok(Some(f))) => f,
-        Ok(Ok(None)) => {
+    let file = match open_part(&part).await {
+        Ok(Some(f)) => f,
+        Ok(None) => {
             let r = HttpResponse::Conflict()
                 .insert_header(("X-Upload-Offset", received(&stager, &sha).to_string()))
                 .body("another upload of this object is in progress\n");
             return Err((r, payload));
         }
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, path = %part.display(), "cannot open the upload file");
-            return Ok(text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "cannot store the upload",
-            ));
-        }
-        Err(_) => {
-            return Ok(text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "cannot store the upload",
-            ));
-        }
+        Err(r) => return Ok(r),
     };
     let have = file.metadata().map_or(0, |m| m.len());
     if offset != have || have > size {
@@ -600,40 +705,10 @@ async fn object_put_inner(
             .body(format!("resume at offset {have}\n"));
         return Err((r, payload));
     }
-    // The stager hashes what it receives as it writes it (a resumed upload hashes the part
-    // already held first), so a complete object needs no second reading.
     let held = limits.held.take(&part, have);
-    let hashed = web::block(move || -> std::io::Result<Sink> {
-        if let Some(hasher) = held {
-            (&*file).seek(SeekFrom::Start(have))?;
-            return Ok(Sink { file, hasher });
-        }
-        let mut hasher = Sha256::new();
-        if have > 0 {
-            (&*file).seek(SeekFrom::Start(0))?;
-            let mut held = std::io::Read::take(&*file, have);
-            let mut buf = vec![0u8; 1 << 20];
-            fsutil::sha256_update(&mut held, &mut buf, &mut hasher)?;
-        }
-        (&*file).seek(SeekFrom::Start(have))?;
-        Ok(Sink { file, hasher })
-    })
-    .await;
-    let sink = match hashed {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "reading the partial upload");
-            return Ok(text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "cannot store the upload",
-            ));
-        }
-        Err(_) => {
-            return Ok(text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "cannot store the upload",
-            ));
-        }
+    let sink = match resume_sink(file, have, held).await {
+        Ok(s) => s,
+        Err(r) => return Ok(r),
     };
     let (sink, at, end) = match receive(&mut payload, sink, have, size).await {
         Ok(r) => r,
@@ -661,50 +736,16 @@ async fn object_put_inner(
         }
         BodyEnd::Complete => false,
     };
-    let Sink { file, hasher } = sink;
     let repo = stager.repository().clone();
     let part2 = part.clone();
     let expected2 = expected.clone();
-    let done = web::block(move || {
-        finish_object(
-            &repo,
-            Sink { file, hasher },
-            &part2,
-            expected2.as_deref(),
-            at,
-            size,
-        )
-    })
-    .await;
+    let done =
+        web::block(move || finish_object(&repo, sink, &part2, expected2.as_deref(), at, size))
+            .await;
     let sha = expected.unwrap_or(sha);
-    Ok(match done {
-        Ok(Ok(Outcome::Partial(n, hasher))) => {
-            limits.held.put(part, n, hasher);
-            if broken {
-                tracing::info!(object = %sha, received = n, size, token = %token.name, "partial upload kept for resuming");
-            }
-            HttpResponse::Accepted()
-                .insert_header(("X-Upload-Offset", n.to_string()))
-                .body(format!("received {n} of {size} bytes\n"))
-        }
-        Ok(Ok(Outcome::Stored)) => {
-            tracing::info!(object = %sha, size, token = %token.name, "object uploaded and verified");
-            text(StatusCode::CREATED, "stored")
-        }
-        Ok(Ok(Outcome::Present)) => text(StatusCode::OK, "present"),
-        Ok(Ok(Outcome::Mismatch(got))) => {
-            tracing::warn!(object = %sha, got = %got, token = %token.name, "upload refused: content does not match its SHA-256");
-            text(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("the content hashes to {got}, not {sha}; upload discarded"),
-            )
-        }
-        Ok(Err(e)) => {
-            tracing::error!(object = %sha, error = %e, "cannot finish the upload");
-            text(StatusCode::INTERNAL_SERVER_ERROR, "cannot store the upload")
-        }
-        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "cannot store the upload"),
-    })
+    Ok(finished_answer(
+        done, &limits, part, &sha, size, &token, broken,
+    ))
 }
 
 #[derive(Debug, Deserialize)]
