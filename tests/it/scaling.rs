@@ -92,39 +92,6 @@ fn instance(base: &Path, name: &str, body: &str) -> PathBuf {
     d
 }
 
-fn haproxy_config(pem: &Path, ca: &Path, port: u16, webs: [u16; 2]) -> String {
-    let mut cfg =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/haproxy.cfg"))
-            .unwrap();
-    for (from, to) in [
-        ("    log /dev/log local0\n", String::new()),
-        (
-            "bind :443 ssl crt /etc/haproxy/ffs.pem",
-            format!("bind 127.0.0.1:{port} ssl crt {}", pem.display()),
-        ),
-        ("    bind :80\n", String::new()),
-        (
-            "ca-file /etc/ffs/web-ca.pem",
-            format!("ca-file {}", ca.display()),
-        ),
-        (
-            "server web1 10.0.1.10:8443",
-            format!("server web1 127.0.0.1:{}", webs[0]),
-        ),
-        (
-            "server web2 10.0.1.11:8443",
-            format!("server web2 127.0.0.1:{}", webs[1]),
-        ),
-    ] {
-        assert!(
-            cfg.contains(from),
-            "deploy/haproxy.cfg no longer has {from:?}"
-        );
-        cfg = cfg.replace(from, &to);
-    }
-    cfg
-}
-
 /// Prepares widget `version` through haproxy: `Ok(page)` on 200, `Err(status)` otherwise.
 fn prepare(base: &str, c: &Curl, version: &str) -> Result<String, u16> {
     let products = c.get(&format!("{base}/products"));
@@ -362,14 +329,13 @@ fn two_of_each_role_survive_sigkill_of_one_of_each() {
 
     // haproxy in front, from the shipped file.
     let pem = base.join("haproxy.pem");
-    let mut both = std::fs::read(base.join("web-cert.pem")).unwrap();
-    both.extend(std::fs::read(base.join("web-key.pem")).unwrap());
-    std::fs::write(&pem, both).unwrap();
+    ffs_testkit::haproxy::write_pem(&base.join("web-cert.pem"), &base.join("web-key.pem"), &pem)
+        .unwrap();
     let hport = free_port();
     let conf = base.join("haproxy.cfg");
     std::fs::write(
         &conf,
-        haproxy_config(&pem, &base.join("web-cert.pem"), hport, web_ports),
+        ffs_testkit::haproxy::config(&pem, &base.join("web-cert.pem"), hport, &web_ports),
     )
     .unwrap();
     let _haproxy = Daemon::start_program(

@@ -7,7 +7,8 @@
 //! - [`hash`]: SHA-256 of bytes and files as hex;
 //! - [`wait`]: waiting for an event instead of sleeping for a guessed time;
 //! - [`squid`]: a real squid forward proxy as a child process;
-//! - [`cutter`]: a TCP forwarder that cuts HTTP connections on command (fault tests).
+//! - [`cutter`]: a TCP forwarder that cuts HTTP connections on command (fault tests);
+//! - [`haproxy`]: the shipped `deploy/haproxy.cfg` with a test's addresses and files.
 //!
 //! # `prereq`: no silent skips
 //!
@@ -57,6 +58,7 @@
 //! client a test drives (`nginx`, `vsftpd`, `lftp`, `wget`, `aria2c`, `minisign`, …).
 
 pub mod cutter;
+pub mod haproxy;
 pub mod hash;
 pub mod html;
 pub mod link;

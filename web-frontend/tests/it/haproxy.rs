@@ -2,49 +2,12 @@
 //! addresses and file paths changed): TLS re-encrypted to the webs, `/readyz` health checks,
 //! one session cookie valid on either web; stopping one web loses nothing a customer sees.
 
-use std::path::Path;
 use std::time::Duration;
 
 use tokio::process::Command;
 
 use crate::common::Stack;
 use crate::https::{curl, login, prepare, start_web};
-
-/// The shipped config with this test's addresses and files, each edit checked to apply.
-fn config(pem: &Path, ca: &Path, port: u16, webs: [u16; 2]) -> String {
-    let shipped = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/haproxy.cfg"),
-    )
-    .unwrap();
-    let mut cfg = shipped;
-    for (from, to) in [
-        ("    log /dev/log local0\n", String::new()),
-        (
-            "bind :443 ssl crt /etc/haproxy/ffs.pem",
-            format!("bind 127.0.0.1:{port} ssl crt {}", pem.display()),
-        ),
-        ("    bind :80\n", String::new()),
-        (
-            "ca-file /etc/ffs/web-ca.pem",
-            format!("ca-file {}", ca.display()),
-        ),
-        (
-            "server web1 10.0.1.10:8443",
-            format!("server web1 127.0.0.1:{}", webs[0]),
-        ),
-        (
-            "server web2 10.0.1.11:8443",
-            format!("server web2 127.0.0.1:{}", webs[1]),
-        ),
-    ] {
-        assert!(
-            cfg.contains(from),
-            "deploy/haproxy.cfg no longer has {from:?}"
-        );
-        cfg = cfg.replace(from, &to);
-    }
-    cfg
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_webs_behind_the_shipped_haproxy_config() {
@@ -61,9 +24,7 @@ async fn two_webs_behind_the_shipped_haproxy_config() {
     let dir = stack.path().join("haproxy");
     std::fs::create_dir_all(&dir).unwrap();
     let pem = dir.join("ffs.pem");
-    let mut both = std::fs::read(&cfg.tls_cert).unwrap();
-    both.extend(std::fs::read(&cfg.tls_key).unwrap());
-    std::fs::write(&pem, both).unwrap();
+    ffs_testkit::haproxy::write_pem(&cfg.tls_cert, &cfg.tls_key, &pem).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -72,7 +33,7 @@ async fn two_webs_behind_the_shipped_haproxy_config() {
     let conf = dir.join("haproxy.cfg");
     std::fs::write(
         &conf,
-        config(&pem, &cfg.tls_cert, port, [web1.port, web2.port]),
+        ffs_testkit::haproxy::config(&pem, &cfg.tls_cert, port, &[web1.port, web2.port]),
     )
     .unwrap();
     let check = Command::new("haproxy")
