@@ -3,7 +3,9 @@
 //! is a replication follower of stager a (`[stager] replicate_from`, through a TCP gate the
 //! test can shut or slow down). A customer prepares through haproxy while one web, one
 //! agent and one stager are SIGKILLed and then started again: every prepare succeeds or is
-//! a clear 503, the history holds exactly one row per successful prepare, new prepares land
+//! a clear 503, the history holds one row per successful prepare (none lost or doubled; a
+//! 503 whose history write the agent carried out after the deadline allows one extra), new
+//! prepares land
 //! on the live stager, and an area on the killed stager downloads again (SHA-256 checked)
 //! once it is back.
 //!
@@ -108,6 +110,20 @@ fn prepare(base: &str, c: &Curl, version: &str) -> Result<String, u16> {
     } else {
         Err(r.status)
     }
+}
+
+/// Prepares widget `version` until it is a 200 (at most 10 tries): a 503 is a clear
+/// answer under load (a backend reply later than the deadline), counted in `unavailable`;
+/// anything else fails the test.
+fn prepare_ok(base: &str, c: &Curl, version: &str, unavailable: &mut usize) -> String {
+    for _ in 0..10 {
+        match prepare(base, c, version) {
+            Ok(page) => return page,
+            Err(503) => *unavailable += 1,
+            Err(s) => panic!("prepare of {version} answered {s}, not 200 or 503"),
+        }
+    }
+    panic!("prepare of {version}: 10 x 503 in a row")
 }
 
 /// The HTTPS link to widget.bin in a prepared page.
@@ -363,10 +379,11 @@ fn two_of_each_role_survive_sigkill_of_one_of_each() {
 
     // Prepares spread over both stagers.
     let mut ok = 0;
+    let mut unavailable = 0;
     let mut links_by_stager: [Vec<String>; 2] = [Vec::new(), Vec::new()];
     for _ in 0..6 {
         let t = Instant::now();
-        let page = prepare(&front, &alice, "1.0").expect("prepare with everything up");
+        let page = prepare_ok(&front, &alice, "1.0", &mut unavailable);
         eprintln!("all up: prepare took {:?}", t.elapsed());
         ok += 1;
         let link = bin_link(&page);
@@ -378,10 +395,10 @@ fn two_of_each_role_survive_sigkill_of_one_of_each() {
     );
 
     // SIGKILL one of each (the stager killed is the replication source).
+    let a_links_before: Vec<usize> = web_d.iter().map(|w| links_up(w, links[0])).collect();
     web_d[0].kill();
     agent_d[0].kill();
     stager_d[0].kill();
-    let mut unavailable = 0;
     let killed = Instant::now();
     let mut timings = Vec::new();
     for _ in 0..8 {
@@ -428,9 +445,19 @@ fn two_of_each_role_survive_sigkill_of_one_of_each() {
     assert_eq!(sha256_file(&dest), want);
     assert!(eventually(Duration::from_secs(30), || ready(web_ports[0])));
     for _ in 0..4 {
-        prepare(&front, &alice, "1.0").expect("prepare after the restarts");
+        prepare_ok(&front, &alice, "1.0", &mut unavailable);
         ok += 1;
     }
+
+    // Both webs' links to the restarted source are up again (a web whose link to a is still
+    // redialing knows only b, which lacks 2.0, and answers a prepare of 2.0 with 404).
+    assert!(
+        eventually(Duration::from_secs(60), || web_d
+            .iter()
+            .zip(&a_links_before)
+            .all(|(w, n)| links_up(w, links[0]) > *n)),
+        "the webs did not link to the restarted stager a"
+    );
 
     // A release published during the run: 2.0 on the source while the follower cannot
     // reach it (the gate cut), a new 6 MiB widget.bin and a small file.
@@ -456,8 +483,7 @@ fn two_of_each_role_survive_sigkill_of_one_of_each() {
     // While only the source holds 2.0, every prepare of it lands there...
     let mut v2_on = [0usize; 2];
     for _ in 0..4 {
-        let page =
-            prepare(&front, &alice, "2.0").expect("prepare of 2.0 while only the source holds it");
+        let page = prepare_ok(&front, &alice, "2.0", &mut unavailable);
         ok += 1;
         let link = bin_link(&page);
         assert_eq!(
@@ -475,7 +501,7 @@ fn two_of_each_role_survive_sigkill_of_one_of_each() {
     // ... while the follower is up and takes prepares of what it holds.
     let mut on_b = false;
     for _ in 0..20 {
-        let page = prepare(&front, &alice, "1.0").expect("prepare of 1.0, everything up");
+        let page = prepare_ok(&front, &alice, "1.0", &mut unavailable);
         ok += 1;
         let link = bin_link(&page);
         download_ok(&link, &base.join("v1.bin"), &want);
@@ -513,7 +539,7 @@ fn two_of_each_role_survive_sigkill_of_one_of_each() {
         if b_part.exists() {
             saw_arriving = true;
         }
-        let page = prepare(&front, &alice, "2.0").expect("prepare of 2.0 while b catches up");
+        let page = prepare_ok(&front, &alice, "2.0", &mut unavailable);
         ok += 1;
         let link = bin_link(&page);
         let on = stager_of(&link, https);
@@ -539,23 +565,25 @@ fn two_of_each_role_survive_sigkill_of_one_of_each() {
         opened.elapsed()
     );
     ffs_ok(&stagers[1], &["repo", "verify"], None);
-    // Once both hold it, prepares of 2.0 land on the follower too.
-    for _ in 0..20 {
-        if v2_on[1] > 0 {
-            break;
-        }
-        let page = prepare(&front, &alice, "2.0").expect("prepare of 2.0, both hold it");
+    // Once both hold it, prepares of 2.0 land on the follower too (once the webs' cached
+    // views of b, reused for up to 3 s, are fetched again).
+    eventually(Duration::from_secs(60), || {
+        let page = prepare_ok(&front, &alice, "2.0", &mut unavailable);
         ok += 1;
         let link = bin_link(&page);
         v2_on[stager_of(&link, https)] += 1;
         download_ok(&link, &dl, &want2);
-    }
+        v2_on[1] > 0
+    });
     assert!(
         v2_on[0] > 0 && v2_on[1] > 0,
         "2.0 prepares by stager: {v2_on:?}"
     );
 
-    // Exactly one history row per successful prepare: none lost, none doubled.
+    // One history row per successful prepare: none lost, none doubled. A 503 whose history
+    // write reached an agent but was answered after the deadline may still have been
+    // carried out (the area was withdrawn), so each 503 allows at most one extra row;
+    // with no 503 the count is exact.
     let rows = || {
         psql(&pg.url(), "SELECT count(*) FROM downloads")
             .unwrap()
@@ -563,7 +591,12 @@ fn two_of_each_role_survive_sigkill_of_one_of_each() {
             .parse::<usize>()
             .unwrap()
     };
-    assert_eq!(rows(), ok, "prepares {ok}, 503s {unavailable}");
+    let n = rows();
+    assert!(
+        n >= ok && n <= ok + unavailable,
+        "history rows {n}, prepares {ok}, 503s {unavailable}"
+    );
+    eprintln!("history rows {n}, successful prepares {ok}, 503s {unavailable}");
 
     // A host that stops answering: SIGSTOP stager b and agent 1 (no connection reset, so
     // only the commlink heartbeats notice). Every prepare is 200 or 503; timings reported.
@@ -648,7 +681,7 @@ fn two_of_each_role_survive_sigkill_of_one_of_each() {
     );
     let mut staged_on_b = None;
     for _ in 0..20 {
-        let page = prepare(&front, &alice, "1.0").expect("prepare after SIGCONT");
+        let page = prepare_ok(&front, &alice, "1.0", &mut unavailable);
         ok += 1;
         let link = bin_link(&page);
         download_ok(&link, &base.join("thawed.bin"), &want);
@@ -665,7 +698,7 @@ fn two_of_each_role_survive_sigkill_of_one_of_each() {
     // may have been carried out once it thawed: between ok and ok + those 503s.
     let n = rows();
     assert!(
-        n >= ok && n <= ok + frozen_503,
-        "history rows {n}, prepares {ok}, 503s while frozen {frozen_503}"
+        n >= ok && n <= ok + unavailable + frozen_503,
+        "history rows {n}, prepares {ok}, 503s {unavailable} + {frozen_503} while frozen"
     );
 }
