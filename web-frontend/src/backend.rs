@@ -398,11 +398,25 @@ impl Backend {
 
     /// The stagers a release may be staged on now: up, holding it (from a catalog at most
     /// [`VIEW_TTL`] old, fetched again when none seems to hold it), fewest live areas first.
-    async fn placement(&self, product: &str, version: &str) -> Vec<&StagerPeer> {
+    /// When none is found, `Err(name)` names a stager that is down or did not answer (it
+    /// may hold the release), `Ok(empty)` means every stager answered without it.
+    async fn placement(&self, product: &str, version: &str) -> Result<Vec<&StagerPeer>, String> {
+        let mut unknown = None;
         for fresh in [false, true] {
             let up: Vec<&StagerPeer> = self.stagers.iter().filter(|p| p.client.is_up()).collect();
             let views =
                 futures_util::future::join_all(up.iter().map(|p| self.view(p, fresh))).await;
+            unknown = self
+                .stagers
+                .iter()
+                .find(|p| !p.client.is_up())
+                .or_else(|| {
+                    up.iter()
+                        .zip(&views)
+                        .find(|(_, v)| v.is_none())
+                        .map(|(p, _)| *p)
+                })
+                .map(|p| p.name.clone());
             let mut ok: Vec<(u64, &StagerPeer)> = up
                 .into_iter()
                 .zip(views)
@@ -413,10 +427,13 @@ impl Backend {
                 .collect();
             if !ok.is_empty() {
                 ok.sort_by_key(|(areas, _)| *areas);
-                return ok.into_iter().map(|(_, p)| p).collect();
+                return Ok(ok.into_iter().map(|(_, p)| p).collect());
             }
         }
-        Vec::new()
+        match unknown {
+            Some(name) => Err(name),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Stages a release (or some of its files; empty = all) into a new download area
@@ -430,14 +447,20 @@ impl Backend {
         files: Vec<String>,
         label: &str,
     ) -> Result<StagedArea, BackendError> {
-        let order = self.placement(product, version).await;
-        if order.is_empty() {
-            if !self.stager_up() {
+        let order = match self.placement(product, version).await {
+            Ok(order) => order,
+            // A stager that is down or did not answer may hold it: temporarily unavailable
+            // (503), not "not found".
+            Err(name) => {
                 return Err(BackendError::Unreachable(
                     Peer::Stager,
-                    "no stager is up".into(),
+                    format!(
+                        "no stager that answered holds {product} {version}; stager {name} is down or did not answer"
+                    ),
                 ));
             }
+        };
+        if order.is_empty() {
             return Err(BackendError::Refused {
                 peer: Peer::Stager,
                 code: RefusalCode::NotFound,

@@ -339,3 +339,40 @@ async fn prepares_spread_over_the_stagers_that_hold_the_release() {
     assert_eq!(status.len(), 2);
     assert!(status.iter().all(|s| s.up && s.stats.is_some()));
 }
+
+/// A release held only by a stager that is down is "temporarily unavailable" (503), not
+/// "not found" (404): the stager may return, and the page offered it. A release no stager
+/// holds, with every stager up, is still not found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_only_a_down_stager_holds_is_unavailable_not_missing() {
+    let stack = Stack::start().await;
+    let b = stack.extra_stager("b").await;
+    b.forget_release("alpha", "2.1");
+    let c = stack.extra_stager("c").await;
+    let be = web_over(&stack, &[("b", &b.addr), ("c", &c.addr)]);
+    for s in be.stagers() {
+        up(&s.client).await;
+    }
+    let not_found = |e: &BackendError| {
+        matches!(
+            e,
+            BackendError::Refused {
+                code: web_frontend::backend::RefusalCode::NotFound,
+                ..
+            }
+        )
+    };
+    let e = be.stage("alpha", "9.9", vec![], "alice").await.unwrap_err();
+    assert!(not_found(&e), "{e}");
+    be.stage("alpha", "2.1", vec![], "alice").await.unwrap();
+
+    c.stop();
+    assert!(
+        ffs_testkit::wait::until(Duration::from_secs(10), || !be.stagers()[1].client.is_up()).await
+    );
+    let e = be.stage("alpha", "2.1", vec![], "alice").await.unwrap_err();
+    assert!(matches!(e, BackendError::Unreachable(..)), "{e}");
+    // What b holds is still staged there.
+    be.stage("alpha", "2.0", vec![], "alice").await.unwrap();
+    b.stop();
+}
