@@ -25,11 +25,9 @@ use unftp_sbe_fs::{Filesystem, Meta};
 
 use crate::staging::Stager;
 
-/// Read buffer for RETR: large enough that the blocking-pool hop per read is amortized,
-/// small enough that a slow client's transfer holds little: tokio's `File` keeps a buffer
-/// of the same size for its blocking read, so a transfer holds about twice this
-/// (`ftp-stager/bench/memory.sh`; 1 MiB here cost ≈ 2 MiB per stream).
-const READ_BUF: usize = 128 << 10;
+/// Read buffer of the `get` path (a reader handed to libunftp; RETR itself goes through
+/// `get_into`, which reads paced pieces instead).
+const READ_BUF: usize = 32 << 10;
 
 /// An authenticated FTP session's user: the area it may see.
 #[derive(Debug, Clone)]
@@ -275,9 +273,8 @@ impl StorageBackend<AreaUser> for AreaFs {
         W: tokio::io::AsyncWrite + Unpin + Sync + Send,
         P: AsRef<Path> + Send + Debug,
     {
-        let reader = self.open(user, path.as_ref(), start_pos).await?;
-        let mut reader = tokio::io::BufReader::with_capacity(READ_BUF, reader);
-        Ok(tokio::io::copy_buf(&mut reader, output).await?)
+        let file = self.open(user, path.as_ref()).await?;
+        Ok(paced_copy(file, start_pos, output).await?)
     }
 
     async fn get<P: AsRef<Path> + Send + Debug>(
@@ -286,7 +283,11 @@ impl StorageBackend<AreaUser> for AreaFs {
         path: P,
         start_pos: u64,
     ) -> Result<Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin>> {
-        let f = self.open(user, path.as_ref(), start_pos).await?;
+        use tokio::io::AsyncSeekExt as _;
+        let mut f = tokio::fs::File::from_std(self.open(user, path.as_ref()).await?);
+        if start_pos > 0 {
+            f.seek(std::io::SeekFrom::Start(start_pos)).await?;
+        }
         Ok(Box::new(tokio::io::BufReader::with_capacity(READ_BUF, f)))
     }
 
@@ -330,8 +331,7 @@ impl StorageBackend<AreaUser> for AreaFs {
 }
 
 impl AreaFs {
-    async fn open(&self, _user: &AreaUser, path: &Path, start_pos: u64) -> Result<tokio::fs::File> {
-        use tokio::io::AsyncSeekExt as _;
+    async fn open(&self, _user: &AreaUser, path: &Path) -> Result<std::fs::File> {
         let Some(dir) = self.area.clone() else {
             return refuse();
         };
@@ -339,12 +339,54 @@ impl AreaFs {
         let f = tokio::task::spawn_blocking(move || dir.open(rel))
             .await
             .map_err(|e| Error::new(ErrorKind::LocalError, e))??;
-        let mut f = tokio::fs::File::from_std(f.into_std());
-        if start_pos > 0 {
-            f.seek(std::io::SeekFrom::Start(start_pos)).await?;
-        }
-        Ok(f)
+        Ok(f.into_std())
     }
+}
+
+/// RETR's copy: `file` from `start` to its end into `output`, in pieces sized by
+/// [`Pace`](crate::pace::Pace) from how soon the client took the last one (the time its
+/// write took), read with `pread` off the I/O thread into one buffer that moves between
+/// them. A slow client's transfer holds one small piece; a fast one's grows to large
+/// pieces. Returns the bytes written.
+async fn paced_copy<W>(file: std::fs::File, start: u64, output: &mut W) -> std::io::Result<u64>
+where
+    W: tokio::io::AsyncWrite + Unpin + ?Sized,
+{
+    use tokio::io::AsyncWriteExt as _;
+    let file = Arc::new(file);
+    let mut pace = crate::pace::Pace::new();
+    let mut took = None;
+    let mut at = start;
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let now = std::time::Instant::now();
+        let n = usize::try_from(pace.next(took, now)).unwrap_or(usize::MAX);
+        if buf.capacity() > 2 * n {
+            // A slowed client gives back what its larger pieces held.
+            buf = Vec::new();
+        }
+        buf.resize(n, 0);
+        let f = file.clone();
+        let (b, got) = tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt as _;
+            let mut b = buf;
+            let got = f.read_at(&mut b, at);
+            (b, got)
+        })
+        .await
+        .map_err(std::io::Error::other)?;
+        buf = b;
+        let got = got?;
+        if got == 0 {
+            break;
+        }
+        let written = std::time::Instant::now();
+        output.write_all(&buf[..got]).await?;
+        took = Some(written.elapsed());
+        at += got as u64;
+    }
+    output.flush().await?;
+    Ok(at - start)
 }
 
 /// Records each completed RETR as a delivery.

@@ -32,6 +32,7 @@ pub mod fsutil;
 pub mod ftp;
 pub mod http_client;
 pub mod https;
+mod pace;
 pub mod publish;
 pub mod replicate;
 pub mod replicate_follow;
