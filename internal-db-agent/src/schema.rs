@@ -122,6 +122,19 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Areas whose prepare the web frontend gave up (`agent.withdraw-download`): a late
+    /// record of one is refused.
+    withdrawn_areas (area_id) {
+        /// The stager's area id.
+        area_id -> Text,
+        /// Whose.
+        customer_id -> BigInt,
+        /// When it was withdrawn (UTC).
+        withdrawn_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(roles -> customers (customer_id));
 diesel::joinable!(entitlements -> customers (customer_id));
 diesel::joinable!(downloads -> customers (customer_id));
@@ -133,5 +146,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     downloads,
     deliveries,
     login_failures,
-    revocations
+    revocations,
+    withdrawn_areas
 );

@@ -138,6 +138,10 @@ impl AgentService {
                 self.record_download(m::RecordDownload::from_tobj(t)?)
                     .await?,
             ),
+            m::WithdrawDownload::TYPE => reply(
+                self.withdraw_download(m::WithdrawDownload::from_tobj(t)?)
+                    .await?,
+            ),
             m::RecordDelivery::TYPE => reply(
                 self.record_delivery(m::RecordDelivery::from_tobj(t)?)
                     .await?,
@@ -390,6 +394,14 @@ impl AgentService {
                     {
                         return Ok(Err(refusal));
                     }
+                    // The web gave this prepare up (and told the customer); this record
+                    // arrived after its withdrawal.
+                    if store::area_withdrawn(c, &req.area_id)? {
+                        return Ok(Err(Refusal::new(
+                            RefusalCode::NotFound,
+                            "this download was withdrawn before its record arrived",
+                        )));
+                    }
                     Ok(Ok(store::insert_download(
                         c,
                         &store::NewDownload {
@@ -405,6 +417,26 @@ impl AgentService {
             })
             .await??;
         Ok(m::DownloadRecorded { history_id: id })
+    }
+
+    async fn withdraw_download(&self, req: m::WithdrawDownload) -> Outcome<m::DownloadWithdrawn> {
+        if req.area_id.is_empty() || req.area_id.len() > 200 {
+            return Err(Refusal::bad("area_id must be 1 to 200 bytes"));
+        }
+        // Under the customer's row lock, like the record: whichever comes first, no row
+        // is left.
+        let removed = self
+            .pool
+            .run(move |c| {
+                diesel::Connection::transaction(c, |c| {
+                    store::lock_customer(c, req.customer_id)?;
+                    Ok::<_, DbError>(store::withdraw_download(c, req.customer_id, &req.area_id)?)
+                })
+            })
+            .await?;
+        Ok(m::DownloadWithdrawn {
+            removed: removed as u64,
+        })
     }
 
     async fn record_delivery(&self, req: m::RecordDelivery) -> Outcome<m::DeliveryRecorded> {

@@ -13,6 +13,7 @@ use crate::lockout::FailureState;
 use crate::model::{CustomerProfile, Entitlement, HistoryRow, Revocation};
 use crate::schema::{
     customers, deliveries, downloads, entitlements, login_failures, revocations, roles,
+    withdrawn_areas,
 };
 
 /// The role name of administrators.
@@ -387,6 +388,39 @@ pub fn insert_download(c: &mut AnyConnection, d: &NewDownload<'_>) -> QueryResul
         ),
         downloads::id
     )
+}
+
+/// Whether the web frontend withdrew `area_id` (a record of it then comes too late).
+pub fn area_withdrawn(c: &mut AnyConnection, area_id: &str) -> QueryResult<bool> {
+    use diesel::dsl::exists;
+    diesel::select(exists(
+        withdrawn_areas::table.filter(withdrawn_areas::area_id.eq(area_id)),
+    ))
+    .get_result(c)
+}
+
+/// Withdraws `area_id` of `customer_id`: remembers it (once) and removes its history rows.
+/// Returns the rows removed.
+pub fn withdraw_download(
+    c: &mut AnyConnection,
+    customer_id: i64,
+    area_id: &str,
+) -> QueryResult<usize> {
+    if !area_withdrawn(c, area_id)? {
+        diesel::insert_into(withdrawn_areas::table)
+            .values((
+                withdrawn_areas::area_id.eq(area_id),
+                withdrawn_areas::customer_id.eq(customer_id),
+                withdrawn_areas::withdrawn_at.eq(now()),
+            ))
+            .execute(c)?;
+    }
+    diesel::delete(
+        downloads::table
+            .filter(downloads::area_id.eq(area_id))
+            .filter(downloads::customer_id.eq(customer_id)),
+    )
+    .execute(c)
 }
 
 /// A completed transfer to record.

@@ -166,6 +166,9 @@ pub struct StagerStatus {
     pub stats: Option<Stats>,
 }
 
+/// How long [`Backend::withdraw_download`] keeps trying while no agent answers.
+pub const WITHDRAW_GIVE_UP: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// The commlink clients plus the reply deadline.
 #[derive(Clone)]
 pub struct Backend {
@@ -734,6 +737,43 @@ impl Backend {
             })
             .await?;
         Ok(r.history_id)
+    }
+
+    /// Withdraws a prepare whose [`Backend::record_download`] failed (the area is unstaged
+    /// and the customer told it failed): the agent removes the history row if the record
+    /// did arrive, and refuses it if it arrives later (held by a relay, a proxy or another
+    /// agent's queue). Sent in the background until an agent answers, retrying with backoff
+    /// for up to [`WITHDRAW_GIVE_UP`] while no agent is reachable.
+    pub fn withdraw_download(&self, customer_id: i64, area_id: &str) {
+        let backend = self.clone();
+        let req = am::WithdrawDownload {
+            customer_id,
+            area_id: area_id.to_owned(),
+        };
+        actix_web::rt::spawn(async move {
+            let started = std::time::Instant::now();
+            let mut wait = std::time::Duration::from_millis(500);
+            loop {
+                match backend.request(&req).await {
+                    Ok(r) => {
+                        tracing::info!(area = %req.area_id, removed = r.removed, "prepare withdrawn at the agent");
+                        return;
+                    }
+                    Err(e) if e.code().is_some_and(|c| c != RefusalCode::Unavailable) => {
+                        tracing::warn!(area = %req.area_id, error = %e, "the agent refused a withdrawal");
+                        return;
+                    }
+                    Err(e) if started.elapsed() >= WITHDRAW_GIVE_UP => {
+                        tracing::warn!(area = %req.area_id, error = %e, "withdrawal not delivered; a late record of this area may leave a history row");
+                        return;
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(std::time::Duration::from_secs(5));
+                    }
+                }
+            }
+        });
     }
 
     /// Records a completed transfer reported by stager `stager` (its delivery key; `""` for

@@ -13,6 +13,7 @@
 //! | [`Entitlements`] `agent.entitlements` | [`EntitlementList`] | a customer's products |
 //! | [`Authorize`] `agent.authorize` | [`Authorized`] | may this customer get product/version? |
 //! | [`RecordDownload`] `agent.record-download` | [`DownloadRecorded`] | append to history after staging |
+//! | [`WithdrawDownload`] `agent.withdraw-download` | [`DownloadWithdrawn`] | a prepare given up: its history row goes, a late record of it is refused |
 //! | [`RecordDelivery`] `agent.record-delivery` | [`DeliveryRecorded`] | a completed transfer (from the stager's log) |
 //! | [`DeliveryCursor`] `agent.delivery-cursor` | [`DeliveryCursorReply`] | highest stager seq recorded so far |
 //! | [`History`] `agent.history` | [`HistoryList`] | download history, newest first |
@@ -432,6 +433,60 @@ impl Message for DownloadRecorded {
     fn from_fields(f: &Fields) -> Result<Self> {
         Ok(DownloadRecorded {
             history_id: f.req_parse("history_id")?,
+        })
+    }
+}
+
+/// `agent.withdraw-download`: the web frontend gave up a prepare whose
+/// [`RecordDownload`] went unanswered (and withdrew its area), so the customer was told it
+/// failed. The agent removes the area's history row if the record arrived, and remembers
+/// the area, so a record of it that arrives later (held by a relay or a proxy, or sent to
+/// another agent) is refused (`not-found`) instead of applied. Idempotent: the web resends
+/// it until answered. Both run under the customer's row lock, so either order ends with no
+/// row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WithdrawDownload {
+    /// Who the area was staged for.
+    pub customer_id: i64,
+    /// The stager's area id.
+    pub area_id: String,
+}
+
+impl Message for WithdrawDownload {
+    const TYPE: &'static str = "agent.withdraw-download";
+    fn to_fields(&self) -> Fields {
+        Fields::new()
+            .num("customer_id", self.customer_id)
+            .text("area_id", &self.area_id)
+    }
+    fn from_fields(f: &Fields) -> Result<Self> {
+        Ok(WithdrawDownload {
+            customer_id: f.req_parse("customer_id")?,
+            area_id: f.req_text("area_id")?.to_owned(),
+        })
+    }
+}
+
+impl Request for WithdrawDownload {
+    type Response = DownloadWithdrawn;
+    type Link = AgentLink;
+}
+
+/// Reply to [`WithdrawDownload`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownloadWithdrawn {
+    /// History rows removed (0: the record had not arrived, or this is a resend).
+    pub removed: u64,
+}
+
+impl Message for DownloadWithdrawn {
+    const TYPE: &'static str = "agent.withdraw-download.ok";
+    fn to_fields(&self) -> Fields {
+        Fields::new().num("removed", self.removed)
+    }
+    fn from_fields(f: &Fields) -> Result<Self> {
+        Ok(DownloadWithdrawn {
+            removed: f.req_parse("removed")?,
         })
     }
 }
@@ -1121,6 +1176,11 @@ mod tests {
             client_addr: String::new(),
         });
         round_trip(DownloadRecorded { history_id: 99 });
+        round_trip(WithdrawDownload {
+            customer_id: 7,
+            area_id: "ar-1".into(),
+        });
+        round_trip(DownloadWithdrawn { removed: 1 });
         round_trip(RecordDelivery {
             area_id: "ar-1".into(),
             file: "a.iso".into(),

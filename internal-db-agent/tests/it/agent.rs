@@ -623,6 +623,65 @@ async fn over_the_link_dial_out(b: Backend) {
     over_the_link(b, Mode::DialOut).await
 }
 
+/// A prepare the web gave up (its record went unanswered, the area withdrawn, the customer
+/// told it failed) leaves no history row, whichever reaches the agent first: a record that
+/// arrived before the withdrawal is removed, one that arrives after is refused. Resends of
+/// the withdrawal are harmless.
+async fn withdrawn_prepares_leave_no_history(b: Backend) {
+    let Some(db) = TestDb::new(b) else { return };
+    let (agent, _) = seeded_agent(&db).await;
+    let svc = agent.service();
+    let bob = bob_id(&svc).await;
+    let rec = |area: &str| m::RecordDownload {
+        customer_id: bob,
+        product: "widget".into(),
+        version: "2.5".into(),
+        files: vec!["widget-2.5.iso".into()],
+        area_id: area.into(),
+        client_addr: "192.0.2.9".into(),
+    };
+    let withdraw = |area: &str| m::WithdrawDownload {
+        customer_id: bob,
+        area_id: area.into(),
+    };
+    let areas = || async {
+        ask(
+            &svc,
+            &m::History {
+                customer_id: Some(bob),
+                limit: 100,
+            },
+        )
+        .await
+        .unwrap()
+        .entries
+        .into_iter()
+        .map(|e| e.area_id)
+        .collect::<Vec<_>>()
+    };
+    // Kept: recorded and never withdrawn.
+    ask(&svc, &rec("kept")).await.unwrap();
+    // The record arrived, then the withdrawal: the row goes.
+    ask(&svc, &rec("late-answer")).await.unwrap();
+    assert_eq!(
+        ask(&svc, &withdraw("late-answer")).await.unwrap().removed,
+        1
+    );
+    assert_eq!(
+        ask(&svc, &withdraw("late-answer")).await.unwrap().removed,
+        0
+    );
+    // The withdrawal arrived first: the record is refused when it comes.
+    assert_eq!(
+        ask(&svc, &withdraw("late-record")).await.unwrap().removed,
+        0
+    );
+    assert_eq!(code(ask(&svc, &rec("late-record")).await).0, "not-found");
+    assert_eq!(areas().await, ["kept"]);
+    // Malformed.
+    assert_eq!(code(ask(&svc, &withdraw("")).await).0, "bad-request");
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -650,6 +709,7 @@ on_both_backends!(
     revocation_feed,
     authorize,
     record_and_history,
+    withdrawn_prepares_leave_no_history,
     admin_requests,
     malformed_requests,
     over_the_link_listen,

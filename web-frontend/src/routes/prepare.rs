@@ -46,8 +46,10 @@ pub(crate) async fn prepare(
         .record_download(user.id, &area, &product, &version, &ip)
         .await
     {
-        // An unrecorded download must not stay usable: withdraw the area.
+        // An unrecorded download must not stay usable: withdraw the area, and the record
+        // too, in case it was only delayed (the agent then refuses it when it arrives).
         let _ = state.backend.unstage(&area.area_id).await;
+        state.backend.withdraw_download(user.id, &area.area_id);
         return Err(e.into());
     }
     tracing::info!(login = %user.login, %product, %version, area = %area.area_id, "download prepared");
