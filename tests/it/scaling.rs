@@ -1,7 +1,8 @@
 //! N per role, each role its own `ffs` process (issue 11): PostgreSQL + 2 db agents + 2
 //! stagers + 2 web frontends behind a real haproxy running `deploy/haproxy.cfg`. Stager b
 //! is a replication follower of stager a (`[stager] replicate_from`, through a TCP gate the
-//! test can shut or slow down). A customer prepares through haproxy while one web, one
+//! test can shut or slow down). A customer signs in and prepares through haproxy, and
+//! downloads from each stager over HTTPS and FTP (SHA-256 checked); then, while one web, one
 //! agent and one stager are SIGKILLed and then started again: every prepare succeeds or is
 //! a clear 503, the history holds exactly one row per successful prepare (none lost or
 //! doubled; a 503 whose history write an agent carried out after the deadline is withdrawn
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use crate::gate::Gate;
 use crate::support::{
-    Curl, Daemon, curl_download, eventually, ffs, ffs_ok, free_port, input_value,
+    Curl, Daemon, curl_download, eventually, ffs, ffs_ok, free_port, ftp_download, input_value,
     logged_fingerprint, sha256_file, urls, write_secret,
 };
 
@@ -381,18 +382,51 @@ fn two_of_each_role_survive_sigkill_of_one_of_each() {
     let mut ok = 0;
     let mut unavailable = 0;
     let mut links_by_stager: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+    let mut pages_by_stager: [Option<String>; 2] = [None, None];
     for _ in 0..6 {
         let t = Instant::now();
         let page = prepare_ok(&front, &alice, "1.0", &mut unavailable);
         eprintln!("all up: prepare took {:?}", t.elapsed());
         ok += 1;
         let link = bin_link(&page);
-        links_by_stager[stager_of(&link, https)].push(link);
+        let i = stager_of(&link, https);
+        links_by_stager[i].push(link);
+        pages_by_stager[i].get_or_insert(page);
     }
     assert!(
         !links_by_stager[0].is_empty() && !links_by_stager[1].is_empty(),
         "{links_by_stager:?}"
     );
+    // Downloads from each stager over HTTPS and over FTP (the page's FTP locator and
+    // credentials), SHA-256 checked.
+    for (i, page) in pages_by_stager.iter().enumerate() {
+        let page = page.as_deref().expect("a prepared page from each stager");
+        let dest = base.join(format!("all-up-https-{i}.bin"));
+        assert!(curl_download(&bin_link(page), &dest, false));
+        assert_eq!(sha256_file(&dest), want, "HTTPS from stager {i}");
+        let (_, user, pass) = crate::e2e::locators(page);
+        let ftp = urls(page, "ftp")
+            .into_iter()
+            .next()
+            .expect("an FTP URL on the prepared page");
+        let hostport = ftp
+            .rsplit_once('@')
+            .map(|(_, h)| h.trim_end_matches('/'))
+            .expect("ftp://user:pass@host:port/");
+        let (host, port) = hostport.rsplit_once(':').expect("host:port");
+        let dest = base.join(format!("all-up-ftp-{i}.bin"));
+        ftp_download(
+            host,
+            port.parse().unwrap(),
+            &user,
+            &pass,
+            "widget.bin",
+            &dest,
+            None,
+        )
+        .unwrap_or_else(|e| panic!("FTP from stager {i}: {e}"));
+        assert_eq!(sha256_file(&dest), want, "FTP from stager {i}");
+    }
 
     // SIGKILL one of each (the stager killed is the replication source).
     let a_links_before: Vec<usize> = web_d.iter().map(|w| links_up(w, links[0])).collect();
