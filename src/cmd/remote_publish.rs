@@ -75,6 +75,24 @@ fn offset_of(r: &ftp_stager::http_client::Response) -> u64 {
         .unwrap_or(0)
 }
 
+/// Counts a failed upload round of `name` (a dropped connection or an unexpected answer):
+/// the caller resumes after each of the first three, and gives up with this error on the
+/// fourth.
+fn count_failure(
+    tries: &mut u32,
+    outcome: Result<ftp_stager::http_client::Response, ftp_stager::http_client::ClientError>,
+    name: &str,
+) -> anyhow::Result<()> {
+    *tries += 1;
+    if *tries <= 3 {
+        return Ok(());
+    }
+    match outcome {
+        Ok(r) => bail!("{name}: the stager answered {}: {}", r.status, r.text()),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("uploading {name}"))),
+    }
+}
+
 /// Waits out a 429 as its `Retry-After` says (1–60 s; 5 s when absent), telling the user.
 async fn wait_busy(
     r: &ftp_stager::http_client::Response,
@@ -200,19 +218,7 @@ async fn one_pass(
             }
             Ok(r) if r.status == 429 => wait_busy(&r, &i.name, bar).await,
             other => {
-                tries += 1;
-                if tries > 3 {
-                    match other {
-                        Ok(r) => {
-                            bail!("{}: the stager answered {}: {}", i.name, r.status, r.text())
-                        }
-                        Err(e) => {
-                            return Err(
-                                anyhow::Error::new(e).context(format!("uploading {}", i.name))
-                            );
-                        }
-                    }
-                }
+                count_failure(&mut tries, other, &i.name)?;
                 // What arrived counts; the next round resumes where the stager is.
                 let now = offset_of(&remote.get(&format!("/publish/v1/uploads/{id}")).await?);
                 sent += now.saturating_sub(have);
@@ -347,19 +353,7 @@ pub async fn run(
                 // The token's other uploads (another pipeline) hold every slot.
                 Ok(r) if r.status == 429 => wait_busy(&r, &i.name, &bar).await,
                 other => {
-                    tries += 1;
-                    if tries > 3 {
-                        match other {
-                            Ok(r) => {
-                                bail!("{}: the stager answered {}: {}", i.name, r.status, r.text())
-                            }
-                            Err(e) => {
-                                return Err(
-                                    anyhow::Error::new(e).context(format!("uploading {}", i.name))
-                                );
-                            }
-                        }
-                    }
+                    count_failure(&mut tries, other, &i.name)?;
                     // Ask where to resume.
                     let s = remote.get(&format!("/publish/v1/objects/{sha}")).await?;
                     if s.status == 200 {
