@@ -102,17 +102,22 @@ pub async fn agent_clients(cfg: &WebConfig, link: LinkConfig) -> Result<Vec<Clie
             clients
         }
         AgentMode::Accept => {
-            let addr = link_addr("db_agent_listen", &cfg.agent_listen)?;
-            let l = tokio::net::TcpListener::bind(addr.host_port())
-                .await
-                .map_err(|source| StartError::Bind {
-                    addr: cfg.agent_listen.clone(),
-                    source,
-                })?;
+            let l = bind_agent_listener(cfg).await?;
             tracing::info!(addr = %cfg.agent_listen, "waiting for the db agent to dial in");
             vec![Client::accept(l, link)]
         }
     })
+}
+
+/// The listener db agents dial in to (`db_agent_listen`).
+async fn bind_agent_listener(cfg: &WebConfig) -> Result<tokio::net::TcpListener, StartError> {
+    let addr = link_addr("db_agent_listen", &cfg.agent_listen)?;
+    tokio::net::TcpListener::bind(addr.host_port())
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: cfg.agent_listen.clone(),
+            source,
+        })
 }
 
 /// The one stager of `stager_addr` around an existing client (named after its address,
@@ -149,13 +154,7 @@ impl Application {
             (AgentMode::Accept, Some(prefix)) => {
                 // The carriers' endpoints hand their streams to the same accepting client
                 // as the raw TCP listener.
-                let addr = link_addr("db_agent_listen", &cfg.agent_listen)?;
-                let l = tokio::net::TcpListener::bind(addr.host_port())
-                    .await
-                    .map_err(|source| StartError::Bind {
-                        addr: cfg.agent_listen.clone(),
-                        source,
-                    })?;
+                let l = bind_agent_listener(&cfg).await?;
                 tracing::info!(addr = %cfg.agent_listen, %prefix, "waiting for the db agent to dial in (raw TCP, or the carriers under the prefix)");
                 let (client, acceptor) = Client::accept_and_carry(l, link.clone());
                 // The HTTP relay's attachments (PREFIX/v1/relay/…) go there too.
