@@ -348,3 +348,23 @@ async fn early_answers_over_http2_are_clean() {
         assert_eq!(said, "2 413", "try {i}");
     }
 }
+
+/// Signs bob in at `base` (retrying while the agent's link comes up, at most 20 s) and
+/// prepares beta 1.0 through it: what the carrier tests show works over their link.
+pub(crate) async fn sign_in_and_prepare(base: &str, stack: &crate::common::Stack, name: &str) {
+    let jar = stack.path().join(format!("{name}.jar"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let s = login(base, &jar, "bob").await;
+        if s == 303 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "login never worked: {s}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let page = prepare(base, &jar, "beta", "1.0").await;
+    assert!(page.contains("beta-1.0.bin"), "{page}");
+}

@@ -14,7 +14,7 @@ use ffs_testkit::squid::{Policy, Squid};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 
 use crate::common::{PASSWORD, Stack};
-use crate::https::{Running, curl, login, prepare};
+use crate::https::{Running, curl, sign_in_and_prepare};
 
 const PREFIX: &str = "/ffs-link";
 
@@ -51,21 +51,6 @@ fn carrier(web: &Running, proxy: Option<&str>) -> Https {
         proxy,
     )
     .expect("an https carrier")
-}
-
-async fn sign_in_and_prepare(base: &str, stack: &Stack, name: &str) {
-    let jar = stack.path().join(format!("{name}.jar"));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let s = login(base, &jar, "bob").await;
-        if s == 303 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "login never worked: {s}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let page = prepare(base, &jar, "beta", "1.0").await;
-    assert!(page.contains("beta-1.0.bin"), "{page}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

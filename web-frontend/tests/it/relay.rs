@@ -4,13 +4,11 @@
 //! prepare downloads through it; squid's log shows the relay's requests but none of what
 //! they carry; strangers get 404s.
 
-use std::time::{Duration, Instant};
-
 use commlink::{Client, RelayLimits, RelayOptions, Trust};
 use ffs_testkit::squid::{Policy, Squid};
 
 use crate::common::{PASSWORD, Stack};
-use crate::https::{Running, curl, login, prepare};
+use crate::https::{Running, curl, sign_in_and_prepare};
 
 const PREFIX: &str = "/ffs-link";
 
@@ -38,27 +36,6 @@ async fn start_web(stack: &Stack) -> Running {
     Running::spawn(app)
 }
 
-fn pin(fingerprint: &str) -> [u8; 32] {
-    let hex: String = fingerprint.chars().filter(|c| *c != ':').collect();
-    let bytes = hex::decode(hex).expect("hex fingerprint");
-    bytes.try_into().expect("32 bytes")
-}
-
-async fn sign_in_and_prepare(base: &str, stack: &Stack, name: &str) {
-    let jar = stack.path().join(format!("{name}.jar"));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let s = login(base, &jar, "bob").await;
-        if s == 303 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "login never worked: {s}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let page = prepare(base, &jar, "beta", "1.0").await;
-    assert!(page.contains("beta-1.0.bin"), "{page}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_reaches_the_web_over_the_https_relay_with_a_pinned_certificate() {
     let stack = Stack::start().await;
@@ -66,7 +43,9 @@ async fn the_agent_reaches_the_web_over_the_https_relay_with_a_pinned_certificat
     let carrier = commlink::Relay::new(
         &format!("relay+https://127.0.0.1:{}{PREFIX}", web.port),
         RelayOptions {
-            trust: Trust::Pin(pin(&web.fingerprint)),
+            trust: Trust::Pin(
+                commlink::transport::parse_pin(&web.fingerprint).expect("the logged fingerprint"),
+            ),
             ..RelayOptions::default()
         },
     )
