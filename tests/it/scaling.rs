@@ -6,9 +6,8 @@
 //! agent and one stager are SIGKILLed and then started again: every prepare succeeds or is
 //! a clear 503, the history holds exactly one row per successful prepare (none lost or
 //! doubled; a 503 whose history write an agent carried out after the deadline is withdrawn
-//! by the web), new prepares land
-//! on the live stager, and an area on the killed stager downloads again (SHA-256 checked)
-//! once it is back.
+//! by the web), new prepares land on the live stager, and a download from the killed
+//! stager, cut short, resumes (`curl -C -`, SHA-256 checked) once it is back.
 //!
 //! A release published during the run (widget 2.0, on stager a while b cannot reach it):
 //! every prepare of 2.0 lands on a while b is up and takes prepares of what it holds; b's
@@ -428,6 +427,19 @@ fn two_of_each_role_survive_sigkill_of_one_of_each() {
         assert_eq!(sha256_file(&dest), want, "FTP from stager {i}");
     }
 
+    // A download from stager a cut short by its death: the first MiB fetched now (a Range
+    // request), the rest resumed (`curl -C -`) once a is back.
+    let old = links_by_stager[0][0].clone();
+    let dest = base.join("after.bin");
+    let first = std::process::Command::new("curl")
+        .args(["-skf", "--max-time", "60", "-r", "0-1048575", "-o"])
+        .arg(&dest)
+        .arg(&old)
+        .status()
+        .expect("curl runs");
+    assert!(first.success(), "the first MiB from stager a");
+    assert_eq!(std::fs::metadata(&dest).unwrap().len(), 1 << 20);
+
     // SIGKILL one of each (the stager killed is the replication source).
     let a_links_before: Vec<usize> = web_d.iter().map(|w| links_up(w, links[0])).collect();
     web_d[0].kill();
@@ -467,12 +479,8 @@ fn two_of_each_role_survive_sigkill_of_one_of_each() {
     stager_d[0].restart();
     agent_d[0].restart();
     web_d[0].restart();
-    let old = links_by_stager[0][0].clone();
-    let dest = base.join("after.bin");
     assert!(
-        eventually(Duration::from_secs(30), || curl_download(
-            &old, &dest, false
-        )),
+        eventually(Duration::from_secs(30), || curl_download(&old, &dest, true)),
         "{}",
         stager_d[0].log_text()
     );
