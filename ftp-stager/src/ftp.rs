@@ -5,7 +5,8 @@
 //! - [`AreaUser`] carries the area directory as the session's home.
 //! - [`AreaFs`] wraps `unftp-sbe-fs`'s `Filesystem`: it forwards `enter` (so the session is
 //!   re-rooted at the area — the stock restrict/rooter wrappers drop it), refuses every
-//!   write, and reads with a 128 KiB buffer instead of libunftp's 4 KiB.
+//!   write, and sends RETR over a plain data connection with `sendfile(2)` (over FTPS, in
+//!   paced pieces).
 //! - [`DeliveryRecorder`] turns completed RETRs into deliveries.
 
 use std::fmt::{self, Debug, Display};
@@ -277,6 +278,20 @@ impl StorageBackend<AreaUser> for AreaFs {
         Ok(paced_copy(file, start_pos, output).await?)
     }
 
+    async fn get_into_socket<P>(
+        &self,
+        user: &AreaUser,
+        path: P,
+        start_pos: u64,
+        socket: &mut tokio::net::TcpStream,
+    ) -> Result<u64>
+    where
+        P: AsRef<Path> + Send + Debug,
+    {
+        let file = self.open(user, path.as_ref()).await?;
+        Ok(send_file(file, start_pos, socket).await?)
+    }
+
     async fn get<P: AsRef<Path> + Send + Debug>(
         &self,
         user: &AreaUser,
@@ -341,6 +356,61 @@ impl AreaFs {
             .map_err(|e| Error::new(ErrorKind::LocalError, e))??;
         Ok(f.into_std())
     }
+}
+
+/// Most one `sendfile(2)` call is asked to send (the socket's free buffer space bounds
+/// what it sends, and so how much a page-cache miss makes it read from disk at once).
+const SENDFILE_MAX: u64 = 4 << 20;
+
+/// RETR over a plain data connection (vsftpd's way): the kernel sends `file` from `start`
+/// to its end into `socket` with `sendfile(2)` whenever the socket can take more, with no
+/// copy through user space and no buffer held per transfer, however slow the client. A
+/// file system that cannot (`EINVAL`/`ENOSYS` before anything was sent) gets
+/// [`paced_copy`]. Returns the bytes sent.
+async fn send_file(
+    file: std::fs::File,
+    start: u64,
+    socket: &mut tokio::net::TcpStream,
+) -> std::io::Result<u64> {
+    use std::os::fd::AsFd as _;
+    let len = file.metadata()?.len();
+    let mut off = i64::try_from(start)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "offset too large"))?;
+    // Read ahead for a sequential pass (a hint: failure changes nothing).
+    let _ = nix::fcntl::posix_fadvise(
+        file.as_fd(),
+        off,
+        0,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL,
+    );
+    loop {
+        let at = u64::try_from(off).unwrap_or(u64::MAX);
+        let left = len.saturating_sub(at);
+        if left == 0 {
+            break;
+        }
+        let count = usize::try_from(left.min(SENDFILE_MAX)).unwrap_or(usize::MAX);
+        let sent = socket
+            .async_io(tokio::io::Interest::WRITABLE, || {
+                nix::sys::sendfile::sendfile64(socket.as_fd(), file.as_fd(), Some(&mut off), count)
+                    .map_err(std::io::Error::from)
+            })
+            .await;
+        match sent {
+            // The file ended early (it is never cut in place; a race with a yank).
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e)
+                if at == start
+                    && matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) =>
+            {
+                tracing::debug!(error = %e, "sendfile refused; RETR copies through user space");
+                return paced_copy(file, start, socket).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(u64::try_from(off).unwrap_or(u64::MAX) - start)
 }
 
 /// RETR's copy: `file` from `start` to its end into `output`, in pieces sized by
@@ -467,6 +537,74 @@ pub fn build_server(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file of `len` bytes whose every byte depends on its offset.
+    fn patterned(dir: &Path, len: usize) -> (PathBuf, Vec<u8>) {
+        let bytes: Vec<u8> = (0..len)
+            .map(|i| (i % 251) as u8 ^ (i >> 16) as u8)
+            .collect();
+        let path = dir.join("f");
+        std::fs::write(&path, &bytes).unwrap();
+        (path, bytes)
+    }
+
+    /// Sends `path` from `start` over a loopback connection with `send_file`; the reader
+    /// pauses `pause` after each of its first reads, so the socket fills (sendfile meets
+    /// `EAGAIN` and waits for room). Returns (bytes reported, bytes received).
+    async fn send_over_loopback(
+        path: &Path,
+        start: u64,
+        pause: std::time::Duration,
+    ) -> (u64, Vec<u8>) {
+        use tokio::io::AsyncReadExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let reader = tokio::spawn(async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = vec![0; 64 << 10];
+            for _ in 0..20 {
+                let n = s.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    return got;
+                }
+                got.extend_from_slice(&buf[..n]);
+                tokio::time::sleep(pause).await;
+            }
+            s.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let file = std::fs::File::open(path).unwrap();
+        let sent = send_file(file, start, &mut sock).await.unwrap();
+        drop(sock);
+        (sent, reader.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn sendfile_sends_the_file_from_the_offset_to_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        // Past SENDFILE_MAX, so the transfer takes several calls.
+        let (path, bytes) = patterned(dir.path(), 9 << 20 | 12_345);
+        let (sent, got) = send_over_loopback(&path, 0, std::time::Duration::ZERO).await;
+        assert_eq!(sent, bytes.len() as u64);
+        assert!(got == bytes, "received bytes differ from the file");
+
+        // REST then RETR: from an offset; a slow reader makes the socket fill.
+        let start = 3 << 20 | 777;
+        let (sent, got) =
+            send_over_loopback(&path, start, std::time::Duration::from_millis(5)).await;
+        assert_eq!(sent, (bytes.len() - start as usize) as u64);
+        assert!(
+            got == bytes[start as usize..],
+            "received bytes differ from the file's tail"
+        );
+
+        // An offset at or past the end sends nothing.
+        let (sent, got) =
+            send_over_loopback(&path, bytes.len() as u64 + 5, std::time::Duration::ZERO).await;
+        assert_eq!((sent, got.len()), (0, 0));
+    }
 
     #[test]
     fn relative_paths() {

@@ -182,18 +182,32 @@ where
     async fn exec_retr(self, path: String, start_pos: u64) {
         let path = self.cwd.join(path);
         let tx: Sender<ControlChanMsg> = self.control_msg_tx.clone();
-        let mut output = match Self::writer(self.socket, self.ftps_mode, "retr").await {
-            Ok(output) => output,
-            Err(err) => return Self::data_tls_failed(&self.logger, &tx, "RETR", err).await,
+        let start_time = Instant::now();
+        let (result, shutdown) = if matches!(self.ftps_mode, FtpsConfig::Off) {
+            // A plain data connection goes to the back-end as the socket itself, so that
+            // one that can (sendfile) sends the file with no copy through user space.
+            let mut socket = self.socket;
+            let result = self
+                .storage
+                .get_into_socket((*self.user).as_ref().unwrap(), path.clone(), start_pos, &mut socket)
+                .await;
+            if let Ok(bytes) = &result {
+                metrics::inc_sent_bytes(usize::try_from(*bytes).unwrap_or(usize::MAX), "retr");
+            }
+            (result, socket.shutdown().await)
+        } else {
+            let mut output = match Self::writer(self.socket, self.ftps_mode, "retr").await {
+                Ok(output) => output,
+                Err(err) => return Self::data_tls_failed(&self.logger, &tx, "RETR", err).await,
+            };
+            let result = self
+                .storage
+                .get_into((*self.user).as_ref().unwrap(), path.clone(), start_pos, &mut output)
+                .await;
+            (result, output.shutdown().await)
         };
 
-        let start_time = Instant::now();
-        let result = self
-            .storage
-            .get_into((*self.user).as_ref().unwrap(), path.clone(), start_pos, &mut output)
-            .await;
-
-        if let Err(err) = output.shutdown().await {
+        if let Err(err) = shutdown {
             match err.kind() {
                 std::io::ErrorKind::BrokenPipe => {
                     slog::debug!(self.logger, "Output stream was already closed by peer after RETR: {:?}", err);

@@ -305,6 +305,19 @@ pub trait StorageBackend<User: UserDetail>: Send + Sync + Debug {
         Ok(tokio::io::copy(&mut reader, output).await.map_err(Error::from)?)
     }
 
+    /// Gets the content of the given FTP file from offset start_pos into a plain (not TLS)
+    /// data connection, the socket itself. A back-end whose files are real files can hand
+    /// them to the kernel (`sendfile(2)`), with no copy through user space and no buffer
+    /// held per transfer; the default copies through [`get_into`](StorageBackend::get_into).
+    /// Returns the bytes sent. libunftp calls this for RETR when the data connection is not
+    /// TLS-protected, and `get_into` otherwise.
+    async fn get_into_socket<P>(&self, user: &User, path: P, start_pos: u64, socket: &mut tokio::net::TcpStream) -> Result<u64>
+    where
+        P: AsRef<Path> + Send + Debug,
+    {
+        self.get_into(user, path, start_pos, socket).await
+    }
+
     /// Returns the content of the given file from offset start_pos.
     /// The starting position will only be greater than zero if the storage back-end implementation
     /// advertises to support partial reads through the supported_features method i.e. the result
