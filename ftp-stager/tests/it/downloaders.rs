@@ -1,6 +1,7 @@
 //! Real download managers against a real stager: `wget -c` and `curl -C -` (with and without
 //! `If-Range`) resuming a partial file over HTTPS, and `aria2c -x4 -s4` fetching in parallel
-//! pieces over HTTPS and over FTP. Every download's SHA-256 is checked against the catalog,
+//! pieces over HTTPS and over FTP; a slow HTTP/2 download lasting several keep-alive
+//! intervals. Every download's SHA-256 is checked against the catalog,
 //! and the stager's delivery log shows that a resume fetched only the missing part and that
 //! aria2 really split the file.
 //!
@@ -22,6 +23,8 @@ struct Fixture {
     /// The staged test file (big.bin, 3 MiB + 17) and its catalog SHA-256.
     size: u64,
     sha: String,
+    /// Release slow 1.0's slow.bin (10 MiB) and its catalog SHA-256.
+    slow_sha: String,
 }
 
 /// Where the fixture's files live, removed when the test process exits.
@@ -45,20 +48,40 @@ fn fixture() -> &'static Fixture {
                 .unwrap();
             rt.block_on(async move {
                 let r = start().await;
+                let src = r.dir.path().join("slow");
+                std::fs::create_dir_all(&src).unwrap();
+                std::fs::write(src.join("slow.bin"), pattern(10 << 20, 7)).unwrap();
+                let repo = ftp_stager::Repository::open(&r.cfg.repository).unwrap();
+                ftp_stager::publish(
+                    &repo,
+                    "slow",
+                    "1.0",
+                    &[src],
+                    "slow",
+                    &commlink::progress::Silent,
+                )
+                .unwrap();
                 let _ = FIXTURE_DIR.set(r.dir.path().to_path_buf());
                 // SAFETY: registers a plain extern "C" function with no captured state.
                 unsafe { libc::atexit(remove_fixture_dir) };
-                let f = r.stager.catalog(false).unwrap().releases[0]
-                    .files
-                    .iter()
-                    .find(|f| f.name == "big.bin")
-                    .unwrap()
-                    .clone();
+                let catalog = r.stager.catalog(false).unwrap();
+                let sha_of = |name: &str| {
+                    catalog
+                        .releases
+                        .iter()
+                        .flat_map(|r| &r.files)
+                        .find(|f| f.name == name)
+                        .unwrap()
+                        .clone()
+                };
+                let f = sha_of("big.bin");
+                let slow_sha = sha_of("slow.bin").sha256;
                 tx.send(Fixture {
                     stager: r.stager.clone(),
                     ftp: r.ftp,
                     size: f.size,
                     sha: f.sha256,
+                    slow_sha,
                 })
                 .unwrap();
                 // Serve for as long as the test process lives.
@@ -71,11 +94,15 @@ fn fixture() -> &'static Fixture {
 }
 
 fn stage(f: &Fixture) -> StagedArea {
+    stage_file(f, "tool", "big.bin")
+}
+
+fn stage_file(f: &Fixture, product: &str, file: &str) -> StagedArea {
     f.stager
         .stage(&commlink::msg::stager::StageRequest {
-            product: "tool".into(),
+            product: product.into(),
             version: "1.0".into(),
-            files: vec!["big.bin".into()],
+            files: vec![file.into()],
             label: "downloaders".into(),
             ttl_secs: None,
         })
@@ -159,6 +186,34 @@ fn wget_c_resumes_a_partial_file_over_https() {
         [f.size - have],
         "only the missing part was sent"
     );
+}
+
+/// A customer on a slow line, over HTTP/2 (what browsers and curl negotiate), gets the whole
+/// file however many keep-alive intervals (5 s) the download lasts: the stager's pings
+/// wait behind the megabytes queued for the reader in the socket buffers, so their pongs
+/// come back late, and a late pong used to close the connection mid-file (at 300 KB/s
+/// after about 20 s; `vendor/actix-http/PATCHES.md` 2).
+#[test]
+fn slow_http2_download_outlives_keepalive_pings() {
+    if !ffs_testkit::prereq::require_command("curl", "curl", "apt-get install curl") {
+        return;
+    }
+    let f = fixture();
+    let a = stage_file(f, "slow", "slow.bin");
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("slow.bin");
+    // 10 MiB at 300 KiB/s: about 34 s, seven keep-alive intervals.
+    let out = run(Command::new("curl")
+        .args(["-k", "-s", "-S", "-f", "--http2", "--limit-rate", "300K"])
+        .args(["-w", "%{http_version}", "-o"])
+        .arg(&p)
+        .arg(format!("{}slow.bin", a.https_base)));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "2",
+        "the download went over HTTP/2"
+    );
+    assert_eq!(file_sha(&p), f.slow_sha, "the whole file arrived");
 }
 
 #[test]

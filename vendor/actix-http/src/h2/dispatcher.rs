@@ -4,6 +4,7 @@ use std::{
     future::Future,
     marker::PhantomData,
     net,
+    cell::Cell,
     pin::{pin, Pin},
     rc::Rc,
     task::{Context, Poll},
@@ -19,6 +20,7 @@ use h2::{
     Ping, PingPong,
 };
 use pin_project_lite::pin_project;
+use std::time::{Duration, Instant};
 use tokio::time::{sleep, Sleep};
 
 use crate::{
@@ -46,6 +48,9 @@ pin_project! {
         config: ServiceConfig,
         peer_addr: Option<net::SocketAddr>,
         ping_pong: Option<H2PingPong>,
+        // Streams whose request is being handled or whose response is being sent (ffs
+        // patch, see `PATCHES.md`).
+        busy: Rc<Busy>,
         _phantom: PhantomData<B>
     }
 }
@@ -81,8 +86,51 @@ where
             connection: conn,
             conn_data: conn_data.0.map(Rc::new),
             ping_pong,
+            busy: Rc::new(Busy {
+                streams: Cell::new(0),
+                last: Cell::new(None),
+            }),
             _phantom: PhantomData,
         }
+    }
+}
+
+/// How long after its last stream a connection still counts as busy: the end of a
+/// response handed to the socket can take this long to reach a slow reader, and the pong
+/// comes back behind it (ffs patch, see `PATCHES.md`).
+const BUSY_LINGER: Duration = Duration::from_secs(60);
+
+/// A connection's busy streams and when the last one ended (ffs patch, see `PATCHES.md`).
+struct Busy {
+    streams: Cell<usize>,
+    last: Cell<Option<Instant>>,
+}
+
+impl Busy {
+    /// Whether a stream is busy or ended within [`BUSY_LINGER`].
+    fn lately(&self) -> bool {
+        self.streams.get() > 0
+            || self
+                .last
+                .get()
+                .is_some_and(|t| t.elapsed() < BUSY_LINGER)
+    }
+}
+
+/// Counts a stream as busy while it lives (ffs patch, see `PATCHES.md`).
+struct BusyStream(Rc<Busy>);
+
+impl BusyStream {
+    fn new(busy: &Rc<Busy>) -> Self {
+        busy.streams.set(busy.streams.get() + 1);
+        BusyStream(Rc::clone(busy))
+    }
+}
+
+impl Drop for BusyStream {
+    fn drop(&mut self) {
+        self.0.streams.set(self.0.streams.get().saturating_sub(1));
+        self.0.last.set(Some(Instant::now()));
     }
 }
 
@@ -134,9 +182,11 @@ where
 
                     let fut = this.flow.service.call(req);
                     let config = this.config.clone();
+                    let busy = BusyStream::new(&this.busy);
 
                     // multiplex request handling with spawn task
                     tokio::task::spawn_local(async move {
+                        let _busy = busy;
                         // resolve service call and send response.
                         let res = match fut.await {
                             Ok(res) => handle_response(res.into(), tx, config, head_req).await,
@@ -178,7 +228,17 @@ where
                                     ping_pong.timer.as_mut().reset(dead_line.into());
                                 }
                                 Poll::Pending => {
-                                    return ping_pong.timer.as_mut().poll(cx).map(|_| Ok(()));
+                                    ready!(ping_pong.timer.as_mut().poll(cx));
+                                    if !this.busy.lately() {
+                                        return Poll::Ready(Ok(()));
+                                    }
+                                    // A response is being sent, or was lately: the ping
+                                    // went out behind the data queued for the client, and
+                                    // a slow reader takes longer than the keep-alive to
+                                    // drain it. The connection is not idle, so a late pong
+                                    // does not end it; give it another interval.
+                                    let dead_line = this.config.keep_alive_deadline().unwrap();
+                                    ping_pong.timer.as_mut().reset(dead_line.into());
                                 }
                             }
                         } else {
