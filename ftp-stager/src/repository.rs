@@ -186,7 +186,7 @@ impl FileStamp {
 type ManifestCache = HashMap<PathBuf, (FileStamp, Arc<Manifest>)>;
 
 /// Manifests held parsed at most (a few hundred bytes to a few KiB each).
-const MANIFEST_CACHE_MAX: usize = 1024;
+const MANIFEST_CACHE_MAX: usize = 4096;
 
 impl Repository {
     /// Opens (creating the layout if missing) the repository at `root`.
@@ -285,7 +285,18 @@ impl Repository {
     /// parsed from, so a yank, quarantine or re-publish is seen at once.
     pub fn manifest_shared(&self, product: &str, version: &str) -> Result<Arc<Manifest>> {
         let p = self.manifest_path(product, version)?;
-        let not_found = || StagerError::NotFound(format!("release {product} {version}"));
+        self.manifest_at(p, || {
+            StagerError::NotFound(format!("release {product} {version}"))
+        })
+    }
+
+    /// The manifest file at `p`, from the shared cache while its stamp is unchanged;
+    /// `not_found` is the error when there is no such file.
+    fn manifest_at(
+        &self,
+        p: PathBuf,
+        not_found: impl Fn() -> StagerError,
+    ) -> Result<Arc<Manifest>> {
         let stamp = match fs::metadata(&p) {
             Ok(md) => FileStamp::of(&md),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found()),
@@ -322,6 +333,17 @@ impl Repository {
 
     /// Every release, by product name, newest first within a product.
     pub fn catalog(&self, include_yanked: bool) -> Result<Vec<Manifest>> {
+        Ok(self
+            .catalog_shared(include_yanked)?
+            .into_iter()
+            .map(Arc::unwrap_or_clone)
+            .collect())
+    }
+
+    /// [`catalog`](Repository::catalog) with each manifest shared from the cache of
+    /// [`manifest_shared`](Repository::manifest_shared): a catalog costs a directory
+    /// listing and one `stat` per release, and re-reads only the manifests that changed.
+    pub fn catalog_shared(&self, include_yanked: bool) -> Result<Vec<Arc<Manifest>>> {
         let rel = self.root.join("releases");
         let mut out = Vec::new();
         for product in fs::read_dir(&rel).map_err(StagerError::io("read dir", &rel))? {
@@ -338,9 +360,12 @@ impl Repository {
                 if name.starts_with('.') || !name.ends_with(".json") {
                     continue;
                 }
-                let p = e.path();
-                let bytes = fs::read(&p).map_err(StagerError::io("read", &p))?;
-                let m = parse_manifest(&p, &bytes)?;
+                // Gone since the listing (a rename in progress): not in the catalog.
+                let m = match self.manifest_at(e.path(), || StagerError::NotFound(String::new())) {
+                    Ok(m) => m,
+                    Err(StagerError::NotFound(_)) => continue,
+                    Err(e) => return Err(e),
+                };
                 if include_yanked || !m.yanked {
                     out.push(m);
                 }
@@ -511,6 +536,49 @@ mod tests {
             repo.manifest_shared("p", "2"),
             Err(StagerError::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn catalog_shares_parsed_manifests_and_sees_every_change_at_once() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = Repository::open(d.path()).unwrap();
+        let m = |product: &str, version: &str| Manifest {
+            product: product.into(),
+            version: version.into(),
+            notes: String::new(),
+            published_at: Utc::now(),
+            published_by: String::new(),
+            yanked: false,
+            yanked_at: None,
+            quarantined: None,
+            files: vec![],
+            signature: None,
+        };
+        repo.write_manifest(&m("p", "1")).unwrap();
+        repo.write_manifest(&m("q", "1")).unwrap();
+        let first = repo.catalog_shared(false).unwrap();
+        let again = repo.catalog_shared(false).unwrap();
+        assert_eq!(first.len(), 2);
+        assert!(
+            first.iter().zip(&again).all(|(a, b)| Arc::ptr_eq(a, b)),
+            "an unchanged catalog is served parsed"
+        );
+        // A yank, a new release and a manifest rewritten in place by hand: all seen.
+        repo.yank("p", "1").unwrap();
+        repo.write_manifest(&m("p", "2")).unwrap();
+        let q = repo.manifest_path("q", "1").unwrap();
+        let text = std::fs::read_to_string(&q).unwrap();
+        std::fs::write(&q, text.replace("\"notes\": \"\"", "\"notes\": \"edited\"")).unwrap();
+        let names = |c: &[Arc<Manifest>]| {
+            c.iter()
+                .map(|m| format!("{} {} {}", m.product, m.version, m.notes))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(&repo.catalog_shared(false).unwrap()),
+            ["p 2 ", "q 1 edited"]
+        );
+        assert_eq!(repo.catalog(true).unwrap().len(), 3);
     }
 
     #[test]

@@ -304,7 +304,7 @@ impl Stager {
         Ok(msg::Catalog {
             releases: self
                 .repo
-                .catalog(include_yanked)?
+                .catalog_shared(include_yanked)?
                 .iter()
                 .map(|m| m.to_release_info())
                 .collect(),
