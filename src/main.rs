@@ -10,6 +10,12 @@ use clap::{Parser, Subcommand};
 
 use crate::config::FfsConfig;
 
+/// mimalloc instead of glibc malloc: with many threads (actix workers, tokio workers, the
+/// blocking pool) glibc's arena locks and consolidation took a fifth of the CPU of a page
+/// load run (`docs/benchmarks.md`, "Allocator").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "ffs", version, about = "File-delivery fulfillment system")]
 struct Cli {

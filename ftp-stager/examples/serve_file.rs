@@ -12,6 +12,10 @@ use commlink::msg::stager::StageRequest;
 use ftp_stager::server::{Listeners, StagerServer};
 use ftp_stager::{Repository, StagerConfig};
 
+/// The `ffs` binary's allocator, so the download benchmarks measure what ships.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);

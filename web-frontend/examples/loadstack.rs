@@ -10,6 +10,10 @@ use std::io::Write as _;
 
 use ffs_test_stack::{PASSWORD, Stack};
 
+/// The `ffs` binary's allocator, so the load runs measure what ships.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
