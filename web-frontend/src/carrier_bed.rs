@@ -1,6 +1,6 @@
 //! The https carrier set up to be measured (`ffs bench commlink`'s https rows; the commlink
-//! crate cannot start the web): the real web frontend (actix, rustls, the
-//! [`LinkEndpoint`] and its WebSocket bridge) on a loopback HTTPS listener with a
+//! crate cannot start the web): the real web frontend (actix, rustls, the [`LinkEndpoint`],
+//! which takes the upgraded TLS stream out of actix) on a loopback HTTPS listener with a
 //! self-signed certificate, and an echo responder dialing out to it over
 //! [`commlink::transport::Https`] with the certificate pinned, directly or through a
 //! `CONNECT` proxy. Requests go through the endpoint's accepting [`Client`]. Nothing is

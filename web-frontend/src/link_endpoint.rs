@@ -9,52 +9,58 @@
 //! refused handshake, counts as a failure), and each address holds at most
 //! [`LinkEndpoint::max_per_address`] open links (429 beyond).
 //!
-//! Actix passes a WebSocket upgrade's raw bytes as the request payload and writes a `101`
-//! response's streaming body raw; a small bridge turns client frames into the bytes of a
-//! [`tokio::io::duplex`] pipe and the pipe's bytes into unmasked binary frames.
+//! Once the `101` is written, the connection leaves actix: the response carries an
+//! [`IoHandover`] (`vendor/actix-http/PATCHES.md`, patch 3), so the HTTP/1 dispatcher hands
+//! the TLS stream over instead of serving it further. The socket is moved onto the runtime
+//! the endpoint was made in (the commlink client's; see [`rehome`]) and handed to the
+//! client as a [`WsStream::server`], so the link's reader and writers use the TLS stream
+//! directly, as over raw TCP: no pipe, no dispatcher and no hop between threads in the way.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use actix_http::h1::{IoHandover, IoReceiver, io_handover};
 use actix_web::http::header;
-use actix_web::web::{self, Bytes};
+use actix_web::web;
 use actix_web::{HttpRequest, HttpResponse};
 use commlink::transport::LINK_PATH;
-use commlink::transport::websocket::{SUBPROTOCOL, accept_key, encode_frame, parse_frame};
+use commlink::transport::websocket::{SUBPROTOCOL, WsStream, accept_key};
 use commlink::{Acceptor, Incoming};
-use tokio::io::{AsyncRead, AsyncWriteExt as _, DuplexStream, ReadBuf, ReadHalf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
 use crate::error::AppError;
 use crate::state::AppState;
 
-/// Largest frame accepted from the agent (it sends at most 16 KiB).
-const MAX_FRAME: usize = 64 * 1024;
-/// The pipe between the HTTP side and the commlink.
-const PIPE: usize = 64 * 1024;
+/// What the web's HTTPS listener hands over (actix-web over rustls 0.23).
+type ActixTls = actix_tls::accept::rustls_0_23::TlsStream<TcpStream>;
 
-/// The endpoint's shared state: where streams go, the prefix, open links per address.
+/// The endpoint's shared state: where streams go, the prefix, open links per address, and
+/// the runtime the links' sockets move to.
 #[derive(Clone)]
 pub struct LinkEndpoint {
     acceptor: Acceptor,
     prefix: String,
     max_per_address: usize,
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    home: Option<tokio::runtime::Handle>,
 }
 
 impl LinkEndpoint {
     /// Streams go to `acceptor`; served under `prefix` (`/seg…`, no trailing slash); at
-    /// most `max_per_address` (at least 1) open links per client address.
+    /// most `max_per_address` (at least 1) open links per client address. Made inside a
+    /// Tokio runtime (the commlink client's), the links' sockets move to it.
     pub fn new(acceptor: Acceptor, prefix: &str, max_per_address: usize) -> LinkEndpoint {
         LinkEndpoint {
             acceptor,
             prefix: prefix.trim_end_matches('/').to_owned(),
             max_per_address: max_per_address.max(1),
             open: Arc::default(),
+            home: tokio::runtime::Handle::try_current().ok(),
         }
     }
 
@@ -162,35 +168,27 @@ async fn upgrade(
         .get(header::SEC_WEBSOCKET_KEY)
         .and_then(|k| k.to_str().ok())
         .ok_or(AppError::NotFound)?;
-    let mut res = HttpResponse::SwitchingProtocols();
-    res.upgrade("websocket")
-        .insert_header((header::SEC_WEBSOCKET_ACCEPT, accept_key(key.trim())))
-        .insert_header((header::SEC_WEBSOCKET_PROTOCOL, SUBPROTOCOL));
-    let (ours, theirs) = tokio::io::duplex(PIPE);
-    let (rd, wr) = tokio::io::split(ours);
-    actix_web::rt::spawn(pump_in(payload, wr));
-    let lines = Arc::new(AtomicUsize::new(0));
+    if link.acceptor.is_closed() {
+        return Err(AppError::Unavailable("the db agent link is shutting down"));
+    }
     let peer = req
         .peer_addr()
         .map_or_else(|| ip.to_string(), |a| a.to_string());
-    link.acceptor
-        .hand(Incoming::carried(
-            theirs,
-            format!("https upgrade from {peer}"),
-        ))
-        .await
-        .map_err(|_| AppError::Unavailable("the db agent link is shutting down"))?;
-    tracing::info!(%peer, "https carrier: link upgraded, handed to the db agent client");
-    Ok(res.streaming(OutFrames {
-        rd,
-        buf: vec![0; 16 * 1024],
-        lines,
-        end: Some(LinkEnd {
-            state: state.into_inner(),
-            ip,
-            _guard: guard,
-        }),
-    }))
+    let (handover, taken) = io_handover();
+    let end = LinkEnd {
+        state: state.into_inner(),
+        ip,
+        lines: 0,
+        _guard: guard,
+    };
+    actix_web::rt::spawn(take_over(taken, payload, link.get_ref().clone(), peer, end));
+    let mut res = HttpResponse::SwitchingProtocols()
+        .upgrade("websocket")
+        .insert_header((header::SEC_WEBSOCKET_ACCEPT, accept_key(key.trim())))
+        .insert_header((header::SEC_WEBSOCKET_PROTOCOL, SUBPROTOCOL))
+        .body(actix_web::body::None::new());
+    res.extensions_mut().insert::<IoHandover>(handover);
+    Ok(res)
 }
 
 fn too_many(wait: u64, why: &str) -> HttpResponse {
@@ -200,110 +198,157 @@ fn too_many(wait: u64, why: &str) -> HttpResponse {
         .body(format!("{why}\n"))
 }
 
-/// Client frames (masked, as RFC 6455 requires of clients) → the pipe. Ends the pipe on a
-/// close frame, a protocol error or the end of the request.
-async fn pump_in(mut payload: web::Payload, mut wr: tokio::io::WriteHalf<DuplexStream>) {
-    use futures_core::Stream as _;
-    let mut buf: Vec<u8> = Vec::new();
-    'read: while let Some(chunk) =
-        std::future::poll_fn(|cx| Pin::new(&mut payload).poll_next(cx)).await
-    {
-        let Ok(chunk) = chunk else { break };
-        buf.extend_from_slice(&chunk);
-        let mut at = 0;
-        loop {
-            let head = match parse_frame(&buf[at..], MAX_FRAME) {
-                Ok(Some(h)) => h,
-                Ok(None) => break,
-                Err(why) => {
-                    tracing::warn!("https carrier: bad frame from the agent: {why}");
-                    break 'read;
-                }
-            };
-            let Some(key) = head.mask else {
-                tracing::warn!("https carrier: unmasked frame from the agent");
-                break 'read;
-            };
-            let frame = &buf[at..][head.payload.clone()];
-            match head.opcode {
-                0x0..=0x2 => {
-                    let data: Vec<u8> = frame
-                        .iter()
-                        .enumerate()
-                        .map(|(i, b)| b ^ key[i % 4])
-                        .collect();
-                    if wr.write_all(&data).await.is_err() {
-                        break 'read;
-                    }
-                }
-                0x8 => break 'read,
-                _ => {}
-            }
-            at += head.payload.end;
+/// Takes the connection over once the `101` is out (on the worker that served the
+/// upgrade), moves its socket home and hands it to the client as the server end of the
+/// WebSocket.
+async fn take_over(
+    taken: IoReceiver,
+    mut payload: web::Payload,
+    link: LinkEndpoint,
+    peer: String,
+    end: LinkEnd,
+) {
+    let Some((io, rest)) = taken.await else {
+        tracing::warn!(%peer, "https carrier: the connection ended before the upgrade was answered");
+        return;
+    };
+    // Anything the client sent before it had the `101` went to the request's payload
+    // first (a client must wait for it, RFC 6455 §4.1, and ours does); then what the
+    // dispatcher had read but not yet decoded.
+    let mut early = Vec::new();
+    std::future::poll_fn(|cx| {
+        use futures_core::Stream as _;
+        while let Poll::Ready(Some(Ok(chunk))) = Pin::new(&mut payload).poll_next(cx) {
+            early.extend_from_slice(&chunk);
         }
-        buf.drain(..at);
+        Poll::Ready(())
+    })
+    .await;
+    drop(payload);
+    early.extend_from_slice(&rest);
+    let label = format!("https upgrade from {peer}");
+    let incoming = match io.downcast::<ActixTls>() {
+        Ok(mut tls) => {
+            link.rehome(tls.get_mut().0, &peer);
+            Incoming::carried(Counted::new(WsStream::server(*tls, early), end), label)
+        }
+        // A plain listener (the endpoint served without TLS).
+        Err(io) => match io.downcast::<TcpStream>() {
+            Ok(mut tcp) => {
+                link.rehome(&mut tcp, &peer);
+                Incoming::carried(Counted::new(WsStream::server(*tcp, early), end), label)
+            }
+            Err(_) => {
+                tracing::error!(%peer, "https carrier: the upgraded connection is of an unknown kind; closed");
+                return;
+            }
+        },
+    };
+    if link.acceptor.hand(incoming).await.is_err() {
+        tracing::warn!(%peer, "https carrier: the db agent client is gone; link closed");
+        return;
     }
-    let _ = wr.shutdown().await;
+    tracing::info!(%peer, "https carrier: link upgraded, handed to the db agent client");
 }
 
-/// What happens when the link's response ends: a link that sent back at most one line (a
-/// refused handshake's ERROR) counts as a failed attempt in the address's throttle.
+impl LinkEndpoint {
+    /// Readies the link's socket: no Nagle delay (the link is request and reply), and
+    /// [`rehome`]d if the endpoint has a home runtime.
+    fn rehome(&self, tcp: &mut TcpStream, peer: &str) {
+        let _ = tcp.set_nodelay(true);
+        if let Some(home) = &self.home
+            && let Err(e) = rehome(tcp, home)
+        {
+            tracing::warn!(%peer, "https carrier: the link stays on the HTTP worker's reactor ({e})");
+        }
+    }
+}
+
+/// Moves `tcp`'s socket from the HTTP worker's reactor to `home`'s: a duplicate of the
+/// descriptor is registered there and the original closed. Then the link's reader and
+/// writers, which run on `home`, are woken by their own runtime, not through the worker.
+#[cfg(unix)]
+fn rehome(tcp: &mut TcpStream, home: &tokio::runtime::Handle) -> std::io::Result<()> {
+    use std::os::fd::AsFd as _;
+    let dup = std::net::TcpStream::from(tcp.as_fd().try_clone_to_owned()?);
+    dup.set_nonblocking(true)?;
+    let moved = {
+        let _home = home.enter();
+        TcpStream::from_std(dup)?
+    };
+    drop(std::mem::replace(tcp, moved));
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn rehome(_: &mut TcpStream, _: &tokio::runtime::Handle) -> std::io::Result<()> {
+    Ok(())
+}
+
+/// What happens when the link ends: a link that sent back at most one line (a refused
+/// handshake's ERROR) counts as a failed attempt in the address's throttle; its place
+/// among the address's open links is freed.
 struct LinkEnd {
     state: Arc<AppState>,
     ip: IpAddr,
+    lines: usize,
     _guard: OpenGuard,
 }
 
-/// The pipe → unmasked binary frames (the `101` response's body).
-struct OutFrames {
-    rd: ReadHalf<DuplexStream>,
-    buf: Vec<u8>,
-    lines: Arc<AtomicUsize>,
-    end: Option<LinkEnd>,
-}
-
-impl OutFrames {
-    fn finish(&mut self) {
-        if let Some(end) = self.end.take()
-            && self.lines.load(Ordering::Relaxed) <= 1
-        {
-            tracing::warn!(ip = %end.ip, "https carrier: a link ended at its handshake; counted against the address");
-            end.state.throttle.fail(end.ip, Instant::now());
-        }
-    }
-}
-
-impl Drop for OutFrames {
+impl Drop for LinkEnd {
     fn drop(&mut self) {
-        self.finish();
+        if self.lines <= 1 {
+            tracing::warn!(ip = %self.ip, "https carrier: a link ended at its handshake; counted against the address");
+            self.state.throttle.fail(self.ip, Instant::now());
+        }
     }
 }
 
-impl futures_core::Stream for OutFrames {
-    type Item = Result<Bytes, std::io::Error>;
+/// The link's stream, counting the lines written back to the agent for [`LinkEnd`].
+struct Counted<S> {
+    inner: S,
+    end: LinkEnd,
+}
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        let mut rb = ReadBuf::new(&mut this.buf);
-        match Pin::new(&mut this.rd).poll_read(cx, &mut rb) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Err(e)) => {
-                this.finish();
-                Poll::Ready(Some(Err(e)))
-            }
-            Poll::Ready(Ok(())) if rb.filled().is_empty() => {
-                this.finish();
-                Poll::Ready(None)
-            }
-            Poll::Ready(Ok(())) => {
-                let data = rb.filled();
-                let n = data.iter().filter(|b| **b == b'\n').count();
-                this.lines.fetch_add(n, Ordering::Relaxed);
-                let mut out = Vec::with_capacity(data.len() + 10);
-                encode_frame(&mut out, 0x2, data, None);
-                Poll::Ready(Some(Ok(Bytes::from(out))))
-            }
+impl<S> Counted<S> {
+    fn new(inner: S, end: LinkEnd) -> Counted<S> {
+        Counted { inner, end }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let n = std::task::ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
+        if this.end.lines <= 1 {
+            this.end.lines += buf[..n].iter().filter(|b| **b == b'\n').count();
         }
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

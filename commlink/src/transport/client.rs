@@ -84,6 +84,11 @@ impl Acceptor {
     pub async fn hand(&self, incoming: Incoming) -> Result<(), Incoming> {
         self.tx.send(incoming).await.map_err(|e| e.0)
     }
+
+    /// Whether the client is gone (a stream handed now would be given back).
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
 }
 
 fn set_error(slot: &Mutex<String>, e: String) {

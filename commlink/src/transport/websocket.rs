@@ -1,8 +1,10 @@
-//! The client end of a WebSocket (RFC 6455) as a byte stream, for the https carrier: the
-//! opening handshake (`Sec-WebSocket-Key`/`-Accept`, subprotocol `ffs-commlink.1`) and
-//! [`WsStream`], which sends what is written as masked binary messages and reads the payload
-//! bytes of the server's data messages. Message boundaries carry no meaning: the commlink's
-//! own CR LF lines run inside, exactly as over TCP.
+//! A WebSocket (RFC 6455) as a byte stream, for the https carrier: the client's opening
+//! handshake (`Sec-WebSocket-Key`/`-Accept`, subprotocol `ffs-commlink.1`) and [`WsStream`],
+//! which sends what is written as binary messages (masked from the client, unmasked from
+//! the server) and reads the payload bytes of the other end's data messages. The client end
+//! is the agent's ([`WsStream::new`]); the server end the web's, once its HTTPS listener
+//! has answered the upgrade ([`WsStream::server`]). Message boundaries carry no meaning: the
+//! commlink's own CR LF lines run inside, exactly as over TCP.
 //!
 //! Frame encoding and parsing are pure functions ([`encode_frame`], [`parse_frame`]); only
 //! [`WsStream`] and [`handshake`] do I/O.
@@ -22,6 +24,9 @@ const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 const MAX_REPLY_HEAD: usize = 8 * 1024;
 /// Largest frame payload accepted from the server (the web sends at most 64 KiB).
 pub const MAX_FRAME: usize = 1024 * 1024;
+/// Largest frame payload the server end accepts from the client (which sends at most
+/// 16 KiB).
+pub const MAX_CLIENT_FRAME: usize = 64 * 1024;
 /// Largest payload this end puts in one frame.
 const MAX_OUT: usize = 16 * 1024;
 
@@ -223,9 +228,11 @@ fn check_reply(head: &str, key: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-/// A byte stream over the client end of an open WebSocket.
+/// A byte stream over one end of an open WebSocket.
 pub struct WsStream<S> {
     inner: S,
+    /// The server end: the other end's frames must be masked, ours are not.
+    server: bool,
     /// Bytes read from `inner`, not yet parsed, from `rpos`.
     rbuf: Vec<u8>,
     rpos: usize,
@@ -242,8 +249,20 @@ pub struct WsStream<S> {
 impl<S> WsStream<S> {
     /// Wraps an upgraded stream; `early` is what [`handshake`] read past the reply head.
     pub fn new(inner: S, early: Vec<u8>) -> WsStream<S> {
+        WsStream::with_role(inner, early, false)
+    }
+
+    /// The server end of a stream whose upgrade was answered with `101`; `early` is what
+    /// the server had read past the request head. Frames from the client must be masked
+    /// (at most [`MAX_CLIENT_FRAME`] bytes); ours go unmasked.
+    pub fn server(inner: S, early: Vec<u8>) -> WsStream<S> {
+        WsStream::with_role(inner, early, true)
+    }
+
+    fn with_role(inner: S, early: Vec<u8>, server: bool) -> WsStream<S> {
         WsStream {
             inner,
+            server,
             rbuf: early,
             rpos: 0,
             data: Vec::new(),
@@ -258,6 +277,17 @@ impl<S> WsStream<S> {
 fn mask_key() -> [u8; 4] {
     use rand::RngExt as _;
     rand::rng().random()
+}
+
+impl<S> WsStream<S> {
+    /// Our frames' mask: a fresh key from the client, none from the server.
+    fn our_mask(&self) -> Option<[u8; 4]> {
+        (!self.server).then(mask_key)
+    }
+
+    fn peer(&self) -> &'static str {
+        if self.server { "the agent" } else { "the web" }
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
@@ -278,12 +308,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
     /// Parses one complete frame out of `rbuf`, if there is one. Data goes to `data`; a ping
     /// queues its pong; a close ends the stream.
     fn take_frame(&mut self) -> std::io::Result<bool> {
+        let max = if self.server {
+            MAX_CLIENT_FRAME
+        } else {
+            MAX_FRAME
+        };
         let buf = &self.rbuf[self.rpos..];
-        let Some(head) = parse_frame(buf, MAX_FRAME).map_err(invalid)? else {
+        let Some(head) = parse_frame(buf, max).map_err(invalid)? else {
             return Ok(false);
         };
-        if head.mask.is_some() {
-            return Err(invalid("the server masked a frame"));
+        match (self.server, head.mask) {
+            (false, Some(_)) => return Err(invalid("the server masked a frame")),
+            (true, None) => return Err(invalid("the client sent an unmasked frame")),
+            _ => {}
         }
         let payload = &buf[head.payload.clone()];
         match head.opcode {
@@ -292,11 +329,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
                     self.data.clear();
                     self.dpos = 0;
                 }
+                let start = self.data.len();
                 self.data.extend_from_slice(payload);
+                if let Some(key) = head.mask {
+                    for (i, b) in self.data[start..].iter_mut().enumerate() {
+                        *b ^= key[i % 4];
+                    }
+                }
             }
             OP_PING => {
-                let p = payload.to_vec();
-                encode_frame(&mut self.wbuf, OP_PONG, &p, Some(mask_key()));
+                let mut p = payload.to_vec();
+                if let Some(key) = head.mask {
+                    for (i, b) in p.iter_mut().enumerate() {
+                        *b ^= key[i % 4];
+                    }
+                }
+                let mask = self.our_mask();
+                encode_frame(&mut self.wbuf, OP_PONG, &p, mask);
             }
             OP_CLOSE => self.eof = true,
             _ => {}
@@ -354,7 +403,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
                 }
                 return Poll::Ready(Err(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
-                    "the web closed the link in the middle of a frame",
+                    format!("{} closed the link in the middle of a frame", this.peer()),
                 )));
             }
         }
@@ -373,7 +422,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
             return Poll::Ready(Ok(0));
         }
         let n = buf.len().min(MAX_OUT);
-        encode_frame(&mut this.wbuf, OP_BINARY, &buf[..n], Some(mask_key()));
+        let mask = this.our_mask();
+        encode_frame(&mut this.wbuf, OP_BINARY, &buf[..n], mask);
         // Start sending now; whatever the socket does not take yet goes out on the next
         // write or flush.
         if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
@@ -506,5 +556,46 @@ mod tests {
         encode_frame(&mut close, OP_CLOSE, b"", None);
         server.write_all(&close).await.expect("closes");
         assert_eq!(ws.read(&mut got).await.expect("eof"), 0);
+    }
+
+    #[tokio::test]
+    async fn the_server_end_unmasks_the_clients_frames_and_sends_unmasked() {
+        let (theirs, mut client) = tokio::io::duplex(1 << 16);
+        // What the server had read past the request head: half a masked frame.
+        let mut first = Vec::new();
+        encode_frame(&mut first, OP_BINARY, b"HELLO\r\n", Some([9, 8, 7, 6]));
+        let rest = first.split_off(5);
+        let mut ws = WsStream::server(theirs, first);
+        let mut more = rest;
+        encode_frame(&mut more, OP_PING, b"p", Some([1, 2, 3, 4]));
+        encode_frame(&mut more, OP_CONT, b"x\r\n", Some([5, 5, 5, 5]));
+        client.write_all(&more).await.expect("client writes");
+        let mut got = [0u8; 10];
+        ws.read_exact(&mut got).await.expect("reads");
+        assert_eq!(&got, b"HELLO\r\nx\r\n");
+        ws.write_all(b"WELCOME\r\n").await.expect("writes");
+        ws.flush().await.expect("flushes");
+        let mut raw = vec![0u8; 64];
+        let n = client.read(&mut raw).await.expect("client reads");
+        let mut seen = Vec::new();
+        let mut at = 0;
+        while let Some(h) = parse_frame(&raw[at..n], MAX_FRAME).expect("valid") {
+            assert_eq!(h.mask, None, "server frames are not masked");
+            seen.push((h.opcode, raw[at..n][h.payload.clone()].to_vec()));
+            at += h.payload.end;
+        }
+        assert_eq!(
+            seen,
+            vec![
+                (OP_PONG, b"p".to_vec()),
+                (OP_BINARY, b"WELCOME\r\n".to_vec())
+            ]
+        );
+        // An unmasked frame from a client is a protocol error.
+        let mut bad = Vec::new();
+        encode_frame(&mut bad, OP_BINARY, b"no mask", None);
+        client.write_all(&bad).await.expect("client writes");
+        let err = ws.read(&mut got).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
     }
 }

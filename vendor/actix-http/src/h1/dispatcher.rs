@@ -24,6 +24,7 @@ use tracing::{error, trace};
 use super::{
     codec::Codec,
     decoder::MAX_BUFFER_SIZE,
+    handover::IoHandover,
     payload::{Payload, PayloadSender, PayloadStatus},
     timer::TimerState,
     Message, MessageType,
@@ -193,6 +194,9 @@ pin_project! {
         write_buf_needs_reset: bool,
 
         codec: Codec,
+
+        // ffs patch 3: set by an upgrade response that takes the connection over.
+        handover: Option<IoHandover>,
     }
 }
 
@@ -309,6 +313,7 @@ where
                     h1_write_buffer_size: config.h1_write_buffer_size(),
                     write_buf_needs_reset: false,
                     codec: Codec::new(config),
+                    handover: None,
                 },
             },
 
@@ -320,7 +325,7 @@ where
 
 impl<T, S, B, X, U> InnerDispatcher<T, S, B, X, U>
 where
-    T: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin + 'static,
 
     S: Service<Request>,
     S::Error: Into<Response<BoxBody>>,
@@ -510,6 +515,13 @@ where
 
         if close_after_response {
             res.head_mut().set_connection_type(ConnectionType::Close);
+        }
+
+        // ffs patch 3: an upgrade response may take the connection over once flushed.
+        if is_upgrade {
+            if let Some(handover) = res.extensions_mut().remove::<IoHandover>() {
+                *self.as_mut().project().handover = Some(handover);
+            }
         }
 
         let size = self.as_mut().send_response_inner(res, &body)?;
@@ -1290,7 +1302,7 @@ where
 
 impl<T, S, B, X, U> Future for Dispatcher<T, S, B, X, U>
 where
-    T: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin + 'static,
 
     S: Service<Request>,
     S::Error: Into<Response<BoxBody>>,
@@ -1387,6 +1399,7 @@ where
                         }
                     };
 
+                    let mut flushed;
                     loop {
                         // poll response to populate write buffer
                         // drain indicates whether write buffer should be emptied before next run
@@ -1427,6 +1440,7 @@ where
                         // TODO: want to find a reference for this behavior
                         // see introduced commit: 3872d3ba
                         let flush_was_ready = inner.as_mut().poll_flush(cx)?.is_ready();
+                        flushed = flush_was_ready;
 
                         // this assert seems to always be true but not willing to commit to it until
                         // we understand what Nikolay meant when writing the above comment
@@ -1435,6 +1449,16 @@ where
                         if !flush_was_ready || !drain {
                             break;
                         }
+                    }
+
+                    // ffs patch 3: the upgrade response is out; hand the connection over.
+                    if flushed && inner.handover.is_some() && inner.write_buf.is_empty() {
+                        let inner = inner.as_mut().project();
+                        if let (Some(handover), Some(io)) = (inner.handover.take(), inner.io.take())
+                        {
+                            handover.give(Box::new(io), mem::take(inner.read_buf));
+                        }
+                        return Poll::Ready(Ok(()));
                     }
 
                     // client is gone
