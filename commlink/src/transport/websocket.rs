@@ -29,6 +29,8 @@ pub const MAX_FRAME: usize = 1024 * 1024;
 pub const MAX_CLIENT_FRAME: usize = 64 * 1024;
 /// Largest payload this end puts in one frame.
 const MAX_OUT: usize = 16 * 1024;
+/// Room offered to each read from the underlying stream.
+const READ_CHUNK: usize = 16 * 1024;
 
 const OP_CONT: u8 = 0x0;
 const OP_TEXT: u8 = 0x1;
@@ -233,9 +235,11 @@ pub struct WsStream<S> {
     inner: S,
     /// The server end: the other end's frames must be masked, ours are not.
     server: bool,
-    /// Bytes read from `inner`, not yet parsed, from `rpos`.
+    /// Bytes read from `inner`, not yet parsed: `rbuf[rpos..rend]`. The vector keeps its
+    /// length (zeroed once, grown when a frame needs it), so a read needs no zeroing.
     rbuf: Vec<u8>,
     rpos: usize,
+    rend: usize,
     /// Payload bytes parsed, not yet read, from `dpos`.
     data: Vec<u8>,
     dpos: usize,
@@ -263,6 +267,7 @@ impl<S> WsStream<S> {
         WsStream {
             inner,
             server,
+            rend: early.len(),
             rbuf: early,
             rpos: 0,
             data: Vec::new(),
@@ -313,7 +318,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
         } else {
             MAX_FRAME
         };
-        let buf = &self.rbuf[self.rpos..];
+        let buf = &self.rbuf[self.rpos..self.rend];
         let Some(head) = parse_frame(buf, max).map_err(invalid)? else {
             return Ok(false);
         };
@@ -351,9 +356,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
             _ => {}
         }
         self.rpos += head.payload.end;
-        if self.rpos == self.rbuf.len() {
-            self.rbuf.clear();
+        if self.rpos == self.rend {
             self.rpos = 0;
+            self.rend = 0;
         }
         Ok(true)
     }
@@ -386,18 +391,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
                 continue;
             }
             if this.rpos > 0 {
-                this.rbuf.drain(..this.rpos);
+                this.rbuf.copy_within(this.rpos..this.rend, 0);
+                this.rend -= this.rpos;
                 this.rpos = 0;
             }
-            let start = this.rbuf.len();
-            this.rbuf.resize(start + 16 * 1024, 0);
-            let mut rb = ReadBuf::new(&mut this.rbuf[start..]);
+            if this.rbuf.len() - this.rend < READ_CHUNK {
+                this.rbuf.resize(this.rend + READ_CHUNK, 0);
+            }
+            let mut rb = ReadBuf::new(&mut this.rbuf[this.rend..]);
             let polled = Pin::new(&mut this.inner).poll_read(cx, &mut rb);
             let got = rb.filled().len();
-            this.rbuf.truncate(start + got);
+            this.rend += got;
             ready!(polled)?;
             if got == 0 {
-                if this.rbuf.is_empty() {
+                if this.rend == 0 {
                     this.eof = true;
                     continue;
                 }
