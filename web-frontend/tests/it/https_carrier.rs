@@ -90,6 +90,83 @@ async fn the_agent_reaches_the_web_over_the_https_carrier_with_a_pinned_certific
     assert_eq!(status, 200);
 }
 
+/// A client that sends frames in the same write as its upgrade request (before it has the
+/// `101`) is served all the same: the web hands the link over with the bytes it had
+/// already read, answers a ping with a pong, and the commlink gets the HELLO (here refusing
+/// another bag's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_sent_along_with_the_upgrade_request_reach_the_link() {
+    use commlink::transport::websocket::{encode_frame, parse_frame};
+    use tokio::io::AsyncReadExt as _;
+    let stack = Stack::start().await;
+    let web = start_web(&stack, stack.web_config()).await;
+    let trust = Trust::Pin(parse_pin(&web.fingerprint).expect("the logged fingerprint"));
+    let mut tls_cfg = commlink::transport::trust::client_config(&trust).expect("a TLS config");
+    tls_cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", web.port))
+        .await
+        .expect("connects");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("a name");
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(tls_cfg))
+        .connect(name, tcp)
+        .await
+        .expect("TLS");
+    let stranger = KeyBag::generate(4).expect("bag");
+    let hello = format!(
+        "FFS/1 HELLO aes256-gcm v50000 {} {}\r\n",
+        "ab".repeat(16),
+        stranger.fingerprint()
+    );
+    let mut out = format!(
+        "GET {PREFIX}/v1/link HTTP/1.1\r\nHost: localhost:{}\r\nConnection: Upgrade\r\n\
+         Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: ffs-commlink.1\r\n\r\n",
+        web.port
+    )
+    .into_bytes();
+    encode_frame(&mut out, 0x9, b"are you there", Some([4, 3, 2, 1]));
+    encode_frame(&mut out, 0x2, hello.as_bytes(), Some([1, 2, 3, 4]));
+    tls.write_all(&out).await.expect("sends");
+    tls.flush().await.expect("flushes");
+
+    let mut got = Vec::new();
+    let mut pong = None;
+    let mut data = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let mut chunk = [0u8; 4096];
+            let n = tls.read(&mut chunk).await.expect("reads");
+            assert_ne!(n, 0, "closed early: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&chunk[..n]);
+            let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            let mut at = end + 4;
+            pong = None;
+            data.clear();
+            while let Some(h) = parse_frame(&got[at..], 1 << 20).expect("valid frames") {
+                assert_eq!(h.mask, None, "the web's frames are unmasked");
+                let payload = got[at..][h.payload.clone()].to_vec();
+                match h.opcode {
+                    0xA => pong = Some(payload),
+                    0x2 => data.extend_from_slice(&payload),
+                    _ => {}
+                }
+                at += h.payload.end;
+            }
+            if data.windows(2).any(|w| w == b"\r\n") {
+                return String::from_utf8_lossy(&got[..end]).into_owned();
+            }
+        }
+    })
+    .await
+    .expect("an answer in time");
+    assert!(read.starts_with("HTTP/1.1 101"), "{read}");
+    assert_eq!(pong.as_deref(), Some(&b"are you there"[..]));
+    let line = String::from_utf8_lossy(&data);
+    assert!(line.starts_with("FFS/1 ERROR bag-mismatch"), "{line:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_pin_is_refused_before_any_upgrade() {
     let stack = Stack::start().await;
