@@ -36,8 +36,8 @@ use crate::{
 const CHUNK_SIZE: usize = 16_384;
 
 /// Bytes h2 may buffer per stream beyond what the socket took (ffs patch, see
-/// `PATCHES.md`): four `CHUNK_SIZE` pieces.
-pub(crate) const MAX_SEND_BUFFER_SIZE: usize = 4 * CHUNK_SIZE;
+/// `PATCHES.md`): two `CHUNK_SIZE` pieces.
+pub(crate) const MAX_SEND_BUFFER_SIZE: usize = 2 * CHUNK_SIZE;
 
 pin_project! {
     /// Dispatcher for HTTP/2 protocol.
