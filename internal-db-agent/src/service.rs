@@ -388,8 +388,7 @@ impl AgentService {
         let id = self
             .pool
             .run(move |c| {
-                diesel::Connection::transaction(c, |c| {
-                    store::lock_customer(c, req.customer_id)?;
+                store::customer_transaction(c, req.customer_id, |c| {
                     if let Err(refusal) = check_on(c, req.customer_id, &req.product, &req.version)?
                     {
                         return Ok(Err(refusal));
@@ -428,8 +427,7 @@ impl AgentService {
         let removed = self
             .pool
             .run(move |c| {
-                diesel::Connection::transaction(c, |c| {
-                    store::lock_customer(c, req.customer_id)?;
+                store::customer_transaction(c, req.customer_id, |c| {
                     Ok::<_, DbError>(store::withdraw_download(c, req.customer_id, &req.area_id)?)
                 })
             })

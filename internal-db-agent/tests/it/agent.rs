@@ -1214,3 +1214,43 @@ fn a_disable_waits_for_a_download_being_recorded_and_then_revokes_its_area() {
     assert_eq!(list.revocations.len(), 1, "{list:?}");
     assert_eq!(list.revocations[0].area_ids, ["raced-1"]);
 }
+
+/// On SQLite the customer's lock is the database write lock, taken when the recording
+/// transaction begins (`BEGIN IMMEDIATE`, `store::customer_transaction`), before it writes
+/// anything: a disable (any other writer) cannot slip in between the record's check and its
+/// insert, and goes through once the record commits. A failed closure rolls back and
+/// releases the lock.
+#[test]
+fn on_sqlite_a_record_holds_the_write_lock_from_its_start() {
+    use diesel::connection::SimpleConnection as _;
+    use internal_db_agent::db::DbUrl;
+    use internal_db_agent::store;
+
+    let db = TestDb::new(Backend::Sqlite).expect("SQLite needs nothing installed");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (agent, _) = rt.block_on(seeded_agent(&db));
+    let bob = rt.block_on(bob_id(&agent.service()));
+    let mut a = DbUrl::parse(&db.url).unwrap().connect().unwrap();
+    let mut b = DbUrl::parse(&db.url).unwrap().connect().unwrap();
+    b.batch_execute("PRAGMA busy_timeout = 0").unwrap();
+    let other_writer = "UPDATE customers SET disabled = disabled WHERE login = 'bob'";
+
+    let r: Result<(), diesel::result::Error> = store::customer_transaction(&mut a, bob, |_| {
+        // Nothing written yet, and already no other writer gets in.
+        let e = b
+            .batch_execute(other_writer)
+            .expect_err("the write lock is held");
+        assert!(e.to_string().contains("locked"), "{e}");
+        Ok(())
+    });
+    r.unwrap();
+    b.batch_execute(other_writer)
+        .expect("free again after the commit");
+
+    let r: Result<(), diesel::result::Error> = store::customer_transaction(&mut a, bob, |_| {
+        Err(diesel::result::Error::RollbackTransaction)
+    });
+    assert!(r.is_err());
+    b.batch_execute(other_writer)
+        .expect("free again after the rollback");
+}
