@@ -196,17 +196,29 @@ async fn unknown_suite_is_refused_with_code_suite() {
 }
 
 /// A port-rewriting middlebox: forwards bytes, but from its own source port, like NAT.
+/// Linux may give a connection to another address the same ephemeral port the client
+/// bound, which would be no rewrite at all: such an outbound connection is made again.
 async fn nat(target: std::net::SocketAddr) -> std::net::SocketAddr {
     let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = front.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((mut inbound, _)) = front.accept().await else {
+            let Ok((mut inbound, client)) = front.accept().await else {
                 return;
             };
             tokio::spawn(async move {
-                if let Ok(mut outbound) = TcpStream::connect(target).await {
+                for _ in 0..10 {
+                    let Ok(mut outbound) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    if outbound
+                        .local_addr()
+                        .is_ok_and(|a| a.port() == client.port())
+                    {
+                        continue;
+                    }
                     let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    return;
                 }
             });
         }
