@@ -507,14 +507,12 @@ fn parse_manifest(path: &Path, bytes: &[u8]) -> Result<Manifest> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn shared_manifests_are_parsed_once_and_reread_when_rewritten() {
-        let d = tempfile::tempdir().unwrap();
-        let repo = Repository::open(d.path()).unwrap();
-        let mut m = Manifest {
-            product: "p".into(),
-            version: "1".into(),
-            notes: "first".into(),
+    /// A release with no files, published now.
+    fn empty_release(product: &str, version: &str) -> Manifest {
+        Manifest {
+            product: product.into(),
+            version: version.into(),
+            notes: String::new(),
             published_at: Utc::now(),
             published_by: String::new(),
             yanked: false,
@@ -522,7 +520,15 @@ mod tests {
             quarantined: None,
             files: vec![],
             signature: None,
-        };
+        }
+    }
+
+    #[test]
+    fn shared_manifests_are_parsed_once_and_reread_when_rewritten() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = Repository::open(d.path()).unwrap();
+        let mut m = empty_release("p", "1");
+        m.notes = "first".into();
         repo.write_manifest(&m).unwrap();
         let a = repo.manifest_shared("p", "1").unwrap();
         let b = repo.clone().manifest_shared("p", "1").unwrap();
@@ -542,18 +548,7 @@ mod tests {
     fn catalog_shares_parsed_manifests_and_sees_every_change_at_once() {
         let d = tempfile::tempdir().unwrap();
         let repo = Repository::open(d.path()).unwrap();
-        let m = |product: &str, version: &str| Manifest {
-            product: product.into(),
-            version: version.into(),
-            notes: String::new(),
-            published_at: Utc::now(),
-            published_by: String::new(),
-            yanked: false,
-            yanked_at: None,
-            quarantined: None,
-            files: vec![],
-            signature: None,
-        };
+        let m = empty_release;
         repo.write_manifest(&m("p", "1")).unwrap();
         repo.write_manifest(&m("q", "1")).unwrap();
         let first = repo.catalog_shared(false).unwrap();
