@@ -543,15 +543,7 @@ mod tests {
         ws.flush().await.expect("flushes");
         let mut raw = vec![0u8; 64];
         let n = server.read(&mut raw).await.expect("server reads");
-        let mut seen = Vec::new();
-        let mut at = 0;
-        while let Some(h) = parse_frame(&raw[at..n], MAX_FRAME).expect("valid") {
-            let k = h.mask.expect("client frames are masked");
-            let mut p = raw[at..n][h.payload.clone()].to_vec();
-            p.iter_mut().enumerate().for_each(|(i, b)| *b ^= k[i % 4]);
-            seen.push((h.opcode, p));
-            at += h.payload.end;
-        }
+        let seen = frames_in(&raw[..n], true);
         assert_eq!(
             seen,
             vec![
@@ -563,6 +555,23 @@ mod tests {
         encode_frame(&mut close, OP_CLOSE, b"", None);
         server.write_all(&close).await.expect("closes");
         assert_eq!(ws.read(&mut got).await.expect("eof"), 0);
+    }
+
+    /// The whole frames in `raw` as (opcode, unmasked payload); each must be masked (a
+    /// client's) or not (a server's) as `masked` says.
+    fn frames_in(raw: &[u8], masked: bool) -> Vec<(u8, Vec<u8>)> {
+        let mut seen = Vec::new();
+        let mut at = 0;
+        while let Some(h) = parse_frame(&raw[at..], MAX_FRAME).expect("valid") {
+            assert_eq!(h.mask.is_some(), masked, "masked frames from clients only");
+            let mut p = raw[at..][h.payload.clone()].to_vec();
+            if let Some(k) = h.mask {
+                p.iter_mut().enumerate().for_each(|(i, b)| *b ^= k[i % 4]);
+            }
+            seen.push((h.opcode, p));
+            at += h.payload.end;
+        }
+        seen
     }
 
     #[tokio::test]
@@ -584,13 +593,7 @@ mod tests {
         ws.flush().await.expect("flushes");
         let mut raw = vec![0u8; 64];
         let n = client.read(&mut raw).await.expect("client reads");
-        let mut seen = Vec::new();
-        let mut at = 0;
-        while let Some(h) = parse_frame(&raw[at..n], MAX_FRAME).expect("valid") {
-            assert_eq!(h.mask, None, "server frames are not masked");
-            seen.push((h.opcode, raw[at..n][h.payload.clone()].to_vec()));
-            at += h.payload.end;
-        }
+        let seen = frames_in(&raw[..n], false);
         assert_eq!(
             seen,
             vec![
