@@ -204,21 +204,18 @@ fn render(j: &Judged<'_>) -> String {
     s += &t.render();
     s += "(tcp and tls echo the encoded tobj line unparsed; the commlink runs its full path)\n\n";
     let verdict = |met| if met { "met" } else { "MISSED" };
-    for (name, ratio) in &j.ratio_relay_over_commlink_tcp_p50 {
-        s += &format!(
-            "{name} RTT p50 / commlink {} (tcp) RTT p50 = {ratio:.2}x  (target <= {:.1}x: {})\n",
-            Suite::default().name(),
-            j.target_relay_ratio,
-            verdict(*ratio <= j.target_relay_ratio),
-        );
-    }
-    for (name, ratio) in &j.ratio_https_over_commlink_tcp_p50 {
-        s += &format!(
-            "{name} RTT p50 / commlink {} (tcp) RTT p50 = {ratio:.2}x  (target <= {:.1}x: {})\n",
-            Suite::default().name(),
-            j.target_https_ratio,
-            verdict(*ratio <= j.target_https_ratio),
-        );
+    let carriers = [
+        (&j.ratio_relay_over_commlink_tcp_p50, j.target_relay_ratio),
+        (&j.ratio_https_over_commlink_tcp_p50, j.target_https_ratio),
+    ];
+    for (ratios, target) in carriers {
+        for (name, ratio) in ratios {
+            s += &format!(
+                "{name} RTT p50 / commlink {} (tcp) RTT p50 = {ratio:.2}x  (target <= {target:.1}x: {})\n",
+                Suite::default().name(),
+                verdict(*ratio <= target),
+            );
+        }
     }
     s += &format!(
         "relay: a request sent as its receive channel is cut is answered after p50 {:.1} ms, max {:.1} ms over {} cuts  (target < {:.0} ms: {})\n",
