@@ -227,11 +227,7 @@ pub(crate) fn locators(page: &str) -> (String, String, String) {
         .into_iter()
         .find(|u| u.contains("/d/") && u.ends_with('/'))
         .expect("prepared page has the area's HTTPS link");
-    let ftp = urls(page, "ftp")
-        .into_iter()
-        .next()
-        .expect("prepared page has an FTP URL");
-    let creds = ftp
+    let creds = ftp_url(page)
         .trim_start_matches("ftp://")
         .split('@')
         .next()
@@ -239,6 +235,25 @@ pub(crate) fn locators(page: &str) -> (String, String, String) {
         .to_owned();
     let (user, pass) = creds.split_once(':').unwrap();
     (base, user.to_owned(), pass.to_owned())
+}
+
+/// The area's FTP URL (`ftp://user:pass@host:port/`) from a prepared page.
+fn ftp_url(page: &str) -> String {
+    urls(page, "ftp")
+        .into_iter()
+        .next()
+        .expect("prepared page has an FTP URL")
+}
+
+/// The FTP server's host and port from a prepared page's FTP URL.
+pub(crate) fn ftp_address(page: &str) -> (String, u16) {
+    let url = ftp_url(page);
+    let hostport = url
+        .rsplit_once('@')
+        .map(|(_, h)| h.trim_end_matches('/'))
+        .expect("ftp://user:pass@host:port/");
+    let (host, port) = hostport.rsplit_once(':').expect("host:port");
+    (host.to_owned(), port.parse().expect("a port number"))
 }
 
 pub(crate) fn history(s: &Site) -> serde_json::Value {

@@ -404,26 +404,10 @@ fn two_of_each_role_survive_sigkill_of_one_of_each() {
         assert!(curl_download(&bin_link(page), &dest, false));
         assert_eq!(sha256_file(&dest), want, "HTTPS from stager {i}");
         let (_, user, pass) = crate::e2e::locators(page);
-        let ftp = urls(page, "ftp")
-            .into_iter()
-            .next()
-            .expect("an FTP URL on the prepared page");
-        let hostport = ftp
-            .rsplit_once('@')
-            .map(|(_, h)| h.trim_end_matches('/'))
-            .expect("ftp://user:pass@host:port/");
-        let (host, port) = hostport.rsplit_once(':').expect("host:port");
+        let (host, port) = crate::e2e::ftp_address(page);
         let dest = base.join(format!("all-up-ftp-{i}.bin"));
-        ftp_download(
-            host,
-            port.parse().unwrap(),
-            &user,
-            &pass,
-            "widget.bin",
-            &dest,
-            None,
-        )
-        .unwrap_or_else(|e| panic!("FTP from stager {i}: {e}"));
+        ftp_download(&host, port, &user, &pass, "widget.bin", &dest, None)
+            .unwrap_or_else(|e| panic!("FTP from stager {i}: {e}"));
         assert_eq!(sha256_file(&dest), want, "FTP from stager {i}");
     }
 
