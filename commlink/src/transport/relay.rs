@@ -21,17 +21,16 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use super::relay_proto::{
     Incoming, Outgoing, Record, RecordDecoder, RelayProtoError, Verdict, Window,
 };
-use super::relay_stream::{EndReason, RelayStream, pipe};
+use super::relay_stream::{Event, Lines, RelayStream};
 use super::trust::{self, Trust};
 use super::{AddrError, Carrier, LinkAddr, LinkConfig, Proxy};
-use crate::frame::LineDecoder;
 
 /// Settings of the relay carrier.
 #[derive(Debug, Clone)]
@@ -350,7 +349,23 @@ impl Carrier for Relay {
         if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(io_err("relay open: the answer is not an attachment id"));
         }
-        let (stream, end, why) = pipe();
+        let wake_poster = Arc::new(Notify::new());
+        let link_ended = Arc::new(Notify::new());
+        let end_why = Arc::new(Mutex::new(None));
+        let (w, l, e) = (wake_poster.clone(), link_ended.clone(), end_why.clone());
+        let lines = Lines::new(
+            LINK_BUFFER,
+            LINK_BUFFER,
+            cfg.max_line,
+            Box::new(move |event| match event {
+                Event::Lines => w.notify_one(),
+                Event::Ended(why) => {
+                    *lock(&e) = why;
+                    l.notify_one();
+                }
+            }),
+        );
+        let stream = lines.stream();
         let pump = Pump {
             relay: inner.clone(),
             cfg: cfg.clone(),
@@ -360,11 +375,13 @@ impl Carrier for Relay {
                 inc: Incoming::default(),
                 ack_sent: 0,
             })),
-            wake_poster: Arc::new(Notify::new()),
-            room: Arc::new(Notify::new()),
+            lines,
+            wake_poster,
+            link_ended,
+            end_why,
         };
         debug!(target = %inner.label, "relay attachment opened");
-        tokio::spawn(pump.run(end, why, conn));
+        tokio::spawn(pump.run(conn));
         Ok((stream, virtual_port(cfg.source_ports)))
     }
 }
@@ -397,9 +414,17 @@ struct Pump {
     cfg: LinkConfig,
     id: String,
     state: Arc<Mutex<State>>,
+    /// What the commlink's stream shares with the attachment.
+    lines: Arc<Lines>,
+    /// Lines queued, an acknowledgement due, or room in the window.
     wake_poster: Arc<Notify>,
-    room: Arc<Notify>,
+    /// The commlink ended its side, and what was wrong with its bytes if anything.
+    link_ended: Arc<Notify>,
+    end_why: Arc<Mutex<Option<String>>>,
 }
+
+/// Bytes buffered between the commlink and the attachment, each way.
+const LINK_BUFFER: usize = 256 * 1024;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
 /// How long a streamed receive channel may stay without its first byte before the
@@ -410,12 +435,11 @@ const BACKOFF_MAX: Duration = Duration::from_millis(500);
 const ACK_DELAY: Duration = Duration::from_millis(200);
 
 impl Pump {
-    async fn run(self, end: tokio::io::DuplexStream, why: EndReason, conn: Option<Conn>) {
-        let (rd, wr) = tokio::io::split(end);
+    async fn run(self, conn: Option<Conn>) {
         let reason = tokio::select! {
-            r = self.read_commlink(rd) => r,
+            () = self.link_ended.notified() => lock(&self.end_why).take(),
             r = self.post_loop(conn) => r,
-            r = self.receive_loop(wr) => r,
+            r = self.receive_loop() => r,
         };
         let local = reason.is_none();
         let reason = reason.unwrap_or_else(|| "the agent's link ended".into());
@@ -433,42 +457,7 @@ impl Pump {
         } else {
             warn!(target = %self.relay.label, "relay attachment lost: {reason}");
         }
-        why.set(format!("{}: {reason}", self.relay.label));
-    }
-
-    /// Commlink lines into the outbound window; `None` when the commlink closed its end.
-    async fn read_commlink(
-        &self,
-        mut rd: tokio::io::ReadHalf<tokio::io::DuplexStream>,
-    ) -> Option<String> {
-        let mut dec = LineDecoder::new(self.cfg.max_line);
-        let mut buf = Vec::with_capacity(16 * 1024);
-        loop {
-            match dec.decode(&mut buf) {
-                Ok(Some(line)) => {
-                    loop {
-                        let room = self.room.notified();
-                        {
-                            let mut st = lock(&self.state);
-                            if st.out.has_room(line.len()) {
-                                st.out.push(line);
-                                break;
-                            }
-                        }
-                        room.await;
-                    }
-                    self.wake_poster.notify_one();
-                    continue;
-                }
-                Ok(None) => {}
-                Err(e) => return Some(format!("the commlink wrote a bad line: {e}")),
-            }
-            buf.reserve(16 * 1024);
-            match rd.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return None,
-                Ok(_) => {}
-            }
-        }
+        self.lines.close(format!("{}: {reason}", self.relay.label));
     }
 
     /// Sends the unacknowledged lines and acknowledgements in POSTs, one at a time.
@@ -482,7 +471,8 @@ impl Pump {
             loop {
                 let woken = self.wake_poster.notified();
                 let (lines, ack_due) = {
-                    let st = lock(&self.state);
+                    let mut st = lock(&self.state);
+                    self.lines.take_up(&mut st.out);
                     (st.out.unacked() > 0, st.inc.ack() > st.ack_sent)
                 };
                 if lines {
@@ -542,7 +532,6 @@ impl Pump {
                             }
                         }
                     }
-                    self.room.notify_one();
                     if !progressed && lock(&self.state).out.unacked() > 0 {
                         // The web's inbound buffer is full: give it a moment.
                         tokio::time::sleep(BACKOFF_MIN).await;
@@ -566,10 +555,7 @@ impl Pump {
     }
 
     /// Keeps a receive channel open and delivers its lines into the commlink.
-    async fn receive_loop(
-        &self,
-        mut wr: tokio::io::WriteHalf<tokio::io::DuplexStream>,
-    ) -> Option<String> {
+    async fn receive_loop(&self) -> Option<String> {
         let mut conn: Option<Conn> = None;
         let mut backoff = BACKOFF_MIN;
         let mut last_ok = Instant::now();
@@ -612,7 +598,7 @@ impl Pump {
                 Ok(resp) => {
                     backoff = BACKOFF_MIN;
                     last_ok = Instant::now();
-                    match self.read_channel(resp, &mut wr, silence).await {
+                    match self.read_channel(resp, silence).await {
                         Ok(Ended::Complete) => continue,
                         Ok(Ended::Closed(why)) => {
                             return Some(format!("the web closed the relay: {why}"));
@@ -656,7 +642,6 @@ impl Pump {
     async fn read_channel(
         &self,
         resp: hyper::Response<hyper::body::Incoming>,
-        wr: &mut tokio::io::WriteHalf<tokio::io::DuplexStream>,
         silence: Duration,
     ) -> Result<Ended, ChannelError> {
         use std::sync::atomic::Ordering::Relaxed;
@@ -698,13 +683,12 @@ impl Pump {
                     Err(e) => return Err(ChannelError::Fatal(e.to_string())),
                 };
                 match record {
-                    Record::Data { seq, mut line } => {
+                    Record::Data { seq, line } => {
                         let verdict = lock(&self.state).inc.check(seq);
                         match verdict {
                             Ok(Verdict::Duplicate) => {}
                             Ok(Verdict::Deliver) => {
-                                line.extend_from_slice(b"\r\n");
-                                if wr.write_all(&line).await.is_err() {
+                                if self.lines.deliver(&line).await.is_err() {
                                     return Err(ChannelError::Fatal(
                                         "the agent's link ended".into(),
                                     ));
@@ -722,7 +706,7 @@ impl Pump {
                         if let Err(e) = lock(&self.state).out.ack(n) {
                             return Err(ChannelError::Fatal(e.to_string()));
                         }
-                        self.room.notify_one();
+                        self.wake_poster.notify_one(); // room in the window
                     }
                     Record::Close(why) => return Ok(Ended::Closed(why)),
                 }

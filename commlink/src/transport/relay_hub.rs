@@ -19,7 +19,7 @@
 //! the lines held per direction. An attachment no request has touched for
 //! [`RelayLimits::idle_expiry`] is closed; its stream then fails with that reason.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -27,13 +27,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::sync::{Notify, mpsc, watch};
+use std::future::Future as _;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
 use tracing::{info, warn};
 
 use super::relay_proto::{Incoming, Outgoing, Record, RelayProtoError, Verdict, Window};
-use super::relay_stream::{EndReason, RelayStream, pipe};
-use crate::frame::LineDecoder;
+use super::relay_stream::{Event, Lines, RelayStream};
 
 /// What a hub lets outsiders make it hold, and its timing.
 #[derive(Debug, Clone)]
@@ -168,24 +169,31 @@ struct Attachment {
     key: [u8; 32],
     tag: String,
     peer: IpAddr,
-    why: EndReason,
+    /// What the commlink's stream shares with this attachment.
+    lines: Arc<Lines>,
     state: Mutex<State>,
-    /// Bumped whenever the receive channel has something new to look at.
-    changed: watch::Sender<u64>,
-    /// Wakes the inbound writer (lines queued) and the outbound pump (room freed).
-    inbound_ready: Notify,
-    room: Notify,
-    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 struct State {
     out: Outgoing,
     inc: Incoming,
-    inbound: VecDeque<Vec<u8>>,
-    inbound_bytes: usize,
     last_seen: Instant,
     generation: u64,
     closed: bool,
+    /// The current receive channel, waiting for something to carry.
+    channel: Option<Waker>,
+}
+
+impl Attachment {
+    /// Moves the commlink's queued lines into the window; wakes the receive channel when
+    /// some moved. Called with the state locked.
+    fn refill(&self, st: &mut State) {
+        if self.lines.take_up(&mut st.out) > 0
+            && let Some(w) = st.channel.take()
+        {
+            w.wake();
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -231,25 +239,41 @@ impl RelayHub {
         let id = hex::encode(rand::rng().random::<[u8; 32]>());
         let key = key_of(&id);
         let tag = hex::encode(&key[..4]);
-        let (stream, end, why) = pipe();
-        let att = Arc::new(Attachment {
-            key,
-            tag: tag.clone(),
-            peer,
-            why,
-            state: Mutex::new(State {
-                out: Outgoing::new(limits.window),
-                inc: Incoming::default(),
-                inbound: VecDeque::new(),
-                inbound_bytes: 0,
-                last_seen: Instant::now(),
-                generation: 0,
-                closed: false,
-            }),
-            changed: watch::channel(0).0,
-            inbound_ready: Notify::new(),
-            room: Notify::new(),
-            tasks: Mutex::new(Vec::new()),
+        let hub = Arc::downgrade(&self.inner);
+        let att = Arc::new_cyclic(|me: &Weak<Attachment>| {
+            let me = me.clone();
+            let hook = Box::new(move |event| {
+                let (Some(att), Some(hub)) = (me.upgrade(), hub.upgrade()) else {
+                    return;
+                };
+                match event {
+                    Event::Lines => att.refill(&mut lock(&att.state)),
+                    Event::Ended(why) => close(
+                        &hub,
+                        &att,
+                        why.unwrap_or_else(|| "the web ended the link".into()),
+                    ),
+                }
+            });
+            Attachment {
+                key,
+                tag: tag.clone(),
+                peer,
+                lines: Lines::new(
+                    limits.window.bytes.min(UP_QUEUE),
+                    limits.window.bytes,
+                    limits.max_line,
+                    hook,
+                ),
+                state: Mutex::new(State {
+                    out: Outgoing::new(limits.window),
+                    inc: Incoming::default(),
+                    last_seen: Instant::now(),
+                    generation: 0,
+                    closed: false,
+                    channel: None,
+                }),
+            }
         });
         {
             let mut all = lock(&self.inner.attachments);
@@ -261,19 +285,8 @@ impl RelayHub {
             }
             all.insert(key, att.clone());
         }
-        let (rd, wr) = tokio::io::split(end);
-        let tasks = vec![
-            tokio::spawn(pump_out(
-                self.inner.clone(),
-                att.clone(),
-                rd,
-                limits.max_line,
-            )),
-            tokio::spawn(pump_in(self.inner.clone(), att.clone(), wr)),
-        ];
-        *lock(&att.tasks) = tasks;
         info!(%peer, attachment = %tag, "relay attachment opened");
-        (self.inner.on_attach)(stream, format!("relay {peer} #{tag}"));
+        (self.inner.on_attach)(att.lines.stream(), format!("relay {peer} #{tag}"));
         Ok(id)
     }
 
@@ -298,7 +311,6 @@ impl RelayHub {
             Ok(r) => r,
             Err(e) => return Err(self.fail(&att, e)),
         };
-        let mut delivered = false;
         let ack = {
             let mut st = lock(&att.state);
             let mut full = false;
@@ -309,23 +321,16 @@ impl RelayHub {
                             drop(st);
                             return Err(self.fail(&att, e));
                         }
-                        att.room.notify_one();
+                        att.refill(&mut st);
                     }
                     Record::Data { seq, line } if !full => match st.inc.check(seq) {
                         Ok(Verdict::Duplicate) => {}
                         Ok(Verdict::Deliver) => {
-                            let w = limits.window;
-                            if !st.inbound.is_empty()
-                                && (st.inbound.len() >= w.lines
-                                    || st.inbound_bytes + line.len() > w.bytes)
-                            {
+                            if att.lines.try_deliver(&line) {
+                                st.inc.delivered();
+                            } else {
                                 full = true; // not acknowledged: sent again later
-                                continue;
                             }
-                            st.inbound_bytes += line.len();
-                            st.inbound.push_back(line);
-                            st.inc.delivered();
-                            delivered = true;
                         }
                         Err(e) => {
                             drop(st);
@@ -342,9 +347,6 @@ impl RelayHub {
             }
             st.inc.ack()
         };
-        if delivered {
-            att.inbound_ready.notify_one();
-        }
         let mut out = Vec::with_capacity(24);
         Record::Ack(ack).encode(&mut out);
         Ok(out.into())
@@ -366,20 +368,31 @@ impl RelayHub {
             return Err(RelayError::TooMany("receive channels"));
         }
         let guard = ChannelGuard(channels.clone());
-        let generation = {
+        let (generation, older) = {
             let mut st = lock(&att.state);
             if let Err(e) = st.out.ack(ack) {
                 drop(st);
                 return Err(self.fail(&att, e));
             }
+            att.refill(&mut st);
             st.generation += 1;
-            st.generation
+            (st.generation, st.channel.take())
         };
-        att.room.notify_one();
-        att.changed.send_modify(|v| *v += 1);
-        let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(feed(att, generation, ack, poll, limits, tx, guard));
-        Ok(ReceiveChannel { rx })
+        if let Some(w) = older {
+            w.wake(); // it sees the newer generation and ends
+        }
+        Ok(ReceiveChannel {
+            att,
+            generation,
+            sent: ack,
+            poll,
+            first: true,
+            done: false,
+            beat: Box::pin(tokio::time::sleep(limits.heartbeat)),
+            poll_end: poll.then(|| Box::pin(tokio::time::sleep(limits.poll_wait))),
+            heartbeat: limits.heartbeat,
+            _guard: guard,
+        })
     }
 
     /// Closes an attachment at the agent's request.
@@ -400,20 +413,23 @@ impl RelayHub {
     }
 }
 
+/// Outbound bytes the web's commlink may queue beyond the window before its writes wait.
+const UP_QUEUE: usize = 256 * 1024;
+
 fn close(hub: &HubInner, att: &Arc<Attachment>, why: String) {
     lock(&hub.attachments).remove(&att.key);
-    {
+    let channel = {
         let mut st = lock(&att.state);
         if st.closed {
             return;
         }
         st.closed = true;
-    }
+        st.channel.take()
+    };
     info!(peer = %att.peer, attachment = %att.tag, "relay attachment closed: {why}");
-    att.why.set(why);
-    att.changed.send_modify(|v| *v += 1);
-    for t in lock(&att.tasks).drain(..) {
-        t.abort();
+    att.lines.close(why);
+    if let Some(w) = channel {
+        w.wake();
     }
 }
 
@@ -426,172 +442,94 @@ impl Drop for ChannelGuard {
     }
 }
 
-/// A receive channel's body, chunk by chunk; ends when the channel does.
+/// A receive channel's body, chunk by chunk: first the lines the agent has not
+/// acknowledged and the web's acknowledgement, then new lines as the commlink writes them
+/// and `A n` heartbeats; `C reason` and the end when the attachment closes, nothing more
+/// once a newer channel took over. Polled by the HTTP server's connection itself (no task
+/// in between); dropping it ends the channel.
 pub struct ReceiveChannel {
-    rx: mpsc::Receiver<Bytes>,
+    att: Arc<Attachment>,
+    generation: u64,
+    /// The last line number carried.
+    sent: u64,
+    poll: bool,
+    first: bool,
+    done: bool,
+    beat: Pin<Box<tokio::time::Sleep>>,
+    poll_end: Option<Pin<Box<tokio::time::Sleep>>>,
+    heartbeat: Duration,
+    _guard: ChannelGuard,
 }
 
 impl ReceiveChannel {
     /// The next chunk of the body, or `None` at its end.
     pub async fn next_chunk(&mut self) -> Option<Bytes> {
-        self.rx.recv().await
+        std::future::poll_fn(|cx| self.poll_chunk(cx)).await
+    }
+
+    fn ack_chunk(&self) -> Bytes {
+        let ack = lock(&self.att.state).inc.ack();
+        let mut c = Vec::new();
+        Record::Ack(ack).encode(&mut c);
+        c.into()
+    }
+
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let mut chunk = Vec::new();
+        {
+            let mut st = lock(&self.att.state);
+            if st.generation != self.generation {
+                self.done = true;
+                return Poll::Ready(None); // a newer channel took over
+            }
+            if st.closed {
+                drop(st);
+                self.done = true;
+                let why = self.att.lines.reason().unwrap_or_else(|| "closed".into());
+                Record::Close(why).encode(&mut chunk);
+                return Poll::Ready(Some(chunk.into()));
+            }
+            self.att.refill(&mut st);
+            self.sent = st.out.encode_from(self.sent, 64 * 1024, &mut chunk);
+            if self.first {
+                Record::Ack(st.inc.ack()).encode(&mut chunk);
+                self.first = false;
+            }
+            if chunk.is_empty() {
+                st.channel = Some(cx.waker().clone());
+            }
+        }
+        if !chunk.is_empty() {
+            if self.poll && chunk.starts_with(b"D ") {
+                self.done = true; // a poll ends once it carried lines
+            }
+            let next = tokio::time::Instant::now() + self.heartbeat;
+            self.beat.as_mut().reset(next);
+            return Poll::Ready(Some(chunk.into()));
+        }
+        if self.beat.as_mut().poll(cx).is_ready() {
+            let next = tokio::time::Instant::now() + self.heartbeat;
+            self.beat.as_mut().reset(next);
+            return Poll::Ready(Some(self.ack_chunk()));
+        }
+        if let Some(end) = self.poll_end.as_mut()
+            && end.as_mut().poll(cx).is_ready()
+        {
+            self.done = true;
+            return Poll::Ready(Some(self.ack_chunk()));
+        }
+        Poll::Pending
     }
 }
 
 impl futures_core::Stream for ReceiveChannel {
     type Item = Result<Bytes, std::io::Error>;
 
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx).map(|c| c.map(Ok))
-    }
-}
-
-/// Writes one receive channel: the unacknowledged lines, then new ones and heartbeats.
-async fn feed(
-    att: Arc<Attachment>,
-    generation: u64,
-    mut sent: u64,
-    poll: bool,
-    limits: RelayLimits,
-    tx: mpsc::Sender<Bytes>,
-    _guard: ChannelGuard,
-) {
-    let mut changed = att.changed.subscribe();
-    let started = Instant::now();
-    let mut first = true;
-    let mut carried = false;
-    loop {
-        let mut chunk = Vec::new();
-        let ended = {
-            let st = lock(&att.state);
-            if st.generation != generation {
-                return; // a newer channel took over
-            }
-            if st.closed {
-                true
-            } else {
-                sent = st.out.encode_from(sent, 64 * 1024, &mut chunk);
-                if first {
-                    Record::Ack(st.inc.ack()).encode(&mut chunk);
-                }
-                false
-            }
-        };
-        if ended {
-            let mut c = Vec::new();
-            Record::Close(att.why.get().unwrap_or_else(|| "closed".into())).encode(&mut c);
-            let _ = tx.send(c.into()).await;
-            return;
-        }
-        first = false;
-        if chunk.starts_with(b"D ") {
-            carried = true;
-        }
-        if !chunk.is_empty() && tx.send(chunk.into()).await.is_err() {
-            return; // the client went away
-        }
-        if poll && carried {
-            return;
-        }
-        let beat = tokio::time::sleep(limits.heartbeat);
-        let poll_end = tokio::time::sleep(if poll {
-            limits.poll_wait.saturating_sub(started.elapsed())
-        } else {
-            Duration::MAX / 4
-        });
-        tokio::select! {
-            r = changed.changed() => {
-                if r.is_err() {
-                    return;
-                }
-            }
-            () = beat => {
-                let ack = lock(&att.state).inc.ack();
-                let mut c = Vec::new();
-                Record::Ack(ack).encode(&mut c);
-                if tx.send(c.into()).await.is_err() {
-                    return;
-                }
-            }
-            () = poll_end => {
-                let ack = lock(&att.state).inc.ack();
-                let mut c = Vec::new();
-                Record::Ack(ack).encode(&mut c);
-                let _ = tx.send(c.into()).await;
-                return;
-            }
-            () = tx.closed() => return,
-        }
-    }
-}
-
-/// Reads the commlink's lines from the pipe into the attachment's outbound window.
-async fn pump_out(
-    hub: Arc<HubInner>,
-    att: Arc<Attachment>,
-    mut rd: tokio::io::ReadHalf<tokio::io::DuplexStream>,
-    max_line: usize,
-) {
-    let mut dec = LineDecoder::new(max_line);
-    let mut buf = Vec::with_capacity(16 * 1024);
-    let why = loop {
-        match dec.decode(&mut buf) {
-            Ok(Some(line)) => {
-                loop {
-                    let room = att.room.notified();
-                    {
-                        let mut st = lock(&att.state);
-                        if st.out.has_room(line.len()) {
-                            st.out.push(line);
-                            break;
-                        }
-                    }
-                    room.await;
-                }
-                att.changed.send_modify(|v| *v += 1);
-                continue;
-            }
-            Ok(None) => {}
-            Err(e) => break format!("the web's commlink wrote a bad line: {e}"),
-        }
-        buf.reserve(16 * 1024);
-        match rd.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => break "the web ended the link".to_owned(),
-            Ok(_) => {}
-        }
-    };
-    close(&hub, &att, why);
-}
-
-/// Writes delivered inbound lines into the pipe, in order.
-async fn pump_in(
-    hub: Arc<HubInner>,
-    att: Arc<Attachment>,
-    mut wr: tokio::io::WriteHalf<tokio::io::DuplexStream>,
-) {
-    loop {
-        let ready = att.inbound_ready.notified();
-        let next = {
-            let mut st = lock(&att.state);
-            let l = st.inbound.pop_front();
-            if let Some(l) = &l {
-                st.inbound_bytes -= l.len();
-            }
-            l
-        };
-        match next {
-            Some(mut line) => {
-                line.extend_from_slice(b"\r\n");
-                if wr.write_all(&line).await.is_err() {
-                    close(&hub, &att, "the web ended the link".into());
-                    return;
-                }
-            }
-            None => ready.await,
-        }
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.poll_chunk(cx).map(|c| c.map(Ok))
     }
 }
 

@@ -577,11 +577,14 @@ async fn the_hub_bounds_what_an_outsider_can_make_it_hold() {
         ..RelayLimits::default()
     };
     let handed = Arc::new(AtomicUsize::new(0));
-    let h = handed.clone();
+    // The streams stay open (a dropped stream ends its attachment).
+    let streams = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (h, st) = (handed.clone(), streams.clone());
     let hub = RelayHub::new(
         limits,
-        Arc::new(move |_stream, _peer| {
+        Arc::new(move |stream, _peer| {
             h.fetch_add(1, Ordering::SeqCst);
+            st.lock().expect("streams").push(stream);
         }),
     );
     let a: IpAddr = "192.0.2.1".parse().expect("ip");
