@@ -415,9 +415,10 @@ async fn send_file(
 
 /// RETR's copy: `file` from `start` to its end into `output`, in pieces sized by
 /// [`Pace`](crate::pace::Pace) from how soon the client took the last one (the time its
-/// write took), read with `pread` off the I/O thread into one buffer that moves between
-/// them. A slow client's transfer holds one small piece; a fast one's grows to large
-/// pieces. Returns the bytes written.
+/// write took), read into one buffer: on this thread what the page cache holds
+/// ([`crate::fsutil::read_cached_at`]), else with `pread` off the I/O thread. A slow
+/// client's transfer holds one small piece; a fast one's grows to large pieces. Returns
+/// the bytes written.
 async fn paced_copy<W>(file: std::fs::File, start: u64, output: &mut W) -> std::io::Result<u64>
 where
     W: tokio::io::AsyncWrite + Unpin + ?Sized,
@@ -436,17 +437,24 @@ where
             buf = Vec::new();
         }
         buf.resize(n, 0);
-        let f = file.clone();
-        let (b, got) = tokio::task::spawn_blocking(move || {
-            use std::os::unix::fs::FileExt as _;
-            let mut b = buf;
-            let got = f.read_at(&mut b, at);
-            (b, got)
-        })
-        .await
-        .map_err(std::io::Error::other)?;
-        buf = b;
-        let got = got?;
+        // What the page cache holds is read right here; only a cold read goes to the
+        // blocking pool.
+        let got = match crate::fsutil::read_cached_at(&file, &mut buf, at) {
+            Some(got) => got,
+            None => {
+                let f = file.clone();
+                let (b, got) = tokio::task::spawn_blocking(move || {
+                    use std::os::unix::fs::FileExt as _;
+                    let mut b = buf;
+                    let got = f.read_at(&mut b, at);
+                    (b, got)
+                })
+                .await
+                .map_err(std::io::Error::other)?;
+                buf = b;
+                got?
+            }
+        };
         if got == 0 {
             break;
         }

@@ -515,9 +515,10 @@ enum Piece {
     },
 }
 
-/// A response body of literal pieces and file ranges, read off the I/O thread with
-/// `pread`. Its size is announced up front; a file that shrank under it ends the body
-/// with an error (the connection is closed rather than short bytes sent).
+/// A response body of literal pieces and file ranges, read on the connection's thread when
+/// the page cache holds them, else off the I/O thread with `pread`. Its size is announced
+/// up front; a file that shrank under it ends the body with an error (the connection is
+/// closed rather than short bytes sent).
 struct FileBody {
     file: Arc<std::fs::File>,
     pieces: std::collections::VecDeque<Piece>,
@@ -571,12 +572,20 @@ impl MessageBody for FileBody {
                     let chunk = this.pace.next(this.handed_out.take().map(|t| now - t), now);
                     let n = (*end - *off).min(chunk);
                     let at = *off;
-                    *off += n;
-                    let file = this.file.clone();
                     // Allocated here, on the connection's worker thread, which also frees
                     // it once the bytes are written: the blocking pool's threads would
                     // each spread buffers over a malloc arena of their own.
                     let mut buf = vec![0u8; usize::try_from(n).unwrap_or(0)];
+                    // What the page cache holds is read right here; only a cold read
+                    // goes to the blocking pool.
+                    if let Some(got) = crate::fsutil::read_cached_at(&this.file, &mut buf, at) {
+                        buf.truncate(got);
+                        *off += got as u64;
+                        this.handed_out = Some(now);
+                        return Poll::Ready(Some(Ok(Bytes::from(buf))));
+                    }
+                    *off += n;
+                    let file = this.file.clone();
                     this.reading = Some(tokio::task::spawn_blocking(move || {
                         use std::os::unix::fs::FileExt as _;
                         file.read_exact_at(&mut buf, at)?;
