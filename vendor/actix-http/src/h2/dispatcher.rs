@@ -33,7 +33,10 @@ use crate::{
     Extensions, Method, OnConnectData, Payload, Request, Response, ResponseHead,
 };
 
-const CHUNK_SIZE: usize = 16_384;
+/// The largest DATA frame payload sent (ffs patch, see `PATCHES.md`): a frame's 9-byte
+/// header plus this fill exactly one TLS record (at most 16,384 bytes of plaintext), so
+/// over TLS each frame is one record instead of a full record and a 9-byte one.
+const CHUNK_SIZE: usize = 16_384 - 9;
 
 /// Bytes h2 may buffer per stream beyond what the socket took (ffs patch, see
 /// `PATCHES.md`): two `CHUNK_SIZE` pieces.
