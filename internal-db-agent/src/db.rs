@@ -296,13 +296,33 @@ impl DbUrl {
     }
 }
 
+/// Creates and removes a file in `dir`. Its name is unique to this call (process id, a
+/// per-process counter and the time), so agents starting together on one directory, in one
+/// process or several, do not take each other's probe for a fault; a name that exists
+/// anyway (a stale probe) is skipped.
 fn probe_dir(dir: &Path) -> std::io::Result<()> {
-    let probe = dir.join(format!(".ffs-write-probe-{}", std::process::id()));
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&probe)?;
-    std::fs::remove_file(&probe)
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PROBES: AtomicU64 = AtomicU64::new(0);
+    let mut tries = 0;
+    loop {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let probe = dir.join(format!(
+            ".ffs-write-probe-{}-{}-{nanos}",
+            std::process::id(),
+            PROBES.fetch_add(1, Ordering::Relaxed)
+        ));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe)
+        {
+            Ok(_) => return std::fs::remove_file(&probe),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 8 => tries += 1,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Replaces the password in `scheme://user:password@host…` with `***`.
@@ -509,5 +529,28 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, DbError::DirUnwritable { .. }), "{e}");
         assert!(e.to_string().contains("/proc"), "{e}");
+    }
+
+    #[test]
+    fn agents_checking_one_directory_at_once_all_pass() {
+        // Two agents in one process used to share the probe's name: one of them failed
+        // with "File exists" when they started together.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = DbUrl::Sqlite(dir.path().join("ffs.db"));
+        std::thread::scope(|s| {
+            let checks: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| (0..200).map(|_| url.check_writable()).collect::<Vec<_>>()))
+                .collect();
+            for c in checks {
+                for r in c.join().expect("joined") {
+                    r.expect("writable");
+                }
+            }
+        });
+        assert_eq!(
+            std::fs::read_dir(dir.path()).expect("lists").count(),
+            0,
+            "every probe removed"
+        );
     }
 }
