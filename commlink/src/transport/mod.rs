@@ -70,3 +70,12 @@ pub use relay_stream::RelayStream;
 pub use server::{serve, serve_dialout, serve_dialout_via};
 pub use tcp::Tcp;
 pub use trust::{Trust, TrustError, parse_pin};
+
+/// Locks `m`, taking the data over from a holder that panicked (the relay's shared state
+/// stays usable: every update it makes is complete under the lock).
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}

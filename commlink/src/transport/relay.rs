@@ -30,7 +30,7 @@ use super::relay_proto::{
 };
 use super::relay_stream::{Event, Lines, RelayStream};
 use super::trust::{self, Trust};
-use super::{AddrError, Carrier, LinkAddr, LinkConfig, Proxy};
+use super::{AddrError, Carrier, LinkAddr, LinkConfig, Proxy, lock};
 
 /// Settings of the relay carrier.
 #[derive(Debug, Clone)]
@@ -399,13 +399,6 @@ struct State {
     inc: Incoming,
     /// The acknowledgement last sent to the web.
     ack_sent: u64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
 }
 
 /// The agent's end of one attachment.

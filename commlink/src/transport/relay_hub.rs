@@ -33,6 +33,7 @@ use std::task::{Context, Poll, Waker};
 
 use tracing::{info, warn};
 
+use super::lock;
 use super::relay_proto::{Incoming, Outgoing, Record, RelayProtoError, Verdict, Window};
 use super::relay_stream::{Event, Lines, RelayStream};
 
@@ -193,13 +194,6 @@ impl Attachment {
         {
             w.wake();
         }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
     }
 }
 

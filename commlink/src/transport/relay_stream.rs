@@ -19,6 +19,7 @@ use std::task::{Context, Poll, Waker};
 use bytes::{Buf as _, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::lock;
 use super::relay_proto::Outgoing;
 use crate::frame::LineDecoder;
 
@@ -59,18 +60,10 @@ struct St {
     reader: Option<Waker>,
     /// The relay waiting for room in `down`.
     deliverer: Option<Waker>,
-    /// The relay closed the attachment (the reason, if one was given first).
-    closed: bool,
+    /// Why the relay closed the attachment (the first reason given), once it has.
     why: Option<String>,
     /// The commlink ended its side.
     ended: bool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
 }
 
 fn wake(w: Option<Waker>) {
@@ -98,7 +91,6 @@ impl Lines {
             lines: self.clone(),
             partial: Vec::new(),
             dec: LineDecoder::new(self.max_line),
-            ended: false,
         }
     }
 
@@ -127,39 +119,37 @@ impl Lines {
         !lock(&self.st).up.is_empty()
     }
 
-    /// Delivers a received line if the inbound buffer has room (a line always fits in an
-    /// empty buffer); `false` when it is full (or the commlink has ended), so the caller
-    /// does not acknowledge it.
-    pub(super) fn try_deliver(&self, line: &[u8]) -> bool {
+    /// Puts a received line in the inbound buffer if it has room (a line always fits in
+    /// an empty buffer). When it is full, `waiting` (if given) is woken once room is made.
+    fn offer(&self, line: &[u8], waiting: Option<&Waker>) -> Offer {
         let mut st = lock(&self.st);
-        if st.ended || (!st.down.is_empty() && st.down.len() + line.len() + 2 > self.down_cap) {
-            return false;
+        if st.ended {
+            return Offer::Ended;
+        }
+        if !st.down.is_empty() && st.down.len() + line.len() + 2 > self.down_cap {
+            st.deliverer = waiting.cloned();
+            return Offer::Full;
         }
         st.down.extend_from_slice(line);
         st.down.extend_from_slice(b"\r\n");
         let reader = st.reader.take();
         drop(st);
         wake(reader);
-        true
+        Offer::Taken
+    }
+
+    /// Delivers a received line if the inbound buffer has room; `false` when it is full
+    /// (or the commlink has ended), so the caller does not acknowledge it.
+    pub(super) fn try_deliver(&self, line: &[u8]) -> bool {
+        matches!(self.offer(line, None), Offer::Taken)
     }
 
     /// Delivers a received line, waiting for room; `Err` once the commlink has ended.
     pub(super) async fn deliver(&self, line: &[u8]) -> Result<(), ()> {
-        std::future::poll_fn(|cx| {
-            let mut st = lock(&self.st);
-            if st.ended {
-                return Poll::Ready(Err(()));
-            }
-            if !st.down.is_empty() && st.down.len() + line.len() + 2 > self.down_cap {
-                st.deliverer = Some(cx.waker().clone());
-                return Poll::Pending;
-            }
-            st.down.extend_from_slice(line);
-            st.down.extend_from_slice(b"\r\n");
-            let reader = st.reader.take();
-            drop(st);
-            wake(reader);
-            Poll::Ready(Ok(()))
+        std::future::poll_fn(|cx| match self.offer(line, Some(cx.waker())) {
+            Offer::Taken => Poll::Ready(Ok(())),
+            Offer::Ended => Poll::Ready(Err(())),
+            Offer::Full => Poll::Pending,
         })
         .await
     }
@@ -168,7 +158,6 @@ impl Lines {
     /// `why` as an error (the first reason given wins; later ones are consequences).
     pub(super) fn close(&self, why: impl Into<String>) {
         let mut st = lock(&self.st);
-        st.closed = true;
         if st.why.is_none() {
             st.why = Some(why.into());
         }
@@ -198,13 +187,19 @@ impl Lines {
     }
 }
 
+/// What became of a received line offered to the inbound buffer.
+enum Offer {
+    Taken,
+    Full,
+    Ended,
+}
+
 /// One end of a relay attachment as a byte stream (the commlink's side).
 pub struct RelayStream {
     lines: Arc<Lines>,
     /// Written bytes not yet a complete line.
     partial: Vec<u8>,
     dec: LineDecoder,
-    ended: bool,
 }
 
 impl std::fmt::Debug for RelayStream {
@@ -213,18 +208,9 @@ impl std::fmt::Debug for RelayStream {
     }
 }
 
-impl RelayStream {
-    fn end(&mut self, why: Option<String>) {
-        if !self.ended {
-            self.ended = true;
-            self.lines.end(why);
-        }
-    }
-}
-
 impl Drop for RelayStream {
     fn drop(&mut self) {
-        self.end(None);
+        self.lines.end(None);
     }
 }
 
@@ -240,14 +226,9 @@ impl AsyncRead for RelayStream {
         let lines = &self.lines;
         let mut st = lock(&lines.st);
         if st.down.is_empty() {
-            if st.closed {
-                return Poll::Ready(match &st.why {
-                    Some(why) => Err(io::Error::new(
-                        io::ErrorKind::ConnectionAborted,
-                        why.clone(),
-                    )),
-                    None => Ok(()),
-                });
+            if let Some(why) = &st.why {
+                let e = io::Error::new(io::ErrorKind::ConnectionAborted, why.clone());
+                return Poll::Ready(Err(e));
             }
             st.reader = Some(cx.waker().clone());
             return Poll::Pending;
@@ -268,15 +249,15 @@ impl AsyncWrite for RelayStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if self.ended {
-            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
-        }
         let this = &mut *self;
         {
             let mut st = lock(&this.lines.st);
-            if st.closed {
-                let why = st.why.clone().unwrap_or_else(|| "relay closed".into());
-                return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, why)));
+            if st.ended {
+                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+            }
+            if let Some(why) = &st.why {
+                let e = io::Error::new(io::ErrorKind::BrokenPipe, why.clone());
+                return Poll::Ready(Err(e));
             }
             if st.up_bytes >= this.lines.up_cap {
                 st.writer = Some(cx.waker().clone());
@@ -292,7 +273,7 @@ impl AsyncWrite for RelayStream {
                 Ok(None) => break,
                 Err(e) => {
                     let why = format!("the commlink wrote a bad line: {e}");
-                    this.end(Some(why.clone()));
+                    this.lines.end(Some(why.clone()));
                     return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, why)));
                 }
             }
@@ -313,8 +294,8 @@ impl AsyncWrite for RelayStream {
         Poll::Ready(Ok(()))
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.end(None);
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.lines.end(None);
         Poll::Ready(Ok(()))
     }
 }
