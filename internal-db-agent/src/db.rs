@@ -296,20 +296,17 @@ impl DbUrl {
     }
 }
 
-/// Creates and removes a file in `dir`. Its name is unique to this call (process id, a
-/// per-process counter and the time), so agents starting together on one directory, in one
-/// process or several, do not take each other's probe for a fault; a name that exists
-/// anyway (a stale probe) is skipped.
+/// Creates and removes a file in `dir`. Its name is unique to this call (process id and a
+/// per-process counter), so agents starting together on one directory, in one process or
+/// several, do not take each other's probe for a fault; a name that exists anyway (a stale
+/// probe of a crashed process whose id came back) is skipped for the next.
 fn probe_dir(dir: &Path) -> std::io::Result<()> {
     use std::sync::atomic::{AtomicU64, Ordering};
     static PROBES: AtomicU64 = AtomicU64::new(0);
     let mut tries = 0;
     loop {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
         let probe = dir.join(format!(
-            ".ffs-write-probe-{}-{}-{nanos}",
+            ".ffs-write-probe-{}-{}",
             std::process::id(),
             PROBES.fetch_add(1, Ordering::Relaxed)
         ));
