@@ -60,13 +60,12 @@ pub fn encode_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8], mask: Option<
         out.push(m | 127);
         out.extend_from_slice(&(n as u64).to_be_bytes());
     }
-    match mask {
-        Some(key) => {
-            out.extend_from_slice(&key);
-            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-        }
-        None => out.extend_from_slice(payload),
+    if let Some(key) = mask {
+        out.extend_from_slice(&key);
     }
+    let start = out.len();
+    out.extend_from_slice(payload);
+    unmask(&mut out[start..], mask);
 }
 
 /// One parsed frame's header: where its (unmasked) payload lies in the buffer.
@@ -279,6 +278,16 @@ impl<S> WsStream<S> {
     }
 }
 
+/// Unmasks (or masks: the same XOR) `bytes` with `key`, if there is one (RFC 6455 §5.3).
+fn unmask(bytes: &mut [u8], key: Option<[u8; 4]>) {
+    if let Some(key) = key {
+        bytes
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b ^= key[i % 4]);
+    }
+}
+
 fn mask_key() -> [u8; 4] {
     use rand::RngExt as _;
     rand::rng().random()
@@ -336,19 +345,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
                 }
                 let start = self.data.len();
                 self.data.extend_from_slice(payload);
-                if let Some(key) = head.mask {
-                    for (i, b) in self.data[start..].iter_mut().enumerate() {
-                        *b ^= key[i % 4];
-                    }
-                }
+                unmask(&mut self.data[start..], head.mask);
             }
             OP_PING => {
                 let mut p = payload.to_vec();
-                if let Some(key) = head.mask {
-                    for (i, b) in p.iter_mut().enumerate() {
-                        *b ^= key[i % 4];
-                    }
-                }
+                unmask(&mut p, head.mask);
                 let mask = self.our_mask();
                 encode_frame(&mut self.wbuf, OP_PONG, &p, mask);
             }
@@ -482,9 +483,7 @@ mod tests {
                 assert_eq!(head.mask, mask);
                 assert_eq!(head.payload.end, out.len());
                 let mut got = out[head.payload].to_vec();
-                if let Some(k) = mask {
-                    got.iter_mut().enumerate().for_each(|(i, b)| *b ^= k[i % 4]);
-                }
+                unmask(&mut got, mask);
                 assert_eq!(got, payload, "len {len}");
             }
         }
@@ -539,22 +538,31 @@ mod tests {
         let mut got = [0u8; 7];
         ws.read_exact(&mut got).await.expect("reads");
         assert_eq!(&got, b"HELLO\r\n");
+        assert_pong_then_welcome(&mut ws, &mut server, true).await;
+        let mut close = Vec::new();
+        encode_frame(&mut close, OP_CLOSE, b"", None);
+        server.write_all(&close).await.expect("closes");
+        assert_eq!(ws.read(&mut got).await.expect("eof"), 0);
+    }
+
+    /// `ws`, having read a ping `p`, writes `WELCOME` CR LF: the peer reads the pong, then
+    /// that line, masked as `masked` says.
+    async fn assert_pong_then_welcome(
+        ws: &mut WsStream<tokio::io::DuplexStream>,
+        peer: &mut tokio::io::DuplexStream,
+        masked: bool,
+    ) {
         ws.write_all(b"WELCOME\r\n").await.expect("writes");
         ws.flush().await.expect("flushes");
         let mut raw = vec![0u8; 64];
-        let n = server.read(&mut raw).await.expect("server reads");
-        let seen = frames_in(&raw[..n], true);
+        let n = peer.read(&mut raw).await.expect("the peer reads");
         assert_eq!(
-            seen,
+            frames_in(&raw[..n], masked),
             vec![
                 (OP_PONG, b"p".to_vec()),
                 (OP_BINARY, b"WELCOME\r\n".to_vec())
             ]
         );
-        let mut close = Vec::new();
-        encode_frame(&mut close, OP_CLOSE, b"", None);
-        server.write_all(&close).await.expect("closes");
-        assert_eq!(ws.read(&mut got).await.expect("eof"), 0);
     }
 
     /// The whole frames in `raw` as (opcode, unmasked payload); each must be masked (a
@@ -565,9 +573,7 @@ mod tests {
         while let Some(h) = parse_frame(&raw[at..], MAX_FRAME).expect("valid") {
             assert_eq!(h.mask.is_some(), masked, "masked frames from clients only");
             let mut p = raw[at..][h.payload.clone()].to_vec();
-            if let Some(k) = h.mask {
-                p.iter_mut().enumerate().for_each(|(i, b)| *b ^= k[i % 4]);
-            }
+            unmask(&mut p, h.mask);
             seen.push((h.opcode, p));
             at += h.payload.end;
         }
@@ -589,18 +595,7 @@ mod tests {
         let mut got = [0u8; 10];
         ws.read_exact(&mut got).await.expect("reads");
         assert_eq!(&got, b"HELLO\r\nx\r\n");
-        ws.write_all(b"WELCOME\r\n").await.expect("writes");
-        ws.flush().await.expect("flushes");
-        let mut raw = vec![0u8; 64];
-        let n = client.read(&mut raw).await.expect("client reads");
-        let seen = frames_in(&raw[..n], false);
-        assert_eq!(
-            seen,
-            vec![
-                (OP_PONG, b"p".to_vec()),
-                (OP_BINARY, b"WELCOME\r\n".to_vec())
-            ]
-        );
+        assert_pong_then_welcome(&mut ws, &mut client, false).await;
         // An unmasked frame from a client is a protocol error.
         let mut bad = Vec::new();
         encode_frame(&mut bad, OP_BINARY, b"no mask", None);
