@@ -286,8 +286,11 @@ impl Path for RequesterPath {
     }
 }
 
-/// The responder's path: every packet is a request, answered by the service in its own
-/// task (at most [`MAX_IN_FLIGHT`] at once per connection).
+/// The responder's path: every packet is a request, answered by the service. The
+/// service's future is polled once on the reader's task: an answer ready at once (no I/O:
+/// a cached lookup, an echo) is sent from there, with no hop through another task. A
+/// future that waits (a database query, work on the blocking pool) moves to a task of its
+/// own and the reader goes on (at most [`MAX_IN_FLIGHT`] requests at once per connection).
 struct ResponderPath<Svc> {
     service: Arc<Svc>,
     in_flight: Arc<Semaphore>,
@@ -304,14 +307,30 @@ impl<Svc: Service> Path for ResponderPath<Svc> {
             .await
             .map_err(|_| ConnError::Protocol("request limiter closed".into()))?;
         let svc = self.service.clone();
-        let out = out.clone();
-        tokio::spawn(async move {
-            let id = tobj.id;
+        let id = tobj.id;
+        let mut answer = Box::pin(async move {
             let mut reply = svc.call(tobj).await;
             reply.id = id;
-            let _ = out.send(&reply).await;
-            drop(permit);
+            reply
         });
+        let first =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(answer.as_mut().poll(cx))).await;
+        match first {
+            std::task::Poll::Ready(reply) => {
+                // A full socket makes this wait: back-pressure on a peer that sends
+                // requests without reading the replies.
+                let _ = out.send(&reply).await;
+                drop(permit);
+            }
+            std::task::Poll::Pending => {
+                let out = out.clone();
+                tokio::spawn(async move {
+                    let reply = answer.await;
+                    let _ = out.send(&reply).await;
+                    drop(permit);
+                });
+            }
+        }
         Ok(())
     }
 
@@ -587,6 +606,65 @@ mod tests {
         let err = requester.await.expect("joined");
         assert!(matches!(err, ConnError::Closed | ConnError::Io(_)), "{err}");
         assert!(!handle.alive.load(Ordering::SeqCst));
+    }
+
+    /// Answers `test.wait` only once `release` is notified, anything else at once.
+    struct Gate {
+        release: Arc<tokio::sync::Notify>,
+    }
+
+    impl Service for Gate {
+        async fn call(&self, request: Tobj) -> Tobj {
+            if request.kind == "test.wait" {
+                self.release.notified().await;
+            }
+            Tobj::with_fields("test.done", 0, Fields::new().text("kind", request.kind))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_waiting_service_does_not_hold_up_the_requests_behind_it() {
+        let (cfg, i, r) = pair().await;
+        let release = Arc::new(tokio::sync::Notify::new());
+        let gate = Arc::new(Gate {
+            release: release.clone(),
+        });
+        let _responder = tokio::spawn(run_responder(r, cfg.clone(), gate, "r".into()));
+        let (up_tx, up_rx) = oneshot::channel();
+        let _requester = tokio::spawn(run_requester(i, cfg, "i".into(), move |h| {
+            let _ = up_tx.send(h);
+        }));
+        let handle = up_rx.await.expect("the link comes up");
+        let ask = async |id: u64, kind: &str| {
+            let (tx, rx) = oneshot::channel();
+            handle.pending.lock().expect("lock").insert(id, tx);
+            let req = Tobj::with_fields(kind, id, Fields::new());
+            handle.out.send(&req).await.expect("sent");
+            rx
+        };
+        let slow = ask(1, "test.wait").await;
+        // Answered at once on the reader's task, while request 1 still waits.
+        for id in 2..=4 {
+            let fast = tokio::time::timeout(Duration::from_secs(5), ask(id, "test.now").await)
+                .await
+                .expect("a quick request is answered while another waits")
+                .expect("answered")
+                .expect("a reply");
+            assert_eq!(
+                (fast.id, fast.fields.req_text("kind").ok()),
+                (id, Some("test.now"))
+            );
+        }
+        release.notify_one();
+        let slow = tokio::time::timeout(Duration::from_secs(5), slow)
+            .await
+            .expect("the waiting request is answered once released")
+            .expect("answered")
+            .expect("a reply");
+        assert_eq!(
+            (slow.id, slow.fields.req_text("kind").ok()),
+            (1, Some("test.wait"))
+        );
     }
 
     #[tokio::test]
