@@ -635,21 +635,27 @@ mod tests {
             let _ = up_tx.send(h);
         }));
         let handle = up_rx.await.expect("the link comes up");
-        let ask = async |id: u64, kind: &str| {
+        /// Sends a request; the receiver its reply arrives on.
+        async fn ask(
+            handle: &ConnHandle,
+            id: u64,
+            kind: &str,
+        ) -> oneshot::Receiver<Result<Tobj, LinkError>> {
             let (tx, rx) = oneshot::channel();
             handle.pending.lock().expect("lock").insert(id, tx);
             let req = Tobj::with_fields(kind, id, Fields::new());
             handle.out.send(&req).await.expect("sent");
             rx
-        };
-        let slow = ask(1, "test.wait").await;
+        }
+        let slow = ask(&handle, 1, "test.wait").await;
         // Answered at once on the reader's task, while request 1 still waits.
         for id in 2..=4 {
-            let fast = tokio::time::timeout(Duration::from_secs(5), ask(id, "test.now").await)
-                .await
-                .expect("a quick request is answered while another waits")
-                .expect("answered")
-                .expect("a reply");
+            let fast =
+                tokio::time::timeout(Duration::from_secs(5), ask(&handle, id, "test.now").await)
+                    .await
+                    .expect("a quick request is answered while another waits")
+                    .expect("answered")
+                    .expect("a reply");
             assert_eq!(
                 (fast.id, fast.fields.req_text("kind").ok()),
                 (id, Some("test.now"))
