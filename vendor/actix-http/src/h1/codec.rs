@@ -146,6 +146,15 @@ impl Decoder for Codec {
     }
 }
 
+impl Codec {
+    /// ffs patch 5: accounts for a response body chunk the dispatcher writes to the I/O
+    /// itself, uncopied; returns how many of its `len` bytes belong on the wire, or `None`
+    /// when the transfer encoding frames chunks and it must be encoded instead.
+    pub(crate) fn take_unframed(&mut self, len: usize) -> Option<usize> {
+        self.encoder.take_unframed(len)
+    }
+}
+
 impl Encoder<Message<(Response<()>, BodySize)>> for Codec {
     type Error = io::Error;
 

@@ -11,7 +11,7 @@ use std::{
 use actix_codec::{Framed, FramedParts};
 use actix_service::Service;
 use bitflags::bitflags;
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures_core::ready;
 use pin_project_lite::pin_project;
 use tokio::{
@@ -43,6 +43,10 @@ const MAX_PIPELINED_MESSAGES: usize = 16;
 
 /// Write buffer capacity at which we reallocate it after flushing.
 const WRITE_BUFFER_RETENTION_LIMIT: usize = 1024 * 128;
+
+/// ffs patch 5: body chunks at least this large are written to the I/O as they are, after
+/// `write_buf`, instead of being copied into it first.
+const UNCOPIED_CHUNK_MIN: usize = 1024 * 16;
 
 bitflags! {
     #[derive(Debug, Clone, Copy)]
@@ -193,6 +197,11 @@ pin_project! {
         // True if backing allocation of `write_buf` needs to be released.
         write_buf_needs_reset: bool,
 
+        // ffs patch 5: a large body chunk, written after `write_buf` without being copied
+        // into it (empty when none). Only set while a body is sent, and no more body is
+        // taken until it is written, so bytes leave in order.
+        write_chunk: Bytes,
+
         codec: Codec,
 
         // ffs patch 3: set by an upgrade response that takes the connection over.
@@ -312,6 +321,7 @@ where
                     write_buf: BytesMut::with_capacity(HW_BUFFER_SIZE),
                     h1_write_buffer_size: config.h1_write_buffer_size(),
                     write_buf_needs_reset: false,
+                    write_chunk: Bytes::new(),
                     codec: Codec::new(config),
                     handover: None,
                 },
@@ -369,6 +379,7 @@ where
             write_buf,
             h1_write_buffer_size,
             write_buf_needs_reset,
+            write_chunk,
             ..
         } = self.project();
         let mut io = Pin::new(io.as_mut().unwrap());
@@ -408,6 +419,18 @@ where
             *write_buf_needs_reset = false;
         } else {
             write_buf.clear();
+        }
+
+        // ffs patch 5: then the uncopied body chunk.
+        while !write_chunk.is_empty() {
+            match io.as_mut().poll_write(cx, write_chunk)? {
+                Poll::Ready(0) => {
+                    error!("write zero; closing");
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::WriteZero, "")));
+                }
+                Poll::Ready(n) => write_chunk.advance(n),
+                Poll::Pending => return Poll::Pending,
+            }
         }
 
         // flush the I/O and check if get blocked
@@ -695,9 +718,19 @@ where
                 StateProj::SendPayload { mut body } => {
                     // keep populate writer buffer until buffer size limit hit,
                     // get blocked or finished.
-                    while this.write_buf.len() < *this.h1_write_buffer_size {
+                    // ffs patch 5: or until a large chunk waits to be written uncopied.
+                    while this.write_buf.len() < *this.h1_write_buffer_size
+                        && this.write_chunk.is_empty()
+                    {
                         match body.as_mut().poll_next(cx) {
-                            Poll::Ready(Some(Ok(item))) => {
+                            Poll::Ready(Some(Ok(mut item))) => {
+                                if item.len() >= UNCOPIED_CHUNK_MIN {
+                                    if let Some(n) = this.codec.take_unframed(item.len()) {
+                                        item.truncate(n);
+                                        *this.write_chunk = item;
+                                        continue;
+                                    }
+                                }
                                 this.codec
                                     .encode(Message::Chunk(Some(item)), this.write_buf)?;
                             }

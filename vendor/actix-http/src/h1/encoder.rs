@@ -354,6 +354,11 @@ impl<T: MessageType> MessageEncoder<T> {
         self.te.encode(msg, buf)
     }
 
+    /// ffs patch 5: see [`TransferEncoding::take_unframed`].
+    pub fn take_unframed(&mut self, len: usize) -> Option<usize> {
+        self.te.take_unframed(len)
+    }
+
     /// Encode EOF.
     pub fn encode_eof(&mut self, buf: &mut BytesMut) -> io::Result<()> {
         self.te.encode_eof(buf)
@@ -487,6 +492,24 @@ impl TransferEncoding {
                     Ok(true)
                 }
             }
+        }
+    }
+
+    /// ffs patch 5: how many bytes of a `len`-byte chunk go on the wire as they are, for a
+    /// caller that writes them itself instead of copying them into a buffer with
+    /// [`encode`](Self::encode); the state advances as `encode` would advance it. `None`
+    /// when this encoding frames each chunk (chunked), so the chunk must go through
+    /// `encode`.
+    #[inline]
+    pub fn take_unframed(&mut self, len: usize) -> Option<usize> {
+        match self.kind {
+            TransferEncodingKind::Eof => Some(len),
+            TransferEncodingKind::Length(ref mut remaining) => {
+                let n = cmp::min(*remaining, len as u64);
+                *remaining -= n;
+                Some(n as usize)
+            }
+            TransferEncodingKind::Chunked(_) => None,
         }
     }
 
