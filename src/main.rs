@@ -111,6 +111,8 @@ enum ConfigCmd {
 }
 
 fn main() -> std::process::ExitCode {
+    // First, before any thread or file: on AMD, start again with glibc's vector copies.
+    commlink::fast_copies::reexec_with_vector_copies();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -21,7 +21,8 @@
 //!   (the I/O edge);
 //! - [`msg`]: the typed messages the ffs roles exchange.
 //!
-//! Beside them: [`atomic_file`] (the one atomic file replacement), [`stats`] (percentiles, shared by every role's statistics and benchmark),
+//! Beside them: [`atomic_file`] (the one atomic file replacement), [`fast_copies`] (every
+//! binary's first step: glibc's copies off `rep movsb` on AMD), [`stats`] (percentiles, shared by every role's statistics and benchmark),
 //! [`progress`] (how libraries report long work without drawing it), with the `tls` feature
 //! `tls` (the one TLS certificate loader of the roles that serve TLS, generating a
 //! self-signed pair on first start) and, with the `bench` feature, `bench` (what
@@ -33,6 +34,7 @@ pub mod atomic_file;
 #[cfg(feature = "bench")]
 pub mod bench;
 pub mod crypto;
+pub mod fast_copies;
 pub mod frame;
 pub mod handshake;
 pub mod keys;

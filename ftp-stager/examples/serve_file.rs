@@ -16,8 +16,14 @@ use ftp_stager::{Repository, StagerConfig};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// As the `ffs` binary starts: glibc's vector copies on AMD first, then the runtime.
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    commlink::fast_copies::reexec_with_vector_copies();
+    run()
+}
+
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let (Some(dir), Some(file)) = (args.next(), args.next()) else {
         eprintln!("usage: serve_file SCRATCH_DIR FILE");

@@ -266,6 +266,26 @@ fn customer_downloads_over_https_and_ftp_and_survives_restarts() {
     let s = site("listen", "127.0.0.1", "127.0.0.1");
     let mut r = start(&s, &[]);
     wait_ready(&s, &r);
+    // On AMD every role runs with glibc's vector copies (`commlink::fast_copies`),
+    // elsewhere with glibc's own choice: the same process (pid), started again.
+    let cpu = commlink::fast_copies::Cpu::detect();
+    for d in [&r.agent, &r.stager, &r.web] {
+        let tunables = d
+            .environ()
+            .into_iter()
+            .find(|(k, _)| k == commlink::fast_copies::TUNABLES_VAR)
+            .map(|(_, v)| v);
+        if cpu.amd && cpu.erms {
+            assert_eq!(
+                tunables.as_deref(),
+                Some(commlink::fast_copies::VECTOR_COPIES),
+                "{}",
+                d.name
+            );
+        } else {
+            assert_eq!(tunables, None, "{}", d.name);
+        }
+    }
 
     let c = login(&s);
     let page = prepare(&s, &c);

@@ -143,6 +143,20 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The environment the running process sees (`/proc/PID/environ`): what it was
+    /// started with, or what it started itself again with.
+    pub fn environ(&self) -> Vec<(String, String)> {
+        let pid = self.child.as_ref().expect("running").id();
+        std::fs::read(format!("/proc/{pid}/environ"))
+            .expect("/proc/PID/environ")
+            .split(|&b| b == 0)
+            .filter_map(|v| {
+                let v = String::from_utf8_lossy(v);
+                v.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned()))
+            })
+            .collect()
+    }
+
     /// Panics with the log if the process has exited.
     pub fn assert_running(&mut self) {
         if let Some(c) = self.child.as_mut()

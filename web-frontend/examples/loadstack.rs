@@ -14,8 +14,14 @@ use ffs_test_stack::{PASSWORD, Stack};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// As the `ffs` binary starts: glibc's vector copies on AMD first, then the runtime.
+fn main() {
+    commlink::fast_copies::reexec_with_vector_copies();
+    run()
+}
+
 #[tokio::main]
-async fn main() {
+async fn run() {
     let mut args = std::env::args().skip(1);
     let out = args.next().expect("usage: loadstack SESSIONS_FILE [N]");
     let n: usize = args.next().map_or(200, |s| s.parse().expect("N"));
