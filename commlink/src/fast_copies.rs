@@ -22,7 +22,8 @@ use std::ffi::OsString;
 pub const TUNABLES_VAR: &str = "GLIBC_TUNABLES";
 
 /// What is added: copies and fills of any size below the non-temporal threshold use the
-/// vector loops, never `rep movsb` / `rep stosb`.
+/// vector loops, never `rep movsb` / `rep stosb`. (`ld.so --list-tunables` shows both
+/// applied; glibc 2.36 then rewrites the variable the process sees to its first tunable.)
 pub const VECTOR_COPIES: &str =
     "glibc.cpu.x86_rep_movsb_threshold=4294967295:glibc.cpu.x86_rep_stosb_threshold=4294967295";
 
