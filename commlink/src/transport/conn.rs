@@ -647,26 +647,24 @@ mod tests {
             handle.out.send(&req).await.expect("sent");
             rx
         }
+        /// The reply `rx` brings within 5 s (`what` names it if none comes).
+        async fn answered(rx: oneshot::Receiver<Result<Tobj, LinkError>>, what: &str) -> Tobj {
+            match tokio::time::timeout(Duration::from_secs(5), rx).await {
+                Ok(Ok(Ok(reply))) => reply,
+                other => panic!("{what} was not answered: {other:?}"),
+            }
+        }
         let slow = ask(&handle, 1, "test.wait").await;
         // Answered at once on the reader's task, while request 1 still waits.
         for id in 2..=4 {
-            let fast =
-                tokio::time::timeout(Duration::from_secs(5), ask(&handle, id, "test.now").await)
-                    .await
-                    .expect("a quick request is answered while another waits")
-                    .expect("answered")
-                    .expect("a reply");
+            let fast = answered(ask(&handle, id, "test.now").await, "a quick request").await;
             assert_eq!(
                 (fast.id, fast.fields.req_text("kind").ok()),
                 (id, Some("test.now"))
             );
         }
         release.notify_one();
-        let slow = tokio::time::timeout(Duration::from_secs(5), slow)
-            .await
-            .expect("the waiting request is answered once released")
-            .expect("answered")
-            .expect("a reply");
+        let slow = answered(slow, "the released request").await;
         assert_eq!(
             (slow.id, slow.fields.req_text("kind").ok()),
             (1, Some("test.wait"))
