@@ -6,15 +6,15 @@
 //! Why it matters here: rustls copies every plaintext record into a buffer behind its
 //! 5-byte record header, so each 16 KiB copy of a download has a misaligned destination.
 //! On the AMD EPYC machines this project runs on, with Debian 12's glibc 2.36, those
-//! copies took over a third of a stager's CPU while it served an HTTPS download, and the
-//! download ran at 0.84 × nginx's rate; with the vector loops it ran 1.3–1.6 × faster
-//! (`docs/benchmarks.md`).
+//! copies took over a third of a stager's CPU while it served an HTTPS download; with the
+//! vector loops the same binary was 1.15–1.43 × faster in each of six alternated downloads
+//! (`docs/benchmarks.md`, "Copies on AMD").
 //!
 //! glibc reads its tunables once, when the process starts, so the only way to set them
 //! from inside is to start again: [`reexec_with_vector_copies`] re-executes the running
 //! binary (same pid, arguments and environment) with `GLIBC_TUNABLES` extended, once, and
 //! only on an AMD CPU with ERMS. An operator's own setting of either threshold is left
-//! alone (set one, e.g. to glibc's default 2048, to keep `rep movsb`).
+//! alone (set one, e.g. to glibc's default 2112, to keep `rep movsb`).
 
 use std::ffi::OsString;
 

@@ -183,6 +183,8 @@ pub fn device_of(path: &Path) -> io::Result<u64> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn a_cached_read_takes_what_the_page_cache_holds() {
         use std::fs::File;
@@ -195,23 +197,13 @@ mod tests {
         let f = File::open(&path).expect("opens");
         // Just written: the page cache holds it.
         let mut b = [0u8; 4];
-        assert_eq!(super::read_cached_at(&f, &mut b, 3), Some(4));
+        assert_eq!(read_cached_at(&f, &mut b, 3), Some(4));
         assert_eq!(&b, b"3456");
         let mut b = [0u8; 8];
-        assert_eq!(
-            super::read_cached_at(&f, &mut b, 6),
-            Some(4),
-            "short at the end"
-        );
+        assert_eq!(read_cached_at(&f, &mut b, 6), Some(4), "short at the end");
         assert_eq!(&b[..4], b"6789");
-        assert_eq!(
-            super::read_cached_at(&f, &mut b, 10),
-            None,
-            "nothing past the end"
-        );
+        assert_eq!(read_cached_at(&f, &mut b, 10), None, "nothing past the end");
     }
-
-    use super::*;
 
     /// Takes at most 5 bytes per call, as a slow pipe might.
     struct Trickle(Vec<u8>);
