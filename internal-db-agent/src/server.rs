@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use commlink::LinkConfig;
 use tokio::net::TcpListener;
-use tracing::info;
+use tracing::{error, info};
 
 use crate::config::{AgentConfig, DialCarrier, Mode};
 use crate::db::{DbError, Pool, Tuning};
@@ -150,7 +150,7 @@ async fn dial_out(
     carrier: DialCarrier,
     link: LinkConfig,
     svc: Arc<AgentService>,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     match carrier {
         DialCarrier::Tcp(tcp) => {
@@ -163,7 +163,11 @@ async fn dial_out(
         }
         DialCarrier::Relay(relay) => {
             info!(via = %commlink::Carrier::target(&relay), "db agent dialing over the HTTP relay");
-            commlink::serve_dialout_via(relay, link, svc, shutdown).await
+            // The relay's round trip is a chain of task hand-overs: kept on one thread.
+            if let Err(e) = commlink::serve_dialout_on_own_thread(relay, link, svc, shutdown).await
+            {
+                error!("the HTTP relay link could not start its thread: {e}");
+            }
         }
         DialCarrier::Https(https) => {
             info!(via = %commlink::Carrier::target(&https), "db agent dialing over the https carrier");

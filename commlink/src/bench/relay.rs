@@ -192,12 +192,16 @@ impl RelayBed {
             },
         )
         .map_err(|e| BenchError::Failed(format!("the relay carrier: {e}")))?;
-        let agent = tokio::spawn(crate::serve_dialout_via(
-            relay,
-            cfg,
-            Arc::new(Echo),
-            std::future::pending::<()>(),
-        ));
+        // As the agent runs it (`ffs agent`): the relay's link on a thread of its own.
+        let agent = tokio::spawn(async move {
+            let _ = crate::serve_dialout_on_own_thread(
+                relay,
+                cfg,
+                Arc::new(Echo),
+                std::future::pending::<()>(),
+            )
+            .await;
+        });
         if !client.wait_up(Duration::from_secs(10)).await {
             return Err(BenchError::Failed(
                 "the relay link did not come up within 10 s".into(),

@@ -67,7 +67,7 @@ pub use relay::{Relay, RelayOptions, RelaySetupError};
 pub use relay_hub::{OnAttach, ReceiveChannel, ReceiveParams, RelayError, RelayHub, RelayLimits};
 pub use relay_proto::Window as RelayWindow;
 pub use relay_stream::RelayStream;
-pub use server::{serve, serve_dialout, serve_dialout_via};
+pub use server::{serve, serve_dialout, serve_dialout_on_own_thread, serve_dialout_via};
 pub use tcp::Tcp;
 pub use trust::{Trust, TrustError, parse_pin};
 

@@ -84,3 +84,53 @@ pub async fn serve_dialout_via<C: Carrier, S: Service>(
         _ = work => {}
     }
 }
+
+/// [`serve_dialout_via`] on a thread of its own, with a single-threaded runtime: every task
+/// of the link (its reader, the carrier's own tasks and connections, the service calls
+/// that wait) runs on that one thread, so they hand work to one another without waking
+/// a worker on another CPU. Meant for the HTTP relay, whose round trip is a chain of about
+/// nine such hand-overs: on two workers tokio sends most of them to the other worker
+/// (`docs/benchmarks.md`, "The relay's cost is the scheduler"). Blocking work the service
+/// gives to `spawn_blocking` still runs on that runtime's blocking threads.
+///
+/// Ends when `shutdown` completes or this future is dropped (the thread is then told to
+/// stop and ends on its own); fails only if the thread or its runtime cannot start.
+pub async fn serve_dialout_on_own_thread<C: Carrier, S: Service>(
+    carrier: C,
+    cfg: LinkConfig,
+    service: Arc<S>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (done, finished) = tokio::sync::oneshot::channel::<()>();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let name = format!("ffs-link {}", carrier.target());
+    std::thread::Builder::new().name(name).spawn(move || {
+        rt.block_on(async move {
+            serve_dialout_via(carrier, cfg, service, async move {
+                tokio::select! {
+                    () = shutdown => {}
+                    _ = stopped => {} // told to stop, or the caller went away
+                }
+            })
+            .await;
+            // The carrier's own tasks say goodbye (the relay tells the web the link
+            // ended, so its end goes down at once); bounded, then the runtime drops them.
+            let metrics = tokio::runtime::Handle::current().metrics();
+            let deadline = tokio::time::Instant::now() + GOODBYE;
+            while metrics.num_alive_tasks() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        let _ = done.send(());
+    })?;
+    // Dropping `stop` (with this future) stops the thread.
+    let _stop = stop;
+    let _ = finished.await;
+    Ok(())
+}
+
+/// How long [`serve_dialout_on_own_thread`] lets the link's tasks finish after a stop.
+const GOODBYE: Duration = Duration::from_secs(3);

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use commlink::{
     Client, Fields, Incoming, KeyBag, LinkConfig, LinkError, ReceiveParams, Relay, RelayError,
-    RelayHub, RelayLimits, RelayOptions, Service, Tobj, Trust, serve_dialout_via,
+    RelayHub, RelayLimits, RelayOptions, Service, Tobj, Trust, serve_dialout_on_own_thread,
 };
 use ffs_testkit::squid::{Policy, Squid};
 use ffs_testkit::wait;
@@ -308,7 +308,8 @@ async fn web(
     (client, Host::start(hub, tls).await)
 }
 
-/// The agent's side: a counting responder dialing out over the relay.
+/// The agent's side: a counting responder dialing out over the relay, on a thread of its
+/// own as `ffs agent` runs it; aborting the task stops that thread.
 fn agent(
     url: &str,
     opts: RelayOptions,
@@ -316,13 +317,57 @@ fn agent(
 ) -> (Arc<Counter>, tokio::task::JoinHandle<()>) {
     let relay = Relay::new(url, opts).expect("a relay carrier");
     let counter = Arc::new(Counter::default());
-    let task = tokio::spawn(serve_dialout_via(
+    let (cfg, c) = (cfg.clone(), counter.clone());
+    let task = tokio::spawn(async move {
+        serve_dialout_on_own_thread(relay, cfg, c, std::future::pending::<()>())
+            .await
+            .expect("the link's thread starts");
+    });
+    (counter, task)
+}
+
+#[tokio::test]
+async fn the_agent_on_its_own_thread_stops_with_its_task_or_its_shutdown() {
+    let cfg = link_cfg();
+    let (client, host) = web(&cfg, RelayLimits::default(), None).await;
+    let url = format!("relay+http://127.0.0.1:{}/link", host.port);
+    // Dropped (the task aborted): the thread is told to stop and the link goes down.
+    let (_, agent_task) = agent(&url, quick(), &cfg);
+    assert!(client.wait_up(Duration::from_secs(10)).await, "link up");
+    assert_eq!(call(&client, "a", "one").await.expect("reply"), "one");
+    agent_task.abort();
+    let down = tokio::time::timeout(Duration::from_secs(5), async {
+        while client.is_up() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        down.is_ok(),
+        "the link is still up 5 s after its task was aborted"
+    );
+    // Its shutdown: the future returns once the thread has ended.
+    let relay = Relay::new(&url, quick()).expect("a relay carrier");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(serve_dialout_on_own_thread(
         relay,
         cfg.clone(),
-        counter.clone(),
-        std::future::pending::<()>(),
+        Arc::new(Counter::default()),
+        async move {
+            let _ = stopped.await;
+        },
     ));
-    (counter, task)
+    assert!(
+        client.wait_up(Duration::from_secs(10)).await,
+        "link up again"
+    );
+    assert_eq!(call(&client, "b", "two").await.expect("reply"), "two");
+    let _ = stop.send(());
+    let ended = tokio::time::timeout(Duration::from_secs(5), served).await;
+    assert!(
+        matches!(ended, Ok(Ok(Ok(())))),
+        "serve_dialout_on_own_thread did not end after its shutdown: {ended:?}"
+    );
 }
 
 fn quick() -> RelayOptions {
