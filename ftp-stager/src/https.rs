@@ -750,6 +750,8 @@ pub fn server(
             .configure(crate::replicate_serve::configure(replication.clone()))
     })
     .workers(2)
+    // As nginx's `tcp_nodelay`: a short answer must not wait for the client's delayed ACK.
+    .tcp_nodelay(true)
     .disable_signals()
     .listen_rustls_0_23(listener, tls)?
     .run();

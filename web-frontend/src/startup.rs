@@ -260,8 +260,12 @@ impl Application {
             state.clone(),
             Duration::from_secs(state.cfg.revocation_poll_secs.max(1)),
         );
+        // TCP_NODELAY, as nginx does on keep-alive connections: a response (or a relay
+        // line) leaves in more than one write (head, body, TLS records); with Nagle a later
+        // small write waits for the ACK of the first, which the client may delay.
         let server = HttpServer::new(move || app(state.clone(), key.clone()))
             .workers(workers)
+            .tcp_nodelay(true)
             .disable_signals()
             .shutdown_timeout(5)
             .listen_rustls_0_23(listeners.https, (*identity.server_config).clone())
@@ -282,6 +286,7 @@ impl Application {
                         .wrap(actix_web::middleware::from_fn(crate::body::read_first))
                 })
                 .workers(1)
+                .tcp_nodelay(true)
                 .disable_signals()
                 .shutdown_timeout(1)
                 .listen(l)

@@ -8,7 +8,8 @@
 //! - [`wait`]: waiting for an event instead of sleeping for a guessed time;
 //! - [`squid`]: a real squid forward proxy as a child process;
 //! - [`cutter`]: a TCP forwarder that cuts HTTP connections on command (fault tests);
-//! - [`haproxy`]: the shipped `deploy/haproxy.cfg` with a test's addresses and files.
+//! - [`haproxy`]: the shipped `deploy/haproxy.cfg` with a test's addresses and files;
+//! - [`sockets`]: socket options on the server's side of an in-process server's connection.
 //!
 //! # `prereq`: no silent skips
 //!
@@ -64,5 +65,6 @@ pub mod html;
 pub mod link;
 pub mod port;
 pub mod prereq;
+pub mod sockets;
 pub mod squid;
 pub mod wait;
