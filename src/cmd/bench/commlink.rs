@@ -1,5 +1,5 @@
 //! `ffs bench commlink`: presents `commlink::bench` (round trips and request rate beside
-//! plain TCP and TLS 1.3, the HTTP relay, and the https carrier through the real web's
+//! plain TCP and TLS 1.3, the HTTP relay (on a minimal host, and through the real web), and the https carrier through the real web's
 //! endpoint set up by `web_frontend::carrier_bed`; cipher throughput, per-message work) as
 //! tables or JSON, with the issue-15 targets judged against a TLS baseline and the issue-10
 //! targets against the commlink over raw TCP, all measured in the same run.
@@ -11,7 +11,7 @@ use anyhow::{Context as _, bail};
 use commlink::Suite;
 use commlink::bench::{Carried, Kind, Options, Report};
 use serde::Serialize;
-use web_frontend::carrier_bed::CarrierBed;
+use web_frontend::carrier_bed::{BedCarrier, CarrierBed};
 
 use super::{Align, Bars, Table, f1};
 
@@ -144,15 +144,28 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    // The relay as deployed: `relay+https://` to the web's own relay endpoint (the rows
+    // above measure the relay's code on a minimal plain-HTTP host).
+    let relay_web = CarrierBed::start_with(BedCarrier::Relay, 0, None)
+        .await
+        .context("setting up the relay through the real web")?;
     let model = format!(
         "{} concurrent calls on one https carrier link",
         args.concurrency
     );
     let mut carried = vec![Carried {
+        name: "relay https via the web",
+        concurrency_model: format!(
+            "{} concurrent calls on one relay attachment",
+            args.concurrency
+        ),
+        client: relay_web.client.clone(),
+    }];
+    carried.push(Carried {
         name: "https carrier direct",
         concurrency_model: model.clone(),
         client: direct.client.clone(),
-    }];
+    });
     if let Some(via) = &via {
         carried.push(Carried {
             name: "https carrier via proxy",
@@ -161,7 +174,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         });
     }
     let report = commlink::bench::run_with(&opts, carried, Arc::new(Bars::new(args.json))).await?;
-    drop((direct, via));
+    drop((direct, via, relay_web));
     let judged = Judged::new(&report);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&judged)?);
