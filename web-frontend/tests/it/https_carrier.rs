@@ -288,3 +288,67 @@ async fn the_carrier_bed_links_an_echo_responder_through_the_real_endpoint() {
     .await;
     assert_eq!(status, 404);
 }
+
+/// `ffs bench commlink`'s "relay https via the web" row: the bed comes up with the web's
+/// real relay endpoint and its client's requests, several in flight, cross the relay to an
+/// echo responder (on its own thread, as the agent runs it) and back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_carrier_bed_links_an_echo_responder_through_the_real_relay_endpoint() {
+    use web_frontend::carrier_bed::{BedCarrier, CarrierBed};
+    let bed = CarrierBed::start_with(BedCarrier::Relay, 0, None)
+        .await
+        .expect("the bed starts");
+    let calls = (0..8u64).map(|i| {
+        let client = bed.client.clone();
+        tokio::spawn(async move {
+            let msg = commlink::Tobj::with_fields(
+                "bench.echo",
+                0,
+                commlink::Fields::new()
+                    .num("n", i)
+                    .text("text", "x".repeat(200)),
+            );
+            let reply = client.call(msg.clone()).await.expect("an echo");
+            (reply, msg)
+        })
+    });
+    let mut answered = 0;
+    for call in calls.collect::<Vec<_>>() {
+        let (reply, msg) = call.await.expect("no panic");
+        assert_eq!((reply.kind, reply.fields), (msg.kind, msg.fields));
+        answered += 1;
+    }
+    assert_eq!(answered, 8);
+    // The web's relay endpoint itself: it opens attachments, and answers a made-up one
+    // with a 404.
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (status, _, body) = curl(
+        &dir.path().join("stranger.jar"),
+        &[
+            "-X",
+            "POST",
+            &format!("https://127.0.0.1:{}{PREFIX}/v1/relay/open", bed.port),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        String::from_utf8_lossy(&body).trim().len(),
+        64,
+        "an attachment id"
+    );
+    let (status, _, _) = curl(
+        &dir.path().join("stranger.jar"),
+        &[
+            "-X",
+            "POST",
+            &format!(
+                "https://127.0.0.1:{}{PREFIX}/v1/relay/{}/recv",
+                bed.port,
+                "0".repeat(64)
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(status, 404);
+}
