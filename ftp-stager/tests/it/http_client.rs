@@ -140,23 +140,15 @@ async fn the_client_streams_uploads_reads_answers_and_checks_the_certificate() {
 /// wait for the client's delayed ACK of the bytes before it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_https_connection_sends_small_writes_at_once() {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
     let r = crate::common::start().await;
     let cert = r.cfg.state_dir.join("tls-cert.pem");
-    let tls_cfg = commlink::transport::trust::client_config(&Trust::CaFile(cert)).unwrap();
-    let tcp = tokio::net::TcpStream::connect(r.https).await.unwrap();
-    let me = tcp.local_addr().unwrap();
-    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls_cfg))
-        .connect(name, tcp)
-        .await
-        .unwrap();
-    tls.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        .await
-        .unwrap();
-    let mut head = [0u8; 9];
-    tls.read_exact(&mut head).await.unwrap();
+    let (_held, me, head) = ffs_testkit::sockets::tls_exchange(
+        r.https,
+        &Trust::CaFile(cert),
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        9,
+    )
+    .await;
     assert_eq!(&head, b"HTTP/1.1 ");
     assert_eq!(
         ffs_testkit::sockets::server_nodelay(r.https, me),

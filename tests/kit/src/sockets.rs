@@ -1,8 +1,41 @@
 //! Socket options of a server the test runs in its own process, read on the server's side
 //! of a connection (the accepted socket, found among this process's descriptors by its two
-//! addresses). For settings no client can observe, e.g. `TCP_NODELAY`.
+//! addresses). For settings no client can observe, e.g. `TCP_NODELAY`; [`tls_exchange`]
+//! opens such a connection and keeps it open.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// A TLS connection to `server` (an IPv4 loopback listener) trusting `trust`, with
+/// `request` sent and the first `n` bytes of the answer read: returns the connection (held
+/// open by the caller), the client's own address, and those bytes.
+pub async fn tls_exchange(
+    server: SocketAddr,
+    trust: &commlink::Trust,
+    request: &[u8],
+    n: usize,
+) -> (
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    SocketAddr,
+    Vec<u8>,
+) {
+    let cfg = commlink::transport::trust::client_config(trust).expect("a TLS client config");
+    let tcp = tokio::net::TcpStream::connect(server)
+        .await
+        .expect("connects");
+    let me = tcp.local_addr().expect("a local address");
+    let name = rustls::pki_types::ServerName::from(server.ip());
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .expect("a TLS handshake");
+    tls.write_all(request).await.expect("sends");
+    let mut head = vec![0u8; n];
+    tls.read_exact(&mut head).await.expect("an answer");
+    (tls, me, head)
+}
 
 /// The IPv4 address `getsockname`/`getpeername` give for `fd`, if it is an IPv4 socket.
 fn addr_of(fd: libc::c_int, peer: bool) -> Option<SocketAddr> {

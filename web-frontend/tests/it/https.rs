@@ -383,20 +383,14 @@ async fn every_accepted_connection_sends_small_writes_at_once() {
     let web = start_web(&stack, stack.web_config(), stack.agent_client()).await;
     // HTTPS: one request answered on a connection held open.
     let server: SocketAddr = ([127, 0, 0, 1], web.port).into();
-    let tcp = tokio::net::TcpStream::connect(server).await.unwrap();
-    let me = tcp.local_addr().unwrap();
     let pin = commlink::transport::parse_pin(&web.fingerprint).unwrap();
-    let tls_cfg = commlink::transport::trust::client_config(&commlink::Trust::Pin(pin)).unwrap();
-    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls_cfg))
-        .connect(name, tcp)
-        .await
-        .unwrap();
-    tls.write_all(b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        .await
-        .unwrap();
-    let mut head = [0u8; 12];
-    tls.read_exact(&mut head).await.unwrap();
+    let (_held, me, head) = ffs_testkit::sockets::tls_exchange(
+        server,
+        &commlink::Trust::Pin(pin),
+        b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        12,
+    )
+    .await;
     assert_eq!(&head, b"HTTP/1.1 200");
     assert_eq!(
         ffs_testkit::sockets::server_nodelay(server, me),
