@@ -309,6 +309,9 @@ async fn ftp_accept_loop(
                         continue;
                     }
                 };
+                // Replies are small writes a moment apart ("150", then "226" after the
+                // transfer): with Nagle the second waits for the client's delayed ACK.
+                let _ = stream.set_nodelay(true);
                 // libunftp's `service` consumes its Server, so each control connection gets
                 // a freshly built one (cheap: a few Arcs and the options).
                 match ftp::build_server(&stager, &opts) {

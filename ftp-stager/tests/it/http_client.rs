@@ -156,3 +156,23 @@ async fn every_https_connection_sends_small_writes_at_once() {
         "the stager's HTTPS connection has Nagle on"
     );
 }
+
+/// FTP control connections send small writes at once too: a transfer's replies ("150",
+/// then "226" once the data is sent) are small writes a moment apart, and with Nagle the
+/// second waited for the client's delayed ACK of the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_ftp_control_connection_sends_small_writes_at_once() {
+    use tokio::io::AsyncReadExt as _;
+
+    let r = crate::common::start().await;
+    let mut tcp = tokio::net::TcpStream::connect(r.ftp).await.unwrap();
+    let me = tcp.local_addr().unwrap();
+    let mut greeting = [0u8; 3];
+    tcp.read_exact(&mut greeting).await.unwrap();
+    assert_eq!(&greeting, b"220");
+    assert_eq!(
+        ffs_testkit::sockets::server_nodelay(r.ftp, me),
+        Some(true),
+        "the stager's FTP control connection has Nagle on"
+    );
+}
