@@ -1,8 +1,9 @@
 //! `ffs bench commlink`: presents `commlink::bench` (round trips and request rate beside
-//! plain TCP and TLS 1.3, the HTTP relay (on a minimal host, and through the real web), and the https carrier through the real web's
-//! endpoint set up by `web_frontend::carrier_bed`; cipher throughput, per-message work) as
-//! tables or JSON, with the issue-15 targets judged against a TLS baseline and the issue-10
-//! targets against the commlink over raw TCP, all measured in the same run.
+//! plain TCP and TLS 1.3, the HTTP relay on a minimal host, and the relay and the https
+//! carrier through the real web's endpoints set up by `web_frontend::carrier_bed`; cipher
+//! throughput, per-message work) as tables or JSON, with the issue-15 targets judged
+//! against a TLS baseline and the issue-10 targets against the commlink over raw TCP, all
+//! measured in the same run.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -373,7 +373,7 @@ pub(crate) async fn sign_in_and_prepare(base: &str, stack: &crate::common::Stack
 /// (`TCP_NODELAY`). A response, or a relay line, leaves in more than one write; with Nagle
 /// a later small one waited for the client's delayed ACK: the relay through the web
 /// carried 1,000 requests/s with four in flight, against 19,000 with the option set
-/// (`docs/benchmarks.md`, "Nagle on the web's connections").
+/// (`docs/benchmarks.md`, "Nagle on the web's and the stager's connections").
 #[tokio::test]
 async fn every_accepted_connection_sends_small_writes_at_once() {
     use std::net::SocketAddr;

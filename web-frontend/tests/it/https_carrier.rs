@@ -312,13 +312,11 @@ async fn the_carrier_bed_links_an_echo_responder_through_the_real_relay_endpoint
             (reply, msg)
         })
     });
-    let mut answered = 0;
+    // All eight are in flight before the first answer is awaited.
     for call in calls.collect::<Vec<_>>() {
         let (reply, msg) = call.await.expect("no panic");
         assert_eq!((reply.kind, reply.fields), (msg.kind, msg.fields));
-        answered += 1;
     }
-    assert_eq!(answered, 8);
     // The web's relay endpoint itself: it opens attachments, and answers a made-up one
     // with a 404.
     let dir = tempfile::tempdir().expect("a temp dir");
