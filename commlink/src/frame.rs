@@ -41,37 +41,67 @@ impl LineDecoder {
 
     /// Takes the next complete line (without CR LF) off the front of `buf`, if there is one.
     pub fn decode(&mut self, buf: &mut Vec<u8>) -> Result<Option<Vec<u8>>, FrameError> {
-        let mut i = self.scanned;
-        while i < buf.len() {
-            let b = buf[i];
-            match b {
-                b'\r' => {
-                    if i + 1 == buf.len() {
-                        break; // wait for the LF
-                    }
-                    if buf[i + 1] != b'\n' {
-                        return Err(FrameError::BadByte { byte: b, at: i });
-                    }
-                    if i > self.max {
+        Ok(self.find_line(buf, 0)?.map(|len| {
+            let mut line: Vec<u8> = buf.drain(..len + 2).collect();
+            line.truncate(len);
+            line
+        }))
+    }
+
+    /// Finds the next complete line in `buf[from..]` without moving or copying anything:
+    /// `Some(len)` means the line is `buf[from..from + len]` and the next one starts at
+    /// `from + len + 2` (after its CR LF). The same checks, errors and offsets (relative to
+    /// `from`) as [`LineDecoder::decode`]; between calls the caller may move the unread bytes
+    /// (e.g. to the front of its buffer) as long as `from` moves with them.
+    pub fn find_line(&mut self, buf: &[u8], from: usize) -> Result<Option<usize>, FrameError> {
+        let rest = buf.get(from..).unwrap_or_default();
+        let i = self.scanned.min(rest.len());
+        let cr = memchr::memchr(b'\r', &rest[i..]).map(|k| i + k);
+        // Every byte before the CR (or before the end, if none came yet) must be printable.
+        let checked_to = cr.unwrap_or(rest.len());
+        if let Some(at) = first_unprintable(&rest[i..checked_to]) {
+            return Err(FrameError::BadByte {
+                byte: rest[i + at],
+                at: i + at,
+            });
+        }
+        if let Some(cr) = cr {
+            match rest.get(cr + 1) {
+                Some(b'\n') => {
+                    if cr > self.max {
                         return Err(FrameError::TooLong(self.max));
                     }
-                    let mut line: Vec<u8> = buf.drain(..i + 2).collect();
-                    line.truncate(i);
                     self.scanned = 0;
-                    return Ok(Some(line));
+                    return Ok(Some(cr));
                 }
-                0x20..=0x7e => {}
-                _ => return Err(FrameError::BadByte { byte: b, at: i }),
+                Some(_) => {
+                    return Err(FrameError::BadByte {
+                        byte: b'\r',
+                        at: cr,
+                    });
+                }
+                // Wait for the LF.
+                None => self.scanned = cr,
             }
-            i += 1;
+        } else {
+            self.scanned = rest.len();
         }
-        self.scanned = i;
         // +1: a CR may be the last byte buffered.
-        if buf.len() > self.max + 1 {
+        if rest.len() > self.max + 1 {
             return Err(FrameError::TooLong(self.max));
         }
         Ok(None)
     }
+}
+
+/// The offset of the first byte outside printable ASCII (0x20–0x7e), if any. The common
+/// case (all printable) is one pass the compiler vectorizes.
+fn first_unprintable(bytes: &[u8]) -> Option<usize> {
+    let printable = |b: u8| b.wrapping_sub(0x20) < 0x5f;
+    if bytes.iter().fold(true, |ok, &b| ok & printable(b)) {
+        return None;
+    }
+    bytes.iter().position(|&b| !printable(b))
 }
 
 /// Appends `line` and CR LF to `out`.
@@ -146,6 +176,94 @@ mod tests {
             let mut d = LineDecoder::new(32);
             let mut buf = data;
             while let Ok(Some(_)) = d.decode(&mut buf) {}
+        }
+
+        /// The scanning decoder gives exactly what the byte-at-a-time definition gives (lines,
+        /// errors and their offsets), whatever the bytes and however they arrive.
+        #[test]
+        fn find_line_agrees_with_the_byte_at_a_time_definition(
+            segments in proptest::collection::vec(
+                prop_oneof![
+                    // Mostly well-formed lines around the limit, sometimes a stray byte.
+                    8 => "[ -~]{0,30}".prop_map(|l| format!("{l}\r\n").into_bytes()),
+                    1 => any::<u8>().prop_map(|b| vec![b]),
+                    1 => Just(b"\r".to_vec()),
+                ],
+                0..12,
+            ),
+            chunk in 1usize..40,
+            max in 0usize..24,
+        ) {
+            let data = segments.concat();
+            let (mut fast, mut slow) = (LineDecoder::new(max), Reference::new(max));
+            let (mut fast_buf, mut slow_buf, mut from) = (Vec::new(), Vec::new(), 0);
+            for c in data.chunks(chunk) {
+                fast_buf.extend_from_slice(c);
+                slow_buf.extend_from_slice(c);
+                loop {
+                    let want = slow.decode(&mut slow_buf);
+                    let got = fast.find_line(&fast_buf, from).map(|o| o.map(|len| {
+                        let line = fast_buf[from..from + len].to_vec();
+                        from += len + 2;
+                        line
+                    }));
+                    prop_assert_eq!(&got, &want);
+                    match want {
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                        Err(_) => return Ok(()),
+                    }
+                }
+                // The caller may move its unread bytes to the front between reads.
+                if from > 0 && chunk % 2 == 0 {
+                    fast_buf.drain(..from);
+                    from = 0;
+                }
+            }
+        }
+    }
+
+    /// The decoder as first written, one byte at a time: the definition `find_line` keeps.
+    struct Reference {
+        max: usize,
+        scanned: usize,
+    }
+
+    impl Reference {
+        fn new(max: usize) -> Self {
+            Reference { max, scanned: 0 }
+        }
+
+        fn decode(&mut self, buf: &mut Vec<u8>) -> Result<Option<Vec<u8>>, FrameError> {
+            let mut i = self.scanned;
+            while i < buf.len() {
+                let b = buf[i];
+                match b {
+                    b'\r' => {
+                        if i + 1 == buf.len() {
+                            break;
+                        }
+                        if buf[i + 1] != b'\n' {
+                            return Err(FrameError::BadByte { byte: b, at: i });
+                        }
+                        if i > self.max {
+                            return Err(FrameError::TooLong(self.max));
+                        }
+                        let mut line: Vec<u8> = buf.drain(..i + 2).collect();
+                        line.truncate(i);
+                        self.scanned = 0;
+                        return Ok(Some(line));
+                    }
+                    0x20..=0x7e => {}
+                    _ => return Err(FrameError::BadByte { byte: b, at: i }),
+                }
+                i += 1;
+            }
+            self.scanned = i;
+            if buf.len() > self.max + 1 {
+                return Err(FrameError::TooLong(self.max));
+            }
+            Ok(None)
         }
     }
 }

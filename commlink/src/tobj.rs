@@ -297,13 +297,18 @@ impl Tobj {
     /// Encodes to the canonical text form (no whitespace between tags).
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(64);
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends the canonical text form to `out` (what [`Tobj::encode`] returns).
+    pub fn encode_into(&self, out: &mut String) {
         out.push_str("<tobj type=\"");
-        escape_into(&mut out, &self.kind);
+        escape_into(out, &self.kind);
         // Writing to a String cannot fail.
         let _ = write!(out, "\" id=\"{}\">", self.id);
-        encode_fields(&mut out, &self.fields);
+        encode_fields(out, &self.fields);
         out.push_str("</tobj>");
-        out
     }
 
     /// Parses the canonical text form, enforcing `limits`.
@@ -342,18 +347,27 @@ fn encode_fields(out: &mut String, fields: &Fields) {
 
 /// Escapes `text` so it can stand as a tobj text value or attribute.
 pub fn escape_into(out: &mut String, text: &str) {
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                let _ = write!(out, "&#{};", c as u32);
-            }
-            c => out.push(c),
+    // Copied in runs between the characters that need escaping; all of those are ASCII,
+    // so each run ends on a character boundary.
+    let mut run = 0;
+    for (i, b) in text.bytes().enumerate() {
+        let entity = match b {
+            b'&' => "&amp;",
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            b'"' => "&quot;",
+            b if b < 0x20 || b == 0x7f => "",
+            _ => continue,
+        };
+        out.push_str(&text[run..i]);
+        if entity.is_empty() {
+            let _ = write!(out, "&#{b};");
+        } else {
+            out.push_str(entity);
         }
+        run = i + 1;
     }
+    out.push_str(&text[run..]);
 }
 
 /// Whether `name` is a valid field or type name: `[a-z][a-z0-9_.-]{0,63}`.
@@ -446,6 +460,10 @@ impl Parser<'_> {
                 return Err(self.err("closing tag does not match"));
             }
             self.expect(">")?;
+            if out.capacity() == 0 {
+                // Room for a typical message's fields at once (rather than 4, then 8).
+                out.reserve(8);
+            }
             out.push((name, value));
         }
     }
@@ -472,9 +490,7 @@ impl Parser<'_> {
     /// Reads escaped text up to (not including) `stop`, unescaping it.
     fn text_until(&mut self, stop: u8) -> Result<String> {
         let start = self.pos;
-        let end = self.s[start..]
-            .iter()
-            .position(|&c| c == stop)
+        let end = memchr::memchr(stop, &self.s[start..])
             .map(|i| start + i)
             .ok_or_else(|| self.err("unterminated text"))?;
         let raw =
@@ -490,6 +506,11 @@ impl Parser<'_> {
 
 /// Unescapes tobj text; on error returns the byte offset of the problem.
 fn unescape(raw: &str) -> std::result::Result<String, usize> {
+    // Most text has nothing to unescape: one pass (vectorized) to see, then one copy.
+    let special = |b: u8| matches!(b, b'&' | b'>' | b'"' | b'\r' | b'\n');
+    if !raw.bytes().fold(false, |seen, b| seen | special(b)) {
+        return Ok(raw.to_owned());
+    }
     let mut out = String::with_capacity(raw.len());
     let mut rest = raw;
     let mut off = 0;
@@ -715,6 +736,27 @@ mod tests {
             prop_assert_eq!(back.kind, t.kind);
             prop_assert_eq!(back.id, t.id);
             prop_assert_eq!(normalise(&back.fields), normalise(&t.fields));
+        }
+
+        /// Escaping in runs writes exactly the canonical form, character by character.
+        #[test]
+        fn escaping_is_the_canonical_form(text in any::<String>(), ascii in "[ -~\\t\\x00\\x7f&<>\"]{0,40}") {
+            for t in [&text, &ascii] {
+                let mut fast = String::from("x");
+                escape_into(&mut fast, t);
+                let mut slow = String::from("x");
+                for c in t.chars() {
+                    match c {
+                        '&' => slow.push_str("&amp;"),
+                        '<' => slow.push_str("&lt;"),
+                        '>' => slow.push_str("&gt;"),
+                        '"' => slow.push_str("&quot;"),
+                        c if (c as u32) < 0x20 || c == '\u{7f}' => slow.push_str(&format!("&#{};", c as u32)),
+                        c => slow.push(c),
+                    }
+                }
+                prop_assert_eq!(fast, slow);
+            }
         }
 
         #[test]

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tracing::{debug, info, warn};
 
@@ -71,6 +71,12 @@ struct WriterState {
 /// Buffers larger than this are not kept once empty (a burst does not pin its memory).
 const KEEP_CAPACITY: usize = 256 * 1024;
 
+thread_local! {
+    /// Each thread's buffer for the text of the message it is sealing (never held across
+    /// an await).
+    static ENCODED: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
 /// Resets the flushing flag if a flusher is dropped before it finished, and starts a
 /// task to write what it left.
 struct FlushGuard<'a> {
@@ -131,13 +137,17 @@ impl Outbox {
                 "connection closed",
             ));
         }
-        let payload = msg.encode();
-        let flush_now = {
+        let flush_now = ENCODED.with_borrow_mut(|payload| {
+            payload.clear();
+            msg.encode_into(payload);
             let mut st = self.lock_state();
             let st = &mut *st;
             st.sealer.seal_line_into(payload.as_bytes(), &mut st.buf);
+            if payload.capacity() > KEEP_CAPACITY {
+                *payload = String::new();
+            }
             !std::mem::replace(&mut st.flushing, true)
-        };
+        });
         self.last_sent
             .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
         if flush_now {
@@ -500,8 +510,8 @@ fn spawn_heartbeats(out: Arc<Outbox>, heartbeat: Duration) -> AbortOnDrop {
 
 /// Opens and parses one packet.
 fn open_packet(line: &[u8], opener: &mut Opener, limits: &Limits) -> Result<Tobj, ConnError> {
-    let payload = opener.open(line)?;
-    let text = std::str::from_utf8(&payload)
+    let payload = opener.open_in_place(line)?;
+    let text = std::str::from_utf8(payload)
         .map_err(|_| ConnError::Protocol("payload is not UTF-8".into()))?;
     Ok(Tobj::parse(text, limits)?)
 }
@@ -534,17 +544,7 @@ async fn tell_peer_why<R: AsyncRead + Unpin>(
     let _ = tokio::time::timeout(Duration::from_millis(200), out.close_with(&last)).await;
     // Closing a socket with unread input makes the kernel send RST, which can destroy
     // the error packet before the peer reads it; read and discard briefly instead.
-    let _ = tokio::time::timeout(Duration::from_millis(200), async {
-        loop {
-            reader.buf.clear();
-            reader.buf.reserve(16 * 1024);
-            match reader.r.read_buf(&mut reader.buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
+    reader.discard(Duration::from_millis(200)).await;
 }
 
 #[cfg(test)]

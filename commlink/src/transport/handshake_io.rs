@@ -41,9 +41,14 @@ impl ConnError {
     }
 }
 
+/// Reads CR LF lines off a stream into one buffer it reuses: a line is handed out as a
+/// slice of that buffer (no copy, no allocation), and the bytes read after it stay for the
+/// next call. Cancel-safe: a read that is dropped loses nothing.
 pub(super) struct LineReader<R> {
     pub(super) r: R,
-    pub(super) buf: Vec<u8>,
+    buf: Vec<u8>,
+    /// Where the unread bytes of `buf` start.
+    start: usize,
     dec: LineDecoder,
 }
 
@@ -52,6 +57,7 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
         LineReader {
             r,
             buf: Vec::with_capacity(16 * 1024),
+            start: 0,
             dec: LineDecoder::new(max),
         }
     }
@@ -60,16 +66,43 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
         self.dec = LineDecoder::new(max);
     }
 
-    pub(super) async fn line(&mut self) -> Result<Vec<u8>, ConnError> {
+    /// The next line, without its CR LF.
+    pub(super) async fn line(&mut self) -> Result<&[u8], ConnError> {
         loop {
-            if let Some(line) = self.dec.decode(&mut self.buf)? {
-                return Ok(line);
+            if let Some(len) = self.dec.find_line(&self.buf, self.start)? {
+                let line = self.start..self.start + len;
+                self.start += len + 2;
+                return Ok(&self.buf[line]);
             }
+            // Keep only the unread part (usually nothing, or the start of one line).
+            if self.start == self.buf.len() {
+                self.buf.clear();
+            } else if self.start > 0 {
+                self.buf.drain(..self.start);
+            }
+            self.start = 0;
             self.buf.reserve(16 * 1024);
             if self.r.read_buf(&mut self.buf).await? == 0 {
                 return Err(ConnError::Closed);
             }
         }
+    }
+
+    /// Reads and drops whatever the peer still sends, until it closes, fails, or `for_at_most`
+    /// passes (so closing our socket does not reset the connection over unread input).
+    pub(super) async fn discard(&mut self, for_at_most: std::time::Duration) {
+        let _ = tokio::time::timeout(for_at_most, async {
+            loop {
+                self.buf.clear();
+                self.start = 0;
+                self.buf.reserve(16 * 1024);
+                match self.r.read_buf(&mut self.buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
     }
 }
 
@@ -117,7 +150,7 @@ pub(super) async fn initiate<S: AsyncRead + AsyncWrite>(
         bag: cfg.bag.fingerprint(),
     };
     write_line(&mut w, &hello.to_line()).await?;
-    let welcome = Welcome::parse(&reader.line().await?)?;
+    let welcome = Welcome::parse(reader.line().await?)?;
     if welcome.suite != cfg.suite {
         return Err(ConnError::Protocol(format!(
             "peer answered with suite {} but we asked for {}",
