@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tracing::warn;
 
 use super::config::remote_error;
@@ -272,10 +272,7 @@ impl Client {
             return live.first().map(|h| (*h).clone());
         }
         let turn = self.inner.turn.fetch_add(1, Ordering::Relaxed) as usize;
-        let waiting = |h: &ConnHandle| match h.pending.lock() {
-            Ok(p) => p.len(),
-            Err(p) => p.into_inner().len(),
-        };
+        let waiting = |h: &ConnHandle| h.replies.waiting();
         (0..live.len())
             .map(|i| live[(turn + i) % live.len()])
             .min_by_key(|h| waiting(h))
@@ -326,15 +323,10 @@ impl Client {
         let (conn, orx, sent) = loop {
             tries += 1;
             let conn = self.connection().await?;
-            let (otx, orx) = oneshot::channel();
-            if let Ok(mut p) = conn.pending.lock() {
-                p.insert(id, otx);
-            }
+            let orx = conn.replies.expect(id);
             match conn.out.send(&request).await {
                 Err(e) if e.kind() == std::io::ErrorKind::NotConnected => {
-                    if let Ok(mut p) = conn.pending.lock() {
-                        p.remove(&id);
-                    }
+                    conn.replies.forget(id);
                     if tries >= 4 {
                         return Err(self.down());
                     }
@@ -342,11 +334,7 @@ impl Client {
                 sent => break (conn, orx, sent.is_ok()),
             }
         };
-        let remove = || {
-            if let Ok(mut p) = conn.pending.lock() {
-                p.remove(&id);
-            }
-        };
+        let remove = || conn.replies.forget(id);
         let lost = |e: LinkError| match e {
             LinkError::Down(why) => LinkError::Lost(why),
             e => e,
@@ -358,7 +346,7 @@ impl Client {
         } else {
             Duration::from_millis(500).min(self.inner.cfg.request_timeout)
         };
-        match tokio::time::timeout(wait, orx).await {
+        match tokio::time::timeout(wait, conn.replies.wait(orx)).await {
             Ok(Ok(Ok(reply))) if reply.kind == ERROR_TYPE => Err(remote_error(&reply)),
             Ok(Ok(Ok(reply))) => Ok(reply),
             Ok(Ok(Err(e))) => Err(lost(e)),

@@ -4,8 +4,10 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
@@ -220,13 +222,14 @@ impl Outbox {
     }
 }
 
-pub(super) type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Tobj, LinkError>>>>>;
+/// Where a waiting request's reply (or the reason there is none) goes.
+type ReplyTx = oneshot::Sender<Result<Tobj, LinkError>>;
 
 /// What a requester holds to use a live connection.
 #[derive(Clone)]
 pub(super) struct ConnHandle {
     pub(super) out: Arc<Outbox>,
-    pub(super) pending: Pending,
+    pub(super) replies: Arc<Replies>,
     pub(super) alive: Arc<AtomicBool>,
 }
 
@@ -238,61 +241,335 @@ impl Drop for AbortOnDrop {
     }
 }
 
-fn fail_all(pending: &Pending, err: &LinkError) {
-    let drained: Vec<_> = match pending.lock() {
-        Ok(mut p) => p.drain().collect(),
-        Err(poisoned) => poisoned.into_inner().drain().collect(),
-    };
-    for (_, tx) in drained {
-        let _ = tx.send(Err(err.clone()));
-    }
-}
-
 /// Concurrent requests one responder connection works on at once.
 const MAX_IN_FLIGHT: usize = 1024;
 
-/// What one role does with the packets after the hello (other than pings and a closing
-/// error), and when the connection goes down.
+/// When the last line arrived, for the silence watchdog (one clock for the connection
+/// rather than a timer per packet).
+struct Heard {
+    t0: std::time::Instant,
+    /// Milliseconds since `t0`.
+    at: AtomicU64,
+}
+
+impl Heard {
+    fn new() -> Heard {
+        Heard {
+            t0: std::time::Instant::now(),
+            at: AtomicU64::new(0),
+        }
+    }
+
+    fn now(&self) {
+        self.at
+            .store(self.t0.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn silent_for(&self) -> Duration {
+        let now = self.t0.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.at.load(Ordering::Relaxed)))
+    }
+}
+
+/// The reading end of a connection after the handshake, with who reads it.
+struct ReadSide {
+    reader: LineReader<Box<dyn AsyncRead + Send + Unpin>>,
+    opener: Opener,
+    limits: Limits,
+    heard: Arc<Heard>,
+    /// A caller reads for itself (requester connections; see [`Replies`]).
+    leading: bool,
+    /// The connection's task (requester connections), to hand the reading back to.
+    conn_task: Option<Waker>,
+    /// Reading failed while a caller led: the connection goes down for this reason.
+    failed: Option<ConnError>,
+    /// Reading has ended (an error or the end of the stream, whoever read it), for this
+    /// reason: every waiting request has been told it, and nobody reads again.
+    ended: Option<String>,
+}
+
+impl ReadSide {
+    /// Polls for the next packet, the hello and the connection's own packets included.
+    fn poll_any(&mut self, cx: &mut Context<'_>) -> Poll<Result<Tobj, ConnError>> {
+        let line = match self.reader.poll_line(cx) {
+            Poll::Ready(Ok(line)) => line,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        };
+        self.heard.now();
+        Poll::Ready(open_packet(
+            self.reader.at(line),
+            &mut self.opener,
+            &self.limits,
+        ))
+    }
+
+    /// Polls for the next packet for the role's path: pings are skipped; the peer's closing
+    /// error (and anything that cannot be read or opened) ends the connection.
+    fn poll_packet(&mut self, cx: &mut Context<'_>) -> Poll<Result<Tobj, ConnError>> {
+        loop {
+            match self.poll_any(cx) {
+                Poll::Ready(Ok(tobj)) => match link_level(tobj) {
+                    Ok(None) => continue,
+                    Ok(Some(tobj)) => return Poll::Ready(Ok(tobj)),
+                    Err(e) => return Poll::Ready(Err(e)),
+                },
+                other => return other,
+            }
+        }
+    }
+
+    /// Reads every packet available now and hands each reply to its waiter; `Pending` once
+    /// nothing more is there (`cx`'s task is then woken when more comes), `Ready` with the
+    /// reason the connection ends.
+    fn poll_replies(&mut self, cx: &mut Context<'_>, replies: &Replies) -> Poll<ConnError> {
+        loop {
+            match self.poll_packet(cx) {
+                Poll::Ready(Ok(reply)) => replies.deliver(reply),
+                Poll::Ready(Err(e)) => {
+                    self.end(replies, &e);
+                    return Poll::Ready(e);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Reading has ended with `err`: every waiting request is told now, by whoever read
+    /// it, so no other reader can tell them a later, lesser reason (the end of the stream
+    /// after the peer's closing error).
+    fn end(&mut self, replies: &Replies, err: &ConnError) {
+        let why = err.to_string();
+        replies.fail_all(&LinkError::Down(why.clone()));
+        self.ended = Some(why);
+    }
+}
+
+/// The connection's own packets: a ping is nothing to the path, the peer's closing error
+/// (id 0) ends the connection; anything else is the path's.
+fn link_level(tobj: Tobj) -> Result<Option<Tobj>, ConnError> {
+    match tobj.kind.as_str() {
+        PING_TYPE => Ok(None),
+        ERROR_TYPE if tobj.id == 0 => Err(ConnError::Protocol(format!(
+            "peer closed the link: {}",
+            remote_error(&tobj)
+        ))),
+        _ => Ok(Some(tobj)),
+    }
+}
+
+type SharedRead = Arc<Mutex<ReadSide>>;
+
+fn lock_read(read: &Mutex<ReadSide>) -> std::sync::MutexGuard<'_, ReadSide> {
+    match read.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// A requester connection's replies: the requests waiting for one, and who reads.
+///
+/// A caller waiting when no other caller is reading reads the socket itself (it *leads*):
+/// its reply reaches it with no hop through another task, as a plain TLS client's would,
+/// and any other reply it meets goes to its waiter. Meanwhile the connection's task stands
+/// back. When the lead ends (the reply came, or the caller gave up), the read side is
+/// polled once on the connection's task's behalf, which hands it any packet already there
+/// and leaves the stream to wake that task, not the caller, when more comes: so the
+/// connection's task reads whenever no caller leads (pings, the peer's closing error,
+/// replies while several wait) without being woken at every hand-back. The read side is
+/// locked only within a poll, never across an await.
+pub(super) struct Replies {
+    waiting: Mutex<HashMap<u64, ReplyTx>>,
+    read: SharedRead,
+}
+
+impl Replies {
+    fn lock_waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u64, ReplyTx>> {
+        match self.waiting.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Registers a request about to be sent; its reply arrives on the receiver.
+    pub(super) fn expect(&self, id: u64) -> oneshot::Receiver<Result<Tobj, LinkError>> {
+        let (tx, rx) = oneshot::channel();
+        self.lock_waiting().insert(id, tx);
+        rx
+    }
+
+    /// Forgets a request (not sent, or no longer waited for).
+    pub(super) fn forget(&self, id: u64) {
+        self.lock_waiting().remove(&id);
+    }
+
+    /// Requests waiting for their reply.
+    pub(super) fn waiting(&self) -> usize {
+        self.lock_waiting().len()
+    }
+
+    fn deliver(&self, reply: Tobj) {
+        let waiter = self.lock_waiting().remove(&reply.id);
+        match waiter {
+            Some(w) => {
+                let _ = w.send(Ok(reply));
+            }
+            None => debug!(id = reply.id, "reply for a request no longer waiting"),
+        }
+    }
+
+    fn fail_all(&self, err: &LinkError) {
+        let drained: Vec<_> = self.lock_waiting().drain().collect();
+        for (_, tx) in drained {
+            let _ = tx.send(Err(err.clone()));
+        }
+    }
+
+    /// Waits for the reply `rx` was given by [`Replies::expect`]: reading the stream itself
+    /// when no other caller is (see [`Replies`]), else until the reader delivers it.
+    /// Cancel-safe: dropped mid-read, nothing read is lost and the connection's task
+    /// takes the reading back.
+    pub(super) async fn wait(
+        &self,
+        mut rx: oneshot::Receiver<Result<Tobj, LinkError>>,
+    ) -> Result<Result<Tobj, LinkError>, oneshot::error::RecvError> {
+        let lead = {
+            let mut side = lock_read(&self.read);
+            if let Some(why) = &side.ended {
+                // Registered after everyone waiting was told: nobody will answer.
+                return Ok(Err(LinkError::Down(why.clone())));
+            }
+            if side.leading {
+                None
+            } else {
+                side.leading = true;
+                Some(Lead(self))
+            }
+        };
+        let Some(lead) = lead else {
+            return rx.await;
+        };
+        let mine = std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = Pin::new(&mut rx).poll(cx) {
+                return Poll::Ready(Some(r));
+            }
+            let mut side = lock_read(&self.read);
+            loop {
+                if side.ended.is_some() {
+                    return Poll::Ready(None);
+                }
+                match side.poll_packet(cx) {
+                    Poll::Ready(Ok(reply)) => {
+                        self.deliver(reply);
+                        match rx.try_recv() {
+                            Ok(r) => return Poll::Ready(Some(Ok(r))),
+                            Err(oneshot::error::TryRecvError::Empty) => {}
+                            // Cannot happen while the waiter is registered; awaiting says.
+                            Err(oneshot::error::TryRecvError::Closed) => {
+                                return Poll::Ready(None);
+                            }
+                        }
+                    }
+                    Poll::Ready(Err(e)) => {
+                        side.end(self, &e);
+                        side.failed = Some(e);
+                        return Poll::Ready(None);
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        })
+        .await;
+        drop(lead);
+        match mine {
+            Some(r) => r,
+            // Told already (the link went down), or about to be.
+            None => rx.await,
+        }
+    }
+}
+
+/// A caller leading. Ending the lead (also by dropping the caller's future) hands the
+/// reading back to the connection's task (see [`Replies`]).
+struct Lead<'a>(&'a Replies);
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        let replies = self.0;
+        let mut side = lock_read(&replies.read);
+        side.leading = false;
+        let Some(task) = side.conn_task.clone() else {
+            return;
+        };
+        if side.ended.is_some() {
+            // The connection's task takes the connection down (with the reason in
+            // `failed`, if the lead read it).
+            drop(side);
+            task.wake();
+            return;
+        }
+        // Take what is already there for the connection's task, and leave the stream to
+        // wake it when more comes.
+        let mut cx = Context::from_waker(&task);
+        if let Poll::Ready(e) = side.poll_replies(&mut cx, replies) {
+            side.failed = Some(e);
+            drop(side);
+            task.wake();
+        }
+    }
+}
+
+/// What one role does with the packets after the hello, and when the connection goes
+/// down.
 trait Path: Send + 'static {
     const ROLE: Role;
 
-    /// Handles one packet; an error closes the connection.
-    fn packet(
-        &mut self,
-        tobj: Tobj,
-        out: &Arc<Outbox>,
-    ) -> impl Future<Output = Result<(), ConnError>> + Send;
+    /// Reads and handles packets until the connection ends; returns why.
+    fn serve(&mut self, out: &Arc<Outbox>) -> impl Future<Output = ConnError> + Send;
 
     /// The connection is going down with `err` (called before the peer is told why).
     fn down(&mut self, err: &ConnError);
 }
 
-/// The requester's path: every packet is a reply to a waiting request.
+/// The requester's path: every packet is a reply to a waiting request, read by this task
+/// whenever no caller leads.
 struct RequesterPath {
-    pending: Pending,
+    replies: Arc<Replies>,
     alive: Arc<AtomicBool>,
 }
 
 impl Path for RequesterPath {
     const ROLE: Role = Role::Requester;
 
-    async fn packet(&mut self, tobj: Tobj, _out: &Arc<Outbox>) -> Result<(), ConnError> {
-        let waiter = match self.pending.lock() {
-            Ok(mut p) => p.remove(&tobj.id),
-            Err(poisoned) => poisoned.into_inner().remove(&tobj.id),
-        };
-        match waiter {
-            Some(w) => {
-                let _ = w.send(Ok(tobj));
+    async fn serve(&mut self, _out: &Arc<Outbox>) -> ConnError {
+        let replies = &self.replies;
+        std::future::poll_fn(|cx| {
+            let mut side = lock_read(&replies.read);
+            if let Some(e) = side.failed.take() {
+                return Poll::Ready(e);
             }
-            None => debug!(id = tobj.id, "reply for a request no longer waiting"),
-        }
-        Ok(())
+            if !side
+                .conn_task
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                side.conn_task = Some(cx.waker().clone());
+            }
+            if side.leading {
+                // Woken again when the lead ends.
+                return Poll::Pending;
+            }
+            side.poll_replies(cx, replies)
+        })
+        .await
     }
 
     fn down(&mut self, err: &ConnError) {
         self.alive.store(false, Ordering::SeqCst);
-        fail_all(&self.pending, &LinkError::Down(err.to_string()));
+        let mut side = lock_read(&self.replies.read);
+        if side.ended.is_none() {
+            side.end(&self.replies, err);
+        }
     }
 }
 
@@ -304,12 +581,11 @@ impl Path for RequesterPath {
 struct ResponderPath<Svc> {
     service: Arc<Svc>,
     in_flight: Arc<Semaphore>,
+    read: SharedRead,
 }
 
-impl<Svc: Service> Path for ResponderPath<Svc> {
-    const ROLE: Role = Role::Responder;
-
-    async fn packet(&mut self, tobj: Tobj, out: &Arc<Outbox>) -> Result<(), ConnError> {
+impl<Svc: Service> ResponderPath<Svc> {
+    async fn request(&mut self, tobj: Tobj, out: &Arc<Outbox>) -> Result<(), ConnError> {
         let permit: OwnedSemaphorePermit = self
             .in_flight
             .clone()
@@ -343,8 +619,66 @@ impl<Svc: Service> Path for ResponderPath<Svc> {
         }
         Ok(())
     }
+}
+
+impl<Svc: Service> Path for ResponderPath<Svc> {
+    const ROLE: Role = Role::Responder;
+
+    async fn serve(&mut self, out: &Arc<Outbox>) -> ConnError {
+        let read = self.read.clone();
+        loop {
+            let request = std::future::poll_fn(|cx| lock_read(&read).poll_packet(cx)).await;
+            let request = match request {
+                Ok(t) => t,
+                Err(e) => return e,
+            };
+            if let Err(e) = self.request(request, out).await {
+                return e;
+            }
+        }
+    }
 
     fn down(&mut self, _err: &ConnError) {}
+}
+
+/// A connection after the handshake: its outbox (hello sent, heartbeats running) and its
+/// read side.
+struct Started {
+    out: Arc<Outbox>,
+    read: SharedRead,
+    heard: Arc<Heard>,
+    _heartbeats: AbortOnDrop,
+}
+
+fn start<S>(est: Established<S>, cfg: &LinkConfig) -> Started
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let Established {
+        reader,
+        writer,
+        sealer,
+        opener,
+    } = est;
+    let out = Arc::new(Outbox::new(sealer, Box::new(writer)));
+    let heard = Arc::new(Heard::new());
+    let read = Arc::new(Mutex::new(ReadSide {
+        reader: reader.boxed(),
+        opener,
+        limits: cfg.limits(),
+        heard: heard.clone(),
+        leading: false,
+        conn_task: None,
+        failed: None,
+        ended: None,
+    }));
+    let _heartbeats = spawn_heartbeats(out.clone(), cfg.heartbeat);
+    Started {
+        out,
+        read,
+        heard,
+        _heartbeats,
+    }
 }
 
 /// Runs an established connection as the requester until it ends. `on_up` is called once
@@ -359,15 +693,20 @@ pub(super) async fn run_requester<S>(
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
+    let started = start(est, &cfg);
+    let replies = Arc::new(Replies {
+        waiting: Mutex::new(HashMap::new()),
+        read: started.read.clone(),
+    });
     let path = RequesterPath {
-        pending: Arc::new(Mutex::new(HashMap::new())),
+        replies: replies.clone(),
         alive: Arc::new(AtomicBool::new(true)),
     };
-    let (pending, alive) = (path.pending.clone(), path.alive.clone());
-    run_connection(est, cfg, path, peer, move |out| {
+    let alive = path.alive.clone();
+    run_connection(started, cfg, path, peer, move |out| {
         on_up(ConnHandle {
             out,
-            pending,
+            replies,
             alive,
         })
     })
@@ -386,87 +725,51 @@ where
     S: AsyncRead + AsyncWrite + Send + 'static,
     Svc: Service,
 {
+    let started = start(est, &cfg);
     let path = ResponderPath {
         service,
         in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        read: started.read.clone(),
     };
-    run_connection(est, cfg, path, peer, |_| {}).await
+    run_connection(started, cfg, path, peer, |_| {}).await
 }
 
-/// The loop both roles share: hello, heartbeats, reading and opening packets, and the
+/// The loop both roles share: the hello, the silence watchdog, the role's path, and the
 /// closing error. `on_up` gets the outbox once the peer's hello has opened.
-async fn run_connection<S, P: Path>(
-    est: Established<S>,
+async fn run_connection<P: Path>(
+    started: Started,
     cfg: LinkConfig,
     mut path: P,
     peer: String,
     on_up: impl FnOnce(Arc<Outbox>),
-) -> ConnError
-where
-    S: AsyncRead + AsyncWrite + Send + 'static,
-{
+) -> ConnError {
     let role = P::ROLE;
-    let Established {
-        mut reader,
-        writer,
-        sealer,
-        mut opener,
-    } = est;
-    let out = Arc::new(Outbox::new(sealer, Box::new(writer)));
+    let Started {
+        out,
+        read,
+        heard,
+        _heartbeats,
+    } = started;
     let hello = Tobj::with_fields(HELLO_TYPE, 0, Fields::new().text("role", role.name()));
     let _ = out.send(&hello).await;
-    let _heartbeat_task = spawn_heartbeats(out.clone(), cfg.heartbeat);
-
-    let limits = cfg.limits();
-    let mut on_up = Some(on_up);
     let silence = cfg.heartbeat * 3;
 
-    // When the last line arrived, in ms since `t0`, for the silence watchdog (one timer
-    // for the connection rather than one per packet).
-    let t0 = std::time::Instant::now();
-    let heard = AtomicU64::new(0);
-    let packets = async {
-        loop {
-            let line = match reader.line().await {
-                Ok(l) => l,
-                Err(e) => return e,
-            };
-            heard.store(t0.elapsed().as_millis() as u64, Ordering::Relaxed);
-            let tobj = match open_packet(&line, &mut opener, &limits) {
-                Ok(t) => t,
-                Err(e) => return e,
-            };
-            if let Some(up) = on_up.take() {
-                if let Err(e) = check_hello(&tobj, role.name()) {
-                    return e;
-                }
-                info!(%peer, role = role.name(), suite = cfg.suite.name(), "commlink up");
-                up(out.clone());
-                continue;
-            }
-            match tobj.kind.as_str() {
-                PING_TYPE => {}
-                ERROR_TYPE if tobj.id == 0 => {
-                    return ConnError::Protocol(format!(
-                        "peer closed the link: {}",
-                        remote_error(&tobj)
-                    ));
-                }
-                _ => {
-                    if let Err(e) = path.packet(tobj, &out).await {
-                        return e;
-                    }
-                }
-            }
+    let work = async {
+        // The peer's hello comes first; only then do requests flow.
+        let first = std::future::poll_fn(|cx| lock_read(&read).poll_any(cx)).await;
+        if let Err(e) = first.and_then(|t| check_hello(&t, role.name())) {
+            return e;
         }
+        info!(%peer, role = role.name(), suite = cfg.suite.name(), "commlink up");
+        on_up(out.clone());
+        path.serve(&out).await
     };
     let watchdog = async {
         let mut tick = tokio::time::interval((silence / 8).max(Duration::from_millis(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let now = t0.elapsed().as_millis() as u64;
-            if now.saturating_sub(heard.load(Ordering::Relaxed)) >= silence.as_millis() as u64 {
+            if heard.silent_for() >= silence {
                 return ConnError::Protocol(format!(
                     "peer silent for {silence:?} (three heartbeats): link dead"
                 ));
@@ -474,7 +777,7 @@ where
         }
     };
     let err = tokio::select! {
-        e = packets => e,
+        e = work => e,
         e = watchdog => e,
     };
     match &err {
@@ -483,7 +786,7 @@ where
     }
     path.down(&err);
     if !matches!(err, ConnError::Closed | ConnError::Io(_)) {
-        tell_peer_why(&out, &mut reader, &err).await;
+        tell_peer_why(&out, &read, &err).await;
     }
     err
 }
@@ -534,17 +837,14 @@ fn check_hello(tobj: &Tobj, ours: &str) -> Result<(), ConnError> {
 }
 
 /// Sends the peer the reason the link ends, then drains its input briefly.
-async fn tell_peer_why<R: AsyncRead + Unpin>(
-    out: &Arc<Outbox>,
-    reader: &mut LineReader<R>,
-    err: &ConnError,
-) {
+async fn tell_peer_why(out: &Arc<Outbox>, read: &SharedRead, err: &ConnError) {
     // Tell the peer why, then give the writer a moment to flush.
     let last = error_reply(err.code(), err.to_string());
     let _ = tokio::time::timeout(Duration::from_millis(200), out.close_with(&last)).await;
     // Closing a socket with unread input makes the kernel send RST, which can destroy
     // the error packet before the peer reads it; read and discard briefly instead.
-    reader.discard(Duration::from_millis(200)).await;
+    let discard = std::future::poll_fn(|cx| lock_read(read).reader.poll_discard(cx));
+    let _ = tokio::time::timeout(Duration::from_millis(200), discard).await;
 }
 
 #[cfg(test)]
@@ -587,8 +887,7 @@ mod tests {
         let handle = up_rx.await.expect("the link comes up");
         let mut waiting = Vec::new();
         for id in 1..=20u64 {
-            let (tx, rx) = oneshot::channel();
-            handle.pending.lock().expect("lock").insert(id, tx);
+            let rx = handle.replies.expect(id);
             let req =
                 Tobj::with_fields("test.echo", id, Fields::new().text("say", format!("n{id}")));
             handle.out.send(&req).await.expect("sent");
@@ -641,8 +940,7 @@ mod tests {
             id: u64,
             kind: &str,
         ) -> oneshot::Receiver<Result<Tobj, LinkError>> {
-            let (tx, rx) = oneshot::channel();
-            handle.pending.lock().expect("lock").insert(id, tx);
+            let rx = handle.replies.expect(id);
             let req = Tobj::with_fields(kind, id, Fields::new());
             handle.out.send(&req).await.expect("sent");
             rx
@@ -671,6 +969,226 @@ mod tests {
         );
     }
 
+    /// Sends `kind` with `id` over `handle` and waits for the reply as a caller does.
+    async fn call(handle: &ConnHandle, id: u64, kind: &str, say: &str) -> Result<Tobj, String> {
+        let rx = handle.replies.expect(id);
+        let req = Tobj::with_fields(kind, id, Fields::new().text("say", say));
+        handle.out.send(&req).await.map_err(|e| e.to_string())?;
+        match tokio::time::timeout(Duration::from_secs(5), handle.replies.wait(rx)).await {
+            Ok(Ok(Ok(reply))) => Ok(reply),
+            other => Err(format!("request {id}: {other:?}")),
+        }
+    }
+
+    /// A requester whose connection task runs on a thread of its own, held up inside
+    /// `on_up` until `release` is sent: the handle, and the sender that releases it.
+    fn requester_on_a_held_thread(
+        i: Established<tokio::io::DuplexStream>,
+        cfg: LinkConfig,
+    ) -> (
+        std::sync::mpsc::Receiver<ConnHandle>,
+        std::sync::mpsc::Sender<()>,
+    ) {
+        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            rt.block_on(run_requester(i, cfg, "i".into(), move |h| {
+                let _ = handle_tx.send(h);
+                // Blocks this runtime's only thread: the connection's task cannot run.
+                let _ = release_rx.recv();
+            }));
+        });
+        (handle_rx, release_tx)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_caller_waiting_alone_reads_its_own_reply() {
+        let (cfg, i, r) = pair().await;
+        let _responder = tokio::spawn(run_responder(r, cfg.clone(), Arc::new(Echo), "r".into()));
+        let (handle_rx, release) = requester_on_a_held_thread(i, cfg);
+        let handle = tokio::task::spawn_blocking(move || handle_rx.recv())
+            .await
+            .expect("joined")
+            .expect("the link comes up");
+        // The connection's task is held: only the callers themselves can read these.
+        for id in 1..=5u64 {
+            let reply = call(&handle, id, "test.echo", &format!("n{id}"))
+                .await
+                .expect("answered while the connection's task cannot run");
+            assert_eq!(
+                (reply.id, reply.fields.req_text("said").ok()),
+                (id, Some(format!("n{id}").as_str()))
+            );
+        }
+        let _ = release.send(());
+        // Many at once: one leads, the others are answered by it or by the connection's
+        // task; every reply reaches its own caller.
+        let mut calls = tokio::task::JoinSet::new();
+        for id in 10..60u64 {
+            let h = handle.clone();
+            calls.spawn(async move { (id, call(&h, id, "test.echo", &format!("m{id}")).await) });
+        }
+        while let Some(done) = calls.join_next().await {
+            let (id, reply) = done.expect("joined");
+            let reply = reply.expect("answered");
+            assert_eq!(
+                (reply.id, reply.fields.req_text("said").ok()),
+                (id, Some(format!("m{id}").as_str()))
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_caller_that_gives_up_hands_the_reading_back() {
+        let (mut cfg, i, r) = pair().await;
+        // No heartbeat wakes the connection's task in this test's time.
+        cfg.heartbeat = Duration::from_secs(60);
+        let release = Arc::new(tokio::sync::Notify::new());
+        let gate = Arc::new(Gate {
+            release: release.clone(),
+        });
+        let _responder = tokio::spawn(run_responder(r, cfg.clone(), gate, "r".into()));
+        let (up_tx, up_rx) = oneshot::channel();
+        let _requester = tokio::spawn(run_requester(i, cfg, "i".into(), move |h| {
+            let _ = up_tx.send(h);
+        }));
+        let handle = up_rx.await.expect("the link comes up");
+        // A caller leads while its request waits at the responder, then gives up.
+        let rx = handle.replies.expect(1);
+        let req = Tobj::with_fields("test.wait", 1, Fields::new());
+        handle.out.send(&req).await.expect("sent");
+        let gave_up =
+            tokio::time::timeout(Duration::from_millis(100), handle.replies.wait(rx)).await;
+        assert!(
+            gave_up.is_err(),
+            "the held request was answered: {gave_up:?}"
+        );
+        // A request whose caller only listens (never leads): the connection's task must be
+        // reading again to deliver its reply.
+        let rx = handle.replies.expect(2);
+        handle
+            .out
+            .send(&Tobj::with_fields("test.now", 2, Fields::new()))
+            .await
+            .expect("sent");
+        let reply = tokio::time::timeout(Duration::from_secs(3), rx).await;
+        assert!(
+            matches!(&reply, Ok(Ok(Ok(t))) if t.id == 2),
+            "the connection's task did not take the reading back: {reply:?}"
+        );
+        release.notify_one();
+    }
+
+    #[tokio::test]
+    async fn a_caller_reading_when_the_link_drops_fails_as_down() {
+        let (cfg, i, r) = pair().await;
+        // A bare responder end: says hello, then never answers, then goes away.
+        let Established {
+            reader,
+            mut writer,
+            mut sealer,
+            ..
+        } = r;
+        let hello = Tobj::with_fields(HELLO_TYPE, 0, Fields::new().text("role", "responder"));
+        let mut line = Vec::new();
+        sealer.seal_line_into(hello.encode().as_bytes(), &mut line);
+        writer.write_all(&line).await.expect("hello written");
+        let (up_tx, up_rx) = oneshot::channel();
+        let requester = tokio::spawn(run_requester(i, cfg, "i".into(), move |h| {
+            let _ = up_tx.send(h);
+        }));
+        let handle = up_rx.await.expect("the link comes up");
+        let rx = handle.replies.expect(5);
+        handle
+            .out
+            .send(&Tobj::with_fields("test.wait", 5, Fields::new()))
+            .await
+            .expect("sent");
+        let waiting = tokio::spawn({
+            let handle = handle.clone();
+            async move { handle.replies.wait(rx).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop((reader, writer));
+        let told = tokio::time::timeout(Duration::from_secs(3), waiting)
+            .await
+            .expect("told in time")
+            .expect("joined");
+        assert!(matches!(told, Ok(Err(LinkError::Down(_)))), "{told:?}");
+        let err = tokio::time::timeout(Duration::from_secs(3), requester)
+            .await
+            .expect("the connection ends")
+            .expect("joined");
+        assert!(matches!(err, ConnError::Closed | ConnError::Io(_)), "{err}");
+        assert!(!handle.alive.load(Ordering::SeqCst));
+    }
+
+    /// The peer's closing error, then the end of its stream: whoever reads them (a caller
+    /// leading or the connection's task), the waiting caller is told the error, never the
+    /// bare end of the stream that follows it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_peers_closing_error_reaches_the_caller() {
+        for round in 0..200 {
+            let (cfg, i, r) = pair().await;
+            let Established {
+                reader,
+                mut writer,
+                mut sealer,
+                ..
+            } = r;
+            let mut seal = |t: Tobj| {
+                let mut line = Vec::new();
+                sealer.seal_line_into(t.encode().as_bytes(), &mut line);
+                line
+            };
+            let hello = seal(Tobj::with_fields(
+                HELLO_TYPE,
+                0,
+                Fields::new().text("role", "responder"),
+            ));
+            let refusal = seal(error_reply(
+                crate::refusal::RefusalCode::BadLine,
+                "line longer than 10 bytes",
+            ));
+            writer.write_all(&hello).await.expect("hello written");
+            let (up_tx, up_rx) = oneshot::channel();
+            let _requester = tokio::spawn(run_requester(i, cfg, "i".into(), move |h| {
+                let _ = up_tx.send(h);
+            }));
+            let handle = up_rx.await.expect("the link comes up");
+            let rx = handle.replies.expect(1);
+            // Odd rounds: the caller leads when they arrive. Even rounds: they arrive first,
+            // so the connection's task reads the error while the caller comes to wait.
+            let waiting = (round % 2 == 1).then(|| {
+                let handle = handle.clone();
+                tokio::spawn(async move { handle.replies.wait(rx).await })
+            });
+            writer.write_all(&refusal).await.expect("refusal written");
+            drop((reader, writer));
+            let told = match waiting {
+                Some(waiting) => tokio::time::timeout(Duration::from_secs(3), waiting)
+                    .await
+                    .expect("told in time")
+                    .expect("joined"),
+                None => {
+                    tokio::task::yield_now().await;
+                    let rx = handle.replies.expect(2);
+                    tokio::time::timeout(Duration::from_secs(3), handle.replies.wait(rx))
+                        .await
+                        .expect("told in time")
+                }
+            };
+            assert!(
+                matches!(&told, Ok(Err(LinkError::Down(why))) if why.contains("longer than")),
+                "round {round}: {told:?}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn a_request_waiting_when_the_link_drops_fails_as_down() {
         let (cfg, i, r) = pair().await;
@@ -681,8 +1199,7 @@ mod tests {
         // A responder that says hello and then goes away.
         let responder = tokio::spawn(run_responder(r, cfg, Arc::new(Echo), "r".into()));
         let handle = up_rx.await.expect("the link comes up");
-        let (tx, rx) = oneshot::channel();
-        handle.pending.lock().expect("lock").insert(77, tx);
+        let rx = handle.replies.expect(77);
         responder.abort();
         let _ = requester.await;
         assert!(matches!(rx.await, Ok(Err(LinkError::Down(_)))));

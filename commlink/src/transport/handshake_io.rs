@@ -66,43 +66,98 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
         self.dec = LineDecoder::new(max);
     }
 
-    /// The next line, without its CR LF.
-    pub(super) async fn line(&mut self) -> Result<&[u8], ConnError> {
+    /// The same reader over a boxed read half (its buffered bytes kept).
+    pub(super) fn boxed(self) -> LineReader<Box<dyn AsyncRead + Send + Unpin>>
+    where
+        R: Send + 'static,
+    {
+        LineReader {
+            r: Box::new(self.r),
+            buf: self.buf,
+            start: self.start,
+            dec: self.dec,
+        }
+    }
+
+    /// Where the next buffered line lies in `buf`, taking it off the unread bytes.
+    fn next_buffered(&mut self) -> Result<Option<std::ops::Range<usize>>, ConnError> {
+        Ok(self.dec.find_line(&self.buf, self.start)?.map(|len| {
+            let line = self.start..self.start + len;
+            self.start += len + 2;
+            line
+        }))
+    }
+
+    /// Polls for the next line (reading when none is buffered); `Ready(Ok(range))` is where
+    /// it lies, for [`LineReader::at`]. The read registers `cx`'s waker with the stream, as
+    /// any poll does: the task that polled last is the one woken.
+    pub(super) fn poll_line(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<std::ops::Range<usize>, ConnError>> {
+        use std::task::Poll;
         loop {
-            if let Some(len) = self.dec.find_line(&self.buf, self.start)? {
-                let line = self.start..self.start + len;
-                self.start += len + 2;
-                return Ok(&self.buf[line]);
+            if let Some(line) = self.next_buffered()? {
+                return Poll::Ready(Ok(line));
             }
-            // Keep only the unread part (usually nothing, or the start of one line).
-            if self.start == self.buf.len() {
-                self.buf.clear();
-            } else if self.start > 0 {
-                self.buf.drain(..self.start);
-            }
-            self.start = 0;
-            self.buf.reserve(16 * 1024);
-            if self.r.read_buf(&mut self.buf).await? == 0 {
-                return Err(ConnError::Closed);
+            self.compact();
+            let read =
+                tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut self.r), cx, &mut self.buf);
+            match read {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(ConnError::Closed)),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                Poll::Pending => return Poll::Pending,
             }
         }
     }
 
-    /// Reads and drops whatever the peer still sends, until it closes, fails, or `for_at_most`
-    /// passes (so closing our socket does not reset the connection over unread input).
-    pub(super) async fn discard(&mut self, for_at_most: std::time::Duration) {
-        let _ = tokio::time::timeout(for_at_most, async {
-            loop {
-                self.buf.clear();
-                self.start = 0;
-                self.buf.reserve(16 * 1024);
-                match self.r.read_buf(&mut self.buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
+    /// The line at `range` (as [`LineReader::poll_line`] gave it; valid until the next read).
+    pub(super) fn at(&self, range: std::ops::Range<usize>) -> &[u8] {
+        &self.buf[range]
+    }
+
+    /// Keeps only the unread part of the buffer (usually nothing, or the start of one line),
+    /// with room to read into.
+    fn compact(&mut self) {
+        if self.start == self.buf.len() {
+            self.buf.clear();
+        } else if self.start > 0 {
+            self.buf.drain(..self.start);
+        }
+        self.start = 0;
+        self.buf.reserve(16 * 1024);
+    }
+
+    /// Polls reading and dropping whatever the peer still sends: `Ready` once it closes or
+    /// fails.
+    pub(super) fn poll_discard(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        use std::task::Poll;
+        loop {
+            self.buf.clear();
+            self.start = 0;
+            self.buf.reserve(16 * 1024);
+            let read =
+                tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut self.r), cx, &mut self.buf);
+            match read {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Pending => return Poll::Pending,
             }
-        })
-        .await;
+        }
+    }
+
+    /// The next line, without its CR LF.
+    pub(super) async fn line(&mut self) -> Result<&[u8], ConnError> {
+        loop {
+            if let Some(line) = self.next_buffered()? {
+                return Ok(&self.buf[line]);
+            }
+            self.compact();
+            if self.r.read_buf(&mut self.buf).await? == 0 {
+                return Err(ConnError::Closed);
+            }
+        }
     }
 }
 
