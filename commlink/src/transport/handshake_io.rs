@@ -260,7 +260,7 @@ pub(super) async fn accept_handshake<S: AsyncRead + AsyncWrite>(
     let mut reader = LineReader::new(r, handshake::MAX_HANDSHAKE_LINE);
     let line = reader.line().await?;
     let refuse = |code: &'static str, text: String| (code, text);
-    let verdict = match Hello::parse(&line) {
+    let verdict = match Hello::parse(line) {
         Err(HandshakeError::UnknownSuite(s)) => Err(refuse(
             "suite",
             format!(
