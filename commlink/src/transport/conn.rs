@@ -876,15 +876,45 @@ mod tests {
         (cfg, i.expect("initiator"), r.expect("acceptor"))
     }
 
+    /// Runs the requester end `i` in a task; its handle once the link is up, and the task.
+    async fn requester(
+        i: Established<tokio::io::DuplexStream>,
+        cfg: LinkConfig,
+    ) -> (ConnHandle, tokio::task::JoinHandle<ConnError>) {
+        let (up_tx, up_rx) = oneshot::channel();
+        let task = tokio::spawn(run_requester(i, cfg, "i".into(), move |h| {
+            let _ = up_tx.send(h);
+        }));
+        (up_rx.await.expect("the link comes up"), task)
+    }
+
+    /// A bare responder end: its hello is written; the read half, the write half, and
+    /// the sealer for what the test writes next.
+    async fn bare_responder(
+        r: Established<tokio::io::DuplexStream>,
+    ) -> (
+        LineReader<tokio::io::ReadHalf<tokio::io::DuplexStream>>,
+        tokio::io::WriteHalf<tokio::io::DuplexStream>,
+        Sealer,
+    ) {
+        let Established {
+            reader,
+            mut writer,
+            mut sealer,
+            ..
+        } = r;
+        let hello = Tobj::with_fields(HELLO_TYPE, 0, Fields::new().text("role", "responder"));
+        let mut line = Vec::new();
+        sealer.seal_line_into(hello.encode().as_bytes(), &mut line);
+        writer.write_all(&line).await.expect("hello written");
+        (reader, writer, sealer)
+    }
+
     #[tokio::test]
     async fn the_requester_path_matches_replies_to_requests() {
         let (cfg, i, r) = pair().await;
         let responder = tokio::spawn(run_responder(r, cfg.clone(), Arc::new(Echo), "r".into()));
-        let (up_tx, up_rx) = oneshot::channel();
-        let requester = tokio::spawn(run_requester(i, cfg, "i".into(), move |h| {
-            let _ = up_tx.send(h);
-        }));
-        let handle = up_rx.await.expect("the link comes up");
+        let (handle, requester) = requester(i, cfg).await;
         let mut waiting = Vec::new();
         for id in 1..=20u64 {
             let rx = handle.replies.expect(id);
@@ -929,11 +959,7 @@ mod tests {
             release: release.clone(),
         });
         let _responder = tokio::spawn(run_responder(r, cfg.clone(), gate, "r".into()));
-        let (up_tx, up_rx) = oneshot::channel();
-        let _requester = tokio::spawn(run_requester(i, cfg, "i".into(), move |h| {
-            let _ = up_tx.send(h);
-        }));
-        let handle = up_rx.await.expect("the link comes up");
+        let (handle, _requester) = requester(i, cfg).await;
         /// Sends a request; the receiver its reply arrives on.
         async fn ask(
             handle: &ConnHandle,
@@ -1052,11 +1078,7 @@ mod tests {
             release: release.clone(),
         });
         let _responder = tokio::spawn(run_responder(r, cfg.clone(), gate, "r".into()));
-        let (up_tx, up_rx) = oneshot::channel();
-        let _requester = tokio::spawn(run_requester(i, cfg, "i".into(), move |h| {
-            let _ = up_tx.send(h);
-        }));
-        let handle = up_rx.await.expect("the link comes up");
+        let (handle, _requester) = requester(i, cfg).await;
         // A caller leads while its request waits at the responder, then gives up.
         let rx = handle.replies.expect(1);
         let req = Tobj::with_fields("test.wait", 1, Fields::new());
@@ -1087,21 +1109,8 @@ mod tests {
     async fn a_caller_reading_when_the_link_drops_fails_as_down() {
         let (cfg, i, r) = pair().await;
         // A bare responder end: says hello, then never answers, then goes away.
-        let Established {
-            reader,
-            mut writer,
-            mut sealer,
-            ..
-        } = r;
-        let hello = Tobj::with_fields(HELLO_TYPE, 0, Fields::new().text("role", "responder"));
-        let mut line = Vec::new();
-        sealer.seal_line_into(hello.encode().as_bytes(), &mut line);
-        writer.write_all(&line).await.expect("hello written");
-        let (up_tx, up_rx) = oneshot::channel();
-        let requester = tokio::spawn(run_requester(i, cfg, "i".into(), move |h| {
-            let _ = up_tx.send(h);
-        }));
-        let handle = up_rx.await.expect("the link comes up");
+        let (reader, writer, _) = bare_responder(r).await;
+        let (handle, requester) = requester(i, cfg).await;
         let rx = handle.replies.expect(5);
         handle
             .out
@@ -1134,32 +1143,14 @@ mod tests {
     async fn the_peers_closing_error_reaches_the_caller() {
         for round in 0..200 {
             let (cfg, i, r) = pair().await;
-            let Established {
-                reader,
-                mut writer,
-                mut sealer,
-                ..
-            } = r;
-            let mut seal = |t: Tobj| {
-                let mut line = Vec::new();
-                sealer.seal_line_into(t.encode().as_bytes(), &mut line);
-                line
-            };
-            let hello = seal(Tobj::with_fields(
-                HELLO_TYPE,
-                0,
-                Fields::new().text("role", "responder"),
-            ));
-            let refusal = seal(error_reply(
+            let (reader, mut writer, mut sealer) = bare_responder(r).await;
+            let mut refusal = Vec::new();
+            let closing = error_reply(
                 crate::refusal::RefusalCode::BadLine,
                 "line longer than 10 bytes",
-            ));
-            writer.write_all(&hello).await.expect("hello written");
-            let (up_tx, up_rx) = oneshot::channel();
-            let _requester = tokio::spawn(run_requester(i, cfg, "i".into(), move |h| {
-                let _ = up_tx.send(h);
-            }));
-            let handle = up_rx.await.expect("the link comes up");
+            );
+            sealer.seal_line_into(closing.encode().as_bytes(), &mut refusal);
+            let (handle, _requester) = requester(i, cfg).await;
             let rx = handle.replies.expect(1);
             // Odd rounds: the caller leads when they arrive. Even rounds: they arrive first,
             // so the connection's task reads the error while the caller comes to wait.
@@ -1192,13 +1183,9 @@ mod tests {
     #[tokio::test]
     async fn a_request_waiting_when_the_link_drops_fails_as_down() {
         let (cfg, i, r) = pair().await;
-        let (up_tx, up_rx) = oneshot::channel();
-        let requester = tokio::spawn(run_requester(i, cfg.clone(), "i".into(), move |h| {
-            let _ = up_tx.send(h);
-        }));
         // A responder that says hello and then goes away.
-        let responder = tokio::spawn(run_responder(r, cfg, Arc::new(Echo), "r".into()));
-        let handle = up_rx.await.expect("the link comes up");
+        let responder = tokio::spawn(run_responder(r, cfg.clone(), Arc::new(Echo), "r".into()));
+        let (handle, requester) = requester(i, cfg).await;
         let rx = handle.replies.expect(77);
         responder.abort();
         let _ = requester.await;
