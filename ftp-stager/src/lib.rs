@@ -26,6 +26,7 @@
 pub mod area_dirs;
 pub mod areas;
 pub mod bench;
+pub mod catalog_tags;
 pub mod config;
 pub mod error;
 pub mod fsutil;

@@ -63,7 +63,7 @@ fn dispatch(s: &Stager, req: &Tobj) -> Tobj {
     match req.kind.as_str() {
         msg::CatalogRequest::TYPE => {
             let r = decode!(msg::CatalogRequest);
-            match s.catalog(r.include_yanked) {
+            match s.catalog_if(r.include_yanked, r.if_not.as_deref()) {
                 Ok(c) => c.to_tobj(0),
                 Err(e) => fail(e),
             }

@@ -143,6 +143,7 @@ pub struct Stager {
     stage_count: std::sync::atomic::AtomicU64,
     signer: Option<Arc<crate::signing::Signer>>,
     publish_limits: Arc<crate::upload::Limits>,
+    catalog_tags: crate::catalog_tags::CatalogTags,
 }
 
 impl Stager {
@@ -240,6 +241,7 @@ impl Stager {
             stage_count: Default::default(),
             signer,
             publish_limits: Arc::new(crate::upload::Limits::from_config(cfg)),
+            catalog_tags: crate::catalog_tags::CatalogTags::new(),
         })
     }
 
@@ -301,13 +303,25 @@ impl Stager {
 
     /// The catalog.
     pub fn catalog(&self, include_yanked: bool) -> Result<msg::Catalog> {
+        self.catalog_if(include_yanked, None)
+    }
+
+    /// The catalog, tagged; only `unchanged` (no releases) when `if_not` is its tag (the
+    /// requester holds it already: [`crate::catalog_tags`]).
+    pub fn catalog_if(&self, include_yanked: bool, if_not: Option<&str>) -> Result<msg::Catalog> {
+        let manifests = self.repo.catalog_shared(include_yanked)?;
+        let tag = self.catalog_tags.tag(include_yanked, &manifests);
+        if if_not == Some(tag.as_str()) {
+            return Ok(msg::Catalog {
+                releases: Vec::new(),
+                tag: Some(tag),
+                unchanged: true,
+            });
+        }
         Ok(msg::Catalog {
-            releases: self
-                .repo
-                .catalog_shared(include_yanked)?
-                .iter()
-                .map(|m| m.to_release_info())
-                .collect(),
+            releases: manifests.iter().map(|m| m.to_release_info()).collect(),
+            tag: Some(tag),
+            unchanged: false,
         })
     }
 

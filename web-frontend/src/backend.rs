@@ -117,7 +117,13 @@ pub struct StagerPeer {
     /// The link.
     pub client: Client,
     view: Mutex<Option<StagerView>>,
+    /// The catalogs last received (without and with yanked releases) and their tags, sent
+    /// back as `if_not` so an unchanged catalog is not sent again.
+    held: Mutex<[Option<HeldCatalog>; 2]>,
 }
+
+/// A stager's catalog as last received, and its tag.
+type HeldCatalog = (String, Arc<Vec<ReleaseInfo>>);
 
 /// A stager's catalog and live-area count as last fetched.
 #[derive(Clone)]
@@ -138,7 +144,21 @@ impl StagerPeer {
             delivery_key: delivery_key.into(),
             client,
             view: Mutex::new(None),
+            held: Mutex::new([None, None]),
         }
+    }
+
+    /// The catalog held from this stager (with yanked releases or not) and its tag.
+    fn held_catalog(&self, include_yanked: bool) -> Option<HeldCatalog> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())[usize::from(include_yanked)].clone()
+    }
+
+    /// Keeps a catalog received in full (and its tag, if the stager gave one).
+    fn hold_catalog(&self, include_yanked: bool, c: sm::Catalog) -> Arc<Vec<ReleaseInfo>> {
+        let releases = Arc::new(c.releases);
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        held[usize::from(include_yanked)] = c.tag.map(|t| (t, releases.clone()));
+        releases
     }
 
     fn cached(&self) -> Option<StagerView> {
@@ -328,28 +348,54 @@ impl Backend {
         ))
     }
 
-    /// One stager's catalog (fetched now; also refreshes what [`Backend::stage`] picks by).
+    /// One stager's catalog, asked for now: sent in full only when it changed since the one
+    /// held from that stager (its tag as `if_not`).
     async fn stager_catalog(
         &self,
         peer: &StagerPeer,
         include_yanked: bool,
-    ) -> Result<Vec<ReleaseInfo>, BackendError> {
+    ) -> Result<Arc<Vec<ReleaseInfo>>, BackendError> {
+        let held = peer.held_catalog(include_yanked);
+        let ask = |if_not| sm::CatalogRequest {
+            include_yanked,
+            if_not,
+        };
         let c = self
-            .to_one(peer, &sm::CatalogRequest { include_yanked })
+            .to_one(peer, &ask(held.as_ref().map(|(tag, _)| tag.clone())))
             .await?;
-        Ok(c.releases)
+        if c.unchanged {
+            if let Some((tag, releases)) = held
+                && c.tag.as_ref() == Some(&tag)
+            {
+                return Ok(releases);
+            }
+            // "Unchanged" from a catalog not held here: ask for it in full.
+            let c = self.to_one(peer, &ask(None)).await?;
+            return Ok(peer.hold_catalog(include_yanked, c));
+        }
+        Ok(peer.hold_catalog(include_yanked, c))
     }
 
     /// The releases of every stager that answers, merged (one entry per product and
     /// version; a release yanked on any stager shows as yanked). Fails only when no stager
     /// answers.
-    pub async fn catalog(&self, include_yanked: bool) -> Result<Vec<ReleaseInfo>, BackendError> {
+    pub async fn catalog(
+        &self,
+        include_yanked: bool,
+    ) -> Result<Arc<Vec<ReleaseInfo>>, BackendError> {
         let all = futures_util::future::join_all(
             self.stagers
                 .iter()
                 .map(|p| self.stager_catalog(p, include_yanked)),
         )
         .await;
+        let answered = all.iter().filter(|r| r.is_ok()).count();
+        if answered == 1
+            && let Some(Ok(only)) = all.iter().find(|r| r.is_ok())
+        {
+            // One stager's catalog as it is (shared with what it holds).
+            return Ok(only.clone());
+        }
         let mut merged: Vec<ReleaseInfo> = Vec::new();
         let mut last_err = None;
         let mut any = false;
@@ -357,7 +403,7 @@ impl Backend {
             match r {
                 Ok(list) => {
                     any = true;
-                    for rel in list {
+                    for rel in list.iter().cloned() {
                         match merged
                             .iter_mut()
                             .find(|m| m.product == rel.product && m.version == rel.version)
@@ -377,7 +423,7 @@ impl Backend {
         }
         match (any, last_err) {
             (false, Some(e)) => Err(e),
-            _ => Ok(merged),
+            _ => Ok(Arc::new(merged)),
         }
     }
 
@@ -392,7 +438,7 @@ impl Backend {
         );
         let v = StagerView {
             at: Instant::now(),
-            releases: Arc::new(cat.ok()?),
+            releases: cat.ok()?,
             areas: stats.map(|s| s.areas).unwrap_or(u64::MAX),
         };
         peer.store(v.clone());

@@ -26,7 +26,7 @@ pub struct AppState {
     /// Customers whose older sessions the agent ended (disabled; see `revocations`).
     pub ended: EndedCustomers,
     /// The last catalog the stager sent, with its time, shown when the stager is down.
-    pub last_catalog: Mutex<Option<(String, Vec<ReleaseInfo>)>>,
+    pub last_catalog: Mutex<Option<(String, Arc<Vec<ReleaseInfo>>)>>,
     /// The release-signing public keys (`[web] signing_public_keys`).
     pub signing_keys: SigningKeys,
     /// The HTTP relay endpoint for the db agent, when served.

@@ -60,16 +60,22 @@ fn files_from(f: &Fields) -> Result<Vec<FileInfo>> {
 pub struct CatalogRequest {
     /// Include yanked releases (the admin view); customers never see them.
     pub include_yanked: bool,
+    /// The [`Catalog::tag`] of the catalog the requester holds: when it is still the
+    /// stager's (same releases, same manifests), the reply is `unchanged` and lists none.
+    pub if_not: Option<String>,
 }
 
 impl Message for CatalogRequest {
     const TYPE: &'static str = "stager.catalog";
     fn to_fields(&self) -> Fields {
-        Fields::new().flag("include_yanked", self.include_yanked)
+        Fields::new()
+            .flag("include_yanked", self.include_yanked)
+            .opt_text("if_not", self.if_not.as_deref())
     }
     fn from_fields(f: &Fields) -> Result<Self> {
         Ok(CatalogRequest {
             include_yanked: f.opt_str("include_yanked")? == Some("true"),
+            if_not: f.opt_str("if_not")?.map(str::to_owned),
         })
     }
 }
@@ -144,18 +150,30 @@ impl ReleaseInfo {
 /// Reply to [`CatalogRequest`]: releases sorted by product, newest release first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Catalog {
-    /// The releases.
+    /// The releases (none when `unchanged`).
     pub releases: Vec<ReleaseInfo>,
+    /// Names this catalog (opaque; changes whenever the releases or their manifests do,
+    /// and with every start of the stager). Absent from older stagers.
+    pub tag: Option<String>,
+    /// The requester's `if_not` is this catalog's tag: it holds the releases already.
+    pub unchanged: bool,
 }
 
 impl Message for Catalog {
     const TYPE: &'static str = "stager.catalog.reply";
     fn to_fields(&self) -> Fields {
-        Fields::new().list(
-            "releases",
-            "release",
-            self.releases.iter().map(ReleaseInfo::to_fields),
-        )
+        let f = Fields::new()
+            .list(
+                "releases",
+                "release",
+                self.releases.iter().map(ReleaseInfo::to_fields),
+            )
+            .opt_text("tag", self.tag.as_deref());
+        if self.unchanged {
+            f.flag("unchanged", true)
+        } else {
+            f
+        }
     }
     fn from_fields(f: &Fields) -> Result<Self> {
         Ok(Catalog {
@@ -164,6 +182,8 @@ impl Message for Catalog {
                 .into_iter()
                 .map(ReleaseInfo::from_fields)
                 .collect::<Result<_>>()?,
+            tag: f.opt_str("tag")?.map(str::to_owned),
+            unchanged: f.opt_str("unchanged")? == Some("true"),
         })
     }
 }
@@ -668,6 +688,8 @@ mod tests {
     #[test]
     fn catalog_round_trips_signed_releases() {
         round_trip(Catalog {
+            tag: None,
+            unchanged: false,
             releases: vec![ReleaseInfo {
                 product: "tool".into(),
                 version: "2.0".into(),
@@ -682,14 +704,51 @@ mod tests {
         });
     }
 
+    /// The example of PROTOCOL.md §7, "The conditional catalog", byte for byte.
+    #[test]
+    fn the_conditional_catalog_encodes_as_protocol_md_shows() {
+        let ask = CatalogRequest {
+            include_yanked: false,
+            if_not: Some("3f09c1a2b4d5-7".into()),
+        };
+        assert_eq!(
+            ask.to_tobj(9).encode(),
+            "<tobj type=\"stager.catalog\" id=\"9\"><include_yanked>false</include_yanked><if_not>3f09c1a2b4d5-7</if_not></tobj>"
+        );
+        let same = Catalog {
+            releases: Vec::new(),
+            tag: Some("3f09c1a2b4d5-7".into()),
+            unchanged: true,
+        };
+        let text = same.to_tobj(9).encode();
+        assert_eq!(
+            text,
+            "<tobj type=\"stager.catalog.reply\" id=\"9\"><releases></releases><tag>3f09c1a2b4d5-7</tag><unchanged>true</unchanged></tobj>"
+        );
+        let protocol = include_str!("../../PROTOCOL.md");
+        assert!(protocol.contains(&text), "PROTOCOL.md shows another reply");
+    }
+
     #[test]
     fn catalog_round_trips() {
         round_trip(CatalogRequest {
             include_yanked: true,
+            if_not: None,
+        });
+        round_trip(CatalogRequest {
+            include_yanked: false,
+            if_not: Some("5a0c-17".into()),
         });
         round_trip(CatalogRequest::default());
         round_trip(Catalog::default());
         round_trip(Catalog {
+            releases: Vec::new(),
+            tag: Some("5a0c-17".into()),
+            unchanged: true,
+        });
+        round_trip(Catalog {
+            tag: None,
+            unchanged: false,
             releases: vec![ReleaseInfo {
                 product: "tool".into(),
                 version: "1.0 <beta> & \"x\"".into(),

@@ -111,6 +111,23 @@ async fn requests_over_a_real_commlink() {
     let (code, _) = curl(&[&format!("{}docs/readme.txt", area.https_base)]).await;
     assert_eq!(code, 404);
 
+    // stager.catalog with the tag of the catalog held: "unchanged", nothing listed.
+    let held = client.request(&CatalogRequest::default()).await.unwrap();
+    assert!(!held.releases.is_empty() && !held.unchanged);
+    let if_not = |tag: &Option<String>| CatalogRequest {
+        if_not: tag.clone(),
+        ..Default::default()
+    };
+    let again = client.request(&if_not(&held.tag)).await.unwrap();
+    assert!(held.tag.is_some(), "a stager tags its catalog");
+    assert!(again.unchanged && again.releases.is_empty(), "{again:?}");
+    assert_eq!(again.tag, held.tag);
+    let stale = client
+        .request(&if_not(&Some("not-a-tag".into())))
+        .await
+        .unwrap();
+    assert_eq!((stale.unchanged, &stale.releases), (false, &held.releases));
+
     // stager.yank: unknown release → not-found; then yanked, then "already".
     let yank = |version: &str| YankRequest {
         product: "tool".into(),
@@ -128,9 +145,14 @@ async fn requests_over_a_real_commlink() {
     assert!(client.request(&yank("1.0")).await.unwrap().already);
     let cat = client.request(&CatalogRequest::default()).await.unwrap();
     assert!(cat.releases.is_empty(), "customers no longer see it");
+    // Held since before the yank: no longer the catalog, so it comes in full.
+    let after = client.request(&if_not(&held.tag)).await.unwrap();
+    assert!(!after.unchanged && after.releases.is_empty(), "{after:?}");
+    assert_ne!(after.tag, held.tag);
     let all = client
         .request(&CatalogRequest {
             include_yanked: true,
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -16,7 +16,7 @@ pub(crate) async fn catalog(
     Admin(user, session): Admin,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
-    let mut releases = state.backend.catalog(true).await?;
+    let mut releases = std::sync::Arc::unwrap_or_clone(state.backend.catalog(true).await?);
     // Recent publishes: newest first by publication time (RFC 3339 UTC sorts as text).
     let mut recent: Vec<&ReleaseInfo> = releases.iter().collect();
     recent.sort_by(|a, b| b.published_at.cmp(&a.published_at));

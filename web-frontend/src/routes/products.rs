@@ -35,7 +35,7 @@ pub(crate) async fn products(
                     Some(format!("The download service is unreachable, so downloads cannot be prepared right now. The releases below are as of {when}.")),
                 ),
                 None => (
-                    Vec::new(),
+                    Default::default(),
                     Some("The download service is unreachable, so release details are unavailable and downloads cannot be prepared right now. Please try again shortly.".to_string()),
                 ),
             }

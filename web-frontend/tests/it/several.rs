@@ -376,3 +376,33 @@ async fn a_release_only_a_down_stager_holds_is_unavailable_not_missing() {
     be.stage("alpha", "2.0", vec![], "alice").await.unwrap();
     b.stop();
 }
+
+/// The web keeps the catalog it last received from a stager and names it (`if_not`): while
+/// the stager's catalog is unchanged it is not sent again and the pages use the one held;
+/// a change on the stager shows at the next page all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_catalog_is_not_sent_again_and_a_change_shows_at_once() {
+    let stack = Stack::start().await;
+    let b = stack.extra_stager("b").await;
+    let be = web_over(&stack, &[("b", &b.addr)]);
+    up(&be.stagers()[0].client).await;
+    let first = be.catalog(false).await.unwrap();
+    let holds = |c: &[commlink::msg::stager::ReleaseInfo]| {
+        c.iter().any(|r| r.product == "alpha" && r.version == "2.1")
+    };
+    assert!(holds(&first), "{first:?}");
+    let again = be.catalog(false).await.unwrap();
+    assert!(
+        Arc::ptr_eq(&first, &again),
+        "the stager sent its unchanged catalog again"
+    );
+    b.forget_release("alpha", "2.1");
+    let changed = be.catalog(false).await.unwrap();
+    assert!(!Arc::ptr_eq(&first, &changed));
+    assert!(!holds(&changed), "{changed:?}");
+    assert_eq!(changed.len() + 1, first.len());
+    // The admin view (yanked releases too) is held on its own.
+    let all = be.catalog(true).await.unwrap();
+    assert!(Arc::ptr_eq(&all, &be.catalog(true).await.unwrap()));
+    assert!(!Arc::ptr_eq(&all, &changed));
+}
