@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 
 use super::config::{HELLO_TYPE, PING_TYPE, remote_error};
 use super::handshake_io::{ConnError, Established, LineReader};
-use super::{ERROR_TYPE, LinkConfig, LinkError, Service, error_reply};
+use super::{ERROR_TYPE, LinkConfig, LinkError, Service, error_reply, lock};
 use crate::crypto::{Opener, Sealer};
 use crate::tobj::{Fields, Limits, Tobj};
 
@@ -121,10 +121,7 @@ impl Outbox {
     }
 
     fn lock_state(&self) -> std::sync::MutexGuard<'_, OutState> {
-        match self.state.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        lock(&self.state)
     }
 
     /// Seals `msg` into the queue and sees it written: by this call when nobody else is
@@ -360,13 +357,6 @@ fn link_level(tobj: Tobj) -> Result<Option<Tobj>, ConnError> {
 
 type SharedRead = Arc<Mutex<ReadSide>>;
 
-fn lock_read(read: &Mutex<ReadSide>) -> std::sync::MutexGuard<'_, ReadSide> {
-    match read.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
-}
-
 /// A requester connection's replies: the requests waiting for one, and who reads.
 ///
 /// A caller waiting when no other caller is reading reads the socket itself (it *leads*):
@@ -385,10 +375,7 @@ pub(super) struct Replies {
 
 impl Replies {
     fn lock_waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u64, ReplyTx>> {
-        match self.waiting.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        lock(&self.waiting)
     }
 
     /// Registers a request about to be sent; its reply arrives on the receiver.
@@ -434,7 +421,7 @@ impl Replies {
         mut rx: oneshot::Receiver<Result<Tobj, LinkError>>,
     ) -> Result<Result<Tobj, LinkError>, oneshot::error::RecvError> {
         let lead = {
-            let mut side = lock_read(&self.read);
+            let mut side = lock(&self.read);
             if let Some(why) = &side.ended {
                 // Registered after everyone waiting was told: nobody will answer.
                 return Ok(Err(LinkError::Down(why.clone())));
@@ -453,7 +440,7 @@ impl Replies {
             if let Poll::Ready(r) = Pin::new(&mut rx).poll(cx) {
                 return Poll::Ready(Some(r));
             }
-            let mut side = lock_read(&self.read);
+            let mut side = lock(&self.read);
             loop {
                 if side.ended.is_some() {
                     return Poll::Ready(None);
@@ -496,7 +483,7 @@ struct Lead<'a>(&'a Replies);
 impl Drop for Lead<'_> {
     fn drop(&mut self) {
         let replies = self.0;
-        let mut side = lock_read(&replies.read);
+        let mut side = lock(&replies.read);
         side.leading = false;
         let Some(task) = side.conn_task.clone() else {
             return;
@@ -544,7 +531,7 @@ impl Path for RequesterPath {
     async fn serve(&mut self, _out: &Arc<Outbox>) -> ConnError {
         let replies = &self.replies;
         std::future::poll_fn(|cx| {
-            let mut side = lock_read(&replies.read);
+            let mut side = lock(&replies.read);
             if let Some(e) = side.failed.take() {
                 return Poll::Ready(e);
             }
@@ -566,7 +553,7 @@ impl Path for RequesterPath {
 
     fn down(&mut self, err: &ConnError) {
         self.alive.store(false, Ordering::SeqCst);
-        let mut side = lock_read(&self.replies.read);
+        let mut side = lock(&self.replies.read);
         if side.ended.is_none() {
             side.end(&self.replies, err);
         }
@@ -627,7 +614,7 @@ impl<Svc: Service> Path for ResponderPath<Svc> {
     async fn serve(&mut self, out: &Arc<Outbox>) -> ConnError {
         let read = self.read.clone();
         loop {
-            let request = std::future::poll_fn(|cx| lock_read(&read).poll_packet(cx)).await;
+            let request = std::future::poll_fn(|cx| lock(&read).poll_packet(cx)).await;
             let request = match request {
                 Ok(t) => t,
                 Err(e) => return e,
@@ -756,7 +743,7 @@ async fn run_connection<P: Path>(
 
     let work = async {
         // The peer's hello comes first; only then do requests flow.
-        let first = std::future::poll_fn(|cx| lock_read(&read).poll_any(cx)).await;
+        let first = std::future::poll_fn(|cx| lock(&read).poll_any(cx)).await;
         if let Err(e) = first.and_then(|t| check_hello(&t, role.name())) {
             return e;
         }
@@ -843,7 +830,7 @@ async fn tell_peer_why(out: &Arc<Outbox>, read: &SharedRead, err: &ConnError) {
     let _ = tokio::time::timeout(Duration::from_millis(200), out.close_with(&last)).await;
     // Closing a socket with unread input makes the kernel send RST, which can destroy
     // the error packet before the peer reads it; read and discard briefly instead.
-    let discard = std::future::poll_fn(|cx| lock_read(read).reader.poll_discard(cx));
+    let discard = std::future::poll_fn(|cx| lock(read).reader.poll_discard(cx));
     let _ = tokio::time::timeout(Duration::from_millis(200), discard).await;
 }
 

@@ -2,7 +2,7 @@
 //! both ends of the plaintext handshake (the pure parts live in [`crate::handshake`]).
 
 use rand::TryRng as _;
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 
 use super::LinkConfig;
 use crate::crypto::{self, NONCE_LEN, OpenError, Opener, Sealer, Side};
@@ -149,15 +149,8 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
 
     /// The next line, without its CR LF.
     pub(super) async fn line(&mut self) -> Result<&[u8], ConnError> {
-        loop {
-            if let Some(line) = self.next_buffered()? {
-                return Ok(&self.buf[line]);
-            }
-            self.compact();
-            if self.r.read_buf(&mut self.buf).await? == 0 {
-                return Err(ConnError::Closed);
-            }
-        }
+        let line = std::future::poll_fn(|cx| self.poll_line(cx)).await?;
+        Ok(self.at(line))
     }
 }
 
@@ -349,6 +342,7 @@ mod tests {
 
     use super::*;
     use crate::keys::KeyBag;
+    use tokio::io::AsyncReadExt as _;
 
     fn cfg() -> LinkConfig {
         LinkConfig::new(Arc::new(KeyBag::generate(8).expect("a key bag")))
