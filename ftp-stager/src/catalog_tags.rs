@@ -45,10 +45,8 @@ impl CatalogTags {
     /// given before while they are the same manifests in the same order, a new one as soon
     /// as any differs.
     pub fn tag(&self, include_yanked: bool, manifests: &[Arc<Manifest>]) -> String {
-        let mut inner = match self.inner.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        // Every update is complete under the lock: a panicked holder leaves it consistent.
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let inner = &mut *inner;
         let slot = &mut inner.last[usize::from(include_yanked)];
         if let Some((held, tag)) = slot

@@ -18,7 +18,7 @@
 //!
 //! Modules: [`config`], [`error`], [`fsutil`], [`repository`], [`publish`](mod@publish),
 //! [`signing`], [`verify`], [`tokens`], [`upload`], [`replicate`] (with [`replicate_serve`]
-//! and [`replicate_follow`]), [`areas`], [`state`], [`staging`], [`ftp`], [`https`], [`http_client`], [`tls`], [`service`], [`server`],
+//! and [`replicate_follow`]), [`areas`], [`state`], [`staging`], [`catalog_tags`], [`ftp`], [`https`], [`http_client`], [`tls`], [`service`], [`server`],
 //! [`bench`].
 
 #![deny(missing_docs)]

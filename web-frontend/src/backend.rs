@@ -389,10 +389,8 @@ impl Backend {
                 .map(|p| self.stager_catalog(p, include_yanked)),
         )
         .await;
-        let answered = all.iter().filter(|r| r.is_ok()).count();
-        if answered == 1
-            && let Some(Ok(only)) = all.iter().find(|r| r.is_ok())
-        {
+        let mut answered = all.iter().filter_map(|r| r.as_ref().ok());
+        if let (Some(only), None) = (answered.next(), answered.next()) {
             // One stager's catalog as it is (shared with what it holds).
             return Ok(only.clone());
         }
