@@ -351,19 +351,21 @@ pub fn escape_into(out: &mut String, text: &str) {
     // so each run ends on a character boundary.
     let mut run = 0;
     for (i, b) in text.bytes().enumerate() {
+        // `None`: a control character, written as a numeric reference.
         let entity = match b {
-            b'&' => "&amp;",
-            b'<' => "&lt;",
-            b'>' => "&gt;",
-            b'"' => "&quot;",
-            b if b < 0x20 || b == 0x7f => "",
+            b'&' => Some("&amp;"),
+            b'<' => Some("&lt;"),
+            b'>' => Some("&gt;"),
+            b'"' => Some("&quot;"),
+            b if b < 0x20 || b == 0x7f => None,
             _ => continue,
         };
         out.push_str(&text[run..i]);
-        if entity.is_empty() {
-            let _ = write!(out, "&#{b};");
-        } else {
-            out.push_str(entity);
+        match entity {
+            Some(e) => out.push_str(e),
+            None => {
+                let _ = write!(out, "&#{b};");
+            }
         }
         run = i + 1;
     }
