@@ -54,8 +54,8 @@ pub use refusal::{RefusalCode, UnknownCode};
 pub use tobj::{Fields, Link, Message, Request, Tobj, TobjError, Value};
 pub use transport::{
     Acceptor, AddrError, Carrier, Client, Incoming, LinkAddr, LinkConfig, LinkError, LinkStream,
-    Proxy, Service, error_reply, serve, serve_dialout, serve_dialout_on_own_thread,
-    serve_dialout_via,
+    Proxy, Service, answer_blocking, error_reply, serve, serve_dialout,
+    serve_dialout_on_own_thread, serve_dialout_via,
 };
 pub use transport::{
     ReceiveChannel, ReceiveParams, Relay, RelayError, RelayHub, RelayLimits, RelayOptions,

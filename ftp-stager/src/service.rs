@@ -20,16 +20,11 @@ impl StagerService {
         StagerService { stager }
     }
 
-    /// Answers one request (the filesystem work runs on the blocking pool).
+    /// Answers one request. The filesystem work runs on the blocking pool, and the reply is
+    /// written from there ([`commlink::answer_blocking`]).
     pub async fn handle(&self, req: Tobj) -> Tobj {
         let stager = self.stager.clone();
-        match tokio::task::spawn_blocking(move || dispatch(&stager, &req)).await {
-            Ok(reply) => reply,
-            Err(e) => {
-                tracing::error!(error = %e, "stager request handler failed");
-                error_reply(RefusalCode::Internal, "request handler failed")
-            }
-        }
+        commlink::answer_blocking(move || dispatch(&stager, &req)).await
     }
 }
 

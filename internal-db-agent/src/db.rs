@@ -373,6 +373,11 @@ impl Tuning {
     }
 }
 
+thread_local! {
+    /// Set inside [`Pool::inline`]: this thread may block, so queries run on it.
+    static INLINE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// A few open connections shared by blocking workers. Work runs on tokio's blocking pool
 /// (diesel is synchronous); at most `size` queries run at once.
 pub struct Pool {
@@ -408,6 +413,20 @@ impl Pool {
         self.url.redacted()
     }
 
+    /// Runs `f` on this thread, which may block, with [`Pool::run`] running its queries here
+    /// too instead of handing each to the blocking pool (for a request answered whole on a
+    /// blocking thread, which drives its async handler with `block_on`).
+    pub fn inline<T>(f: impl FnOnce() -> T) -> T {
+        struct Reset(bool);
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                INLINE.set(self.0);
+            }
+        }
+        let _reset = Reset(INLINE.replace(true));
+        f()
+    }
+
     /// Runs `f` with a connection, on the current thread (for the CLI and blocking workers).
     pub fn with_conn<T>(
         &self,
@@ -434,7 +453,8 @@ impl Pool {
         out
     }
 
-    /// Runs `f` with a connection on tokio's blocking pool, at most `size` at once.
+    /// Runs `f` with a connection on tokio's blocking pool, at most `size` at once; on this
+    /// thread when called inside [`Pool::inline`].
     pub async fn run<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&mut AnyConnection) -> Result<T, DbError> + Send + 'static,
@@ -445,6 +465,10 @@ impl Pool {
             .acquire_owned()
             .await
             .map_err(|e| DbError::Worker(e.to_string()))?;
+        if INLINE.get() {
+            let _permit = permit;
+            return self.with_conn(f);
+        }
         let pool = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
@@ -549,5 +573,30 @@ mod tests {
             0,
             "every probe removed"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn inside_inline_queries_run_on_the_calling_thread() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("ffs.db").display());
+        let pool = Arc::new(Pool::open(&url, 2).expect("pool"));
+        let query = |c: &mut AnyConnection| {
+            crate::store::list_customers(c)?;
+            Ok(std::thread::current().id())
+        };
+        // Outside: on the blocking pool, not on the worker that awaits it.
+        let here = std::thread::current().id();
+        assert_ne!(pool.run(query).await.expect("query"), here);
+        // Inside: on the thread that drives the handler (and only there).
+        let rt = tokio::runtime::Handle::current();
+        let (thread, ran_on, after) = tokio::task::spawn_blocking(move || {
+            let thread = std::thread::current().id();
+            let ran_on = Pool::inline(|| rt.block_on(pool.run(query))).expect("query");
+            (thread, ran_on, INLINE.get())
+        })
+        .await
+        .expect("joined");
+        assert_eq!(ran_on, thread);
+        assert!(!after, "the thread is back to handing queries off");
     }
 }

@@ -88,7 +88,9 @@ impl From<AdminError> for Refusal {
 
 type Outcome<T> = Result<T, Refusal>;
 
-/// The agent's request handler (one per process, shared by all connections).
+/// The agent's request handler (one per process, shared by all connections; a clone
+/// shares the pool).
+#[derive(Clone)]
 pub struct AgentService {
     pool: Arc<Pool>,
     hasher: Arc<Hasher>,
@@ -555,8 +557,16 @@ impl AgentService {
 }
 
 impl commlink::Service for AgentService {
-    async fn call(&self, request: Tobj) -> Tobj {
-        self.handle(request).await
+    /// Every request is answered whole on a blocking thread, its queries run there without
+    /// a further hand-off ([`Pool::inline`]), and the reply is written from there
+    /// ([`commlink::answer_blocking`]): the database is synchronous, and each hand-off
+    /// between threads costs a wake-up.
+    fn call(&self, request: Tobj) -> impl std::future::Future<Output = Tobj> + Send {
+        let svc = self.clone();
+        commlink::answer_blocking(move || {
+            let rt = tokio::runtime::Handle::current();
+            Pool::inline(|| rt.block_on(svc.handle(request)))
+        })
     }
 }
 

@@ -14,6 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tracing::{debug, info, warn};
 
+use super::answer::{Offer, offering};
 use super::config::{HELLO_TYPE, PING_TYPE, remote_error};
 use super::handshake_io::{ConnError, Established, LineReader};
 use super::{ERROR_TYPE, LinkConfig, LinkError, Service, error_reply, lock};
@@ -586,8 +587,24 @@ impl<Svc: Service> ResponderPath<Svc> {
             reply.id = id;
             reply
         });
-        let first =
-            std::future::poll_fn(|cx| std::task::Poll::Ready(answer.as_mut().poll(cx))).await;
+        // The first poll offers the request to a blocking thread (`answer_blocking`): if
+        // the service takes it, that thread writes the reply and carries the permit.
+        let mut offer = Some(Offer {
+            id,
+            out: out.clone(),
+            permit,
+        });
+        let (first, left) = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match offer.take() {
+                Some(o) => offering(o, || answer.as_mut().poll(cx)),
+                None => (answer.as_mut().poll(cx), None),
+            })
+        })
+        .await;
+        let Some(Offer { permit, .. }) = left else {
+            // Taken: the blocking thread answers; the answer's future is not needed.
+            return Ok(());
+        };
         match first {
             std::task::Poll::Ready(reply) => {
                 // A full socket makes this wait: back-pressure on a peer that sends
@@ -1177,6 +1194,95 @@ mod tests {
         responder.abort();
         let _ = requester.await;
         assert!(matches!(rx.await, Ok(Err(LinkError::Down(_)))));
+    }
+
+    /// Answers with `answer_blocking`: `test.hold` waits on the blocking thread until
+    /// `release` gets a message, `test.panic` panics there, anything else is echoed. Counts
+    /// the answers whose future completed (none should, under a responder).
+    struct OnBlocking {
+        release: Arc<Mutex<std::sync::mpsc::Receiver<()>>>,
+        completed: Arc<AtomicU64>,
+    }
+
+    impl Service for OnBlocking {
+        async fn call(&self, request: Tobj) -> Tobj {
+            let release = self.release.clone();
+            let reply = crate::transport::answer_blocking(move || {
+                match request.kind.as_str() {
+                    "test.hold" => {
+                        let _ = lock(&release).recv_timeout(Duration::from_secs(5));
+                    }
+                    "test.panic" => panic!("a handler bug"),
+                    _ => {}
+                }
+                let said = request.fields.req_text("say").unwrap_or("").to_owned();
+                Tobj::with_fields("test.echoed", 0, Fields::new().text("said", said))
+            })
+            .await;
+            self.completed.fetch_add(1, Ordering::SeqCst);
+            reply
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_blocking_answer_is_written_by_the_thread_that_made_it() {
+        let (cfg, i, r) = pair().await;
+        let (release_tx, release_rx) = std::sync::mpsc::channel();
+        let completed = Arc::new(AtomicU64::new(0));
+        let svc = Arc::new(OnBlocking {
+            release: Arc::new(Mutex::new(release_rx)),
+            completed: completed.clone(),
+        });
+        let _responder = tokio::spawn(run_responder(r, cfg.clone(), svc.clone(), "r".into()));
+        let (handle, _requester) = requester(i, cfg).await;
+        // A request held on its blocking thread does not hold up the ones behind it.
+        let held = {
+            let handle = handle.clone();
+            tokio::spawn(async move { call(&handle, 1, "test.hold", "held").await })
+        };
+        let mut calls = tokio::task::JoinSet::new();
+        for id in 2..=41u64 {
+            let h = handle.clone();
+            calls.spawn(async move { (id, call(&h, id, "test.echo", &format!("m{id}")).await) });
+        }
+        while let Some(done) = calls.join_next().await {
+            let (id, reply) = done.expect("joined");
+            let reply = reply.expect("answered while request 1 is held");
+            assert_eq!(reply.id, id);
+            assert_eq!(
+                reply.fields.req_text("said").ok(),
+                Some(format!("m{id}").as_str())
+            );
+        }
+        assert!(!held.is_finished(), "the held request was answered early");
+        release_tx.send(()).expect("released");
+        let reply = held
+            .await
+            .expect("joined")
+            .expect("the held request is answered");
+        assert_eq!(
+            (reply.id, reply.fields.req_text("said").ok()),
+            (1, Some("held"))
+        );
+        // A panic on the blocking thread is still answered, as an internal error.
+        let reply = call(&handle, 42, "test.panic", "").await.expect("answered");
+        assert_eq!(reply.id, 42);
+        match remote_error(&reply) {
+            LinkError::Remote { code, .. } => assert_eq!(code, "internal"),
+            other => panic!("expected an internal error, got {other:?}"),
+        }
+        // Every reply went out from its blocking thread: no answer's future completed.
+        assert_eq!(completed.load(Ordering::SeqCst), 0);
+        // Called outside a responder, the same service returns its reply.
+        let direct = svc
+            .call(Tobj::with_fields(
+                "test.echo",
+                7,
+                Fields::new().text("say", "direct"),
+            ))
+            .await;
+        assert_eq!(direct.fields.req_text("said").ok(), Some("direct"));
+        assert_eq!(completed.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

@@ -17,6 +17,8 @@
 //! The pieces, one file each:
 //! - `config`: [`LinkConfig`], [`LinkError`], the [`Service`] trait and error replies;
 //! - `handshake_io`: line reading and writing, and both ends of the plaintext handshake;
+//! - `answer`: [`answer_blocking`], a reply made by blocking work and written from the
+//!   blocking thread (no hand-off back to a task);
 //! - `conn`: a running connection (outbox, heartbeats, reader loop) with its requester and
 //!   responder paths;
 //! - `addr`: link addresses as written in `ffs.toml` ([`LinkAddr`]: `tcp://host:port` or
@@ -39,6 +41,7 @@
 //! - `server`: the responders ([`serve`], [`serve_dialout`]).
 
 mod addr;
+mod answer;
 mod carrier;
 mod client;
 mod config;
@@ -58,6 +61,7 @@ pub mod trust;
 pub mod websocket;
 
 pub use addr::{AddrError, HttpsAddr, LinkAddr};
+pub use answer::answer_blocking;
 pub use carrier::Carrier;
 pub use client::{Acceptor, Client, Incoming, LinkStream};
 pub use config::{ERROR_TYPE, LinkConfig, LinkError, Service, error_reply};
