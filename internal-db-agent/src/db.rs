@@ -5,7 +5,7 @@
 //! "Invalid connection url for multiconnection".
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use diesel::connection::SimpleConnection as _;
 use diesel::pg::PgConnection;
@@ -385,6 +385,8 @@ pub struct Pool {
     tuning: Tuning,
     idle: Mutex<Vec<AnyConnection>>,
     permits: Arc<tokio::sync::Semaphore>,
+    /// SQLite's one writer at a time, among this pool's connections (see [`Pool::run_write`]).
+    writer: Mutex<()>,
 }
 
 impl Pool {
@@ -405,6 +407,7 @@ impl Pool {
             tuning,
             idle: Mutex::new(vec![first]),
             permits: Arc::new(tokio::sync::Semaphore::new(size.max(1))),
+            writer: Mutex::new(()),
         })
     }
 
@@ -451,6 +454,24 @@ impl Pool {
             v.push(conn);
         }
         out
+    }
+
+    /// [`Pool::run`] for a write transaction. SQLite has one writer at a time: this pool's
+    /// writers take turns here, each woken the moment the one before it is done, instead of
+    /// meeting SQLite's busy handler, which sleeps a millisecond or more between attempts
+    /// (other processes, such as the admin CLI, still meet it). On PostgreSQL writers run
+    /// side by side as before.
+    pub async fn run_write<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut AnyConnection) -> Result<T, DbError> + Send + 'static,
+    ) -> Result<T, DbError> {
+        let pool = Arc::clone(self);
+        self.run(move |c| {
+            let _turn = matches!(pool.url, DbUrl::Sqlite(_))
+                .then(|| pool.writer.lock().unwrap_or_else(PoisonError::into_inner));
+            f(c)
+        })
+        .await
     }
 
     /// Runs `f` with a connection on tokio's blocking pool, at most `size` at once; on this
@@ -598,5 +619,39 @@ mod tests {
         .expect("joined");
         assert_eq!(ran_on, thread);
         assert!(!after, "the thread is back to handing queries off");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pools_sqlite_writers_take_turns_without_the_busy_handler() {
+        use diesel::connection::SimpleConnection as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("ffs.db").display());
+        let pool = Arc::new(Pool::open(&url, 4).expect("pool"));
+        pool.run(|c| {
+            c.batch_execute("CREATE TABLE turns (x INTEGER)")
+                .map_err(DbError::Query)
+        })
+        .await
+        .expect("table");
+        // With no busy timeout, a writer that met another's transaction would fail at once
+        // ("database is locked"); taking turns, all of them commit.
+        let mut writers = tokio::task::JoinSet::new();
+        for i in 0..16 {
+            let pool = pool.clone();
+            writers.spawn(async move {
+                pool.run_write(move |c| {
+                    c.batch_execute(&format!(
+                        "PRAGMA busy_timeout = 0; BEGIN IMMEDIATE; INSERT INTO turns VALUES ({i});"
+                    ))
+                    .map_err(DbError::Query)?;
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                    c.batch_execute("COMMIT").map_err(DbError::Query)
+                })
+                .await
+            });
+        }
+        while let Some(done) = writers.join_next().await {
+            done.expect("joined").expect("a writer committed");
+        }
     }
 }

@@ -389,7 +389,7 @@ impl AgentService {
         // it comes after and its revocation lists this area (see `store::lock_customer`).
         let id = self
             .pool
-            .run(move |c| {
+            .run_write(move |c| {
                 store::customer_transaction(c, req.customer_id, |c| {
                     if let Err(refusal) = check_on(c, req.customer_id, &req.product, &req.version)?
                     {
@@ -428,7 +428,7 @@ impl AgentService {
         // is left.
         let removed = self
             .pool
-            .run(move |c| {
+            .run_write(move |c| {
                 store::customer_transaction(c, req.customer_id, |c| {
                     Ok::<_, DbError>(store::withdraw_download(c, req.customer_id, &req.area_id)?)
                 })
@@ -457,7 +457,7 @@ impl AgentService {
         }
         let id = self
             .pool
-            .run(move |c| {
+            .run_write(move |c| {
                 Ok(store::insert_delivery(
                     c,
                     &store::NewDelivery {
