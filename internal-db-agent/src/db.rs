@@ -374,8 +374,14 @@ impl Tuning {
 }
 
 thread_local! {
-    /// Set inside [`Pool::inline`]: this thread may block, so queries run on it.
+    /// Set inside [`Pool::inline`]: this thread may block and holds a [`Turn`], so queries
+    /// run on it, under that turn.
     static INLINE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// One of a pool's `size` places, held: queries run under it without waiting for one.
+pub struct Turn {
+    _place: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// A few open connections shared by blocking workers. Work runs on tokio's blocking pool
@@ -416,17 +422,35 @@ impl Pool {
         self.url.redacted()
     }
 
-    /// Runs `f` on this thread, which may block, with [`Pool::run`] running its queries here
-    /// too instead of handing each to the blocking pool (for a request answered whole on a
-    /// blocking thread, which drives its async handler with `block_on`).
-    pub fn inline<T>(f: impl FnOnce() -> T) -> T {
-        struct Reset(bool);
+    /// Waits for one of the pool's places (as a task: a request waiting here holds no
+    /// thread).
+    pub async fn turn(self: &Arc<Self>) -> Result<Turn, DbError> {
+        self.permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map(|p| Turn { _place: p })
+            .map_err(|e| DbError::Worker(e.to_string()))
+    }
+
+    /// Runs `f` on this thread, which may block, holding `turn`: [`Pool::run`] calls made
+    /// on this thread meanwhile run their queries here, one after another under that turn,
+    /// instead of each waiting for a place and a hand-off to the blocking pool (for a request
+    /// answered whole on a blocking thread, which drives its async handler with `block_on`).
+    pub fn inline<T>(turn: Turn, f: impl FnOnce() -> T) -> T {
+        struct Reset {
+            was: bool,
+            _turn: Turn,
+        }
         impl Drop for Reset {
             fn drop(&mut self) {
-                INLINE.set(self.0);
+                INLINE.set(self.was);
             }
         }
-        let _reset = Reset(INLINE.replace(true));
+        let _reset = Reset {
+            was: INLINE.replace(true),
+            _turn: turn,
+        };
         f()
     }
 
@@ -475,24 +499,18 @@ impl Pool {
     }
 
     /// Runs `f` with a connection on tokio's blocking pool, at most `size` at once; on this
-    /// thread when called inside [`Pool::inline`].
+    /// thread, under its turn, when called inside [`Pool::inline`].
     pub async fn run<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&mut AnyConnection) -> Result<T, DbError> + Send + 'static,
     ) -> Result<T, DbError> {
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| DbError::Worker(e.to_string()))?;
         if INLINE.get() {
-            let _permit = permit;
             return self.with_conn(f);
         }
+        let turn = self.turn().await?;
         let pool = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+            let _turn = turn;
             pool.with_conn(f)
         })
         .await
@@ -608,17 +626,38 @@ mod tests {
         // Outside: on the blocking pool, not on the worker that awaits it.
         let here = std::thread::current().id();
         assert_ne!(pool.run(query).await.expect("query"), here);
-        // Inside: on the thread that drives the handler (and only there).
+        // Inside: on the thread that drives the handler (and only there), several queries
+        // one after another under the one turn held (with a pool of 2 and the other place
+        // taken, a query that waited for a place of its own would never run).
+        let other = pool.turn().await.expect("a place");
+        let turn = pool.turn().await.expect("the last place");
         let rt = tokio::runtime::Handle::current();
-        let (thread, ran_on, after) = tokio::task::spawn_blocking(move || {
+        let inside = tokio::task::spawn_blocking(move || {
             let thread = std::thread::current().id();
-            let ran_on = Pool::inline(|| rt.block_on(pool.run(query))).expect("query");
-            (thread, ran_on, INLINE.get())
-        })
-        .await
-        .expect("joined");
-        assert_eq!(ran_on, thread);
+            let ran_on = Pool::inline(turn, || {
+                rt.block_on(async {
+                    let first = pool.run(query).await?;
+                    let second = pool.run(query).await?;
+                    Ok::<_, DbError>([first, second])
+                })
+            })
+            .expect("queries");
+            (
+                thread,
+                ran_on,
+                INLINE.get(),
+                pool.permits.available_permits(),
+            )
+        });
+        let (thread, ran_on, after, free) =
+            tokio::time::timeout(std::time::Duration::from_secs(10), inside)
+                .await
+                .expect("the queries did not wait for a place")
+                .expect("joined");
+        assert_eq!(ran_on, [thread, thread]);
         assert!(!after, "the thread is back to handing queries off");
+        assert_eq!(free, 1, "the turn is given back when inline ends");
+        drop(other);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

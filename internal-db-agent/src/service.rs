@@ -114,15 +114,9 @@ impl AgentService {
 
     /// Answers one request (what [`commlink::Service::call`] does, without the trait).
     pub async fn handle(&self, request: Tobj) -> Tobj {
-        let kind = request.kind.clone();
         match self.dispatch(&request).await {
             Ok(reply) => reply,
-            Err(r) => {
-                if r.code == RefusalCode::BadRequest {
-                    warn!(kind = %kind, reason = %r.message, "refused malformed request");
-                }
-                error_reply(r.code, r.message)
-            }
+            Err(r) => refused(&request.kind, r),
         }
     }
 
@@ -556,17 +550,35 @@ impl AgentService {
     }
 }
 
+/// The `ffs.error` reply for a refused request of type `kind`.
+fn refused(kind: &str, r: Refusal) -> Tobj {
+    if r.code == RefusalCode::BadRequest {
+        warn!(kind = %kind, reason = %r.message, "refused malformed request");
+    }
+    error_reply(r.code, r.message)
+}
+
 impl commlink::Service for AgentService {
-    /// Every request is answered whole on a blocking thread, its queries run there without
-    /// a further hand-off ([`Pool::inline`]), and the reply is written from there
-    /// ([`commlink::answer_blocking`]): the database is synchronous, and each hand-off
-    /// between threads costs a wake-up.
-    fn call(&self, request: Tobj) -> impl std::future::Future<Output = Tobj> + Send {
+    /// A request waits for a place in the pool as a task, then is answered whole on a
+    /// blocking thread: its queries run there under that place without a further hand-off
+    /// ([`Pool::inline`]), and the reply is written from there
+    /// ([`commlink::answer_blocking`]). The database is synchronous, and each hand-off
+    /// between threads costs a wake-up. A login is the exception: its password hash takes
+    /// tens of milliseconds on the blocking pool, and must not hold a place meanwhile.
+    async fn call(&self, request: Tobj) -> Tobj {
+        if request.kind == m::Login::TYPE {
+            return self.handle(request).await;
+        }
+        let turn = match self.pool.turn().await {
+            Ok(turn) => turn,
+            Err(e) => return refused(&request.kind, e.into()),
+        };
         let svc = self.clone();
         commlink::answer_blocking(move || {
             let rt = tokio::runtime::Handle::current();
-            Pool::inline(|| rt.block_on(svc.handle(request)))
+            Pool::inline(turn, || rt.block_on(svc.handle(request)))
         })
+        .await
     }
 }
 

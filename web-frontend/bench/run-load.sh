@@ -18,7 +18,9 @@ if [ -z "${LOADSTACK:-}" ]; then
 fi
 "$LOADSTACK" "$tmp/sessions" "$N" > "$tmp/url" 2> "$tmp/log" &
 pid=$!
-trap 'kill $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
+# SIGINT lets the stack stop and remove its temporary directory (a run leaves tens of
+# thousands of areas there; TMPDIR picks where it goes, e.g. TMPDIR=/dev/shm).
+trap 'kill -INT $pid 2>/dev/null && wait $pid 2>/dev/null; rm -rf "$tmp"' EXIT
 for _ in $(seq 1 600); do [ -s "$tmp/url" ] && break; sleep 0.2; done
 url=$(cat "$tmp/url")
 # CONNS: connection counts to run (default: N, i.e. one connection per session).
