@@ -563,9 +563,10 @@ impl Path for RequesterPath {
 
 /// The responder's path: every packet is a request, answered by the service. The
 /// service's future is polled once on the reader's task: an answer ready at once (no I/O:
-/// a cached lookup, an echo) is sent from there, with no hop through another task. A
-/// future that waits (a database query, work on the blocking pool) moves to a task of its
-/// own and the reader goes on (at most [`MAX_IN_FLIGHT`] requests at once per connection).
+/// a cached lookup, an echo) is sent from there, with no hop through another task; an
+/// answer taken to the blocking pool by `answer_blocking` in that poll is sent from the
+/// blocking thread. Any other future that waits moves to a task of its own. Either way the
+/// reader goes on (at most [`MAX_IN_FLIGHT`] requests at once per connection).
 struct ResponderPath<Svc> {
     service: Arc<Svc>,
     in_flight: Arc<Semaphore>,
