@@ -630,8 +630,8 @@ const SYNC_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
 /// thread right after: the changes that arrive meanwhile (and, under load, within
 /// [`SYNC_EVERY`] of the last sync) share one append and one `fdatasync` (group commit),
 /// so a stage request never waits for the disk and the cost per change does not grow with
-/// the number of live areas. A crash can lose the changes of the last few milliseconds: the links of an area lost that way stop working and the
-/// sweeper removes its directory. When the journal is due ([`AreaJournal::compact_due`]),
+/// the number of live areas. A crash can lose the changes of the last few milliseconds:
+/// the links of an area lost that way stop working and the sweeper removes its directory. When the journal is due ([`AreaJournal::compact_due`]),
 /// the snapshot is rewritten from memory. [`Stager::flush`] (called on shutdown and drop)
 /// waits for everything to be durable.
 fn spawn_persister(

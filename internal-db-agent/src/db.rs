@@ -374,14 +374,16 @@ impl Tuning {
 }
 
 thread_local! {
-    /// Set inside [`Pool::inline`]: this thread may block and holds a [`Turn`], so queries
-    /// run on it, under that turn.
-    static INLINE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Inside [`Pool::inline`]: the address of the pool whose [`Turn`] this thread holds (0
+    /// outside), so that pool's queries run on this thread, under that turn.
+    static INLINE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// One of a pool's `size` places, held: queries run under it without waiting for one.
 pub struct Turn {
     _place: tokio::sync::OwnedSemaphorePermit,
+    /// The pool's address (what `INLINE` holds).
+    pool: usize,
 }
 
 /// A few open connections shared by blocking workers. Work runs on tokio's blocking pool
@@ -429,7 +431,10 @@ impl Pool {
             .clone()
             .acquire_owned()
             .await
-            .map(|p| Turn { _place: p })
+            .map(|p| Turn {
+                _place: p,
+                pool: Arc::as_ptr(self) as usize,
+            })
             .map_err(|e| DbError::Worker(e.to_string()))
     }
 
@@ -439,7 +444,7 @@ impl Pool {
     /// answered whole on a blocking thread, which drives its async handler with `block_on`).
     pub fn inline<T>(turn: Turn, f: impl FnOnce() -> T) -> T {
         struct Reset {
-            was: bool,
+            was: usize,
             _turn: Turn,
         }
         impl Drop for Reset {
@@ -448,7 +453,7 @@ impl Pool {
             }
         }
         let _reset = Reset {
-            was: INLINE.replace(true),
+            was: INLINE.replace(turn.pool),
             _turn: turn,
         };
         f()
@@ -491,7 +496,7 @@ impl Pool {
     ) -> Result<T, DbError> {
         let pool = Arc::clone(self);
         self.run(move |c| {
-            let _turn = matches!(pool.url, DbUrl::Sqlite(_))
+            let _writer = matches!(pool.url, DbUrl::Sqlite(_))
                 .then(|| pool.writer.lock().unwrap_or_else(PoisonError::into_inner));
             f(c)
         })
@@ -504,7 +509,7 @@ impl Pool {
         self: &Arc<Self>,
         f: impl FnOnce(&mut AnyConnection) -> Result<T, DbError> + Send + 'static,
     ) -> Result<T, DbError> {
-        if INLINE.get() {
+        if INLINE.get() == std::ptr::from_ref::<Pool>(self) as usize {
             return self.with_conn(f);
         }
         let turn = self.turn().await?;
@@ -629,6 +634,8 @@ mod tests {
         // Inside: on the thread that drives the handler (and only there), several queries
         // one after another under the one turn held (with a pool of 2 and the other place
         // taken, a query that waited for a place of its own would never run).
+        let second_db = format!("sqlite://{}", dir.path().join("second.db").display());
+        let second_pool = Arc::new(Pool::open(&second_db, 1).expect("second pool"));
         let other = pool.turn().await.expect("a place");
         let turn = pool.turn().await.expect("the last place");
         let rt = tokio::runtime::Handle::current();
@@ -638,14 +645,18 @@ mod tests {
                 rt.block_on(async {
                     let first = pool.run(query).await?;
                     let second = pool.run(query).await?;
-                    Ok::<_, DbError>([first, second])
+                    // Another pool's queries are not under this turn: they go as usual.
+                    let elsewhere = second_pool.run(query).await?;
+                    Ok::<_, DbError>(([first, second], elsewhere))
                 })
             })
             .expect("queries");
+            let (ran_on, elsewhere) = ran_on;
+            assert_ne!(elsewhere, thread, "another pool's query ran inline");
             (
                 thread,
                 ran_on,
-                INLINE.get(),
+                INLINE.get() != 0,
                 pool.permits.available_permits(),
             )
         });
