@@ -12,6 +12,8 @@
 //!
 //! Called anywhere else (a later poll, a test calling the service directly),
 //! `answer_blocking` runs the work on the blocking pool and returns the reply as usual.
+//! An offered request's work runs on the connection's warm threads (`warm.rs`), which
+//! spares it tokio's shared blocking queue.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::conn::Outbox;
 use super::error_reply;
+use super::warm::Warm;
 use crate::RefusalCode;
 use crate::tobj::Tobj;
 
@@ -28,6 +31,8 @@ pub(super) struct Offer {
     pub(super) id: u64,
     pub(super) out: Arc<Outbox>,
     pub(super) permit: OwnedSemaphorePermit,
+    /// The connection's warm threads, which run the work.
+    pub(super) warm: Arc<Warm>,
 }
 
 thread_local! {
@@ -66,8 +71,9 @@ where
 {
     if let Some(offer) = OFFERED.with_borrow_mut(Option::take) {
         let rt = tokio::runtime::Handle::current();
+        let warm = offer.warm.clone();
         // Detached: the reply goes out from the blocking thread, the permit with it.
-        drop(tokio::task::spawn_blocking(move || {
+        warm.spawn(move || {
             let mut reply = run(work);
             reply.id = offer.id;
             // On a blocking thread waiting is allowed: a full socket makes this wait (the
@@ -75,7 +81,7 @@ where
             // the requester learns that from the link going down.
             let _ = rt.block_on(offer.out.send(&reply));
             drop(offer.permit);
-        }));
+        });
         return std::future::pending().await;
     }
     match tokio::task::spawn_blocking(move || run(work)).await {

@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 use super::answer::{Offer, offering};
 use super::config::{HELLO_TYPE, PING_TYPE, remote_error};
 use super::handshake_io::{ConnError, Established, LineReader};
+use super::warm::Warm;
 use super::{ERROR_TYPE, LinkConfig, LinkError, Service, error_reply, lock};
 use crate::crypto::{Opener, Sealer};
 use crate::tobj::{Fields, Limits, Tobj};
@@ -571,6 +572,8 @@ struct ResponderPath<Svc> {
     service: Arc<Svc>,
     in_flight: Arc<Semaphore>,
     read: SharedRead,
+    /// The threads that run `answer_blocking` work for this connection.
+    warm: Arc<Warm>,
 }
 
 impl<Svc: Service> ResponderPath<Svc> {
@@ -594,6 +597,7 @@ impl<Svc: Service> ResponderPath<Svc> {
             id,
             out: out.clone(),
             permit,
+            warm: self.warm.clone(),
         });
         let (first, left) = std::future::poll_fn(|cx| {
             std::task::Poll::Ready(match offer.take() {
@@ -735,6 +739,7 @@ where
         service,
         in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         read: started.read.clone(),
+        warm: Arc::new(Warm::new()),
     };
     run_connection(started, cfg, path, peer, |_| {}).await
 }

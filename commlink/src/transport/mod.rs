@@ -18,7 +18,8 @@
 //! - `config`: [`LinkConfig`], [`LinkError`], the [`Service`] trait and error replies;
 //! - `handshake_io`: line reading and writing, and both ends of the plaintext handshake;
 //! - `answer`: [`answer_blocking`], a reply made by blocking work and written from the
-//!   blocking thread (no hand-off back to a task);
+//!   blocking thread (no hand-off back to a task); `warm`: a responder connection's own
+//!   few threads for that work ([`Warm`](warm::Warm)), tokio's blocking pool as overflow;
 //! - `conn`: a running connection (outbox, heartbeats, reader loop) with its requester and
 //!   responder paths;
 //! - `addr`: link addresses as written in `ffs.toml` ([`LinkAddr`]: `tcp://host:port` or
@@ -58,6 +59,7 @@ mod relay_stream;
 mod server;
 mod tcp;
 pub mod trust;
+mod warm;
 pub mod websocket;
 
 pub use addr::{AddrError, HttpsAddr, LinkAddr};
