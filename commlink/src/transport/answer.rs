@@ -5,13 +5,15 @@
 //! costs two thread hand-offs per request: to the blocking thread, and back to a task that
 //! sends the reply. Under load those wake-ups cost more than the work (measured on the
 //! prepare path: see docs/benchmarks.md). So while the responder polls a request's answer
-//! for the first time it *offers* the request (its id, the connection's outbox and its
-//! in-flight permit) on this thread; `answer_blocking`, called in that first poll, takes
-//! the offer and the blocking thread seals and writes the reply itself. The responder sees
-//! the offer taken and drops the answer's future: no task is spawned, nothing comes back.
+//! it *offers* the request (its id, the connection's outbox and its in-flight permit) on
+//! this thread; `answer_blocking`, called in such a poll, takes the offer and the blocking
+//! thread seals and writes the reply itself. The responder sees the offer taken and drops
+//! the answer's future: nothing comes back. An answer that waits before it gets there (for
+//! a pool place, say) is polled in a task of its own, which offers the request at every
+//! poll, so it too is answered from its blocking thread.
 //!
-//! Called anywhere else (a later poll, a test calling the service directly),
-//! `answer_blocking` runs the work on the blocking pool and returns the reply as usual.
+//! Called anywhere else (a test calling the service directly), `answer_blocking` runs the
+//! work on the blocking pool and returns the reply as usual.
 //! An offered request's work runs on the connection's warm threads (`warm.rs`), which
 //! spares it tokio's shared blocking queue.
 
@@ -59,7 +61,7 @@ pub(super) fn offering<T>(offer: Offer, f: impl FnOnce() -> T) -> (T, Option<Off
 }
 
 /// Runs `work` on the blocking pool; its result is the reply to the request being
-/// answered. When a responder offered the request (this is the answer's first poll), the
+/// answered. When a responder offered the request (it is polling the answer), the
 /// blocking thread writes the reply to the peer itself and this future never completes
 /// (the responder drops it); otherwise it completes with the reply.
 ///

@@ -565,9 +565,11 @@ impl Path for RequesterPath {
 /// The responder's path: every packet is a request, answered by the service. The
 /// service's future is polled once on the reader's task: an answer ready at once (no I/O:
 /// a cached lookup, an echo) is sent from there, with no hop through another task; an
-/// answer taken to the blocking pool by `answer_blocking` in that poll is sent from the
-/// blocking thread. Any other future that waits moves to a task of its own. Either way the
-/// reader goes on (at most [`MAX_IN_FLIGHT`] requests at once per connection).
+/// answer taken to a blocking thread by `answer_blocking` in that poll is sent from that
+/// thread. Any other future that waits moves to a task of its own, which goes on offering
+/// the request to `answer_blocking` at each poll (a request that first waits for a pool
+/// place is still answered from its blocking thread). Either way the reader goes on (at
+/// most [`MAX_IN_FLIGHT`] requests at once per connection).
 struct ResponderPath<Svc> {
     service: Arc<Svc>,
     in_flight: Arc<Semaphore>,
@@ -618,11 +620,35 @@ impl<Svc: Service> ResponderPath<Svc> {
                 drop(permit);
             }
             std::task::Poll::Pending => {
+                // The answer waits (for a pool place, say) in a task of its own, still
+                // offering the request at every poll: when it reaches `answer_blocking`,
+                // the blocking thread answers and the task ends.
+                let mut offer = Some(Offer {
+                    id,
+                    out: out.clone(),
+                    permit,
+                    warm: self.warm.clone(),
+                });
                 let out = out.clone();
                 tokio::spawn(async move {
-                    let reply = answer.await;
-                    let _ = out.send(&reply).await;
-                    drop(permit);
+                    let reply = std::future::poll_fn(|cx| {
+                        let Some(o) = offer.take() else {
+                            return std::task::Poll::Ready(None);
+                        };
+                        let (polled, left) = offering(o, || answer.as_mut().poll(cx));
+                        match left {
+                            None => std::task::Poll::Ready(None),
+                            Some(o) => {
+                                offer = Some(o);
+                                polled.map(Some)
+                            }
+                        }
+                    })
+                    .await;
+                    if let (Some(reply), Some(o)) = (reply, offer) {
+                        let _ = out.send(&reply).await;
+                        drop(o.permit);
+                    }
                 });
             }
         }
@@ -1203,7 +1229,8 @@ mod tests {
     }
 
     /// Answers with `answer_blocking`: `test.hold` waits on the blocking thread until
-    /// `release` gets a message, `test.panic` panics there, anything else is echoed. Counts
+    /// `release` gets a message, `test.panic` panics there, `test.wait-first` yields to the
+    /// runtime once before, anything else is echoed. Counts
     /// the answers whose future completed (none should, under a responder).
     struct OnBlocking {
         release: Arc<Mutex<std::sync::mpsc::Receiver<()>>>,
@@ -1213,6 +1240,10 @@ mod tests {
     impl Service for OnBlocking {
         async fn call(&self, request: Tobj) -> Tobj {
             let release = self.release.clone();
+            if request.kind == "test.wait-first" {
+                // Pending at the first poll, as a request waiting for a pool place is.
+                tokio::task::yield_now().await;
+            }
             let reply = crate::transport::answer_blocking(move || {
                 match request.kind.as_str() {
                     "test.hold" => {
@@ -1277,7 +1308,16 @@ mod tests {
             LinkError::Remote { code, .. } => assert_eq!(code, "internal"),
             other => panic!("expected an internal error, got {other:?}"),
         }
-        // Every reply went out from its blocking thread: no answer's future completed.
+        // A request that waits before it reaches `answer_blocking` is answered too.
+        let reply = call(&handle, 43, "test.wait-first", "waited")
+            .await
+            .expect("answered");
+        assert_eq!(
+            (reply.id, reply.fields.req_text("said").ok()),
+            (43, Some("waited"))
+        );
+        // Every reply went out from its blocking thread, the one that waited first too: no
+        // answer's future completed.
         assert_eq!(completed.load(Ordering::SeqCst), 0);
         // Called outside a responder, the same service returns its reply.
         let direct = svc
