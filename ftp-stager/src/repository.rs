@@ -3,6 +3,8 @@
 //! ```text
 //! repository/
 //!   objects/ab/cdef…      file content, named by its SHA-256, mode 0444, never modified
+//!   twins/ab/cdef….N      copies of an object that reached the file system's hard-link
+//!                         limit (ext4: 65,000), for the areas staged after it
 //!   releases/PRODUCT/VERSION.json   the manifest: notes, yanked flag, files (name,size,sha256)
 //!   tmp/                  imports in progress (never visible as objects or releases)
 //!   .lock                 flock held by publish and garbage collection
@@ -10,7 +12,7 @@
 //! A release exists exactly when its manifest does; the manifest is written last and
 //! atomically, after every object it names is durable. Dedup across releases is free.
 //! Objects are reclaimed ([`Repository::gc`]) when no live (non-yanked) manifest names them
-//! and no download area links to them (link count 1).
+//! and no download area links to them (link count 1); twins as soon as no area links to them.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -191,7 +193,7 @@ const MANIFEST_CACHE_MAX: usize = 4096;
 impl Repository {
     /// Opens (creating the layout if missing) the repository at `root`.
     pub fn open(root: &Path) -> Result<Repository> {
-        for d in ["objects", "releases", "tmp"] {
+        for d in ["objects", "releases", "tmp", "twins"] {
             let p = root.join(d);
             fs::create_dir_all(&p).map_err(StagerError::io("create", &p))?;
         }
@@ -221,6 +223,63 @@ impl Repository {
             .join("objects")
             .join(&sha256[..2])
             .join(&sha256[2..]))
+    }
+
+    /// The path of an object's `n`th twin (`n` ≥ 1): a copy of the object that download
+    /// areas link to once the object itself can take no more hard links.
+    pub fn twin_path(&self, sha256: &str, n: u32) -> Result<PathBuf> {
+        if !valid_sha(sha256) {
+            return Err(StagerError::Invalid(format!("bad object name {sha256:?}")));
+        }
+        Ok(self
+            .root
+            .join("twins")
+            .join(&sha256[..2])
+            .join(format!("{}.{n}", &sha256[2..])))
+    }
+
+    /// The object's `n`th twin, made now if it is missing: the object copied to a temporary
+    /// file, checked for size, synced and made read-only, then linked into place, so a twin
+    /// is whole whenever it exists (one made at the same moment by another request is used
+    /// instead). A copy of a large file takes seconds; it happens once per hard-link limit's
+    /// worth (ext4: 65,000) of areas holding the same file at once.
+    pub fn twin(&self, sha256: &str, n: u32) -> Result<PathBuf> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = self.twin_path(sha256, n)?;
+        if path.exists() {
+            return Ok(path);
+        }
+        let object = self.object_path(sha256)?;
+        let dir = path
+            .parent()
+            .ok_or_else(|| StagerError::Invalid("twin path".into()))?;
+        if !dir.exists() {
+            fs::create_dir_all(dir).map_err(StagerError::io("create", dir))?;
+            fsutil::fsync_dir(&self.root.join("twins")).map_err(StagerError::io("fsync", dir))?;
+        }
+        let tmp = self
+            .tmp_dir()
+            .join(format!("twin-{}", fsutil::random_hex(8)));
+        let made = (|| -> std::io::Result<()> {
+            let copied = fs::copy(&object, &tmp)?;
+            let want = fs::metadata(&object)?.len();
+            if copied != want {
+                return Err(std::io::Error::other(format!(
+                    "copied {copied} of {want} bytes"
+                )));
+            }
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444))?;
+            fs::File::open(&tmp)?.sync_all()?;
+            match fs::hard_link(&tmp, &path) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
+                _ => Ok(()),
+            }
+        })();
+        let _ = fs::remove_file(&tmp);
+        made.map_err(StagerError::io("make a twin of", &object))?;
+        fsutil::fsync_dir(dir).map_err(StagerError::io("fsync", dir))?;
+        tracing::info!(object = %sha256, twin = n, "object reached the hard-link limit; areas link to a twin");
+        Ok(path)
     }
 
     /// The manifest path of a release.
@@ -445,7 +504,49 @@ impl Repository {
         if n > 0 {
             let _ = fsutil::fsync_dir(&objects);
         }
+        // Twins no area links to any more (the next area that needs one makes it again).
+        let twins = self.root.join("twins");
+        for shard in fs::read_dir(&twins).into_iter().flatten().flatten() {
+            for e in fs::read_dir(shard.path()).into_iter().flatten().flatten() {
+                let Ok(md) = e.metadata() else { continue };
+                if md.is_file() && md.nlink() == 1 && fs::remove_file(e.path()).is_ok() {
+                    n += 1;
+                    bytes += md.len();
+                }
+            }
+        }
         Ok((n, bytes))
+    }
+
+    /// Every twin ([`Repository::twin`]): (the object's sha256, its number, path).
+    pub fn twins(&self) -> Result<Vec<(String, u32, PathBuf)>> {
+        let twins = self.root.join("twins");
+        let mut out = Vec::new();
+        let Ok(shards) = fs::read_dir(&twins) else {
+            return Ok(out);
+        };
+        for d in shards {
+            let d = d.map_err(StagerError::io("read dir", &twins))?;
+            let prefix = d.file_name().to_string_lossy().into_owned();
+            let dp = d.path();
+            if !d.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            for e in fs::read_dir(&dp).map_err(StagerError::io("read dir", &dp))? {
+                let e = e.map_err(StagerError::io("read dir", &dp))?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                let Some((rest, n)) = name.split_once('.') else {
+                    continue;
+                };
+                let sha = format!("{prefix}{rest}");
+                if let Ok(n) = n.parse::<u32>()
+                    && valid_sha(&sha)
+                {
+                    out.push((sha, n, e.path()));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Every object: (sha256, path).

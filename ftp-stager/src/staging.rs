@@ -144,7 +144,13 @@ pub struct Stager {
     signer: Option<Arc<crate::signing::Signer>>,
     publish_limits: Arc<crate::upload::Limits>,
     catalog_tags: crate::catalog_tags::CatalogTags,
+    /// Per object that reached the hard-link limit, the twin areas link to now.
+    twins: Mutex<HashMap<String, u32>>,
 }
+
+/// Twins tried per object before a stage request gives up (each takes a hard-link limit's
+/// worth of areas: 4,096 × 65,000 on ext4).
+const MAX_TWINS: u32 = 4096;
 
 impl Stager {
     /// Opens the repository, areas dir and state dir (creating them), checks that staging
@@ -242,6 +248,7 @@ impl Stager {
             signer,
             publish_limits: Arc::new(crate::upload::Limits::from_config(cfg)),
             catalog_tags: crate::catalog_tags::CatalogTags::new(),
+            twins: Mutex::default(),
         })
     }
 
@@ -395,12 +402,46 @@ impl Stager {
             {
                 fs::create_dir_all(parent).map_err(StagerError::io("create", parent))?;
             }
-            used = self
-                .method
-                .place(&src, &dst)
-                .map_err(StagerError::io("link", &src))?;
+            used = self.place_file(&f.sha256, &src, &dst)?;
         }
         Ok(used)
+    }
+
+    /// Places one file: a hard link to its object, or, once the object has as many links as
+    /// the file system allows (`EMLINK`; ext4 stops at 65,000 areas holding one file), to
+    /// the object's first twin that can take one more ([`Repository::twin`], made when
+    /// missing). The twin last used for each object is remembered, so later areas go
+    /// straight to it.
+    fn place_file(&self, sha256: &str, object: &Path, dst: &Path) -> Result<Method> {
+        if self.method != Method::HardLink {
+            return self
+                .method
+                .place(object, dst)
+                .map_err(StagerError::io("link", object));
+        }
+        let mut n = lock(&self.twins).get(sha256).copied().unwrap_or(0);
+        let mut remade = false;
+        loop {
+            let src = if n == 0 {
+                object.to_path_buf()
+            } else {
+                self.repo.twin(sha256, n)?
+            };
+            match fs::hard_link(&src, dst) {
+                Ok(()) => {
+                    if n > 0 {
+                        lock(&self.twins).insert(sha256.to_owned(), n);
+                    }
+                    return Ok(Method::HardLink);
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EMLINK) && n < MAX_TWINS => n += 1,
+                // Reclaimed between its making and this link (no area held it): make it again.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && n > 0 && !remade => {
+                    remade = true;
+                }
+                Err(e) => return Err(StagerError::io("link", &src)(e)),
+            }
+        }
     }
 
     /// Adds one stage request's latency to the window the stats report; returns it in µs.
@@ -819,6 +860,69 @@ mod tests {
             label: "alice".into(),
             ttl_secs: None,
         }
+    }
+
+    #[test]
+    fn areas_beyond_the_hard_link_limit_link_to_a_twin_of_the_object() {
+        let (d, cfg) = setup();
+        let s = Stager::open(&cfg).unwrap();
+        let a = s.stage(&req(&["docs/readme.txt"])).unwrap();
+        let sha = a.files[0].sha256.clone();
+        let obj = s.repository().object_path(&sha).unwrap();
+        // Links up to the file system's limit, as that many live areas would hold.
+        let fill = d.path().join("fill");
+        fs::create_dir(&fill).unwrap();
+        for i in 0u32.. {
+            match fs::hard_link(&obj, fill.join(i.to_string())) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EMLINK) => break,
+                Err(e) => panic!("linking: {e}"),
+            }
+            assert!(
+                i < 200_000,
+                "the file system under {} takes 200,000 hard links to one file: this test \
+                 needs one with a limit (ext4 stops at 65,000): set TMPDIR to a directory \
+                 on ext4",
+                d.path().display()
+            );
+        }
+        let full = fs::metadata(&obj).unwrap().nlink();
+
+        let b = s.stage(&req(&["docs/readme.txt"])).unwrap();
+        let staged = s.areas_dir().join(&b.area_id).join("docs/readme.txt");
+        assert_eq!(fs::read(&staged).unwrap(), b"read me");
+        let twin = s.repository().twin_path(&sha, 1).unwrap();
+        let tmd = fs::metadata(&twin).unwrap();
+        assert_eq!(fs::metadata(&staged).unwrap().ino(), tmd.ino());
+        assert_ne!(tmd.ino(), fs::metadata(&obj).unwrap().ino());
+        assert_eq!(
+            tmd.mode() & 0o777,
+            0o444,
+            "a twin is read-only like its object"
+        );
+        assert_eq!(fs::metadata(&obj).unwrap().nlink(), full);
+        assert_eq!(fs::read_dir(s.repository().tmp_dir()).unwrap().count(), 0);
+
+        // The next area goes straight to the same twin.
+        let c = s.stage(&req(&["docs/readme.txt"])).unwrap();
+        let staged_c = s.areas_dir().join(&c.area_id).join("docs/readme.txt");
+        assert_eq!(fs::metadata(&staged_c).unwrap().ino(), tmd.ino());
+        assert_eq!(fs::metadata(&twin).unwrap().nlink(), 3);
+
+        // Once no area links to the twin, garbage collection reclaims it; the object stays.
+        assert!(s.unstage(&b.area_id).unwrap());
+        assert!(s.unstage(&c.area_id).unwrap());
+        s.repository().gc().unwrap();
+        assert!(!twin.exists(), "the unused twin was reclaimed");
+        assert!(obj.exists());
+        // And is made again when an area needs it: the remembered twin is gone, not stuck.
+        let e = s.stage(&req(&["docs/readme.txt"])).unwrap();
+        let staged_e = s.areas_dir().join(&e.area_id).join("docs/readme.txt");
+        assert_eq!(fs::read(&staged_e).unwrap(), b"read me");
+        assert_eq!(
+            fs::metadata(&staged_e).unwrap().ino(),
+            fs::metadata(&twin).unwrap().ino()
+        );
     }
 
     #[test]

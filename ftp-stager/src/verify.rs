@@ -4,8 +4,9 @@
 //! size and hashes to its name; for a signed release, `SHA256SUMS` and its signature are
 //! intact, the signature verifies with the key that made it, its trusted comment names this
 //! release, and `SHA256SUMS` lists exactly the manifest's files (so an edited manifest is
-//! caught too). Objects no manifest names are re-hashed as well. Unsigned releases are
-//! reported as unsigned, never as verified.
+//! caught too). Objects no manifest names are re-hashed as well, and so is every twin (the
+//! copy of an object that areas link to once the object reached the hard-link limit).
+//! Unsigned releases are reported as unsigned, never as verified.
 //!
 //! Keys: by default the repository's own copies (`keys/KEYID.pub`, written at publish) and
 //! whatever the caller adds (the configured signing key's public half). With `--key`, only
@@ -14,7 +15,8 @@
 //!
 //! **Quarantine** ([`quarantine`]) withdraws each altered release the way `ffs yank` does
 //! (manifest `yanked`, plus `quarantined` = why): it can no longer be staged and customers
-//! no longer see it. The altered objects are moved to `repository/quarantine/` (kept as
+//! no longer see it. The altered objects (and altered twins) are moved to
+//! `repository/quarantine/` (kept as
 //! evidence; never staged, never reclaimed by gc), and the hard links download areas hold
 //! to those same inodes are unlinked, so an area staged before the check stops serving the
 //! tampered bytes too (its other files keep working until it expires).
@@ -94,6 +96,18 @@ pub struct OrphanProblem {
     pub why: String,
 }
 
+/// An altered twin of an object (its release is not withdrawn: the object itself is intact;
+/// quarantine moves the twin aside and the next area makes a new one).
+#[derive(Debug, Clone, Serialize)]
+pub struct TwinProblem {
+    /// The object it is a copy of.
+    pub sha256: String,
+    /// Its number.
+    pub twin: u32,
+    /// What is wrong.
+    pub why: String,
+}
+
 /// The whole run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -105,6 +119,8 @@ pub struct Report {
     pub releases: Vec<ReleaseReport>,
     /// Altered objects that no release names.
     pub orphans: Vec<OrphanProblem>,
+    /// Altered twins.
+    pub twins: Vec<TwinProblem>,
 }
 
 impl Report {
@@ -112,6 +128,7 @@ impl Report {
     /// stays listed with its problems, but was dealt with and does not fail the run).
     pub fn altered(&self) -> bool {
         !self.orphans.is_empty()
+            || !self.twins.is_empty()
             || self
                 .releases
                 .iter()
@@ -129,9 +146,12 @@ pub fn verify(
     progress: &dyn Progress,
 ) -> Result<Report> {
     let objects = repo.objects()?;
+    let twins = repo.twins()?;
     let total: u64 = objects
         .iter()
-        .filter_map(|(_, p)| fs::symlink_metadata(p).ok())
+        .map(|(_, p)| p)
+        .chain(twins.iter().map(|(_, _, p)| p))
+        .filter_map(|p| fs::symlink_metadata(p).ok())
         .map(|m| m.len())
         .sum();
     progress.phase("verifying the repository", total);
@@ -144,6 +164,21 @@ pub fn verify(
             bytes += n;
         }
         states.insert(sha.clone(), st);
+    }
+    let mut bad_twins = Vec::new();
+    for (sha, n, path) in &twins {
+        match rehash(sha, path, &mut buf, progress) {
+            ObjState::Good(k) => bytes += k,
+            ObjState::Bad(why) => bad_twins.push(TwinProblem {
+                sha256: sha.clone(),
+                twin: *n,
+                why,
+            }),
+        }
+    }
+    bad_twins.sort_by(|a, b| (&a.sha256, a.twin).cmp(&(&b.sha256, b.twin)));
+    for t in &bad_twins {
+        tracing::error!(object = %t.sha256, twin = t.twin, why = %t.why, "repository verify: twin altered");
     }
     progress.finish();
 
@@ -174,10 +209,11 @@ pub fn verify(
         tracing::error!(product = %r.product, version = %r.version, problems = ?r.problems, "repository verify: release altered");
     }
     Ok(Report {
-        objects: objects.len(),
+        objects: objects.len() + twins.len(),
         bytes,
         releases: reports,
         orphans,
+        twins: bad_twins,
     })
 }
 
@@ -371,6 +407,25 @@ pub fn quarantine(
         }
         fs::rename(&p, &dst).map_err(StagerError::io("rename", &p))?;
         tracing::warn!(object = %sha, to = %dst.display(), "altered object moved to quarantine");
+        out.objects_moved += 1;
+    }
+    for t in &report.twins {
+        let p = repo.twin_path(&t.sha256, t.twin)?;
+        let Ok(md) = fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if md.file_type().is_file() {
+            inodes.insert((md.dev(), md.ino()));
+        }
+        fs::create_dir_all(&qdir).map_err(StagerError::io("create", &qdir))?;
+        let dst = qdir.join(format!(
+            "{}.twin{}.{}",
+            t.sha256,
+            t.twin,
+            fsutil::random_hex(4)
+        ));
+        fs::rename(&p, &dst).map_err(StagerError::io("rename", &p))?;
+        tracing::warn!(object = %t.sha256, twin = t.twin, to = %dst.display(), "altered twin moved to quarantine");
         out.objects_moved += 1;
     }
     drop(lock);

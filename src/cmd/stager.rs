@@ -355,6 +355,12 @@ async fn repo_verify(sc: &ftp_stager::StagerConfig, a: VerifyArgs) -> anyhow::Re
                 o.sha256, o.why
             );
         }
+        for t in &report.twins {
+            println!(
+                "ALTERED  twin {} of object {} (a copy areas link to): {}",
+                t.twin, t.sha256, t.why
+            );
+        }
         let bad = report.releases.iter().filter(|r| r.altered()).count();
         println!(
             "{} releases checked, {} objects ({} bytes) re-hashed: {}",
@@ -363,8 +369,9 @@ async fn repo_verify(sc: &ftp_stager::StagerConfig, a: VerifyArgs) -> anyhow::Re
             report.bytes,
             if report.altered() {
                 format!(
-                    "{bad} releases and {} stray objects altered",
-                    report.orphans.len()
+                    "{bad} releases, {} stray objects and {} twins altered",
+                    report.orphans.len(),
+                    report.twins.len()
                 )
             } else {
                 "nothing altered".to_owned()

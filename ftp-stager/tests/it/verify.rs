@@ -198,6 +198,63 @@ fn one_changed_byte_is_reported_and_quarantine_withdraws_the_release_and_its_are
     stage(&stager, "1.0").unwrap();
 }
 
+/// A twin (the copy of an object areas link to once the object reached the hard-link limit)
+/// is re-hashed like an object; an altered one is reported, and quarantine moves it aside
+/// and removes the area links to it, without withdrawing the release (its object is
+/// intact; the next area past the limit makes a new twin).
+#[test]
+fn an_altered_twin_is_reported_and_quarantined_with_its_area_links() {
+    let fx = fixture();
+    let stager = Stager::open(&fx.cfg).unwrap();
+    let area = stage(&stager, "2.0").unwrap();
+    let area_dir = stager.areas_dir().join(&area.area_id);
+    let m = fx.repo.manifest("tool", "2.0").unwrap();
+    let sha = m
+        .files
+        .iter()
+        .find(|f| f.name == "big2.bin")
+        .unwrap()
+        .sha256
+        .clone();
+    let twin = fx.repo.twin(&sha, 1).unwrap();
+    // An area whose copy of big2.bin was linked to the twin.
+    let linked = area_dir.join("big2-past-the-limit.bin");
+    fs::hard_link(&twin, &linked).unwrap();
+
+    let clean = verify(&fx.repo, &[], false, &commlink::progress::Silent).unwrap();
+    assert!(!clean.altered(), "{clean:?}");
+    assert!(clean.twins.is_empty());
+
+    tamper(&twin, |b| b[777] ^= 1);
+    let r = verify(&fx.repo, &[], false, &commlink::progress::Silent).unwrap();
+    assert!(r.altered());
+    assert_eq!(r.twins.len(), 1, "{:?}", r.twins);
+    assert_eq!(
+        (r.twins[0].sha256.as_str(), r.twins[0].twin),
+        (sha.as_str(), 1)
+    );
+    assert!(r.twins[0].why.starts_with("content hashes to"));
+    assert!(
+        r.releases.iter().all(|x| !x.altered()),
+        "the objects are intact"
+    );
+
+    let q = quarantine(&fx.repo, &r, Some(stager.areas_dir())).unwrap();
+    assert!(q.releases.is_empty(), "no release is withdrawn for a twin");
+    assert_eq!((q.objects_moved, q.area_links_removed), (1, 1));
+    assert!(!twin.exists() && !linked.exists());
+    assert!(
+        area_dir.join("big2.bin").exists(),
+        "the link to the object stays"
+    );
+    assert!(
+        !verify(&fx.repo, &[], false, &commlink::progress::Silent)
+            .unwrap()
+            .altered()
+    );
+    stage(&stager, "2.0").unwrap();
+}
+
 #[test]
 fn an_edited_manifest_or_a_foreign_signature_fails_the_signature_check() {
     let fx = fixture();
