@@ -146,6 +146,8 @@ pub struct Stager {
     catalog_tags: crate::catalog_tags::CatalogTags,
     /// Per object that reached the hard-link limit, the twin areas link to now.
     twins: Mutex<HashMap<String, u32>>,
+    /// Whether `twins` holds anything.
+    any_twins: std::sync::atomic::AtomicBool,
 }
 
 /// Twins tried per object before a stage request gives up (each takes a hard-link limit's
@@ -249,6 +251,7 @@ impl Stager {
             publish_limits: Arc::new(crate::upload::Limits::from_config(cfg)),
             catalog_tags: crate::catalog_tags::CatalogTags::new(),
             twins: Mutex::default(),
+            any_twins: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -419,7 +422,12 @@ impl Stager {
                 .place(object, dst)
                 .map_err(StagerError::io("link", object));
         }
-        let mut n = lock(&self.twins).get(sha256).copied().unwrap_or(0);
+        // Until some object needs a twin, no lock on this path.
+        let mut n = if self.any_twins.load(std::sync::atomic::Ordering::Acquire) {
+            lock(&self.twins).get(sha256).copied().unwrap_or(0)
+        } else {
+            0
+        };
         let mut remade = false;
         loop {
             let src = if n == 0 {
@@ -431,6 +439,8 @@ impl Stager {
                 Ok(()) => {
                     if n > 0 {
                         lock(&self.twins).insert(sha256.to_owned(), n);
+                        self.any_twins
+                            .store(true, std::sync::atomic::Ordering::Release);
                     }
                     return Ok(Method::HardLink);
                 }
