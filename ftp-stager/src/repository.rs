@@ -154,6 +154,9 @@ pub struct Repository {
     /// Parsed manifests, shared by the clones of this handle (see
     /// [`Repository::manifest_shared`]).
     manifests: Arc<Mutex<ManifestCache>>,
+    /// Held while a twin is made, so requests that meet the hard-link limit together make
+    /// one copy, not one each.
+    twin_making: Arc<Mutex<()>>,
 }
 
 /// What identifies one version of a manifest file: a rewrite (always atomic, by rename)
@@ -187,19 +190,23 @@ impl FileStamp {
 /// emptied when it reaches [`MANIFEST_CACHE_MAX`] entries.
 type ManifestCache = HashMap<PathBuf, (FileStamp, Arc<Manifest>)>;
 
+/// A twin no area links to is reclaimed only after this long without a link change.
+pub const TWIN_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Manifests held parsed at most (a few hundred bytes to a few KiB each).
 const MANIFEST_CACHE_MAX: usize = 4096;
 
 impl Repository {
     /// Opens (creating the layout if missing) the repository at `root`.
     pub fn open(root: &Path) -> Result<Repository> {
-        for d in ["objects", "releases", "tmp", "twins"] {
+        for d in ["objects", "releases", "tmp"] {
             let p = root.join(d);
             fs::create_dir_all(&p).map_err(StagerError::io("create", &p))?;
         }
         Ok(Repository {
             root: root.to_path_buf(),
             manifests: Arc::default(),
+            twin_making: Arc::default(),
         })
     }
 
@@ -239,30 +246,57 @@ impl Repository {
     }
 
     /// The object's `n`th twin, made now if it is missing: the object copied to a temporary
-    /// file, checked for size, synced and made read-only, then linked into place, so a twin
-    /// is whole whenever it exists (one made at the same moment by another request is used
-    /// instead). A copy of a large file takes seconds; it happens once per hard-link limit's
-    /// worth (ext4: 65,000) of areas holding the same file at once.
+    /// file (in `twins/tmp/`, apart from publishing's `tmp/`), checked for size, synced and
+    /// made read-only, then linked into place, so a twin is whole whenever it exists. One
+    /// request makes it while others that need it wait. A copy of a large file takes
+    /// seconds; it happens once per hard-link limit's worth (ext4: 65,000) of areas holding
+    /// the same file at once. An existing twin must be a regular file of the object's size.
     pub fn twin(&self, sha256: &str, n: u32) -> Result<PathBuf> {
         use std::os::unix::fs::PermissionsExt as _;
         let path = self.twin_path(sha256, n)?;
-        if path.exists() {
+        let object = self.object_path(sha256)?;
+        let want = fs::metadata(&object)
+            .map_err(StagerError::io("stat", &object))?
+            .len();
+        let whole = |p: &Path| -> Result<bool> {
+            match fs::symlink_metadata(p) {
+                Ok(md) if md.file_type().is_file() && md.len() == want => Ok(true),
+                Ok(_) => {
+                    tracing::error!(twin = %p.display(), "a twin is not a regular file of its object's size (run `ffs repo verify`)");
+                    Err(StagerError::Damaged(format!(
+                        "{} is damaged in the repository",
+                        p.display()
+                    )))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(StagerError::io("stat", p)(e)),
+            }
+        };
+        if whole(&path)? {
             return Ok(path);
         }
-        let object = self.object_path(sha256)?;
+        let _making = lock(&self.twin_making);
+        if whole(&path)? {
+            return Ok(path);
+        }
+        let twins = self.root.join("twins");
         let dir = path
             .parent()
             .ok_or_else(|| StagerError::Invalid("twin path".into()))?;
-        if !dir.exists() {
-            fs::create_dir_all(dir).map_err(StagerError::io("create", dir))?;
-            fsutil::fsync_dir(&self.root.join("twins")).map_err(StagerError::io("fsync", dir))?;
+        let tmp_dir = twins.join("tmp");
+        for d in [dir, tmp_dir.as_path()] {
+            if !d.exists() {
+                let new_top = !twins.exists();
+                fs::create_dir_all(d).map_err(StagerError::io("create", d))?;
+                fsutil::fsync_dir(&twins).map_err(StagerError::io("fsync", &twins))?;
+                if new_top {
+                    fsutil::fsync_dir(&self.root).map_err(StagerError::io("fsync", &self.root))?;
+                }
+            }
         }
-        let tmp = self
-            .tmp_dir()
-            .join(format!("twin-{}", fsutil::random_hex(8)));
+        let tmp = tmp_dir.join(fsutil::random_hex(8));
         let made = (|| -> std::io::Result<()> {
             let copied = fs::copy(&object, &tmp)?;
-            let want = fs::metadata(&object)?.len();
             if copied != want {
                 return Err(std::io::Error::other(format!(
                     "copied {copied} of {want} bytes"
@@ -270,10 +304,7 @@ impl Repository {
             }
             fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444))?;
             fs::File::open(&tmp)?.sync_all()?;
-            match fs::hard_link(&tmp, &path) {
-                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
-                _ => Ok(()),
-            }
+            fs::hard_link(&tmp, &path)
         })();
         let _ = fs::remove_file(&tmp);
         made.map_err(StagerError::io("make a twin of", &object))?;
@@ -475,6 +506,12 @@ impl Repository {
     /// Removes objects that no live manifest names and no area links to (link count 1).
     /// Returns (objects removed, bytes freed). Skips the run if a publish holds the lock.
     pub fn gc(&self) -> Result<(u64, u64)> {
+        self.gc_with(TWIN_GRACE)
+    }
+
+    /// [`Repository::gc`], reclaiming unused twins once `twin_grace` has passed since their
+    /// last link change.
+    pub fn gc_with(&self, twin_grace: std::time::Duration) -> Result<(u64, u64)> {
         let Some(_lock) = self.try_lock()? else {
             return Ok((0, 0));
         };
@@ -504,15 +541,25 @@ impl Repository {
         if n > 0 {
             let _ = fsutil::fsync_dir(&objects);
         }
-        // Twins no area links to any more (the next area that needs one makes it again).
-        let twins = self.root.join("twins");
-        for shard in fs::read_dir(&twins).into_iter().flatten().flatten() {
-            for e in fs::read_dir(shard.path()).into_iter().flatten().flatten() {
-                let Ok(md) = e.metadata() else { continue };
-                if md.is_file() && md.nlink() == 1 && fs::remove_file(e.path()).is_ok() {
-                    n += 1;
-                    bytes += md.len();
-                }
+        // Twins no area has linked to for a while (the next area that needs one makes it
+        // again). A link or unlink sets a file's ctime, so a twin just made, or just left by
+        // its last area, is kept for `twin_grace`: a request about to link it finds it.
+        let now = std::time::SystemTime::now();
+        for (_, _, path) in self.twins()? {
+            let Ok(md) = fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let changed =
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(md.ctime().max(0) as u64);
+            let idle = now.duration_since(changed).unwrap_or_default();
+            if md.file_type().is_file()
+                && md.nlink() == 1
+                && idle >= twin_grace
+                && fs::remove_file(&path).is_ok()
+            {
+                n += 1;
+                bytes += md.len();
+                tracing::info!(twin = %path.display(), "reclaimed a twin no area links to");
             }
         }
         Ok((n, bytes))
@@ -539,7 +586,9 @@ impl Repository {
                     continue;
                 };
                 let sha = format!("{prefix}{rest}");
+                // Only the names `twin_path` makes (`1`, not `01` or `+1`).
                 if let Ok(n) = n.parse::<u32>()
+                    && n.to_string() == name[rest.len() + 1..]
                     && valid_sha(&sha)
                 {
                     out.push((sha, n, e.path()));
@@ -691,6 +740,38 @@ mod tests {
         ] {
             assert!(!valid_file_name(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn requests_meeting_the_link_limit_together_make_one_twin_and_odd_names_are_no_twins() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = Repository::open(d.path()).unwrap();
+        let sha = fsutil::sha256_hex(b"content");
+        let obj = repo.object_path(&sha).unwrap();
+        fs::create_dir_all(obj.parent().unwrap()).unwrap();
+        fs::write(&obj, b"content").unwrap();
+        let made: Vec<PathBuf> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| repo.twin(&sha, 1).unwrap()))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(made.iter().all(|p| *p == made[0]));
+        assert_eq!(fs::read(&made[0]).unwrap(), b"content");
+        assert_eq!(
+            fs::read_dir(d.path().join("twins/tmp")).unwrap().count(),
+            0,
+            "no temporary copy left"
+        );
+        assert_eq!(repo.twins().unwrap().len(), 1);
+        // A file under twins/ not named as `twin_path` names them is not a twin.
+        let odd = made[0].with_file_name(format!("{}.01", &sha[2..]));
+        fs::write(&odd, b"other").unwrap();
+        assert_eq!(repo.twins().unwrap().len(), 1);
+        // A twin that is not its object's size is refused, not linked.
+        fs::remove_file(&made[0]).unwrap();
+        fs::write(&made[0], b"cut").unwrap();
+        assert!(matches!(repo.twin(&sha, 1), Err(StagerError::Damaged(_))));
     }
 
     #[test]

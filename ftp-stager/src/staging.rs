@@ -428,6 +428,10 @@ impl Stager {
         } else {
             0
         };
+        // A remembered twin since reclaimed: the object may have room again.
+        if n > 0 && !self.repo.twin_path(sha256, n)?.exists() {
+            n = 0;
+        }
         let mut remade = false;
         loop {
             let src = if n == 0 {
@@ -445,9 +449,11 @@ impl Stager {
                     return Ok(Method::HardLink);
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EMLINK) && n < MAX_TWINS => n += 1,
-                // Reclaimed between its making and this link (no area held it): make it again.
+                // Reclaimed between its making and this link (no area held it): start again
+                // from the object, once.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && n > 0 && !remade => {
                     remade = true;
+                    n = 0;
                 }
                 Err(e) => return Err(StagerError::io("link", &src)(e)),
             }
@@ -923,6 +929,11 @@ mod tests {
         assert!(s.unstage(&b.area_id).unwrap());
         assert!(s.unstage(&c.area_id).unwrap());
         s.repository().gc().unwrap();
+        assert!(
+            twin.exists(),
+            "a twin just left by its areas is kept a while"
+        );
+        s.repository().gc_with(std::time::Duration::ZERO).unwrap();
         assert!(!twin.exists(), "the unused twin was reclaimed");
         assert!(obj.exists());
         // And is made again when an area needs it: the remembered twin is gone, not stuck.

@@ -106,6 +106,10 @@ pub struct TwinProblem {
     pub twin: u32,
     /// What is wrong.
     pub why: String,
+    /// The file found altered (device, inode): quarantine moves the twin only if it is
+    /// still that file.
+    #[serde(skip)]
+    pub file: Option<(u64, u64)>,
 }
 
 /// The whole run.
@@ -167,12 +171,18 @@ pub fn verify(
     }
     let mut bad_twins = Vec::new();
     for (sha, n, path) in &twins {
+        // Reclaimed since it was listed (gc runs beside a verify): gone, not altered.
+        let Ok(md) = fs::symlink_metadata(path) else {
+            continue;
+        };
         match rehash(sha, path, &mut buf, progress) {
             ObjState::Good(k) => bytes += k,
+            ObjState::Bad(_) if fs::symlink_metadata(path).is_err() => {}
             ObjState::Bad(why) => bad_twins.push(TwinProblem {
                 sha256: sha.clone(),
                 twin: *n,
                 why,
+                file: Some((md.dev(), md.ino())),
             }),
         }
     }
@@ -414,6 +424,10 @@ pub fn quarantine(
         let Ok(md) = fs::symlink_metadata(&p) else {
             continue;
         };
+        if t.file.is_some_and(|f| f != (md.dev(), md.ino())) {
+            // Remade since the check: not the file found altered.
+            continue;
+        }
         if md.file_type().is_file() {
             inodes.insert((md.dev(), md.ino()));
         }

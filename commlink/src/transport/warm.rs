@@ -98,11 +98,19 @@ impl Warm {
             })
             .is_ok();
         if started {
-            let shared = self.shared.clone();
+            /// Counts the thread out when it ends, or when its closure is dropped unrun (a
+            /// runtime shutting down drops new blocking tasks).
+            struct Live(Arc<Shared>);
+            impl Drop for Live {
+                fn drop(&mut self) {
+                    self.0.live.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+            let live = Live(self.shared.clone());
             let keep_alive = self.keep_alive;
             drop(tokio::task::spawn_blocking(move || {
-                work(&shared, job, keep_alive);
-                shared.live.fetch_sub(1, Ordering::AcqRel);
+                work(&live.0, job, keep_alive);
+                drop(live);
             }));
         } else {
             drop(tokio::task::spawn_blocking(job));

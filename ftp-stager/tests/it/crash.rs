@@ -130,7 +130,7 @@ fn check_consistent(repo: &Repository, what: &str, files: usize) -> bool {
     for e in fs::read_dir(repo.root()).unwrap() {
         let n = e.unwrap().file_name().to_string_lossy().into_owned();
         assert!(
-            ["objects", "releases", "tmp", ".lock"].contains(&n.as_str()),
+            ["objects", "releases", "tmp", "twins", ".lock"].contains(&n.as_str()),
             "{what}: stray {n}"
         );
     }
