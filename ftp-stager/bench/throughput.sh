@@ -2,14 +2,18 @@
 # 1 GiB download throughput on loopback: the stager's HTTPS and FTP beside nginx (HTTP and
 # HTTPS, sendfile on) and vsftpd (FTP), measured in the same run with curl as the client.
 #
-#   ftp-stager/bench/throughput.sh SERVE_FILE_BINARY [SCRATCH_DIR] [RUNS]
+#   ftp-stager/bench/throughput.sh SERVE_FILE_BINARY [SCRATCH_DIR] [ROUNDS]
+#
+# ROUNDS (default 5): each round downloads once from every server in turn; the report gives
+# each server's best and median. Compare medians: on a noisy machine single transfers vary
+# by tens of percent for every server alike.
 #
 # SERVE_FILE_BINARY: target/release/examples/serve_file (cargo build --release -p ftp-stager
 # --example serve_file). Needs nginx and vsftpd installed (apt-get install nginx vsftpd).
 set -euo pipefail
 BIN=${1:?serve_file binary}
 S=${2:-/tmp/ffs-throughput}
-RUNS=${3:-3}
+RUNS=${3:-5}
 mkdir -p "$S"
 S=$(cd "$S" && pwd)
 [ -f "$S/big.bin" ] || head -c 1073741824 /dev/urandom > "$S/big.bin"
@@ -79,25 +83,43 @@ cleanup() {
 }
 trap cleanup EXIT
 
-measure() { # name url [curl args]
+# One download: prints its speed in bytes/s (fails on a short download).
+once() { # name url [curl args]
   local name=$1 url=$2; shift 2
-  local best=0
-  for _ in $(seq 1 "$RUNS"); do
-    local r
-    r=$(curl -k -s -S -o /dev/null -w '%{speed_download} %{size_download}' "$@" "$url")
-    local speed=${r% *} got=${r#* }
-    if [ "$got" != "$SIZE" ]; then echo "$name: short download ($got of $SIZE)" >&2; exit 1; fi
-    best=$(awk -v a="$best" -v b="$speed" 'BEGIN{print (b>a)?b:a}')
-  done
-  printf '%s %.0f\n' "$name" "$(awk -v b="$best" 'BEGIN{print b/1048576}')"
+  local r
+  r=$(curl -k -s -S -o /dev/null -w '%{speed_download} %{size_download}' "$@" "$url")
+  local speed=${r% *} got=${r#* }
+  if [ "$got" != "$SIZE" ]; then echo "$name: short download ($got of $SIZE)" >&2; exit 1; fi
+  echo "$speed"
 }
 
-echo "# best of $RUNS, MiB/s, $SIZE bytes, client curl $(curl --version | head -1 | cut -d' ' -f2)"
+# Each round downloads once from every server in turn (so a slow spell of the machine
+# falls on all of them alike); each server's best and median over the rounds are reported.
+NAMES=(stager-https-h1 nginx-https-h1 stager-https-h2 nginx-https-h2 nginx-http stager-ftp vsftpd-ftp)
+declare -A URL=(
+  [stager-https-h1]="${HTTPS_BASE}big.bin" [nginx-https-h1]="https://127.0.0.1:18443/big.bin"
+  [stager-https-h2]="${HTTPS_BASE}big.bin" [nginx-https-h2]="https://127.0.0.1:18443/big.bin"
+  [nginx-http]="http://127.0.0.1:18080/big.bin"
+  [stager-ftp]="${FTP_URL}big.bin" [vsftpd-ftp]="ftp://127.0.0.1:12121/big.bin"
+)
 # HTTPS over HTTP/1.1 and over HTTP/2 (what curl and browsers pick when offered) alike.
-measure stager-https-h1 "${HTTPS_BASE}big.bin" --http1.1
-measure nginx-https-h1 "https://127.0.0.1:18443/big.bin" --http1.1
-measure stager-https-h2 "${HTTPS_BASE}big.bin" --http2
-measure nginx-https-h2 "https://127.0.0.1:18443/big.bin" --http2
-measure nginx-http "http://127.0.0.1:18080/big.bin"
-measure stager-ftp "${FTP_URL}big.bin"
-measure vsftpd-ftp "ftp://127.0.0.1:12121/big.bin"
+declare -A ARGS=(
+  [stager-https-h1]="--http1.1" [nginx-https-h1]="--http1.1"
+  [stager-https-h2]="--http2" [nginx-https-h2]="--http2"
+)
+declare -A SAMPLES=()
+for _ in $(seq 1 "$RUNS"); do
+  for n in "${NAMES[@]}"; do
+    # shellcheck disable=SC2086 # ARGS holds at most one word
+    SAMPLES[$n]+="$(once "$n" "${URL[$n]}" ${ARGS[$n]:-}) "
+  done
+done
+echo "# best and median of $RUNS rounds (servers alternated within each), MiB/s, $SIZE bytes, client curl $(curl --version | head -1 | cut -d' ' -f2)"
+for n in "${NAMES[@]}"; do
+  echo "${SAMPLES[$n]}" | tr ' ' '\n' | grep . | sort -g | awk -v name="$n" '
+    { v[NR] = $1 }
+    END {
+      med = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+      printf "%s %.0f median %.0f\n", name, v[NR] / 1048576, med / 1048576
+    }'
+done
