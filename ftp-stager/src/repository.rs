@@ -222,63 +222,63 @@ impl Repository {
 
     /// The path of the object with this SHA-256.
     pub fn object_path(&self, sha256: &str) -> Result<PathBuf> {
-        if !valid_sha(sha256) {
-            return Err(StagerError::Invalid(format!("bad object name {sha256:?}")));
-        }
-        Ok(self
-            .root
-            .join("objects")
-            .join(&sha256[..2])
-            .join(&sha256[2..]))
+        self.sharded("objects", sha256, "")
     }
 
     /// The path of an object's `n`th twin (`n` ≥ 1): a copy of the object that download
     /// areas link to once the object itself can take no more hard links.
     pub fn twin_path(&self, sha256: &str, n: u32) -> Result<PathBuf> {
+        self.sharded("twins", sha256, &format!(".{n}"))
+    }
+
+    /// `top/ab/cdef…tail` for a valid SHA-256.
+    fn sharded(&self, top: &str, sha256: &str, tail: &str) -> Result<PathBuf> {
         if !valid_sha(sha256) {
             return Err(StagerError::Invalid(format!("bad object name {sha256:?}")));
         }
         Ok(self
             .root
-            .join("twins")
+            .join(top)
             .join(&sha256[..2])
-            .join(format!("{}.{n}", &sha256[2..])))
+            .join(format!("{}{tail}", &sha256[2..])))
     }
 
-    /// The object's `n`th twin, made now if it is missing: the object copied to a temporary
-    /// file (in `twins/tmp/`, apart from publishing's `tmp/`), checked for size, synced and
-    /// made read-only, then linked into place, so a twin is whole whenever it exists. One
-    /// request makes it while others that need it wait. A copy of a large file takes
-    /// seconds; it happens once per hard-link limit's worth (ext4: 65,000) of areas holding
-    /// the same file at once. An existing twin must be a regular file of the object's size.
-    pub fn twin(&self, sha256: &str, n: u32) -> Result<PathBuf> {
-        use std::os::unix::fs::PermissionsExt as _;
+    /// The object's `n`th twin if it exists, checked to be a regular file of the object's
+    /// `size` (anything else there is damage: refused, never linked).
+    pub fn existing_twin(&self, sha256: &str, n: u32, size: u64) -> Result<Option<PathBuf>> {
         let path = self.twin_path(sha256, n)?;
-        let object = self.object_path(sha256)?;
-        let want = fs::metadata(&object)
-            .map_err(StagerError::io("stat", &object))?
-            .len();
-        let whole = |p: &Path| -> Result<bool> {
-            match fs::symlink_metadata(p) {
-                Ok(md) if md.file_type().is_file() && md.len() == want => Ok(true),
-                Ok(_) => {
-                    tracing::error!(twin = %p.display(), "a twin is not a regular file of its object's size (run `ffs repo verify`)");
-                    Err(StagerError::Damaged(format!(
-                        "{} is damaged in the repository",
-                        p.display()
-                    )))
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-                Err(e) => Err(StagerError::io("stat", p)(e)),
+        match fs::symlink_metadata(&path) {
+            Ok(md) if md.file_type().is_file() && md.len() == size => Ok(Some(path)),
+            Ok(_) => {
+                tracing::error!(twin = %path.display(), "a twin is not a regular file of its object's size (run `ffs repo verify`)");
+                Err(StagerError::Damaged(format!(
+                    "{} is damaged in the repository",
+                    path.display()
+                )))
             }
-        };
-        if whole(&path)? {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StagerError::io("stat", &path)(e)),
+        }
+    }
+
+    /// The object's `n`th twin ([`Repository::existing_twin`]), made now if it is missing:
+    /// the object (of `size` bytes) copied to a temporary file (in `twins/tmp/`, apart from
+    /// publishing's `tmp/`), checked for size, synced and made read-only, then linked into
+    /// place, so a twin is whole whenever it exists. One request makes it while others that
+    /// need it wait. A copy of a large file takes seconds; it happens once per hard-link
+    /// limit's worth (ext4: 65,000) of areas holding the same file at once.
+    pub fn twin(&self, sha256: &str, n: u32, size: u64) -> Result<PathBuf> {
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Some(path) = self.existing_twin(sha256, n, size)? {
             return Ok(path);
         }
         let _making = lock(&self.twin_making);
-        if whole(&path)? {
+        if let Some(path) = self.existing_twin(sha256, n, size)? {
             return Ok(path);
         }
+        let path = self.twin_path(sha256, n)?;
+        let object = self.object_path(sha256)?;
+        let want = size;
         let twins = self.root.join("twins");
         let dir = path
             .parent()
@@ -752,7 +752,7 @@ mod tests {
         fs::write(&obj, b"content").unwrap();
         let made: Vec<PathBuf> = std::thread::scope(|s| {
             let hs: Vec<_> = (0..8)
-                .map(|_| s.spawn(|| repo.twin(&sha, 1).unwrap()))
+                .map(|_| s.spawn(|| repo.twin(&sha, 1, 7).unwrap()))
                 .collect();
             hs.into_iter().map(|h| h.join().unwrap()).collect()
         });
@@ -771,7 +771,10 @@ mod tests {
         // A twin that is not its object's size is refused, not linked.
         fs::remove_file(&made[0]).unwrap();
         fs::write(&made[0], b"cut").unwrap();
-        assert!(matches!(repo.twin(&sha, 1), Err(StagerError::Damaged(_))));
+        assert!(matches!(
+            repo.twin(&sha, 1, 7),
+            Err(StagerError::Damaged(_))
+        ));
     }
 
     #[test]

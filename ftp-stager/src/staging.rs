@@ -405,7 +405,7 @@ impl Stager {
             {
                 fs::create_dir_all(parent).map_err(StagerError::io("create", parent))?;
             }
-            used = self.place_file(&f.sha256, &src, &dst)?;
+            used = self.place_file(f, &src, &dst)?;
         }
         Ok(used)
     }
@@ -415,31 +415,32 @@ impl Stager {
     /// the object's first twin that can take one more ([`Repository::twin`], made when
     /// missing). The twin last used for each object is remembered, so later areas go
     /// straight to it.
-    fn place_file(&self, sha256: &str, object: &Path, dst: &Path) -> Result<Method> {
+    fn place_file(&self, f: &ManifestFile, object: &Path, dst: &Path) -> Result<Method> {
         if self.method != Method::HardLink {
             return self
                 .method
                 .place(object, dst)
                 .map_err(StagerError::io("link", object));
         }
+        let sha256 = f.sha256.as_str();
         // Until some object needs a twin, no lock on this path.
-        let mut n = if self.any_twins.load(std::sync::atomic::Ordering::Acquire) {
+        let remembered = if self.any_twins.load(std::sync::atomic::Ordering::Acquire) {
             lock(&self.twins).get(sha256).copied().unwrap_or(0)
         } else {
             0
         };
-        // A remembered twin since reclaimed: the object may have room again.
-        if n > 0 && !self.repo.twin_path(sha256, n)?.exists() {
-            n = 0;
-        }
-        let mut remade = false;
+        // The remembered twin if it is still there (else the object may have room again).
+        let (mut n, mut src) = match remembered {
+            0 => (0, None),
+            n => match self.repo.existing_twin(sha256, n, f.size)? {
+                Some(p) => (n, Some(p)),
+                None => (0, None),
+            },
+        };
+        let mut restarted = false;
         loop {
-            let src = if n == 0 {
-                object.to_path_buf()
-            } else {
-                self.repo.twin(sha256, n)?
-            };
-            match fs::hard_link(&src, dst) {
+            let from = src.as_deref().unwrap_or(object);
+            match fs::hard_link(from, dst) {
                 Ok(()) => {
                     if n > 0 {
                         lock(&self.twins).insert(sha256.to_owned(), n);
@@ -448,14 +449,17 @@ impl Stager {
                     }
                     return Ok(Method::HardLink);
                 }
-                Err(e) if e.raw_os_error() == Some(libc::EMLINK) && n < MAX_TWINS => n += 1,
-                // Reclaimed between its making and this link (no area held it): start again
-                // from the object, once.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && n > 0 && !remade => {
-                    remade = true;
-                    n = 0;
+                Err(e) if e.raw_os_error() == Some(libc::EMLINK) && n < MAX_TWINS => {
+                    n += 1;
+                    src = Some(self.repo.twin(sha256, n, f.size)?);
                 }
-                Err(e) => return Err(StagerError::io("link", &src)(e)),
+                // Reclaimed between its check and this link (no area held it): start again
+                // from the object, once.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && n > 0 && !restarted => {
+                    restarted = true;
+                    (n, src) = (0, None);
+                }
+                Err(e) => return Err(StagerError::io("link", from)(e)),
             }
         }
     }
@@ -688,8 +692,9 @@ const SYNC_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
 /// [`SYNC_EVERY`] of the last sync) share one append and one `fdatasync` (group commit),
 /// so a stage request never waits for the disk and the cost per change does not grow with
 /// the number of live areas. A crash can lose the changes of the last few milliseconds:
-/// the links of an area lost that way stop working and the sweeper removes its directory. When the journal is due ([`AreaJournal::compact_due`]),
-/// the snapshot is rewritten from memory. [`Stager::flush`] (called on shutdown and drop)
+/// the links of an area lost that way stop working and the sweeper removes its directory.
+/// When the journal is due ([`AreaJournal::compact_due`]), the snapshot is rewritten from
+/// memory. [`Stager::flush`] (called on shutdown and drop)
 /// waits for everything to be durable.
 fn spawn_persister(
     mut journal: AreaJournal,

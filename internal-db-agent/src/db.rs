@@ -424,6 +424,11 @@ impl Pool {
         self.url.redacted()
     }
 
+    /// What identifies this pool in `INLINE` and in a [`Turn`].
+    fn addr(&self) -> usize {
+        std::ptr::from_ref(self) as usize
+    }
+
     /// Waits for one of the pool's places (as a task: a request waiting here holds no
     /// thread).
     pub async fn turn(self: &Arc<Self>) -> Result<Turn, DbError> {
@@ -433,7 +438,7 @@ impl Pool {
             .await
             .map(|p| Turn {
                 _place: p,
-                pool: Arc::as_ptr(self) as usize,
+                pool: self.addr(),
             })
             .map_err(|e| DbError::Worker(e.to_string()))
     }
@@ -509,7 +514,7 @@ impl Pool {
         self: &Arc<Self>,
         f: impl FnOnce(&mut AnyConnection) -> Result<T, DbError> + Send + 'static,
     ) -> Result<T, DbError> {
-        if INLINE.get() == std::ptr::from_ref::<Pool>(self) as usize {
+        if INLINE.get() == self.addr() {
             return self.with_conn(f);
         }
         let turn = self.turn().await?;

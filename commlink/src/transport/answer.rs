@@ -60,7 +60,7 @@ pub(super) fn offering<T>(offer: Offer, f: impl FnOnce() -> T) -> (T, Option<Off
     (out, left)
 }
 
-/// Runs `work` on the blocking pool; its result is the reply to the request being
+/// Runs `work` on a blocking thread; its result is the reply to the request being
 /// answered. When a responder offered the request (it is polling the answer), the
 /// blocking thread writes the reply to the peer itself and this future never completes
 /// (the responder drops it); otherwise it completes with the reply.

@@ -593,67 +593,63 @@ impl<Svc: Service> ResponderPath<Svc> {
             reply.id = id;
             reply
         });
-        // The first poll offers the request to a blocking thread (`answer_blocking`): if
-        // the service takes it, that thread writes the reply and carries the permit.
+        // Every poll offers the request to a blocking thread (`answer_blocking`): if the
+        // service takes it, that thread writes the reply and carries the permit.
         let mut offer = Some(Offer {
             id,
             out: out.clone(),
             permit,
             warm: self.warm.clone(),
         });
-        let (first, left) = std::future::poll_fn(|cx| {
-            std::task::Poll::Ready(match offer.take() {
-                Some(o) => offering(o, || answer.as_mut().poll(cx)),
-                None => (answer.as_mut().poll(cx), None),
-            })
-        })
-        .await;
-        let Some(Offer { permit, .. }) = left else {
-            // Taken: the blocking thread answers; the answer's future is not needed.
-            return Ok(());
-        };
+        let first =
+            std::future::poll_fn(|cx| Poll::Ready(poll_offering(answer.as_mut(), &mut offer, cx)))
+                .await;
         match first {
-            std::task::Poll::Ready(reply) => {
+            // Taken: the blocking thread answers; the answer's future is not needed.
+            Poll::Ready(None) => {}
+            Poll::Ready(Some(reply)) => {
                 // A full socket makes this wait: back-pressure on a peer that sends
                 // requests without reading the replies.
                 let _ = out.send(&reply).await;
-                drop(permit);
+                drop(offer);
             }
-            std::task::Poll::Pending => {
+            Poll::Pending => {
                 // The answer waits (for a pool place, say) in a task of its own, still
                 // offering the request at every poll: when it reaches `answer_blocking`,
                 // the blocking thread answers and the task ends.
-                let mut offer = Some(Offer {
-                    id,
-                    out: out.clone(),
-                    permit,
-                    warm: self.warm.clone(),
-                });
                 let out = out.clone();
                 tokio::spawn(async move {
-                    let reply = std::future::poll_fn(|cx| {
-                        let Some(o) = offer.take() else {
-                            return std::task::Poll::Ready(None);
-                        };
-                        let (polled, left) = offering(o, || answer.as_mut().poll(cx));
-                        match left {
-                            None => std::task::Poll::Ready(None),
-                            Some(o) => {
-                                offer = Some(o);
-                                polled.map(Some)
-                            }
-                        }
-                    })
-                    .await;
-                    if let (Some(reply), Some(o)) = (reply, offer) {
+                    let reply =
+                        std::future::poll_fn(|cx| poll_offering(answer.as_mut(), &mut offer, cx))
+                            .await;
+                    if let Some(reply) = reply {
                         let _ = out.send(&reply).await;
-                        drop(o.permit);
                     }
+                    drop(offer);
                 });
             }
         }
         Ok(())
     }
+}
+
+/// Polls a request's answer once with the request on offer (`offer` holds it until a
+/// blocking thread takes it): `Ready(None)` once taken (that thread answers),
+/// `Ready(Some(reply))` when the answer is here, `Pending` otherwise.
+fn poll_offering(
+    answer: Pin<&mut (impl Future<Output = Tobj> + ?Sized)>,
+    offer: &mut Option<Offer>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Tobj>> {
+    let Some(o) = offer.take() else {
+        return Poll::Ready(None);
+    };
+    let (polled, left) = offering(o, || answer.poll(cx));
+    if left.is_none() {
+        return Poll::Ready(None);
+    }
+    *offer = left;
+    polled.map(Some)
 }
 
 impl<Svc: Service> Path for ResponderPath<Svc> {

@@ -209,14 +209,9 @@ fn an_altered_twin_is_reported_and_quarantined_with_its_area_links() {
     let area = stage(&stager, "2.0").unwrap();
     let area_dir = stager.areas_dir().join(&area.area_id);
     let m = fx.repo.manifest("tool", "2.0").unwrap();
-    let sha = m
-        .files
-        .iter()
-        .find(|f| f.name == "big2.bin")
-        .unwrap()
-        .sha256
-        .clone();
-    let twin = fx.repo.twin(&sha, 1).unwrap();
+    let big = m.files.iter().find(|f| f.name == "big2.bin").unwrap();
+    let sha = big.sha256.clone();
+    let twin = fx.repo.twin(&sha, 1, big.size).unwrap();
     // An area whose copy of big2.bin was linked to the twin.
     let linked = area_dir.join("big2-past-the-limit.bin");
     fs::hard_link(&twin, &linked).unwrap();
