@@ -1,5 +1,6 @@
 //! Criterion micro-benchmarks of the commlink's pure layers: packet seal/open per suite at
-//! 200 B and 64 KiB, and tobj encode/parse of a ~200-byte message. No I/O.
+//! 200 B and 64 KiB (the allocating `seal`/`open`, and the buffer-reusing pair connections
+//! use), and tobj encode/parse of a ~200-byte message. No I/O.
 //!
 //! `cargo bench -p commlink --bench codec_crypto -- --warm-up-time 1 --measurement-time 3`
 
@@ -57,6 +58,28 @@ fn seal_open(c: &mut Criterion) {
                     })
                 },
             );
+            // What a connection does: seal into its write buffer, open into the opener's
+            // own buffer (transport/conn.rs).
+            let (mut s3, _) =
+                crypto::derive(suite, &entry, 40000, &[1; 16], &[2; 16], Side::Initiator);
+            let (_, mut opener3) =
+                crypto::derive(suite, &entry, 40000, &[1; 16], &[2; 16], Side::Acceptor);
+            let mut buf = Vec::new();
+            g.bench_with_input(
+                BenchmarkId::new(
+                    format!("seal_line_into+open_in_place/{}", suite.name()),
+                    size,
+                ),
+                &payload,
+                |b, p| {
+                    b.iter(|| {
+                        buf.clear();
+                        s3.seal_line_into(black_box(p), &mut buf);
+                        let line = buf.strip_suffix(b"\r\n").unwrap_or(&buf);
+                        opener3.open_in_place(line).map(<[u8]>::len)
+                    })
+                },
+            );
         }
     }
     g.finish();
@@ -73,6 +96,15 @@ fn tobj_codec(c: &mut Criterion) {
     });
     g.bench_function(format!("parse/{}B", text.len()), |b| {
         b.iter(|| Tobj::parse(black_box(&text), &limits))
+    });
+    // What a connection does: encode into a reused buffer (transport/conn.rs).
+    let mut out = String::new();
+    g.bench_function(format!("encode_into/{}B", text.len()), |b| {
+        b.iter(|| {
+            out.clear();
+            black_box(&t).encode_into(&mut out);
+            out.len()
+        })
     });
     g.finish();
 }

@@ -15,8 +15,6 @@
 //! entities, no attributes other than `type` and `id` on the root) and enforces the limits in
 //! [`Limits`]. This module does no I/O.
 
-use std::fmt::Write as _;
-
 /// Limits the parser enforces, so a hostile peer cannot make us allocate without bound.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -296,7 +294,9 @@ impl Tobj {
 
     /// Encodes to the canonical text form (no whitespace between tags).
     pub fn encode(&self) -> String {
-        let mut out = String::with_capacity(64);
+        // Sized for the whole message at once when no text needs escaping (the common case),
+        // rather than grown in doublings from a guess.
+        let mut out = String::with_capacity(self.encoded_len_hint());
         self.encode_into(&mut out);
         out
     }
@@ -305,10 +305,17 @@ impl Tobj {
     pub fn encode_into(&self, out: &mut String) {
         out.push_str("<tobj type=\"");
         escape_into(out, &self.kind);
-        // Writing to a String cannot fail.
-        let _ = write!(out, "\" id=\"{}\">", self.id);
+        out.push_str("\" id=\"");
+        push_decimal(out, self.id);
+        out.push_str("\">");
         encode_fields(out, &self.fields);
         out.push_str("</tobj>");
+    }
+
+    /// The encoded length when no text needs escaping (a lower bound otherwise).
+    fn encoded_len_hint(&self) -> usize {
+        // `<tobj type="` `" id="` (up to 20 digits) `">` `</tobj>`
+        12 + self.kind.len() + 6 + 20 + 2 + 7 + fields_len_hint(&self.fields)
     }
 
     /// Parses the canonical text form, enforcing `limits`.
@@ -317,6 +324,7 @@ impl Tobj {
             return Err(TobjError::Limit("size"));
         }
         let mut p = Parser {
+            text,
             s: text.as_bytes(),
             pos: 0,
             limits,
@@ -327,6 +335,40 @@ impl Tobj {
             return Err(p.err("trailing bytes after </tobj>"));
         }
         Ok(tobj)
+    }
+}
+
+/// [`Tobj::encoded_len_hint`] of some fields.
+fn fields_len_hint(fields: &Fields) -> usize {
+    fields
+        .0
+        .iter()
+        .map(|(name, value)| {
+            2 * name.len()
+                + 5
+                + match value {
+                    Value::Text(t) => t.len(),
+                    Value::Fields(f) => fields_len_hint(f),
+                }
+        })
+        .sum()
+}
+
+/// Appends `n` in decimal (what `write!(out, "{n}")` writes, without the formatter).
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    for &d in &buf[i..] {
+        out.push(char::from(d));
     }
 }
 
@@ -345,12 +387,44 @@ fn encode_fields(out: &mut String, fields: &Fields) {
     }
 }
 
+/// Whether byte `b` of a text must be escaped: `&` `<` `>` `"` and the control characters.
+#[inline(always)]
+fn needs_escape(b: u8) -> bool {
+    // `|` rather than `||`, so that `find_byte` compiles to vector compares.
+    (b < 0x20) | (b == 0x7f) | (b == b'&') | (b == b'<') | (b == b'>') | (b == b'"')
+}
+
+/// The index of the first byte of `bytes` for which `hit` holds. Looks at 16 bytes at a
+/// time without branching inside them (so the compiler vectorizes it): most text is short
+/// and has no byte of interest.
+#[inline(always)]
+fn find_byte(bytes: &[u8], hit: impl Fn(u8) -> bool) -> Option<usize> {
+    let mut chunks = bytes.chunks_exact(16);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        if chunk.iter().fold(false, |seen, &b| seen | hit(b)) {
+            return chunk.iter().position(|&b| hit(b)).map(|i| at + i);
+        }
+        at += 16;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| hit(b))
+        .map(|i| at + i)
+}
+
 /// Escapes `text` so it can stand as a tobj text value or attribute.
 pub fn escape_into(out: &mut String, text: &str) {
+    // Most text needs no escaping: found at once, and copied whole.
+    let Some(first) = find_byte(text.as_bytes(), needs_escape) else {
+        out.push_str(text);
+        return;
+    };
     // Copied in runs between the characters that need escaping; all of those are ASCII,
     // so each run ends on a character boundary.
     let mut run = 0;
-    for (i, b) in text.bytes().enumerate() {
+    for (i, b) in text.bytes().enumerate().skip(first) {
         // `None`: a control character, written as a numeric reference.
         let entity = match b {
             b'&' => Some("&amp;"),
@@ -364,7 +438,9 @@ pub fn escape_into(out: &mut String, text: &str) {
         match entity {
             Some(e) => out.push_str(e),
             None => {
-                let _ = write!(out, "&#{b};");
+                out.push_str("&#");
+                push_decimal(out, u64::from(b));
+                out.push(';');
             }
         }
         run = i + 1;
@@ -378,25 +454,32 @@ pub fn valid_name(name: &str) -> bool {
     !b.is_empty()
         && b.len() <= 64
         && b[0].is_ascii_lowercase()
-        && b.iter().all(|&c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'.' || c == b'-'
-        })
+        && b.iter().all(|&c| is_name_byte(c))
+}
+
+/// Whether `c` may stand in a name: `[a-z0-9_.-]`.
+#[inline(always)]
+fn is_name_byte(c: u8) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'.' || c == b'-'
 }
 
 struct Parser<'a> {
+    /// The text being parsed, and the same as bytes.
+    text: &'a str,
     s: &'a [u8],
     pos: usize,
     limits: &'a Limits,
     fields: usize,
 }
 
-impl Parser<'_> {
+impl<'a> Parser<'a> {
     fn err(&self, what: &'static str) -> TobjError {
         TobjError::Syntax { at: self.pos, what }
     }
 
-    fn expect(&mut self, lit: &str) -> Result<()> {
-        if self.s[self.pos..].starts_with(lit.as_bytes()) {
+    #[inline]
+    fn expect(&mut self, lit: &[u8]) -> Result<()> {
+        if self.s[self.pos..].starts_with(lit) {
             self.pos += lit.len();
             Ok(())
         } else {
@@ -404,13 +487,23 @@ impl Parser<'_> {
         }
     }
 
+    #[inline]
+    fn expect_byte(&mut self, b: u8) -> Result<()> {
+        if self.s.get(self.pos) == Some(&b) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(self.err("unexpected bytes"))
+        }
+    }
+
     fn root(&mut self) -> Result<Tobj> {
-        self.expect("<tobj type=\"")?;
+        self.expect(b"<tobj type=\"")?;
         let kind = self.text_until(b'"')?;
         if !valid_name(&kind) {
             return Err(self.err("invalid type name"));
         }
-        self.expect("\" id=\"")?;
+        self.expect(b"\" id=\"")?;
         let start = self.pos;
         while self.pos < self.s.len() && self.s[self.pos].is_ascii_digit() {
             self.pos += 1;
@@ -419,14 +512,16 @@ impl Parser<'_> {
         if digits.is_empty() || digits.len() > 20 || (digits.len() > 1 && digits[0] == b'0') {
             return Err(self.err("invalid id"));
         }
-        // Digits are ASCII, so this is valid UTF-8; overflow is a parse error.
-        let id = std::str::from_utf8(digits)
-            .ok()
-            .and_then(|d| d.parse::<u64>().ok())
+        // At most 20 ASCII digits; a value past u64::MAX is a parse error.
+        let id = digits
+            .iter()
+            .try_fold(0u64, |n, &d| {
+                n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+            })
             .ok_or_else(|| self.err("id out of range"))?;
-        self.expect("\">")?;
+        self.expect(b"\">")?;
         let fields = self.fields(1)?;
-        self.expect("</tobj>")?;
+        self.expect(b"</tobj>")?;
         Ok(Tobj { kind, id, fields })
     }
 
@@ -447,56 +542,124 @@ impl Parser<'_> {
             if self.fields > self.limits.max_fields {
                 return Err(TobjError::Limit("field count"));
             }
-            self.expect("<")?;
+            self.expect_byte(b'<')?;
             let name = self.name()?;
-            self.expect(">")?;
+            self.expect_byte(b'>')?;
             let value =
                 if self.s.get(self.pos) == Some(&b'<') && self.s.get(self.pos + 1) != Some(&b'/') {
                     Value::Fields(self.fields(depth + 1)?)
                 } else {
                     Value::Text(self.text_until(b'<')?)
                 };
-            self.expect("</")?;
-            let close = self.name()?;
-            if close != name {
-                return Err(self.err("closing tag does not match"));
-            }
-            self.expect(">")?;
+            self.expect(b"</")?;
+            self.close(name)?;
             if out.capacity() == 0 {
                 // Room for a typical message's fields at once (rather than 4, then 8).
                 out.reserve(8);
             }
-            out.push((name, value));
+            out.push((name.to_owned(), value));
         }
     }
 
-    fn name(&mut self) -> Result<String> {
+    /// Reads the name of a closing tag, which must be `open`, and its `>`.
+    fn close(&mut self, open: &str) -> Result<()> {
+        // The usual case, checked directly: the open tag's name, then `>`. `open` is a valid
+        // name, so `name` below would read exactly it and stop at that `>`.
+        let end = self.pos + open.len();
+        // Compared byte by byte: names are short, shorter than a call to `memcmp` costs.
+        if let Some(close) = self.s.get(self.pos..end)
+            && close.iter().zip(open.as_bytes()).all(|(a, b)| a == b)
+            && self.s.get(end) == Some(&b'>')
+        {
+            self.pos = end + 1;
+            return Ok(());
+        }
+        let close = self.name()?;
+        if close != open {
+            return Err(self.err("closing tag does not match"));
+        }
+        self.expect_byte(b'>')
+    }
+
+    /// Reads a field name up to the next `<` or `>` (left unconsumed).
+    #[inline]
+    fn name(&mut self) -> Result<&'a str> {
+        // The usual case in one pass: a valid name, then `<` or `>`. Anything else (and every
+        // error) is left to `name_checked`, which reads the same name when it is valid.
         let start = self.pos;
-        while self.pos < self.s.len() && !matches!(self.s[self.pos], b'>' | b'<') {
-            self.pos += 1;
-            if self.pos - start > 64 {
+        let rest = &self.s[start..];
+        let len = rest
+            .iter()
+            .take(64)
+            .position(|&c| !is_name_byte(c))
+            .unwrap_or(64);
+        if len > 0
+            && rest[0].is_ascii_lowercase()
+            && matches!(rest.get(len), Some(b'<' | b'>'))
+            && let Some(name) = self.text.get(start..start + len)
+        {
+            self.pos = start + len;
+            return Ok(name);
+        }
+        self.name_checked()
+    }
+
+    /// [`Parser::name`] with every check, in the order that picks the error.
+    #[cold]
+    fn name_checked(&mut self) -> Result<&'a str> {
+        let start = self.pos;
+        // A name longer than 64 bytes is refused at its 65th byte, before it is checked.
+        let window = &self.s[start..self.s.len().min(start + 65)];
+        let len = match window.iter().position(|&c| c == b'>' || c == b'<') {
+            Some(len) => len,
+            None if window.len() > 64 => {
+                self.pos = start + 65;
                 return Err(self.err("name too long"));
             }
-        }
-        let name =
-            std::str::from_utf8(&self.s[start..self.pos]).map_err(|_| self.err("bad name"))?;
+            None => window.len(),
+        };
+        self.pos = start + len;
+        // Ends at `<`, `>` or the end of the text, so on a character boundary.
+        let name = self
+            .text
+            .get(start..self.pos)
+            .ok_or_else(|| self.err("bad name"))?;
         if !valid_name(name) {
             return Err(TobjError::Syntax {
                 at: start,
                 what: "invalid field name",
             });
         }
-        Ok(name.to_owned())
+        Ok(name)
     }
 
     /// Reads escaped text up to (not including) `stop`, unescaping it.
+    #[inline]
     fn text_until(&mut self, stop: u8) -> Result<String> {
+        // The usual case in one pass: `stop` comes before anything `unescape` would look at,
+        // so the text is copied as it stands. Otherwise `text_checked` does it all again.
+        let start = self.pos;
+        if let Some(len) = find_byte(&self.s[start..], |b| (b == stop) | is_unescape_special(b))
+            && self.s[start + len] == stop
+            && let Some(raw) = self.text.get(start..start + len)
+        {
+            self.pos = start + len;
+            return Ok(raw.to_owned());
+        }
+        self.text_checked(stop)
+    }
+
+    /// [`Parser::text_until`] with every check, in the order that picks the error.
+    fn text_checked(&mut self, stop: u8) -> Result<String> {
         let start = self.pos;
         let end = memchr::memchr(stop, &self.s[start..])
             .map(|i| start + i)
             .ok_or_else(|| self.err("unterminated text"))?;
-        let raw =
-            std::str::from_utf8(&self.s[start..end]).map_err(|_| self.err("invalid UTF-8"))?;
+        // `start` follows an ASCII byte and `end` is one: both are character boundaries.
+        let raw = self
+            .text
+            .get(start..end)
+            .ok_or_else(|| self.err("invalid UTF-8"))?;
         let text = unescape(raw).map_err(|off| TobjError::Syntax {
             at: start + off,
             what: "invalid escape or raw control character",
@@ -506,11 +669,17 @@ impl Parser<'_> {
     }
 }
 
+/// The bytes [`unescape`] stops at: an entity's `&`, and the raw characters it refuses.
+#[inline(always)]
+fn is_unescape_special(b: u8) -> bool {
+    // `|` rather than `||` or `matches!`, so that `find_byte` compiles to vector compares.
+    (b == b'&') | (b == b'>') | (b == b'"') | (b == b'\r') | (b == b'\n')
+}
+
 /// Unescapes tobj text; on error returns the byte offset of the problem.
 fn unescape(raw: &str) -> std::result::Result<String, usize> {
     // Most text has nothing to unescape: one pass (vectorized) to see, then one copy.
-    let special = |b: u8| matches!(b, b'&' | b'>' | b'"' | b'\r' | b'\n');
-    if !raw.bytes().fold(false, |seen, b| seen | special(b)) {
+    if find_byte(raw.as_bytes(), is_unescape_special).is_none() {
         return Ok(raw.to_owned());
     }
     let mut out = String::with_capacity(raw.len());
@@ -614,6 +783,243 @@ pub trait Link {}
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The parser and encoder as they were before they were made faster, kept as the
+    /// definition: the fast ones must accept, refuse (with the same error) and write exactly
+    /// what these do.
+    mod reference {
+        use super::super::{Fields, Limits, Result, Tobj, TobjError, Value, valid_name};
+        use std::fmt::Write as _;
+
+        pub fn encode(t: &Tobj) -> String {
+            let mut out = String::with_capacity(64);
+            out.push_str("<tobj type=\"");
+            escape_into(&mut out, &t.kind);
+            let _ = write!(out, "\" id=\"{}\">", t.id);
+            encode_fields(&mut out, &t.fields);
+            out.push_str("</tobj>");
+            out
+        }
+
+        fn escape_into(out: &mut String, text: &str) {
+            for c in text.chars() {
+                match c {
+                    '&' => out.push_str("&amp;"),
+                    '<' => out.push_str("&lt;"),
+                    '>' => out.push_str("&gt;"),
+                    '"' => out.push_str("&quot;"),
+                    c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                        let _ = write!(out, "&#{};", c as u32);
+                    }
+                    c => out.push(c),
+                }
+            }
+        }
+
+        pub fn parse(text: &str, limits: &Limits) -> Result<Tobj> {
+            if text.len() > limits.max_bytes {
+                return Err(TobjError::Limit("size"));
+            }
+            let mut p = Parser {
+                s: text.as_bytes(),
+                pos: 0,
+                limits,
+                fields: 0,
+            };
+            let tobj = p.root()?;
+            if p.pos != p.s.len() {
+                return Err(p.err("trailing bytes after </tobj>"));
+            }
+            Ok(tobj)
+        }
+
+        fn encode_fields(out: &mut String, fields: &Fields) {
+            for (name, value) in &fields.0 {
+                out.push('<');
+                out.push_str(name);
+                out.push('>');
+                match value {
+                    Value::Text(t) => escape_into(out, t),
+                    Value::Fields(f) => encode_fields(out, f),
+                }
+                out.push_str("</");
+                out.push_str(name);
+                out.push('>');
+            }
+        }
+
+        struct Parser<'a> {
+            s: &'a [u8],
+            pos: usize,
+            limits: &'a Limits,
+            fields: usize,
+        }
+
+        impl Parser<'_> {
+            fn err(&self, what: &'static str) -> TobjError {
+                TobjError::Syntax { at: self.pos, what }
+            }
+
+            fn expect(&mut self, lit: &str) -> Result<()> {
+                if self.s[self.pos..].starts_with(lit.as_bytes()) {
+                    self.pos += lit.len();
+                    Ok(())
+                } else {
+                    Err(self.err("unexpected bytes"))
+                }
+            }
+
+            fn root(&mut self) -> Result<Tobj> {
+                self.expect("<tobj type=\"")?;
+                let kind = self.text_until(b'"')?;
+                if !valid_name(&kind) {
+                    return Err(self.err("invalid type name"));
+                }
+                self.expect("\" id=\"")?;
+                let start = self.pos;
+                while self.pos < self.s.len() && self.s[self.pos].is_ascii_digit() {
+                    self.pos += 1;
+                }
+                let digits = &self.s[start..self.pos];
+                if digits.is_empty() || digits.len() > 20 || (digits.len() > 1 && digits[0] == b'0')
+                {
+                    return Err(self.err("invalid id"));
+                }
+                // Digits are ASCII, so this is valid UTF-8; overflow is a parse error.
+                let id = std::str::from_utf8(digits)
+                    .ok()
+                    .and_then(|d| d.parse::<u64>().ok())
+                    .ok_or_else(|| self.err("id out of range"))?;
+                self.expect("\">")?;
+                let fields = self.fields(1)?;
+                self.expect("</tobj>")?;
+                Ok(Tobj { kind, id, fields })
+            }
+
+            /// Parses fields until the next closing tag (`</`), which is left unconsumed.
+            fn fields(&mut self, depth: usize) -> Result<Fields> {
+                let mut out = Vec::new();
+                loop {
+                    if self.s[self.pos..].starts_with(b"</") {
+                        return Ok(Fields(out));
+                    }
+                    if self.pos >= self.s.len() {
+                        return Err(self.err("unexpected end"));
+                    }
+                    if depth > self.limits.max_depth {
+                        return Err(TobjError::Limit("depth"));
+                    }
+                    self.fields += 1;
+                    if self.fields > self.limits.max_fields {
+                        return Err(TobjError::Limit("field count"));
+                    }
+                    self.expect("<")?;
+                    let name = self.name()?;
+                    self.expect(">")?;
+                    let value = if self.s.get(self.pos) == Some(&b'<')
+                        && self.s.get(self.pos + 1) != Some(&b'/')
+                    {
+                        Value::Fields(self.fields(depth + 1)?)
+                    } else {
+                        Value::Text(self.text_until(b'<')?)
+                    };
+                    self.expect("</")?;
+                    let close = self.name()?;
+                    if close != name {
+                        return Err(self.err("closing tag does not match"));
+                    }
+                    self.expect(">")?;
+                    if out.capacity() == 0 {
+                        // Room for a typical message's fields at once (rather than 4, then 8).
+                        out.reserve(8);
+                    }
+                    out.push((name, value));
+                }
+            }
+
+            fn name(&mut self) -> Result<String> {
+                let start = self.pos;
+                while self.pos < self.s.len() && !matches!(self.s[self.pos], b'>' | b'<') {
+                    self.pos += 1;
+                    if self.pos - start > 64 {
+                        return Err(self.err("name too long"));
+                    }
+                }
+                let name = std::str::from_utf8(&self.s[start..self.pos])
+                    .map_err(|_| self.err("bad name"))?;
+                if !valid_name(name) {
+                    return Err(TobjError::Syntax {
+                        at: start,
+                        what: "invalid field name",
+                    });
+                }
+                Ok(name.to_owned())
+            }
+
+            /// Reads escaped text up to (not including) `stop`, unescaping it.
+            fn text_until(&mut self, stop: u8) -> Result<String> {
+                let start = self.pos;
+                let end = memchr::memchr(stop, &self.s[start..])
+                    .map(|i| start + i)
+                    .ok_or_else(|| self.err("unterminated text"))?;
+                let raw = std::str::from_utf8(&self.s[start..end])
+                    .map_err(|_| self.err("invalid UTF-8"))?;
+                let text = unescape(raw).map_err(|off| TobjError::Syntax {
+                    at: start + off,
+                    what: "invalid escape or raw control character",
+                })?;
+                self.pos = end;
+                Ok(text)
+            }
+        }
+
+        /// Unescapes tobj text; on error returns the byte offset of the problem.
+        fn unescape(raw: &str) -> std::result::Result<String, usize> {
+            // Most text has nothing to unescape: one pass (vectorized) to see, then one copy.
+            let special = |b: u8| matches!(b, b'&' | b'>' | b'"' | b'\r' | b'\n');
+            if !raw.bytes().fold(false, |seen, b| seen | special(b)) {
+                return Ok(raw.to_owned());
+            }
+            let mut out = String::with_capacity(raw.len());
+            let mut rest = raw;
+            let mut off = 0;
+            while let Some(i) = rest.find(['&', '>', '"', '\r', '\n']) {
+                let c = rest.as_bytes()[i];
+                out.push_str(&rest[..i]);
+                if c != b'&' {
+                    return Err(off + i);
+                }
+                let semi = rest[i..].find(';').filter(|&j| j <= 9).ok_or(off + i)?;
+                let ent = &rest[i + 1..i + semi];
+                let ch = match ent {
+                    "amp" => '&',
+                    "lt" => '<',
+                    "gt" => '>',
+                    "quot" => '"',
+                    _ => {
+                        let digits = ent.strip_prefix('#').ok_or(off + i)?;
+                        if digits.is_empty()
+                            || digits.len() > 7
+                            || !digits.bytes().all(|b| b.is_ascii_digit())
+                            || (digits.len() > 1 && digits.starts_with('0'))
+                        {
+                            return Err(off + i);
+                        }
+                        let n: u32 = digits.parse().map_err(|_| off + i)?;
+                        char::from_u32(n).ok_or(off + i)?
+                    }
+                };
+                out.push(ch);
+                rest = &rest[i + semi + 1..];
+                off += i + semi + 1;
+            }
+            if rest.bytes().any(|b| b < 0x20 || b == 0x7f) {
+                return Err(off);
+            }
+            out.push_str(rest);
+            Ok(out)
+        }
+    }
 
     fn sample() -> Tobj {
         Tobj::with_fields(
@@ -728,6 +1134,143 @@ mod tests {
         )
     }
 
+    /// Parses with both parsers and requires the same result, errors included.
+    fn same_as_reference(text: &str, limits: &Limits) -> Result<Tobj> {
+        let fast = Tobj::parse(text, limits);
+        assert_eq!(fast, reference::parse(text, limits), "on {text:?}");
+        fast
+    }
+
+    /// Text with and without entities, numeric references for control characters, and the
+    /// cases the fast paths (unescaped text copied whole, closing tags compared directly)
+    /// must hand to the slow ones.
+    #[test]
+    fn fast_paths_agree_with_the_reference() {
+        let l = Limits::default();
+        let wrap = |inner: &str| format!("<tobj type=\"a.b\" id=\"7\">{inner}</tobj>");
+        let ok = [
+            "<x>plain text, no entities</x>",
+            "<x>a&amp;b&lt;c&gt;d&quot;e</x>",
+            "<x>&#0;&#9;&#13;&#10;&#31;&#127;</x>",
+            "<x>é😀 ü</x>",
+            "<x></x><y><z>1</z><z></z></y>",
+            "<x><y><z>deep &amp; nested</z></y><w>after</w></x>",
+            "<a-b.c_9>v</a-b.c_9>",
+        ];
+        for inner in ok {
+            let text = wrap(inner);
+            let t = same_as_reference(&text, &l).unwrap_or_else(|e| panic!("{inner}: {e}"));
+            assert_eq!(t.encode(), text, "canonical input re-encodes to itself");
+        }
+        let got = same_as_reference(&wrap("<x>a&amp;b&#10;c</x>"), &l).unwrap();
+        assert_eq!(got.fields.req_text("x").unwrap(), "a&b\nc");
+        // Any scalar value may be written as a reference, not only the ones that must be.
+        let got = same_as_reference(&wrap("<x>&#233;&#128512;é</x>"), &l).unwrap();
+        assert_eq!(got.fields.req_text("x").unwrap(), "é😀é");
+        let long = "n".repeat(64);
+        let too_long = "n".repeat(65);
+        for inner in [
+            "<x>a&amp</x>",
+            "<x>a&amp;b&c</x>",
+            "<x>&#01;</x>",
+            "<x>&#;</x>",
+            "<x>&#x41;</x>",
+            "<x>&#1114112;</x>",
+            "<x>&#12345678;</x>",
+            "<x>a\"b</x>",
+            "<x>a\rb</x>",
+            "<x>&amp;\u{1}</x>",
+            "<x>\u{1}</x>",
+            "<x>\t&amp;</x>",
+            "<x>1</xy>",
+            "<xy>1</x>",
+            "<x>1</x",
+            "<x>1</X>",
+            "<x>1</>",
+            "<x>1</x >",
+            "<x>1<x>",
+            "<x><y>1</y></z>",
+            "<x><y>1</y>",
+            "<>1</>",
+            "<X>1</X>",
+            &format!("<{long}>1</{long}>"),
+            &format!("<{too_long}>1</{too_long}>"),
+            &format!("<{long}>1</{too_long}>"),
+            &format!("<x>1</{too_long}"),
+        ] {
+            let _ = same_as_reference(&wrap(inner), &l);
+        }
+        let _ = same_as_reference(&format!("<tobj type=\"{long}\" id=\"1\"></tobj>"), &l);
+        for id in [
+            "0",
+            "18446744073709551615",
+            "18446744073709551616",
+            "099",
+            "",
+            "1a",
+        ] {
+            let _ = same_as_reference(&format!("<tobj type=\"a\" id=\"{id}\"></tobj>"), &l);
+        }
+        for kind in ["a&amp;b", "a&lt;", "a>b", "", "a\nb"] {
+            let _ = same_as_reference(&format!("<tobj type=\"{kind}\" id=\"1\"></tobj>"), &l);
+        }
+        // Limits: depth and field count exactly at and one past the limit.
+        let nest = |n: usize| wrap(&format!("{}x{}", "<a>".repeat(n), "</a>".repeat(n)));
+        assert!(same_as_reference(&nest(16), &l).is_ok());
+        assert_eq!(
+            same_as_reference(&nest(17), &l),
+            Err(TobjError::Limit("depth"))
+        );
+        let ten = Limits {
+            max_fields: 10,
+            ..l
+        };
+        assert!(same_as_reference(&wrap(&"<a>1</a>".repeat(10)), &ten).is_ok());
+        assert_eq!(
+            same_as_reference(&wrap(&"<a>1</a>".repeat(11)), &ten),
+            Err(TobjError::Limit("field count"))
+        );
+    }
+
+    /// Strings that are almost tobjs: an encoded message with one byte changed, inserted or
+    /// removed, from the characters the grammar cares about.
+    fn near_tobj() -> impl Strategy<Value = String> {
+        let edit = (
+            any::<prop::sample::Index>(),
+            0..3u8,
+            prop::sample::select(vec![
+                '<', '>', '/', '&', ';', '#', '"', '\r', '\n', '\t', '\u{1}', 'a', '0', ' ', 'é',
+            ]),
+        );
+        (
+            "[a-z][a-z0-9_.-]{0,8}",
+            any::<u64>(),
+            arb_fields(3),
+            proptest::collection::vec(edit, 0..3),
+        )
+            .prop_map(|(kind, id, fields, edits)| {
+                let mut text = Tobj::with_fields(kind, id, fields).encode();
+                for (at, op, c) in edits {
+                    let mut i = at.index(text.len() + 1);
+                    while !text.is_char_boundary(i) {
+                        i -= 1;
+                    }
+                    match op {
+                        0 => text.insert(i, c),
+                        1 if i < text.len() => {
+                            text.remove(i);
+                        }
+                        _ if i < text.len() => {
+                            text.remove(i);
+                            text.insert(i, c);
+                        }
+                        _ => {}
+                    }
+                }
+                text
+            })
+    }
+
     proptest! {
         #[test]
         fn any_tobj_round_trips(kind in "[a-z][a-z0-9_.-]{0,20}", id in any::<u64>(), fields in arb_fields(4)) {
@@ -764,6 +1307,29 @@ mod tests {
         #[test]
         fn parser_never_panics(s in any::<String>()) {
             let _ = Tobj::parse(&s, &Limits::default());
+        }
+
+        /// The parser accepts and refuses exactly what the reference parser does, with the
+        /// same error.
+        #[test]
+        fn parser_agrees_with_the_reference(near in near_tobj(), any_text in any::<String>()) {
+            let l = Limits::default();
+            let small = Limits { max_depth: 2, max_fields: 5, max_bytes: 200 };
+            for text in [&near, &any_text] {
+                prop_assert_eq!(Tobj::parse(text, &l), reference::parse(text, &l));
+                prop_assert_eq!(Tobj::parse(text, &small), reference::parse(text, &small));
+            }
+        }
+
+        /// The encoder writes exactly what the reference encoder does.
+        #[test]
+        fn encoder_agrees_with_the_reference(kind in any::<String>(), id in any::<u64>(), fields in arb_fields(4)) {
+            let t = Tobj::with_fields(kind, id, fields);
+            let want = reference::encode(&t);
+            prop_assert_eq!(&t.encode(), &want);
+            let mut appended = String::from("x");
+            t.encode_into(&mut appended);
+            prop_assert_eq!(&appended[1..], &want[..]);
         }
     }
 }
