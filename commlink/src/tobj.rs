@@ -673,7 +673,8 @@ impl<'a> Parser<'a> {
 #[inline(always)]
 fn is_unescape_special(b: u8) -> bool {
     // `|` rather than `||` or `matches!`, so that `find_byte` compiles to vector compares.
-    (b == b'&') | (b == b'>') | (b == b'"') | (b == b'\r') | (b == b'\n')
+    // CR and LF are among the control characters.
+    (b == b'&') | (b == b'>') | (b == b'"') | (b < 0x20) | (b == 0x7f)
 }
 
 /// Unescapes tobj text; on error returns the byte offset of the problem.
@@ -685,7 +686,7 @@ fn unescape(raw: &str) -> std::result::Result<String, usize> {
     let mut out = String::with_capacity(raw.len());
     let mut rest = raw;
     let mut off = 0;
-    while let Some(i) = rest.find(['&', '>', '"', '\r', '\n']) {
+    while let Some(i) = rest.bytes().position(is_unescape_special) {
         let c = rest.as_bytes()[i];
         out.push_str(&rest[..i]);
         if c != b'&' {
@@ -714,9 +715,6 @@ fn unescape(raw: &str) -> std::result::Result<String, usize> {
         out.push(ch);
         rest = &rest[i + semi + 1..];
         off += i + semi + 1;
-    }
-    if rest.bytes().any(|b| b < 0x20 || b == 0x7f) {
-        return Err(off);
     }
     out.push_str(rest);
     Ok(out)
@@ -976,14 +974,14 @@ mod tests {
         /// Unescapes tobj text; on error returns the byte offset of the problem.
         fn unescape(raw: &str) -> std::result::Result<String, usize> {
             // Most text has nothing to unescape: one pass (vectorized) to see, then one copy.
-            let special = |b: u8| matches!(b, b'&' | b'>' | b'"' | b'\r' | b'\n');
+            let special = |b: u8| matches!(b, b'&' | b'>' | b'"') || b < 0x20 || b == 0x7f;
             if !raw.bytes().fold(false, |seen, b| seen | special(b)) {
                 return Ok(raw.to_owned());
             }
             let mut out = String::with_capacity(raw.len());
             let mut rest = raw;
             let mut off = 0;
-            while let Some(i) = rest.find(['&', '>', '"', '\r', '\n']) {
+            while let Some(i) = rest.bytes().position(&special) {
                 let c = rest.as_bytes()[i];
                 out.push_str(&rest[..i]);
                 if c != b'&' {
@@ -1012,9 +1010,6 @@ mod tests {
                 out.push(ch);
                 rest = &rest[i + semi + 1..];
                 off += i + semi + 1;
-            }
-            if rest.bytes().any(|b| b < 0x20 || b == 0x7f) {
-                return Err(off);
             }
             out.push_str(rest);
             Ok(out)
@@ -1139,6 +1134,42 @@ mod tests {
         let fast = Tobj::parse(text, limits);
         assert_eq!(fast, reference::parse(text, limits), "on {text:?}");
         fast
+    }
+
+    /// PROTOCOL.md §7: a raw control character in text (U+0000–U+001F, U+007F) is refused
+    /// wherever it stands, before, between or after entities, and the error points at it;
+    /// the same character written as `&#N;` is accepted.
+    #[test]
+    fn raw_control_characters_in_text_are_refused_at_their_offset() {
+        let l = Limits::default();
+        let prefix = "<tobj type=\"a.b\" id=\"7\">";
+        let wrap = |inner: &str| format!("{prefix}<x>{inner}</x></tobj>");
+        for (inner, at) in [
+            ("a\tb", 1),
+            ("\u{1}", 0),
+            ("\u{0}", 0),
+            ("\u{7f}x", 0),
+            ("\t&amp;", 0),
+            ("&amp;\u{1f}", 5),
+            ("&amp;x\u{1b}&lt;", 6),
+            ("é\r", 2),
+            ("ok\n", 2),
+        ] {
+            let err = Tobj::parse(&wrap(inner), &l).unwrap_err();
+            assert_eq!(
+                err,
+                TobjError::Syntax {
+                    at: prefix.len() + "<x>".len() + at,
+                    what: "invalid escape or raw control character",
+                },
+                "{inner:?}"
+            );
+        }
+        let t = Tobj::parse(&wrap("a&#9;b&#1;&#127;"), &l).unwrap();
+        assert_eq!(
+            t.fields.get("x"),
+            Some(&Value::Text("a\tb\u{1}\u{7f}".into()))
+        );
     }
 
     /// Text with and without entities, numeric references for control characters, and the
