@@ -243,6 +243,17 @@ fn gcm_key(key: &[u8; 32]) -> ring::aead::LessSafeKey {
     ring::aead::LessSafeKey::new(key)
 }
 
+/// The wire's base64: the standard alphabet, padded, canonical padding and trailing bits
+/// (exactly `general_purpose::STANDARD`'s configuration), through base64's AVX2 kernels
+/// where the CPU has them (detected once) and its scalar code elsewhere; the ends of a line
+/// and every check take the scalar path either way.
+fn wire_base64() -> &'static base64::engine::Simd {
+    static ENGINE: std::sync::LazyLock<base64::engine::Simd> = std::sync::LazyLock::new(|| {
+        base64::engine::Simd::standard(base64::engine::general_purpose::PAD)
+    });
+    &ENGINE
+}
+
 fn cbc_iv(iv_key: &[u8; 32], seq: u64) -> [u8; BLOCK] {
     let full = hmac(iv_key, &[&seq.to_be_bytes()]);
     let mut iv = [0u8; BLOCK];
@@ -272,7 +283,7 @@ impl Sealer {
         let mut pkt = std::mem::take(&mut self.scratch);
         pkt.clear();
         self.seal_packet(payload, &mut pkt);
-        let line = base64::engine::general_purpose::STANDARD.encode(&pkt);
+        let line = wire_base64().encode(&pkt);
         if pkt.capacity() <= 64 * 1024 {
             self.scratch = pkt;
         }
@@ -290,7 +301,7 @@ impl Sealer {
         // Padded base64 of n bytes: 4 * ceil(n / 3), which cannot overflow for packets
         // bounded by the line limit.
         out.resize(start + pkt.len().div_ceil(3) * 4, 0);
-        let written = base64::engine::general_purpose::STANDARD
+        let written = wire_base64()
             .encode_slice(&pkt, &mut out[start..])
             .unwrap_or(0);
         out.truncate(start + written);
@@ -394,7 +405,7 @@ impl Opener {
         // Canonical padded base64 of n bytes is 4 * ceil(n / 3) characters.
         pkt.clear();
         pkt.resize(line.len() / 4 * 3 + 3, 0);
-        let n = base64::engine::general_purpose::STANDARD
+        let n = wire_base64()
             .decode_slice(line, pkt.as_mut_slice())
             .map_err(|_| OpenError::Base64)?;
         pkt.truncate(n);
@@ -757,6 +768,38 @@ mod tests {
                 o2.open(s1.seal(b"recorded").as_bytes()),
                 Err(OpenError::Mac)
             );
+        }
+    }
+
+    proptest::proptest! {
+        /// The wire's base64 engine (AVX2 where the CPU has it) writes exactly what
+        /// `general_purpose::STANDARD` writes, and accepts and refuses exactly what it does:
+        /// random bytes, their encodings with one character replaced, cut or extended, and
+        /// random text over the alphabet, `=` and a few strangers.
+        #[test]
+        fn wire_base64_is_standard_base64(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+            at in 0usize..400,
+            with in proptest::sample::select(b"A/+=a9-_ \r\n\x00".to_vec()),
+            junk in "[A-Za-z0-9+/=_ -]{0,120}",
+        ) {
+            use base64::engine::general_purpose::STANDARD;
+            let enc = STANDARD.encode(&bytes);
+            proptest::prop_assert_eq!(wire_base64().encode(&bytes), enc.clone());
+            let mut variants = vec![enc.clone().into_bytes(), junk.into_bytes()];
+            let mut e = enc.into_bytes();
+            if !e.is_empty() {
+                let i = at % e.len();
+                let mut replaced = e.clone();
+                replaced[i] = with;
+                variants.push(replaced);
+                variants.push(e[..i].to_vec());
+            }
+            e.push(with);
+            variants.push(e);
+            for v in variants {
+                proptest::prop_assert_eq!(wire_base64().decode(&v), STANDARD.decode(&v), "{:?}", String::from_utf8_lossy(&v));
+            }
         }
     }
 }
