@@ -677,12 +677,9 @@ fn is_unescape_special(b: u8) -> bool {
     (b == b'&') | (b == b'>') | (b == b'"') | (b < 0x20) | (b == 0x7f)
 }
 
-/// Unescapes tobj text; on error returns the byte offset of the problem.
+/// Unescapes tobj text; on error returns the byte offset of the problem. (Text with nothing
+/// to unescape never gets here: [`Parser::text_until`] copies it whole.)
 fn unescape(raw: &str) -> std::result::Result<String, usize> {
-    // Most text has nothing to unescape: one pass (vectorized) to see, then one copy.
-    if find_byte(raw.as_bytes(), is_unescape_special).is_none() {
-        return Ok(raw.to_owned());
-    }
     let mut out = String::with_capacity(raw.len());
     let mut rest = raw;
     let mut off = 0;

@@ -278,7 +278,6 @@ impl Repository {
         }
         let path = self.twin_path(sha256, n)?;
         let object = self.object_path(sha256)?;
-        let want = size;
         let twins = self.root.join("twins");
         let dir = path
             .parent()
@@ -297,9 +296,9 @@ impl Repository {
         let tmp = tmp_dir.join(fsutil::random_hex(8));
         let made = (|| -> std::io::Result<()> {
             let copied = fs::copy(&object, &tmp)?;
-            if copied != want {
+            if copied != size {
                 return Err(std::io::Error::other(format!(
-                    "copied {copied} of {want} bytes"
+                    "copied {copied} of {size} bytes"
                 )));
             }
             fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444))?;

@@ -407,15 +407,7 @@ pub fn quarantine(
         let Ok(md) = fs::symlink_metadata(&p) else {
             continue;
         };
-        if md.file_type().is_file() {
-            inodes.insert((md.dev(), md.ino()));
-        }
-        fs::create_dir_all(&qdir).map_err(StagerError::io("create", &qdir))?;
-        let mut dst = qdir.join(sha);
-        if fs::symlink_metadata(&dst).is_ok() {
-            dst = qdir.join(format!("{sha}.{}", fsutil::random_hex(4)));
-        }
-        fs::rename(&p, &dst).map_err(StagerError::io("rename", &p))?;
+        let dst = set_aside(&p, &md, &qdir, sha, &mut inodes)?;
         tracing::warn!(object = %sha, to = %dst.display(), "altered object moved to quarantine");
         out.objects_moved += 1;
     }
@@ -428,17 +420,8 @@ pub fn quarantine(
             // Remade since the check: not the file found altered.
             continue;
         }
-        if md.file_type().is_file() {
-            inodes.insert((md.dev(), md.ino()));
-        }
-        fs::create_dir_all(&qdir).map_err(StagerError::io("create", &qdir))?;
-        let dst = qdir.join(format!(
-            "{}.twin{}.{}",
-            t.sha256,
-            t.twin,
-            fsutil::random_hex(4)
-        ));
-        fs::rename(&p, &dst).map_err(StagerError::io("rename", &p))?;
+        let name = format!("{}.twin{}", t.sha256, t.twin);
+        let dst = set_aside(&p, &md, &qdir, &name, &mut inodes)?;
         tracing::warn!(object = %t.sha256, twin = t.twin, to = %dst.display(), "altered twin moved to quarantine");
         out.objects_moved += 1;
     }
@@ -449,6 +432,28 @@ pub fn quarantine(
         out.area_links_removed = unlink_area_copies(areas, &inodes)?;
     }
     Ok(out)
+}
+
+/// Moves the altered file at `path` (whose metadata is `md`) into `qdir` as `name`, or as
+/// `name.XXXXXXXX` when that is taken, and remembers its inode in `inodes` so the area
+/// links to it can be removed. Returns where it went.
+fn set_aside(
+    path: &Path,
+    md: &fs::Metadata,
+    qdir: &Path,
+    name: &str,
+    inodes: &mut BTreeSet<(u64, u64)>,
+) -> Result<PathBuf> {
+    if md.file_type().is_file() {
+        inodes.insert((md.dev(), md.ino()));
+    }
+    fs::create_dir_all(qdir).map_err(StagerError::io("create", qdir))?;
+    let mut dst = qdir.join(name);
+    if fs::symlink_metadata(&dst).is_ok() {
+        dst = qdir.join(format!("{name}.{}", fsutil::random_hex(4)));
+    }
+    fs::rename(path, &dst).map_err(StagerError::io("rename", path))?;
+    Ok(dst)
 }
 
 /// Removes every regular file under `areas` that is one of `inodes` (a hard link to an
