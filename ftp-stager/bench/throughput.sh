@@ -13,7 +13,7 @@
 set -euo pipefail
 BIN=${1:?serve_file binary}
 S=${2:-/tmp/ffs-throughput}
-RUNS=${3:-5}
+ROUNDS=${3:-5}
 mkdir -p "$S"
 S=$(cd "$S" && pwd)
 [ -f "$S/big.bin" ] || head -c 1073741824 /dev/urandom > "$S/big.bin"
@@ -108,13 +108,13 @@ declare -A ARGS=(
   [stager-https-h2]="--http2" [nginx-https-h2]="--http2"
 )
 declare -A SAMPLES=()
-for _ in $(seq 1 "$RUNS"); do
+for _ in $(seq 1 "$ROUNDS"); do
   for n in "${NAMES[@]}"; do
     # shellcheck disable=SC2086 # ARGS holds at most one word
     SAMPLES[$n]+="$(once "$n" "${URL[$n]}" ${ARGS[$n]:-}) "
   done
 done
-echo "# best and median of $RUNS rounds (servers alternated within each), MiB/s, $SIZE bytes, client curl $(curl --version | head -1 | cut -d' ' -f2)"
+echo "# best and median of $ROUNDS rounds (servers alternated within each), MiB/s, $SIZE bytes, client curl $(curl --version | head -1 | cut -d' ' -f2)"
 for n in "${NAMES[@]}"; do
   echo "${SAMPLES[$n]}" | tr ' ' '\n' | grep . | sort -g | awk -v name="$n" '
     { v[NR] = $1 }
