@@ -37,7 +37,7 @@ use crate::error::AppError;
 use crate::state::AppState;
 
 /// What the web's HTTPS listener hands over (actix-web over rustls 0.23).
-type ActixTls = actix_tls::accept::rustls_0_23::TlsStream<TcpStream>;
+pub(crate) type ActixTls = actix_tls::accept::rustls_0_23::TlsStream<TcpStream>;
 
 /// The endpoint's shared state: where streams go, the prefix, open links per address, and
 /// the runtime the links' sockets move to.
@@ -268,7 +268,7 @@ impl LinkEndpoint {
 /// descriptor is registered there and the original closed. Then the link's reader and
 /// writers, which run on `home`, are woken by their own runtime, not through the worker.
 #[cfg(unix)]
-fn rehome(tcp: &mut TcpStream, home: &tokio::runtime::Handle) -> std::io::Result<()> {
+pub(crate) fn rehome(tcp: &mut TcpStream, home: &tokio::runtime::Handle) -> std::io::Result<()> {
     use std::os::fd::AsFd as _;
     let dup = std::net::TcpStream::from(tcp.as_fd().try_clone_to_owned()?);
     dup.set_nonblocking(true)?;
@@ -281,7 +281,7 @@ fn rehome(tcp: &mut TcpStream, home: &tokio::runtime::Handle) -> std::io::Result
 }
 
 #[cfg(not(unix))]
-fn rehome(_: &mut TcpStream, _: &tokio::runtime::Handle) -> std::io::Result<()> {
+pub(crate) fn rehome(_: &mut TcpStream, _: &tokio::runtime::Handle) -> std::io::Result<()> {
     Ok(())
 }
 

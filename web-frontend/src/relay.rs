@@ -5,11 +5,33 @@
 //! acceptor; here only the HTTP mapping: bodies in, the receive channel as a streamed
 //! response, refusals as status codes with a one-line text body (`404` for any id the hub
 //! does not know, whoever asks).
+//!
+//! A streamed receive channel over HTTP/1.1 leaves actix once its head is out (the
+//! response carries an [`IoHandover`], `vendor/actix-http/PATCHES.md` patch 3): its socket
+//! moves to the runtime the hub was made in (the commlink client's, see
+//! [`crate::link_endpoint::rehome`]), and the web's commlink writes its lines to it on its
+//! own thread: the hub's kick frames them as a chunk and writes it at once, as the commlink
+//! writes to a raw TCP socket, without waking an HTTP worker on the way. A task there
+//! writes the first chunk, heartbeats, the end, and whatever the kick could not write
+//! without waiting. Long-poll channels, and any other HTTP version, stay ordinary streamed
+//! responses.
 
-use actix_web::http::header;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
+
+use actix_http::h1::{IoHandover, IoReceiver, io_handover};
+use actix_web::http::{Version, header};
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
-use commlink::{Acceptor, Incoming, ReceiveParams, RelayError, RelayHub, RelayLimits};
+use commlink::{
+    Acceptor, Incoming, ReceiveChannel, ReceiveParams, RelayError, RelayHub, RelayLimits,
+};
+use futures_core::Stream as _;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::link_endpoint::{ActixTls, rehome};
 
 use crate::state::AppState;
 
@@ -23,6 +45,8 @@ pub struct Relay {
     /// The attachments.
     pub hub: RelayHub,
     prefix: String,
+    /// Where taken-over receive channels run (the runtime the relay was made in).
+    home: Option<tokio::runtime::Handle>,
 }
 
 impl Relay {
@@ -52,6 +76,7 @@ impl Relay {
         Relay {
             hub,
             prefix: prefix.trim_end_matches('/').to_owned(),
+            home: tokio::runtime::Handle::try_current().ok(),
         }
     }
 
@@ -140,13 +165,192 @@ async fn recv(req: HttpRequest, path: web::Path<String>) -> HttpResponse {
         Ok(p) => p,
         Err(e) => return refused(e),
     };
-    match relay.hub.receive(&path, params) {
-        Ok(channel) => HttpResponse::Ok()
-            .content_type("text/plain")
-            .insert_header((header::CACHE_CONTROL, "no-store"))
-            // Proxies that honour it (nginx) pass the channel on as it is written.
-            .insert_header(("X-Accel-Buffering", "no"))
-            .streaming(channel),
-        Err(e) => refused(e),
+    let channel = match relay.hub.receive(&path, params) {
+        Ok(channel) => channel,
+        Err(e) => return refused(e),
+    };
+    let mut res = HttpResponse::Ok();
+    res.content_type("text/plain")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        // Proxies that honour it (nginx) pass the channel on as it is written.
+        .insert_header(("X-Accel-Buffering", "no"));
+    match &relay.home {
+        Some(home) if !params.poll && req.version() == Version::HTTP_11 => {
+            let (handover, taken) = io_handover();
+            let peer = req
+                .peer_addr()
+                .map_or_else(|| "?".to_owned(), |a| a.to_string());
+            actix_web::rt::spawn(take_over(taken, channel, home.clone(), peer));
+            // The head says chunked; the body is written by `carry`, and the connection
+            // ends with the channel.
+            let mut res = res
+                .force_close()
+                .streaming(futures_util::stream::pending::<Result<Bytes, std::io::Error>>());
+            res.extensions_mut().insert::<IoHandover>(handover);
+            res
+        }
+        _ => res.streaming(channel),
     }
+}
+
+/// Takes the receive channel's connection over once its head is out (on the worker that
+/// served it), moves the socket home and carries the channel there.
+async fn take_over(
+    taken: IoReceiver,
+    channel: ReceiveChannel,
+    home: tokio::runtime::Handle,
+    peer: String,
+) {
+    let Some((io, _)) = taken.await else {
+        tracing::debug!(%peer, "relay receive channel: the connection ended before its head was out");
+        return;
+    };
+    let moved = |tcp: &mut TcpStream| {
+        let _ = tcp.set_nodelay(true);
+        if let Err(e) = rehome(tcp, &home) {
+            tracing::warn!(%peer, "relay receive channel stays on the HTTP worker's reactor ({e})");
+        }
+    };
+    match io.downcast::<ActixTls>() {
+        Ok(mut tls) => {
+            moved(tls.get_mut().0);
+            home.spawn(carry(*tls, channel));
+        }
+        // A plain listener (the relay served over HTTP).
+        Err(io) => match io.downcast::<TcpStream>() {
+            Ok(mut tcp) => {
+                moved(&mut tcp);
+                home.spawn(carry(*tcp, channel));
+            }
+            Err(_) => {
+                tracing::error!(%peer, "relay receive channel: the connection is of an unknown kind; closed");
+            }
+        },
+    }
+}
+
+/// A taken-over receive channel: its connection, the channel, and the framed bytes not
+/// yet accepted by the connection.
+struct Carried<S> {
+    io: S,
+    channel: ReceiveChannel,
+    out: Vec<u8>,
+    /// The last chunk is framed: once it is out, the connection closes.
+    last: bool,
+}
+
+impl<S: AsyncWrite + Unpin> Carried<S> {
+    /// Writes out what is framed and flushes it.
+    fn write_out(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while !self.out.is_empty() {
+            let n = std::task::ready!(Pin::new(&mut self.io).poll_write(cx, &self.out))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.out.drain(..n);
+        }
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+}
+
+/// What the carrying task shares with the channel's kick.
+struct Shared<S> {
+    carried: Mutex<Carried<S>>,
+    /// The carrying task, woken for whatever the kick could not finish.
+    task: Mutex<Option<Waker>>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The channel's kick: on the thread of the commlink's write, frames the new lines and
+/// writes them straight to the connection, as the commlink does over raw TCP. Anything
+/// that would wait (the connection busy or full, or the task holding it) is left to the
+/// carrying task, which is woken.
+fn kick<S: AsyncWrite + Unpin>(shared: &Weak<Shared<S>>) {
+    let Some(shared) = shared.upgrade() else {
+        return; // the channel ended
+    };
+    let done = match shared.carried.try_lock() {
+        Ok(mut c) => {
+            if let Some(chunk) = c.channel.try_chunk() {
+                chunked(&mut c.out, &chunk);
+            }
+            let mut cx = Context::from_waker(Waker::noop());
+            matches!(c.write_out(&mut cx), Poll::Ready(Ok(())))
+        }
+        Err(_) => false,
+    };
+    if !done && let Some(task) = locked(&shared.task).as_ref() {
+        task.wake_by_ref();
+    }
+}
+
+/// Carries the channel on `io` in HTTP/1.1 chunked framing until the channel ends (then the
+/// last chunk, and the connection closes) or the agent closes the connection (the channel
+/// is dropped: the hub counts it closed). New lines are mostly written by the kick; this
+/// task writes the first chunk, heartbeats, the end, and what the kick left.
+async fn carry<S>(io: S, channel: ReceiveChannel)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let shared = Arc::new(Shared {
+        carried: Mutex::new(Carried {
+            io,
+            channel,
+            out: Vec::new(),
+            last: false,
+        }),
+        task: Mutex::new(None),
+    });
+    let weak = Arc::downgrade(&shared);
+    locked(&shared.carried)
+        .channel
+        .set_kick(Arc::new(move || kick(&weak)));
+    let mut scratch = [0u8; 64];
+    std::future::poll_fn(|cx| {
+        {
+            let mut task = locked(&shared.task);
+            if !task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *task = Some(cx.waker().clone());
+            }
+        }
+        let mut guard = locked(&shared.carried);
+        let c = &mut *guard;
+        // The agent sends nothing more on this connection: end of stream, an error or
+        // stray bytes all end the channel.
+        if Pin::new(&mut c.io)
+            .poll_read(cx, &mut ReadBuf::new(&mut scratch))
+            .is_ready()
+        {
+            return Poll::Ready(());
+        }
+        while !c.last {
+            match Pin::new(&mut c.channel).poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => chunked(&mut c.out, &chunk),
+                Poll::Ready(Some(Err(_)) | None) => {
+                    c.out.extend_from_slice(b"0\r\n\r\n");
+                    c.last = true;
+                }
+                Poll::Pending => break,
+            }
+        }
+        match c.write_out(cx) {
+            Poll::Ready(Ok(())) if c.last => Pin::new(&mut c.io).poll_shutdown(cx).map(|_| ()),
+            Poll::Ready(Ok(())) | Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(_)) => Poll::Ready(()),
+        }
+    })
+    .await;
+}
+
+/// `chunk` in HTTP/1.1 chunked framing (never empty: an empty chunk would end the body).
+fn chunked(frame: &mut Vec<u8>, chunk: &[u8]) {
+    if chunk.is_empty() {
+        return;
+    }
+    frame.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+    frame.extend_from_slice(chunk);
+    frame.extend_from_slice(b"\r\n");
 }

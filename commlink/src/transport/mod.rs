@@ -70,7 +70,9 @@ pub use config::{ERROR_TYPE, LinkConfig, LinkError, Service, error_reply};
 pub use https::{Https, HttpsError, LINK_PATH};
 pub use proxy::{Proxy, no_proxy_matches};
 pub use relay::{Relay, RelayOptions, RelaySetupError};
-pub use relay_hub::{OnAttach, ReceiveChannel, ReceiveParams, RelayError, RelayHub, RelayLimits};
+pub use relay_hub::{
+    Kick, OnAttach, ReceiveChannel, ReceiveParams, RelayError, RelayHub, RelayLimits,
+};
 pub use relay_proto::Window as RelayWindow;
 pub use relay_stream::RelayStream;
 pub use server::{serve, serve_dialout, serve_dialout_on_own_thread, serve_dialout_via};

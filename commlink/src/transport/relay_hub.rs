@@ -183,7 +183,14 @@ struct State {
     closed: bool,
     /// The current receive channel, waiting for something to carry.
     channel: Option<Waker>,
+    /// The current receive channel's writer, told of the commlink's new lines instead
+    /// ([`ReceiveChannel::set_kick`]).
+    kick: Option<Kick>,
 }
+
+/// Called, on the thread of the commlink's write and outside the hub's locks, when new
+/// lines wait for a receive channel whose writer registered it.
+pub type Kick = Arc<dyn Fn() + Send + Sync>;
 
 impl Attachment {
     /// Moves the commlink's queued lines into the window; wakes the receive channel when
@@ -241,7 +248,24 @@ impl RelayHub {
                     return;
                 };
                 match event {
-                    Event::Lines => att.refill(&mut lock(&att.state)),
+                    Event::Lines => {
+                        let kick = {
+                            let mut st = lock(&att.state);
+                            match st.kick.clone() {
+                                Some(kick) => {
+                                    att.lines.take_up(&mut st.out);
+                                    Some(kick)
+                                }
+                                None => {
+                                    att.refill(&mut st);
+                                    None
+                                }
+                            }
+                        };
+                        if let Some(kick) = kick {
+                            kick();
+                        }
+                    }
                     Event::Ended(why) => close(
                         &hub,
                         &att,
@@ -266,6 +290,7 @@ impl RelayHub {
                     generation: 0,
                     closed: false,
                     channel: None,
+                    kick: None,
                 }),
             }
         });
@@ -370,6 +395,7 @@ impl RelayHub {
             }
             att.refill(&mut st);
             st.generation += 1;
+            st.kick = None;
             (st.generation, st.channel.take())
         };
         if let Some(w) = older {
@@ -382,8 +408,9 @@ impl RelayHub {
             poll,
             first: true,
             done: false,
-            beat: Box::pin(tokio::time::sleep(limits.heartbeat)),
-            poll_end: poll.then(|| Box::pin(tokio::time::sleep(limits.poll_wait))),
+            beat: None,
+            poll_end: None,
+            poll_wait: poll.then_some(limits.poll_wait),
             heartbeat: limits.heartbeat,
             _guard: guard,
         })
@@ -449,8 +476,11 @@ pub struct ReceiveChannel {
     poll: bool,
     first: bool,
     done: bool,
-    beat: Pin<Box<tokio::time::Sleep>>,
+    /// The heartbeat's and a poll's timers, made at the first poll: on the runtime of
+    /// whoever carries the channel (the web may move it off the HTTP worker).
+    beat: Option<Pin<Box<tokio::time::Sleep>>>,
     poll_end: Option<Pin<Box<tokio::time::Sleep>>>,
+    poll_wait: Option<Duration>,
     heartbeat: Duration,
     _guard: ChannelGuard,
 }
@@ -459,6 +489,38 @@ impl ReceiveChannel {
     /// The next chunk of the body, or `None` at its end.
     pub async fn next_chunk(&mut self) -> Option<Bytes> {
         std::future::poll_fn(|cx| self.poll_chunk(cx)).await
+    }
+
+    /// Lets the channel's writer carry new lines at once, on the thread that wrote them
+    /// (`kick` then takes them with [`ReceiveChannel::try_chunk`]), instead of waking
+    /// whoever polls the channel. Ends with a newer channel of the attachment.
+    pub fn set_kick(&self, kick: Kick) {
+        let mut st = lock(&self.att.state);
+        if st.generation == self.generation {
+            st.kick = Some(kick);
+        }
+    }
+
+    /// The lines ready to carry, as the next chunk, or `None` when there are none; never
+    /// waits and registers nothing (for a streamed channel; a long poll ends through the
+    /// poller). The channel's end (closed, or a newer channel) is left
+    /// to the poller, which is woken for it.
+    pub fn try_chunk(&mut self) -> Option<Bytes> {
+        if self.done {
+            return None;
+        }
+        let mut chunk = Vec::new();
+        let mut st = lock(&self.att.state);
+        if st.generation != self.generation || st.closed {
+            return None;
+        }
+        self.att.refill(&mut st);
+        self.sent = st.out.encode_from(self.sent, 64 * 1024, &mut chunk);
+        if self.first {
+            Record::Ack(st.inc.ack()).encode(&mut chunk);
+            self.first = false;
+        }
+        (!chunk.is_empty()).then(|| chunk.into())
     }
 
     fn ack_chunk(&self) -> Bytes {
@@ -471,6 +533,14 @@ impl ReceiveChannel {
     fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         if self.done {
             return Poll::Ready(None);
+        }
+        let heartbeat = self.heartbeat;
+        let mut beat = self
+            .beat
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(heartbeat)))
+            .as_mut();
+        if let Some(wait) = self.poll_wait.take() {
+            self.poll_end = Some(Box::pin(tokio::time::sleep(wait)));
         }
         let mut chunk = Vec::new();
         {
@@ -500,13 +570,11 @@ impl ReceiveChannel {
             if self.poll && chunk.starts_with(b"D ") {
                 self.done = true; // a poll ends once it carried lines
             }
-            let next = tokio::time::Instant::now() + self.heartbeat;
-            self.beat.as_mut().reset(next);
+            beat.reset(tokio::time::Instant::now() + heartbeat);
             return Poll::Ready(Some(chunk.into()));
         }
-        if self.beat.as_mut().poll(cx).is_ready() {
-            let next = tokio::time::Instant::now() + self.heartbeat;
-            self.beat.as_mut().reset(next);
+        if beat.as_mut().poll(cx).is_ready() {
+            beat.reset(tokio::time::Instant::now() + heartbeat);
             return Poll::Ready(Some(self.ack_chunk()));
         }
         if let Some(end) = self.poll_end.as_mut()

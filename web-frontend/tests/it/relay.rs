@@ -101,3 +101,75 @@ async fn through_squid_without_connect_the_agent_relays_over_plain_http() {
     let (status, _, _) = curl(&jar, &[&format!("http://127.0.0.1:{http_port}/login")]).await;
     assert_eq!(status, 308);
 }
+
+/// A streamed receive channel leaves actix once its head is out (`relay.rs` takes the
+/// connection over and writes the chunks itself): over TLS and over plain HTTP it is real
+/// HTTP/1.1 chunked framing (curl decodes it, or fails), it starts with the web's
+/// acknowledgement, and it ends with a `C` record, the last chunk and the connection's
+/// close when the agent closes the attachment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_over_receive_channel_is_chunked_and_ends_with_its_attachment() {
+    let stack = Stack::start().await;
+    let web = start_web(&stack).await;
+    let http_port = web.http_port.expect("a plain-HTTP listener");
+    for base in [
+        format!("https://127.0.0.1:{}", web.port),
+        format!("http://127.0.0.1:{http_port}"),
+    ] {
+        let jar = stack.path().join("relay-raw.jar");
+        let (status, _, id) = curl(
+            &jar,
+            &["-X", "POST", &format!("{base}{PREFIX}/v1/relay/open")],
+        )
+        .await;
+        assert_eq!(status, 200, "{base}: open");
+        let id = String::from_utf8(id).expect("ascii id").trim().to_owned();
+        let recv = tokio::spawn(
+            tokio::process::Command::new("curl")
+                .args([
+                    "-sSk",
+                    "--http1.1",
+                    "--max-time",
+                    "20",
+                    "-D",
+                    "-",
+                    "-X",
+                    "POST",
+                ])
+                .arg(format!("{base}{PREFIX}/v1/relay/{id}/recv?ack=0"))
+                .output(),
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert!(!recv.is_finished(), "{base}: the channel stays open");
+        let (status, _, body) = curl(
+            &jar,
+            &[
+                "-X",
+                "POST",
+                "--data-binary",
+                "C done\r\n",
+                &format!("{base}{PREFIX}/v1/relay/{id}/send"),
+            ],
+        )
+        .await;
+        assert_eq!(status, 200, "{base}: close");
+        assert_eq!(body, b"C closed\r\n");
+        let out = recv.await.expect("joins").expect("curl runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{base}: curl read the whole channel: {}\n{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+        let head = head.to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(head.contains("transfer-encoding: chunked"), "{head}");
+        assert!(head.contains("connection: close"), "{head}");
+        assert!(body.contains("A 0\r\n"), "{body:?}");
+        assert!(
+            body.ends_with("C the agent closed the relay: done\r\n"),
+            "{body:?}"
+        );
+    }
+}

@@ -540,11 +540,10 @@ where
             res.head_mut().set_connection_type(ConnectionType::Close);
         }
 
-        // ffs patch 3: an upgrade response may take the connection over once flushed.
-        if is_upgrade {
-            if let Some(handover) = res.extensions_mut().remove::<IoHandover>() {
-                *self.as_mut().project().handover = Some(handover);
-            }
+        // ffs patch 3: a response may take the connection over once its head is flushed
+        // (an upgrade's, or one whose streamed body the handler writes itself).
+        if let Some(handover) = res.extensions_mut().remove::<IoHandover>() {
+            *self.as_mut().project().handover = Some(handover);
         }
 
         let size = self.as_mut().send_response_inner(res, &body)?;
@@ -1484,7 +1483,7 @@ where
                         }
                     }
 
-                    // ffs patch 3: the upgrade response is out; hand the connection over.
+                    // ffs patch 3: the response head is out; hand the connection over.
                     if flushed && inner.handover.is_some() && inner.write_buf.is_empty() {
                         let inner = inner.as_mut().project();
                         if let (Some(handover), Some(io)) = (inner.handover.take(), inner.io.take())

@@ -1,14 +1,18 @@
-//! Taking an HTTP/1 connection over after a `101 Switching Protocols` response (ffs patch 3,
-//! see `PATCHES.md`).
+//! Taking an HTTP/1 connection over once a response head is out (ffs patch 3, see
+//! `PATCHES.md`).
 //!
-//! A handler that answers an upgrade request with a response whose connection type is
-//! `Upgrade` (e.g. `HttpResponse::SwitchingProtocols().upgrade("websocket")`) and whose
-//! extensions hold an [`IoHandover`] gets the connection itself: once the response head is
-//! written and flushed, the dispatcher stops serving the connection and gives its I/O object
-//! (boxed as [`Any`]; downcast it to the listener's stream type) and any bytes it had read
-//! past the request but not yet decoded to the matching [`IoReceiver`]. Bytes the dispatcher
-//! already fed to the request's payload stay there (read the payload to the end to get them).
-//! If the connection ends before the response is flushed, the receiver gets `None`.
+//! A handler whose response's extensions hold an [`IoHandover`] gets the connection itself:
+//! once the response head is written and flushed, the dispatcher stops serving the
+//! connection and gives its I/O object (boxed as [`Any`]; downcast it to the listener's
+//! stream type) and any bytes it had read past the request but not yet decoded to the
+//! matching [`IoReceiver`]. Bytes the dispatcher already fed to the request's payload stay
+//! there (read the payload to the end to get them). If the connection ends before the
+//! response is flushed, the receiver gets `None`.
+//!
+//! Two uses: an upgrade (`HttpResponse::SwitchingProtocols().upgrade("websocket")`, then the
+//! new protocol), and a response whose streamed body the handler writes itself (give it a
+//! body that never yields, e.g. a pending stream: the head says `Transfer-Encoding: chunked`
+//! for an HTTP/1.1 request, and the new owner writes the chunks and ends the connection).
 
 use std::{
     any::Any,
@@ -32,7 +36,7 @@ struct Slot {
     waker: Option<Waker>,
 }
 
-/// Put in an upgrade response's extensions: the dispatcher hands the connection to the
+/// Put in a response's extensions: the dispatcher hands the connection to the
 /// matching [`IoReceiver`] once the response head is flushed.
 pub struct IoHandover(Rc<RefCell<Slot>>);
 
