@@ -94,17 +94,22 @@ pub fn is_send_path(path: &str) -> bool {
 
 /// Registers the relay's endpoints under its prefix, when there is one (on the HTTPS app,
 /// and on the plain-HTTP one for proxies that allow no `CONNECT`: the commlink inside is
-/// sealed end to end either way).
+/// sealed end to end either way). Registered ahead of the pages, as three `POST` resources:
+/// the link's requests skip the pages' middleware (see `startup::app`), and anything else
+/// under the prefix (another path or method) falls through to the pages, and their 404.
 pub fn configure(cfg: &mut web::ServiceConfig, relay: Option<&Relay>) {
     let Some(relay) = relay else { return };
-    cfg.service(
-        web::scope(&format!("{}/v1/relay", relay.prefix))
-            .app_data(web::Data::new(relay.clone()))
+    let data = web::Data::new(relay.clone());
+    let base = format!("{}/v1/relay", relay.prefix);
+    let resource = |tail: &str| {
+        web::resource(format!("{base}/{tail}"))
+            .guard(actix_web::guard::Post())
+            .app_data(data.clone())
             .app_data(web::PayloadConfig::new(MAX_BODY))
-            .route("/open", web::post().to(open))
-            .route("/{id}/send", web::post().to(send))
-            .route("/{id}/recv", web::post().to(recv)),
-    );
+    };
+    cfg.service(resource("open").to(open))
+        .service(resource("{id}/send").to(send))
+        .service(resource("{id}/recv").to(recv));
 }
 
 fn refused(e: RelayError) -> HttpResponse {

@@ -416,14 +416,20 @@ pub fn app(
     App::new()
         .app_data(state)
         .app_data(web::PayloadConfig::new(crate::body::KEEP))
+        // The relay's three requests carry the link's packets, not pages: they skip the
+        // pages' middleware (body read-ahead, sessions, browser headers, per-route
+        // metrics), a few microseconds of every relay round trip.
         .configure(|c| crate::relay::configure(c, relay.as_ref()))
-        .configure(routes::configure)
-        .configure(|c| crate::link_endpoint::configure(c, link.as_ref()))
-        .default_service(web::to(not_found))
-        .wrap(actix_web::middleware::from_fn(crate::body::read_first))
-        .wrap(session_middleware(key))
-        .wrap(security_headers())
-        .wrap(actix_web::middleware::from_fn(record_metrics))
+        .service(
+            web::scope("")
+                .configure(routes::configure)
+                .configure(|c| crate::link_endpoint::configure(c, link.as_ref()))
+                .default_service(web::to(not_found))
+                .wrap(actix_web::middleware::from_fn(crate::body::read_first))
+                .wrap(session_middleware(key))
+                .wrap(security_headers())
+                .wrap(actix_web::middleware::from_fn(record_metrics)),
+        )
 }
 
 fn local_port(l: &TcpListener) -> Result<u16, StartError> {

@@ -68,6 +68,35 @@ async fn the_agent_reaches_the_web_over_the_https_relay_with_a_pinned_certificat
     }
     let (status, _, _) = curl(&jar, &[&format!("{base}/login")]).await;
     assert_eq!(status, 200);
+
+    // The relay's routes skip the pages' middleware, but nothing else under its prefix
+    // does: another path or method there gets the pages' own 404, headers and all, so the
+    // prefix does not stand out.
+    let (status, page_head, page) = curl(&jar, &[&format!("{base}/no-such-page")]).await;
+    assert_eq!(status, 404);
+    for args in [
+        vec!["-X", "POST"],
+        vec!["-X", "GET"],
+        vec!["-X", "PUT", "-d", "x"],
+    ] {
+        for path in ["nonsense", "open"] {
+            if path == "open" && args[1] == "POST" {
+                continue; // the one real route here
+            }
+            let url = format!("{base}{PREFIX}/v1/relay/{path}");
+            let (status, head, body) =
+                curl(&jar, &[args.as_slice(), &[url.as_str()]].concat()).await;
+            assert_eq!(status, 404, "{args:?} {path}");
+            assert_eq!(body, page, "{args:?} {path}: the pages' 404");
+            for h in ["content-security-policy", "x-frame-options"] {
+                assert!(
+                    head.to_ascii_lowercase().contains(h),
+                    "{args:?} {path}: {h}"
+                );
+                assert!(page_head.to_ascii_lowercase().contains(h));
+            }
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
