@@ -807,3 +807,54 @@ async fn through_a_tls_inspecting_mitmproxy_the_relay_long_polls() {
     assert!(!flows.windows(7).any(|w| w == b"hunter2"));
     agent.abort();
 }
+
+/// A receive channel's writer that registered a kick is told of the commlink's new lines
+/// on the writing thread and takes them with `try_chunk`, numbered as the poller would
+/// carry them; a newer channel of the attachment silences the older channel's kick.
+#[tokio::test]
+async fn a_kicked_channel_takes_new_lines_at_once_until_a_newer_channel_opens() {
+    use tokio::io::AsyncWriteExt as _;
+    let streams = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let st = streams.clone();
+    let hub = RelayHub::new(
+        RelayLimits::default(),
+        Arc::new(move |stream, _peer| st.lock().expect("streams").push(stream)),
+    );
+    let id = hub.open("192.0.2.1".parse().expect("ip")).expect("open");
+    let mut stream = streams.lock().expect("streams").pop().expect("handed");
+    let mut channel = hub.receive(&id, ReceiveParams::default()).expect("channel");
+    // Before any line: the first chunk is the web's acknowledgement alone.
+    assert_eq!(channel.try_chunk().as_deref(), Some(&b"A 0\r\n"[..]));
+    assert_eq!(channel.try_chunk(), None, "nothing new");
+    let kicks = Arc::new(AtomicUsize::new(0));
+    let k = kicks.clone();
+    channel.set_kick(Arc::new(move || {
+        k.fetch_add(1, Ordering::SeqCst);
+    }));
+    stream.write_all(b"hello\r\n").await.expect("write");
+    assert_eq!(
+        kicks.load(Ordering::SeqCst),
+        1,
+        "kicked by the write itself"
+    );
+    assert_eq!(channel.try_chunk().as_deref(), Some(&b"D 1 hello\r\n"[..]));
+    stream.write_all(b"again\r\n").await.expect("write");
+    assert_eq!(kicks.load(Ordering::SeqCst), 2);
+    assert_eq!(channel.try_chunk().as_deref(), Some(&b"D 2 again\r\n"[..]));
+    // A newer channel takes over: the old kick is not called again, and the old channel
+    // carries nothing more.
+    let mut newer = hub
+        .receive(
+            &id,
+            ReceiveParams {
+                ack: 2,
+                ..ReceiveParams::default()
+            },
+        )
+        .expect("newer");
+    stream.write_all(b"third\r\n").await.expect("write");
+    assert_eq!(kicks.load(Ordering::SeqCst), 2, "the old kick is gone");
+    assert_eq!(channel.try_chunk(), None);
+    let first = newer.try_chunk().expect("the newer channel carries it");
+    assert!(first.starts_with(b"D 3 third\r\n"), "{first:?}");
+}
