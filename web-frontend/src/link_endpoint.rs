@@ -37,7 +37,7 @@ use crate::error::AppError;
 use crate::state::AppState;
 
 /// What the web's HTTPS listener hands over (actix-web over rustls 0.23).
-pub(crate) type ActixTls = actix_tls::accept::rustls_0_23::TlsStream<TcpStream>;
+type ActixTls = actix_tls::accept::rustls_0_23::TlsStream<TcpStream>;
 
 /// The endpoint's shared state: where streams go, the prefix, open links per address, and
 /// the runtime the links' sockets move to.
@@ -227,22 +227,14 @@ async fn take_over(
     drop(payload);
     early.extend_from_slice(&rest);
     let label = format!("https upgrade from {peer}");
-    let incoming = match io.downcast::<ActixTls>() {
-        Ok(mut tls) => {
-            link.rehome(tls.get_mut().0, &peer);
+    let incoming = match take_home(io, link.home.as_ref(), "https carrier", &peer) {
+        Some(Taken::Tls(tls)) => {
             Incoming::carried(Counted::new(WsStream::server(*tls, early), end), label)
         }
-        // A plain listener (the endpoint served without TLS).
-        Err(io) => match io.downcast::<TcpStream>() {
-            Ok(mut tcp) => {
-                link.rehome(&mut tcp, &peer);
-                Incoming::carried(Counted::new(WsStream::server(*tcp, early), end), label)
-            }
-            Err(_) => {
-                tracing::error!(%peer, "https carrier: the upgraded connection is of an unknown kind; closed");
-                return;
-            }
-        },
+        Some(Taken::Plain(tcp)) => {
+            Incoming::carried(Counted::new(WsStream::server(*tcp, early), end), label)
+        }
+        None => return,
     };
     if link.acceptor.hand(incoming).await.is_err() {
         tracing::warn!(%peer, "https carrier: the db agent client is gone; link closed");
@@ -251,16 +243,47 @@ async fn take_over(
     tracing::info!(%peer, "https carrier: link upgraded, handed to the db agent client");
 }
 
-impl LinkEndpoint {
-    /// Readies the link's socket: no Nagle delay (the link is request and reply), and
-    /// [`rehome`]d if the endpoint has a home runtime.
-    fn rehome(&self, tcp: &mut TcpStream, peer: &str) {
+/// A connection taken over from actix (`IoHandover`), as the listener's stream type.
+pub(crate) enum Taken {
+    /// From the HTTPS listener.
+    Tls(Box<ActixTls>),
+    /// From a plain listener.
+    Plain(Box<TcpStream>),
+}
+
+/// Readies a taken-over connection (`io`, what the `IoReceiver` gave) for a link or a
+/// relay channel, request and reply traffic: its stream type, no Nagle delay, and its
+/// socket [`rehome`]d when there is a `home` runtime. `None` (logged, with `what` and
+/// `peer`) for a stream of an unknown kind.
+pub(crate) fn take_home(
+    io: Box<dyn std::any::Any>,
+    home: Option<&tokio::runtime::Handle>,
+    what: &str,
+    peer: &str,
+) -> Option<Taken> {
+    let ready = |tcp: &mut TcpStream| {
         let _ = tcp.set_nodelay(true);
-        if let Some(home) = &self.home
+        if let Some(home) = home
             && let Err(e) = rehome(tcp, home)
         {
-            tracing::warn!(%peer, "https carrier: the link stays on the HTTP worker's reactor ({e})");
+            tracing::warn!(%peer, "{what}: the connection stays on the HTTP worker's reactor ({e})");
         }
+    };
+    match io.downcast::<ActixTls>() {
+        Ok(mut tls) => {
+            ready(tls.get_mut().0);
+            Some(Taken::Tls(tls))
+        }
+        Err(io) => match io.downcast::<TcpStream>() {
+            Ok(mut tcp) => {
+                ready(&mut tcp);
+                Some(Taken::Plain(tcp))
+            }
+            Err(_) => {
+                tracing::error!(%peer, "{what}: the taken-over connection is of an unknown kind; closed");
+                None
+            }
+        },
     }
 }
 
@@ -268,7 +291,7 @@ impl LinkEndpoint {
 /// descriptor is registered there and the original closed. Then the link's reader and
 /// writers, which run on `home`, are woken by their own runtime, not through the worker.
 #[cfg(unix)]
-pub(crate) fn rehome(tcp: &mut TcpStream, home: &tokio::runtime::Handle) -> std::io::Result<()> {
+fn rehome(tcp: &mut TcpStream, home: &tokio::runtime::Handle) -> std::io::Result<()> {
     use std::os::fd::AsFd as _;
     let dup = std::net::TcpStream::from(tcp.as_fd().try_clone_to_owned()?);
     dup.set_nonblocking(true)?;
@@ -281,7 +304,7 @@ pub(crate) fn rehome(tcp: &mut TcpStream, home: &tokio::runtime::Handle) -> std:
 }
 
 #[cfg(not(unix))]
-pub(crate) fn rehome(_: &mut TcpStream, _: &tokio::runtime::Handle) -> std::io::Result<()> {
+fn rehome(_: &mut TcpStream, _: &tokio::runtime::Handle) -> std::io::Result<()> {
     Ok(())
 }
 

@@ -9,7 +9,7 @@
 //! A streamed receive channel over HTTP/1.1 leaves actix once its head is out (the
 //! response carries an [`IoHandover`], `vendor/actix-http/PATCHES.md` patch 3): its socket
 //! moves to the runtime the hub was made in (the commlink client's, see
-//! [`crate::link_endpoint::rehome`]), and the web's commlink writes its lines to it on its
+//! `link_endpoint::take_home`), and the web's commlink writes its lines to it on its
 //! own thread: the hub's kick frames them as a chunk and writes it at once, as the commlink
 //! writes to a raw TCP socket, without waking an HTTP worker on the way. A task there
 //! writes the first chunk, heartbeats, the end, and whatever the kick could not write
@@ -20,6 +20,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 
+use crate::link_endpoint::{Taken, take_home};
 use actix_http::h1::{IoHandover, IoReceiver, io_handover};
 use actix_web::http::{Version, header};
 use actix_web::web::{self, Bytes};
@@ -29,9 +30,6 @@ use commlink::{
 };
 use futures_core::Stream as _;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
-
-use crate::link_endpoint::{ActixTls, rehome};
 
 use crate::state::AppState;
 
@@ -210,27 +208,14 @@ async fn take_over(
         tracing::debug!(%peer, "relay receive channel: the connection ended before its head was out");
         return;
     };
-    let moved = |tcp: &mut TcpStream| {
-        let _ = tcp.set_nodelay(true);
-        if let Err(e) = rehome(tcp, &home) {
-            tracing::warn!(%peer, "relay receive channel stays on the HTTP worker's reactor ({e})");
-        }
-    };
-    match io.downcast::<ActixTls>() {
-        Ok(mut tls) => {
-            moved(tls.get_mut().0);
+    match take_home(io, Some(&home), "relay receive channel", &peer) {
+        Some(Taken::Tls(tls)) => {
             home.spawn(carry(*tls, channel));
         }
-        // A plain listener (the relay served over HTTP).
-        Err(io) => match io.downcast::<TcpStream>() {
-            Ok(mut tcp) => {
-                moved(&mut tcp);
-                home.spawn(carry(*tcp, channel));
-            }
-            Err(_) => {
-                tracing::error!(%peer, "relay receive channel: the connection is of an unknown kind; closed");
-            }
-        },
+        Some(Taken::Plain(tcp)) => {
+            home.spawn(carry(*tcp, channel));
+        }
+        None => {}
     }
 }
 

@@ -514,12 +514,13 @@ impl ReceiveChannel {
         if st.generation != self.generation || st.closed {
             return None;
         }
-        self.att.refill(&mut st);
-        self.sent = st.out.encode_from(self.sent, 64 * 1024, &mut chunk);
-        if self.first {
-            Record::Ack(st.inc.ack()).encode(&mut chunk);
-            self.first = false;
-        }
+        carry_lines(
+            &self.att,
+            &mut st,
+            &mut self.sent,
+            &mut self.first,
+            &mut chunk,
+        );
         (!chunk.is_empty()).then(|| chunk.into())
     }
 
@@ -556,12 +557,13 @@ impl ReceiveChannel {
                 Record::Close(why).encode(&mut chunk);
                 return Poll::Ready(Some(chunk.into()));
             }
-            self.att.refill(&mut st);
-            self.sent = st.out.encode_from(self.sent, 64 * 1024, &mut chunk);
-            if self.first {
-                Record::Ack(st.inc.ack()).encode(&mut chunk);
-                self.first = false;
-            }
+            carry_lines(
+                &self.att,
+                &mut st,
+                &mut self.sent,
+                &mut self.first,
+                &mut chunk,
+            );
             if chunk.is_empty() {
                 st.channel = Some(cx.waker().clone());
             }
@@ -584,6 +586,24 @@ impl ReceiveChannel {
             return Poll::Ready(Some(self.ack_chunk()));
         }
         Poll::Pending
+    }
+}
+
+/// Appends to `chunk` what a channel that carried lines up to `sent` carries next: the
+/// commlink's queued lines moved into the window, the lines after `sent` (up to 64 KiB),
+/// and on its `first` chunk the web's acknowledgement.
+fn carry_lines(
+    att: &Attachment,
+    st: &mut State,
+    sent: &mut u64,
+    first: &mut bool,
+    chunk: &mut Vec<u8>,
+) {
+    att.refill(st);
+    *sent = st.out.encode_from(*sent, 64 * 1024, chunk);
+    if *first {
+        Record::Ack(st.inc.ack()).encode(chunk);
+        *first = false;
     }
 }
 
