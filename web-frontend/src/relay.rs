@@ -129,7 +129,10 @@ fn hub(req: &HttpRequest) -> Option<&Relay> {
     req.app_data::<web::Data<Relay>>().map(|d| d.get_ref())
 }
 
-async fn open(req: HttpRequest, state: Option<web::Data<AppState>>) -> HttpResponse {
+// `open` and `recv` take their (normally empty) bodies too: these routes are outside
+// `body.rs`'s read-ahead, and over HTTP/2 an answer sent before the request body was read
+// races the stream's reset (curl then reports an error instead of the status).
+async fn open(req: HttpRequest, state: Option<web::Data<AppState>>, _body: Bytes) -> HttpResponse {
     let Some(relay) = hub(&req) else {
         return refused(RelayError::NotFound);
     };
@@ -160,7 +163,7 @@ async fn send(req: HttpRequest, path: web::Path<String>, body: Bytes) -> HttpRes
     }
 }
 
-async fn recv(req: HttpRequest, path: web::Path<String>) -> HttpResponse {
+async fn recv(req: HttpRequest, path: web::Path<String>, _body: Bytes) -> HttpResponse {
     let Some(relay) = hub(&req) else {
         return refused(RelayError::NotFound);
     };
