@@ -209,6 +209,12 @@ fn io_err(e: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::other(e.to_string())
 }
 
+/// What every request to one endpoint repeats.
+struct RequestHead {
+    uri: hyper::Uri,
+    headers: hyper::HeaderMap,
+}
+
 /// Why a request failed: worth retrying on a new connection, or the end.
 enum Failure {
     Retry(String),
@@ -241,7 +247,9 @@ impl Inner {
         Ok(sender)
     }
 
-    fn request(&self, tail: &str, body: Vec<u8>) -> Request<Full<Bytes>> {
+    /// The URI and headers of requests to `tail` (made once for the requests a loop
+    /// repeats).
+    fn head(&self, tail: &str) -> RequestHead {
         let path = format!("{}/{tail}", self.base);
         let absolute = self.proxy.is_some() && self.tls.is_none();
         let uri = if absolute {
@@ -257,8 +265,29 @@ impl Inner {
         if absolute && let Some(token) = self.proxy.as_ref().and_then(Proxy::basic_auth) {
             b = b.header(hyper::header::PROXY_AUTHORIZATION, format!("Basic {token}"));
         }
-        b.body(Full::new(Bytes::from(body)))
-            .unwrap_or_else(|_| Request::new(Full::new(Bytes::new())))
+        match b.body(()) {
+            Ok(req) => {
+                let (parts, ()) = req.into_parts();
+                RequestHead {
+                    uri: parts.uri,
+                    headers: parts.headers,
+                }
+            }
+            // Unreachable: the prefix and the host were checked by `parse_url`, the id
+            // is the hub's; the request then goes to `/` and is refused.
+            Err(_) => RequestHead {
+                uri: hyper::Uri::from_static("/"),
+                headers: hyper::HeaderMap::new(),
+            },
+        }
+    }
+
+    fn request(head: &RequestHead, body: Vec<u8>) -> Request<Full<Bytes>> {
+        let mut req = Request::new(Full::new(Bytes::from(body)));
+        *req.method_mut() = hyper::Method::POST;
+        *req.uri_mut() = head.uri.clone();
+        *req.headers_mut() = head.headers.clone();
+        req
     }
 
     /// Sends a request on `conn` (connecting first if needed); returns the status and the
@@ -267,7 +296,7 @@ impl Inner {
         &self,
         conn: &mut Option<Conn>,
         cfg: &LinkConfig,
-        tail: &str,
+        head: &RequestHead,
         body: Vec<u8>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, Failure> {
         let mut c = match conn.take() {
@@ -281,7 +310,7 @@ impl Inner {
         };
         c.ready().await.map_err(|e| Failure::Retry(e.to_string()))?;
         let resp = c
-            .send_request(self.request(tail, body))
+            .send_request(Inner::request(head, body))
             .await
             .map_err(|e| Failure::Retry(e.to_string()))?;
         let status = resp.status();
@@ -337,7 +366,7 @@ impl Carrier for Relay {
         let inner = &self.inner;
         let mut conn = None;
         let resp = inner
-            .exchange(&mut conn, cfg, "open", Vec::new())
+            .exchange(&mut conn, cfg, &self.inner.head("open"), Vec::new())
             .await
             .map_err(|f| match f {
                 Failure::Retry(e) | Failure::Fatal(e) => io_err(format!("relay open: {e}")),
@@ -441,10 +470,10 @@ impl Pump {
             let mut body = Vec::new();
             Record::Close("link ended".into()).encode(&mut body);
             let mut conn = None;
-            let tail = format!("{}/send", self.id);
+            let head = self.relay.head(&format!("{}/send", self.id));
             let _ = tokio::time::timeout(
                 Duration::from_secs(2),
-                self.relay.exchange(&mut conn, &self.cfg, &tail, body),
+                self.relay.exchange(&mut conn, &self.cfg, &head, body),
             )
             .await;
         } else {
@@ -455,12 +484,14 @@ impl Pump {
 
     /// Sends the unacknowledged lines and acknowledgements in POSTs, one at a time.
     async fn post_loop(&self, mut conn: Option<Conn>) -> Option<String> {
-        let tail = format!("{}/send", self.id);
+        let head = self.relay.head(&format!("{}/send", self.id));
         let mut backoff = BACKOFF_MIN;
         let mut last_ok = Instant::now();
         let mut last_post = Instant::now();
         loop {
-            // Wait for something to send: lines, an acknowledgement due, or the heartbeat.
+            // Wait for something to send: lines, an acknowledgement due (for ACK_DELAY
+            // from when it was first seen), or the heartbeat.
+            let mut ack_seen: Option<Instant> = None;
             loop {
                 let woken = self.wake_poster.notified();
                 let (lines, ack_due) = {
@@ -476,7 +507,12 @@ impl Pump {
                     .opts
                     .heartbeat
                     .saturating_sub(last_post.elapsed());
-                let wait = if ack_due { ACK_DELAY.min(beat) } else { beat };
+                let wait = if ack_due {
+                    let since = *ack_seen.get_or_insert_with(Instant::now);
+                    ACK_DELAY.saturating_sub(since.elapsed()).min(beat)
+                } else {
+                    beat
+                };
                 if wait.is_zero() {
                     break;
                 }
@@ -493,7 +529,7 @@ impl Pump {
                 (body, ack)
             };
             last_post = Instant::now();
-            let result = match self.relay.exchange(&mut conn, &self.cfg, &tail, body).await {
+            let result = match self.relay.exchange(&mut conn, &self.cfg, &head, body).await {
                 Ok(resp) => small_body(resp).await,
                 Err(f) => Err(f),
             };
@@ -574,7 +610,8 @@ impl Pump {
             } else {
                 FIRST_BYTE.min(silence)
             };
-            let exchange = self.relay.exchange(&mut conn, &self.cfg, &tail, Vec::new());
+            let head = self.relay.head(&tail);
+            let exchange = self.relay.exchange(&mut conn, &self.cfg, &head, Vec::new());
             let answer = match tokio::time::timeout(head_wait, exchange).await {
                 Ok(a) => a,
                 Err(_) => {
@@ -686,8 +723,19 @@ impl Pump {
                                         "the agent's link ended".into(),
                                     ));
                                 }
-                                lock(&self.state).inc.delivered();
-                                self.wake_poster.notify_one();
+                                let newly_due = {
+                                    let mut st = lock(&self.state);
+                                    let due = st.inc.ack() > st.ack_sent;
+                                    st.inc.delivered();
+                                    !due
+                                };
+                                // An acknowledgement now due: the poster sends it within
+                                // ACK_DELAY (with the reply, mostly). One already due has
+                                // its delay running, and the poster looks again after
+                                // each POST, so it is not woken for every line.
+                                if newly_due {
+                                    self.wake_poster.notify_one();
+                                }
                             }
                             Err(e @ RelayProtoError::Gap { .. }) => {
                                 return Err(ChannelError::Cut(e.to_string()));
@@ -761,8 +809,10 @@ mod tests {
             ..RelayOptions::default()
         };
         let r = Relay::new("relay+http://web:8080/l", opts).expect("builds");
-        let req = r.inner.request("open", Vec::new());
+        let req = Inner::request(&r.inner.head("open"), Vec::new());
+        assert_eq!(req.method(), hyper::Method::POST);
         assert_eq!(req.uri().to_string(), "http://web:8080/l/v1/relay/open");
+        assert_eq!(req.headers()[hyper::header::HOST], "web:8080");
         assert!(
             req.headers()
                 .contains_key(hyper::header::PROXY_AUTHORIZATION)
@@ -770,7 +820,7 @@ mod tests {
         assert_eq!(r.target(), "relay http://web:8080/l via proxy proxy:3128");
         let direct =
             Relay::new("relay+http://web:8080/l", RelayOptions::default()).expect("builds");
-        let req = direct.inner.request("x/send", Vec::new());
+        let req = Inner::request(&direct.inner.head("x/send"), Vec::new());
         assert_eq!(req.uri().to_string(), "/l/v1/relay/x/send");
         assert!(
             !req.headers()
