@@ -204,6 +204,17 @@ impl Attachment {
     }
 }
 
+/// A waker woken when dropped (after the locks taken after it are let go).
+struct WakeLater(Option<std::task::Waker>);
+
+impl Drop for WakeLater {
+    fn drop(&mut self) {
+        if let Some(w) = self.0.take() {
+            w.wake();
+        }
+    }
+}
+
 fn key_of(id: &str) -> [u8; 32] {
     Sha256::digest(id.as_bytes()).into()
 }
@@ -330,6 +341,9 @@ impl RelayHub {
             Ok(r) => r,
             Err(e) => return Err(self.fail(&att, e)),
         };
+        // The web's commlink, if it waits for these lines, is woken once the attachment's
+        // lock is let go: its next write takes that lock.
+        let mut reader = WakeLater(None);
         let ack = {
             let mut st = lock(&att.state);
             let mut full = false;
@@ -345,7 +359,7 @@ impl RelayHub {
                     Record::Data { seq, line } if !full => match st.inc.check(seq) {
                         Ok(Verdict::Duplicate) => {}
                         Ok(Verdict::Deliver) => {
-                            if att.lines.try_deliver(&line) {
+                            if att.lines.try_deliver(&line, &mut reader.0) {
                                 st.inc.delivered();
                             } else {
                                 full = true; // not acknowledged: sent again later
@@ -366,6 +380,7 @@ impl RelayHub {
             }
             st.inc.ack()
         };
+        drop(reader);
         let mut out = Vec::with_capacity(24);
         Record::Ack(ack).encode(&mut out);
         Ok(out.into())

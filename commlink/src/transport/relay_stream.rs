@@ -121,7 +121,14 @@ impl Lines {
 
     /// Puts a received line in the inbound buffer if it has room (a line always fits in
     /// an empty buffer). When it is full, `waiting` (if given) is woken once room is made.
-    fn offer(&self, line: &[u8], waiting: Option<&Waker>) -> Offer {
+    /// The commlink's reader, if it waits, is woken now, or put in `defer` for the caller
+    /// to wake once it has let go of its own locks.
+    fn offer(
+        &self,
+        line: &[u8],
+        waiting: Option<&Waker>,
+        defer: Option<&mut Option<Waker>>,
+    ) -> Offer {
         let mut st = lock(&self.st);
         if st.ended {
             return Offer::Ended;
@@ -134,19 +141,25 @@ impl Lines {
         st.down.extend_from_slice(b"\r\n");
         let reader = st.reader.take();
         drop(st);
-        wake(reader);
+        match defer {
+            Some(slot) if reader.is_some() => *slot = reader,
+            Some(_) => {}
+            None => wake(reader),
+        }
         Offer::Taken
     }
 
     /// Delivers a received line if the inbound buffer has room; `false` when it is full
-    /// (or the commlink has ended), so the caller does not acknowledge it.
-    pub(super) fn try_deliver(&self, line: &[u8]) -> bool {
-        matches!(self.offer(line, None), Offer::Taken)
+    /// (or the commlink has ended), so the caller does not acknowledge it. The commlink's
+    /// reader, if it waits, is put in `reader`: the caller wakes it after releasing its
+    /// locks, so the woken reader does not find them held (its next write takes them).
+    pub(super) fn try_deliver(&self, line: &[u8], reader: &mut Option<Waker>) -> bool {
+        matches!(self.offer(line, None, Some(reader)), Offer::Taken)
     }
 
     /// Delivers a received line, waiting for room; `Err` once the commlink has ended.
     pub(super) async fn deliver(&self, line: &[u8]) -> Result<(), ()> {
-        std::future::poll_fn(|cx| match self.offer(line, Some(cx.waker())) {
+        std::future::poll_fn(|cx| match self.offer(line, Some(cx.waker()), None) {
             Offer::Taken => Poll::Ready(Ok(())),
             Offer::Ended => Poll::Ready(Err(())),
             Offer::Full => Poll::Pending,
@@ -375,12 +388,12 @@ mod tests {
     async fn delivered_lines_read_as_bytes_and_a_full_buffer_refuses() {
         let (l, _, _) = lines(1024, 10);
         let mut s = l.stream();
-        assert!(l.try_deliver(b"abcdef"));
-        assert!(!l.try_deliver(b"gh"), "8 + 4 bytes exceed 10");
+        assert!(l.try_deliver(b"abcdef", &mut None));
+        assert!(!l.try_deliver(b"gh", &mut None), "8 + 4 bytes exceed 10");
         let mut b = [0u8; 8];
         s.read_exact(&mut b).await.expect("reads");
         assert_eq!(&b, b"abcdef\r\n");
-        assert!(l.try_deliver(b"gh"));
+        assert!(l.try_deliver(b"gh", &mut None));
         l.deliver(b"ij").await.expect("room");
         let mut b = [0u8; 8];
         s.read_exact(&mut b).await.expect("reads");
@@ -388,10 +401,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_waiting_reader_is_handed_to_the_deliverer_to_wake() {
+        let (l, _, _) = lines(1024, 1024);
+        let mut s = l.stream();
+        let reader = tokio::spawn(async move {
+            let mut b = [0u8; 4];
+            s.read_exact(&mut b).await.expect("reads");
+            b
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let mut slot = None;
+        assert!(l.try_deliver(b"hi", &mut slot));
+        let waker = slot.expect("the waiting reader is handed over, not woken");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!reader.is_finished(), "the reader waits for its waker");
+        waker.wake();
+        assert_eq!(&reader.await.expect("the reader ends"), b"hi\r\n");
+    }
+
+    #[tokio::test]
     async fn a_closed_attachment_reads_as_its_reason_after_what_was_buffered() {
         let (l, _, _) = lines(1024, 1024);
         let mut s = l.stream();
-        assert!(l.try_deliver(b"hi"));
+        assert!(l.try_deliver(b"hi", &mut None));
         l.close("relay attachment expired");
         l.close("later cause");
         let mut b = [0u8; 4];

@@ -109,13 +109,17 @@ pub async fn serve_dialout_on_own_thread<C: Carrier, S: Service>(
     let name = format!("ffs-link {}", carrier.target());
     std::thread::Builder::new().name(name).spawn(move || {
         rt.block_on(async move {
-            serve_dialout_via(carrier, cfg, service, async move {
+            // The link is a task, not the thread's `block_on` future: a task woken by
+            // another task on this thread is queued and run in turn, where waking the
+            // `block_on` future writes to the runtime's eventfd and waits until every
+            // queued task has run (e.g. an HTTP answer read before the request behind it).
+            let link = tokio::spawn(serve_dialout_via(carrier, cfg, service, async move {
                 tokio::select! {
                     () = shutdown => {}
                     _ = stopped => {} // told to stop, or the caller went away
                 }
-            })
-            .await;
+            }));
+            let _ = link.await;
             // The carrier's own tasks say goodbye (the relay tells the web the link
             // ended, so its end goes down at once); bounded, then the runtime drops them.
             let metrics = tokio::runtime::Handle::current().metrics();
