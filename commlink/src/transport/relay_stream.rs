@@ -400,23 +400,30 @@ mod tests {
         assert_eq!(&b, b"gh\r\nij\r\n");
     }
 
-    #[tokio::test]
-    async fn a_waiting_reader_is_handed_to_the_deliverer_to_wake() {
+    #[test]
+    fn a_waiting_reader_is_handed_to_the_deliverer_to_wake() {
+        struct Flag(std::sync::atomic::AtomicBool);
+        impl std::task::Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let flag = Arc::new(Flag(std::sync::atomic::AtomicBool::new(false)));
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        let woken = || flag.0.load(Ordering::SeqCst);
         let (l, _, _) = lines(1024, 1024);
         let mut s = l.stream();
-        let reader = tokio::spawn(async move {
-            let mut b = [0u8; 4];
-            s.read_exact(&mut b).await.expect("reads");
-            b
-        });
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let mut b = [0u8; 8];
+        let mut rb = ReadBuf::new(&mut b);
+        assert!(Pin::new(&mut s).poll_read(&mut cx, &mut rb).is_pending());
         let mut slot = None;
         assert!(l.try_deliver(b"hi", &mut slot));
-        let waker = slot.expect("the waiting reader is handed over, not woken");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        assert!(!reader.is_finished(), "the reader waits for its waker");
-        waker.wake();
-        assert_eq!(&reader.await.expect("the reader ends"), b"hi\r\n");
+        assert!(!woken(), "the delivery leaves the waking to its caller");
+        slot.expect("the waiting reader is handed over").wake();
+        assert!(woken());
+        assert!(Pin::new(&mut s).poll_read(&mut cx, &mut rb).is_ready());
+        assert_eq!(rb.filled(), b"hi\r\n");
     }
 
     #[tokio::test]
