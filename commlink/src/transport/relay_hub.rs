@@ -419,9 +419,11 @@ impl RelayHub {
         Ok(ReceiveChannel {
             att,
             generation,
-            sent: ack,
+            carried: Carried {
+                sent: ack,
+                first: true,
+            },
             poll,
-            first: true,
             done: false,
             beat: None,
             poll_end: None,
@@ -486,10 +488,9 @@ impl Drop for ChannelGuard {
 pub struct ReceiveChannel {
     att: Arc<Attachment>,
     generation: u64,
-    /// The last line number carried.
-    sent: u64,
+    /// How far it has carried the attachment's lines.
+    carried: Carried,
     poll: bool,
-    first: bool,
     done: bool,
     /// The heartbeat's and a poll's timers, made at the first poll: on the runtime of
     /// whoever carries the channel (the web may move it off the HTTP worker).
@@ -529,13 +530,7 @@ impl ReceiveChannel {
         if st.generation != self.generation || st.closed {
             return None;
         }
-        carry_lines(
-            &self.att,
-            &mut st,
-            &mut self.sent,
-            &mut self.first,
-            &mut chunk,
-        );
+        self.carried.next(&self.att, &mut st, &mut chunk);
         (!chunk.is_empty()).then(|| chunk.into())
     }
 
@@ -572,13 +567,7 @@ impl ReceiveChannel {
                 Record::Close(why).encode(&mut chunk);
                 return Poll::Ready(Some(chunk.into()));
             }
-            carry_lines(
-                &self.att,
-                &mut st,
-                &mut self.sent,
-                &mut self.first,
-                &mut chunk,
-            );
+            self.carried.next(&self.att, &mut st, &mut chunk);
             if chunk.is_empty() {
                 st.channel = Some(cx.waker().clone());
             }
@@ -604,21 +593,25 @@ impl ReceiveChannel {
     }
 }
 
-/// Appends to `chunk` what a channel that carried lines up to `sent` carries next: the
-/// commlink's queued lines moved into the window, the lines after `sent` (up to 64 KiB),
-/// and on its `first` chunk the web's acknowledgement.
-fn carry_lines(
-    att: &Attachment,
-    st: &mut State,
-    sent: &mut u64,
-    first: &mut bool,
-    chunk: &mut Vec<u8>,
-) {
-    att.refill(st);
-    *sent = st.out.encode_from(*sent, 64 * 1024, chunk);
-    if *first {
-        Record::Ack(st.inc.ack()).encode(chunk);
-        *first = false;
+/// How far a receive channel has carried its attachment's lines.
+struct Carried {
+    /// The last line number carried.
+    sent: u64,
+    /// Nothing carried yet: the next chunk also carries the web's acknowledgement.
+    first: bool,
+}
+
+impl Carried {
+    /// Appends to `chunk` what the channel carries next: the commlink's queued lines moved
+    /// into the window, the lines after `sent` (up to 64 KiB), and on its first chunk the
+    /// web's acknowledgement. Shared by the channel's poller and its kick.
+    fn next(&mut self, att: &Attachment, st: &mut State, chunk: &mut Vec<u8>) {
+        att.refill(st);
+        self.sent = st.out.encode_from(self.sent, 64 * 1024, chunk);
+        if self.first {
+            Record::Ack(st.inc.ack()).encode(chunk);
+            self.first = false;
+        }
     }
 }
 
