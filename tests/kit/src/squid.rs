@@ -40,6 +40,15 @@ impl Drop for Squid {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Killed, it leaves its shared-memory segments behind.
+        if let Ok(entries) = std::fs::read_dir("/dev/shm") {
+            let prefix = format!("{}-", self.service());
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
     }
 }
 
@@ -98,7 +107,7 @@ impl Squid {
         );
         let conf_path = d.join("squid.conf");
         std::fs::write(&conf_path, conf).expect("write squid.conf");
-        let child = spawn(&conf_path);
+        let child = spawn(&conf_path, &service(port));
         let mut squid = Squid {
             child,
             ip: ip.to_owned(),
@@ -107,6 +116,10 @@ impl Squid {
         };
         squid.wait_until_listening();
         Some(squid)
+    }
+
+    fn service(&self) -> String {
+        service(self.port)
     }
 
     /// Kills squid (every connection through it breaks).
@@ -119,7 +132,7 @@ impl Squid {
     pub fn restart(&mut self) {
         self.stop();
         let _ = std::fs::remove_file(self.dir.path().join("squid.pid"));
-        self.child = spawn(&self.dir.path().join("squid.conf"));
+        self.child = spawn(&self.dir.path().join("squid.conf"), &self.service());
         self.wait_until_listening();
     }
 
@@ -151,9 +164,17 @@ impl Squid {
     }
 }
 
-fn spawn(conf_path: &Path) -> Child {
+/// Each squid's service name, which names its shared-memory segments: with the default
+/// ("squid"), two squids starting at once race to create the same segment and one exits
+/// ("shm_open(/squid-cf__metadata.shm): File exists").
+fn service(port: u16) -> String {
+    format!("ffs{port}")
+}
+
+fn spawn(conf_path: &Path, service: &str) -> Child {
     Command::new("squid")
         .arg("-N")
+        .args(["-n", service])
         .arg("-f")
         .arg(conf_path)
         .stdin(Stdio::null())
