@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -52,6 +52,10 @@ pub(super) struct Outbox {
     state: Mutex<OutState>,
     writer: tokio::sync::Mutex<WriterState>,
     closed: AtomicBool,
+    /// Requesters handed a reply they have not taken yet: woken, and likely to send their
+    /// next request at once. A sender that becomes the flusher while any are due lets
+    /// them run first (one yield), so their requests share its write.
+    due: AtomicUsize,
     /// Milliseconds since `epoch` of the last packet queued (for heartbeats).
     last_sent: AtomicU64,
     epoch: std::time::Instant,
@@ -117,6 +121,7 @@ impl Outbox {
                 off: 0,
             }),
             closed: AtomicBool::new(false),
+            due: AtomicUsize::new(0),
             last_sent: AtomicU64::new(0),
             epoch: std::time::Instant::now(),
         }
@@ -131,6 +136,25 @@ impl Outbox {
     /// error reaches the waiting requests through the reader, as the connection goes
     /// down).
     pub(super) async fn send(self: &Arc<Self>, msg: &Tobj) -> std::io::Result<()> {
+        let flush_now = self.append(msg, true)?.0;
+        if flush_now {
+            self.run_flusher(self.due.load(Ordering::Relaxed) > 0).await
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Seals `msg` into the queue without writing it: a flusher at work writes it, else
+    /// it waits for the caller's next [`Outbox::flush`] (or any other sender's). Returns
+    /// the bytes now queued. The responder queues the replies to requests it read
+    /// together, and writes them in one go.
+    fn queue(&self, msg: &Tobj) -> std::io::Result<usize> {
+        Ok(self.append(msg, false)?.1)
+    }
+
+    /// Seals `msg` onto the queue; with `claim`, becomes the flusher if nobody is
+    /// (returned `true`: the caller must then run it). Also returns the bytes queued.
+    fn append(&self, msg: &Tobj, claim: bool) -> std::io::Result<(bool, usize)> {
         if self.closed.load(Ordering::SeqCst) {
             // NotConnected (only here) tells a requester that nothing was written.
             return Err(std::io::Error::new(
@@ -138,7 +162,7 @@ impl Outbox {
                 "connection closed",
             ));
         }
-        let flush_now = ENCODED.with_borrow_mut(|payload| {
+        let queued = ENCODED.with_borrow_mut(|payload| {
             payload.clear();
             msg.encode_into(payload);
             let mut st = self.lock_state();
@@ -147,15 +171,12 @@ impl Outbox {
             if payload.capacity() > KEEP_CAPACITY {
                 *payload = String::new();
             }
-            !std::mem::replace(&mut st.flushing, true)
+            let claimed = claim && !std::mem::replace(&mut st.flushing, true);
+            (claimed, st.buf.len())
         });
         self.last_sent
             .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
-        if flush_now {
-            self.run_flusher().await
-        } else {
-            Ok(())
-        }
+        Ok(queued)
     }
 
     /// Writes out everything queued, unless a flusher is already at work.
@@ -163,16 +184,20 @@ impl Outbox {
         if std::mem::replace(&mut self.lock_state().flushing, true) {
             return Ok(());
         }
-        self.run_flusher().await
+        self.run_flusher(false).await
     }
 
     /// The flusher's loop: called only by whoever set `flushing`; clears it when the queue
-    /// is empty (under the lock senders append under) or on an error.
-    async fn run_flusher(self: &Arc<Self>) -> std::io::Result<()> {
+    /// is empty (under the lock senders append under) or on an error. With `defer`, it
+    /// first yields once, so tasks already woken can append before the first write.
+    async fn run_flusher(self: &Arc<Self>, defer: bool) -> std::io::Result<()> {
         let mut guard = FlushGuard {
             out: self,
             done: false,
         };
+        if defer {
+            tokio::task::yield_now().await;
+        }
         let mut w = self.writer.lock().await;
         let w = &mut *w;
         let result = loop {
@@ -373,6 +398,8 @@ type SharedRead = Arc<Mutex<ReadSide>>;
 pub(super) struct Replies {
     waiting: Mutex<HashMap<u64, ReplyTx>>,
     read: SharedRead,
+    /// The connection's outbox, whose `due` counts the replies handed over and not taken.
+    out: Arc<Outbox>,
 }
 
 impl Replies {
@@ -401,10 +428,22 @@ impl Replies {
         let waiter = self.lock_waiting().remove(&reply.id);
         match waiter {
             Some(w) => {
-                let _ = w.send(Ok(reply));
+                // Counted before the waiter can take it (and uncount it).
+                self.out.due.fetch_add(1, Ordering::Relaxed);
+                if w.send(Ok(reply)).is_err() {
+                    self.untake();
+                }
             }
             None => debug!(id = reply.id, "reply for a request no longer waiting"),
         }
+    }
+
+    /// A reply counted in `due` was taken (or dropped untaken).
+    fn untake(&self) {
+        let _ = self
+            .out
+            .due
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 
     fn fail_all(&self, err: &LinkError) {
@@ -420,7 +459,19 @@ impl Replies {
     /// takes the reading back.
     pub(super) async fn wait(
         &self,
-        mut rx: oneshot::Receiver<Result<Tobj, LinkError>>,
+        rx: oneshot::Receiver<Result<Tobj, LinkError>>,
+    ) -> Result<Result<Tobj, LinkError>, oneshot::error::RecvError> {
+        let mut taking = Taking { rx, replies: self };
+        let r = self.wait_for(&mut taking.rx).await;
+        if let Ok(Ok(_)) = r {
+            self.untake();
+        }
+        r
+    }
+
+    async fn wait_for(
+        &self,
+        rx: &mut oneshot::Receiver<Result<Tobj, LinkError>>,
     ) -> Result<Result<Tobj, LinkError>, oneshot::error::RecvError> {
         let lead = {
             let mut side = lock(&self.read);
@@ -439,7 +490,7 @@ impl Replies {
             return rx.await;
         };
         let mine = std::future::poll_fn(|cx| {
-            if let Poll::Ready(r) = Pin::new(&mut rx).poll(cx) {
+            if let Poll::Ready(r) = Pin::new(&mut *rx).poll(cx) {
                 return Poll::Ready(Some(r));
             }
             let mut side = lock(&self.read);
@@ -474,6 +525,21 @@ impl Replies {
             Some(r) => r,
             // Told already (the link went down), or about to be.
             None => rx.await,
+        }
+    }
+}
+
+/// A reply's receiver while its caller waits: dropped with a reply handed over but not
+/// taken, it uncounts that reply from `due`.
+struct Taking<'a> {
+    rx: oneshot::Receiver<Result<Tobj, LinkError>>,
+    replies: &'a Replies,
+}
+
+impl Drop for Taking<'_> {
+    fn drop(&mut self) {
+        if let Ok(Ok(_)) = self.rx.try_recv() {
+            self.replies.untake();
         }
     }
 }
@@ -564,7 +630,9 @@ impl Path for RequesterPath {
 
 /// The responder's path: every packet is a request, answered by the service. The
 /// service's future is polled once on the reader's task: an answer ready at once (no I/O:
-/// a cached lookup, an echo) is sent from there, with no hop through another task; an
+/// a cached lookup, an echo) is queued from there, with no hop through another task, and
+/// the answers to requests read together leave in one write once nothing more is there
+/// to read (or [`CORK_BYTES`] are queued); an
 /// answer taken to a blocking thread by `answer_blocking` in that poll is sent from that
 /// thread. Any other future that waits moves to a task of its own, which goes on offering
 /// the request to `answer_blocking` at each poll (a request that first waits for a pool
@@ -576,9 +644,20 @@ struct ResponderPath<Svc> {
     read: SharedRead,
     /// The threads that run `answer_blocking` work for this connection.
     warm: Arc<Warm>,
+    /// Replies queued by this path and not yet flushed.
+    unwritten: bool,
 }
 
+/// Replies a responder queues before it writes them, whatever is still to read.
+const CORK_BYTES: usize = 64 * 1024;
+
 impl<Svc: Service> ResponderPath<Svc> {
+    /// Writes the replies queued by this path (and anything else queued).
+    async fn write_queued(&mut self, out: &Arc<Outbox>) {
+        self.unwritten = false;
+        let _ = out.flush().await;
+    }
+
     async fn request(&mut self, tobj: Tobj, out: &Arc<Outbox>) -> Result<(), ConnError> {
         let permit: OwnedSemaphorePermit = self
             .in_flight
@@ -608,9 +687,16 @@ impl<Svc: Service> ResponderPath<Svc> {
             // Taken: the blocking thread answers; the answer's future is not needed.
             Poll::Ready(None) => {}
             Poll::Ready(Some(reply)) => {
-                // A full socket makes this wait: back-pressure on a peer that sends
-                // requests without reading the replies.
-                let _ = out.send(&reply).await;
+                // Queued only: the serve loop writes it with the replies to the requests
+                // read with it, before it waits for more.
+                if let Ok(queued) = out.queue(&reply) {
+                    self.unwritten = true;
+                    if queued >= CORK_BYTES {
+                        // A full socket makes this wait: back-pressure on a peer that
+                        // sends requests without reading the replies.
+                        self.write_queued(out).await;
+                    }
+                }
                 drop(offer);
             }
             Poll::Pending => {
@@ -658,10 +744,25 @@ impl<Svc: Service> Path for ResponderPath<Svc> {
     async fn serve(&mut self, out: &Arc<Outbox>) -> ConnError {
         let read = self.read.clone();
         loop {
-            let request = std::future::poll_fn(|cx| lock(&read).poll_packet(cx)).await;
+            // Replies queued for the requests read so far are written once nothing more is
+            // there to read: requests that arrived together are answered in one write.
+            let unwritten = self.unwritten;
+            let request = std::future::poll_fn(|cx| match lock(&read).poll_packet(cx) {
+                Poll::Ready(r) => Poll::Ready(Some(r)),
+                Poll::Pending if unwritten => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            })
+            .await;
             let request = match request {
-                Ok(t) => t,
-                Err(e) => return e,
+                Some(Ok(t)) => t,
+                Some(Err(e)) => {
+                    self.write_queued(out).await;
+                    return e;
+                }
+                None => {
+                    self.write_queued(out).await;
+                    continue;
+                }
             };
             if let Err(e) = self.request(request, out).await {
                 return e;
@@ -728,6 +829,7 @@ where
     let replies = Arc::new(Replies {
         waiting: Mutex::new(HashMap::new()),
         read: started.read.clone(),
+        out: started.out.clone(),
     });
     let path = RequesterPath {
         replies: replies.clone(),
@@ -762,6 +864,7 @@ where
         in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         read: started.read.clone(),
         warm: Arc::new(Warm::new()),
+        unwritten: false,
     };
     run_connection(started, cfg, path, peer, |_| {}).await
 }
@@ -1341,5 +1444,212 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    /// A stream that counts the writes made on it.
+    struct Counting {
+        inner: tokio::io::DuplexStream,
+        writes: Arc<AtomicUsize>,
+    }
+
+    impl AsyncRead for Counting {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Counting {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+            if let Poll::Ready(Ok(_)) = r {
+                self.writes.fetch_add(1, Ordering::SeqCst);
+            }
+            r
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+        fn poll_shutdown(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    /// A linked pair whose acceptor (`r`) end counts its writes.
+    async fn counted_pair() -> (
+        LinkConfig,
+        Established<tokio::io::DuplexStream>,
+        Established<Counting>,
+        Arc<AtomicUsize>,
+    ) {
+        let cfg = LinkConfig::new(Arc::new(KeyBag::generate(8).expect("a key bag")));
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let writes = Arc::new(AtomicUsize::new(0));
+        let b = Counting {
+            inner: b,
+            writes: writes.clone(),
+        };
+        let (i, r) = tokio::join!(
+            initiate(a, &cfg, 9000, false),
+            accept_handshake(b, &cfg, crate::transport::handshake_io::SeenPort::Tcp(9000))
+        );
+        (cfg, i.expect("initiator"), r.expect("acceptor"), writes)
+    }
+
+    /// Seals `msgs` into one buffer, as lines.
+    fn sealed(sealer: &mut Sealer, msgs: &[Tobj]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for m in msgs {
+            sealer.seal_line_into(m.encode().as_bytes(), &mut out);
+        }
+        out
+    }
+
+    /// Reads and opens the next packet off a bare end.
+    async fn next_packet<R: AsyncRead + Unpin>(
+        reader: &mut LineReader<R>,
+        opener: &mut Opener,
+    ) -> Tobj {
+        let line = std::future::poll_fn(|cx| reader.poll_line(cx));
+        let line = tokio::time::timeout(Duration::from_secs(5), line)
+            .await
+            .expect("a packet within 5 s")
+            .expect("a line");
+        open_packet(reader.at(line), opener, &Limits::default()).expect("a packet")
+    }
+
+    /// Requests that arrive together are answered together: the responder writes their
+    /// replies in one write, not one each (one system call instead of ten on a socket).
+    #[tokio::test]
+    async fn requests_read_together_are_answered_in_one_write() {
+        let (cfg, i, r, writes) = counted_pair().await;
+        let _responder = tokio::spawn(run_responder(r, cfg, Arc::new(Echo), "r".into()));
+        let Established {
+            mut reader,
+            mut writer,
+            mut sealer,
+            mut opener,
+        } = i;
+        let hello = next_packet(&mut reader, &mut opener).await;
+        assert_eq!(hello.kind, HELLO_TYPE);
+        let hellos_writes = writes.load(Ordering::SeqCst);
+        let mut msgs = vec![Tobj::with_fields(
+            HELLO_TYPE,
+            0,
+            Fields::new().text("role", "requester"),
+        )];
+        for id in 1..=10u64 {
+            msgs.push(Tobj::with_fields(
+                "test.echo",
+                id,
+                Fields::new().text("say", format!("n{id}")),
+            ));
+        }
+        writer
+            .write_all(&sealed(&mut sealer, &msgs))
+            .await
+            .expect("written");
+        for id in 1..=10u64 {
+            let reply = next_packet(&mut reader, &mut opener).await;
+            assert_eq!(reply.id, id);
+            assert_eq!(
+                reply.fields.req_text("said").ok(),
+                Some(format!("n{id}").as_str())
+            );
+        }
+        assert_eq!(
+            writes.load(Ordering::SeqCst) - hellos_writes,
+            1,
+            "ten replies in one write"
+        );
+    }
+
+    /// Callers handed their replies together send their next requests together: the first
+    /// to write lets the others queue theirs first, so they share one write.
+    #[tokio::test]
+    async fn callers_woken_together_send_their_next_requests_in_one_write() {
+        let cfg = LinkConfig::new(Arc::new(KeyBag::generate(8).expect("a key bag")));
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let writes = Arc::new(AtomicUsize::new(0));
+        let a = Counting {
+            inner: a,
+            writes: writes.clone(),
+        };
+        let (i, r) = tokio::join!(
+            initiate(a, &cfg, 9000, false),
+            accept_handshake(b, &cfg, crate::transport::handshake_io::SeenPort::Tcp(9000))
+        );
+        let (i, r) = (i.expect("initiator"), r.expect("acceptor"));
+        let (up_tx, up_rx) = oneshot::channel();
+        let _requester = tokio::spawn(run_requester(i, cfg, "i".into(), move |h| {
+            let _ = up_tx.send(h);
+        }));
+        let Established {
+            mut reader,
+            mut writer,
+            mut sealer,
+            mut opener,
+        } = r;
+        let hello = Tobj::with_fields(HELLO_TYPE, 0, Fields::new().text("role", "responder"));
+        writer
+            .write_all(&sealed(&mut sealer, &[hello]))
+            .await
+            .expect("hello written");
+        let handle = up_rx.await.expect("the link comes up");
+        assert_eq!(next_packet(&mut reader, &mut opener).await.kind, HELLO_TYPE);
+        // Ten callers, each making two calls in a row.
+        let mut calls = tokio::task::JoinSet::new();
+        for n in 0..10u64 {
+            let h = handle.clone();
+            calls.spawn(async move {
+                call(&h, 100 + n, "test.echo", "first").await?;
+                call(&h, 200 + n, "test.echo", "second").await
+            });
+        }
+        // Answer the ten first requests in one write, as a responder does.
+        let mut replies = Vec::new();
+        for _ in 0..10 {
+            let req = next_packet(&mut reader, &mut opener).await;
+            assert_eq!(req.fields.req_text("say").ok(), Some("first"));
+            replies.push(Tobj::with_fields("test.echoed", req.id, Fields::new()));
+        }
+        let before = writes.load(Ordering::SeqCst);
+        writer
+            .write_all(&sealed(&mut sealer, &replies))
+            .await
+            .expect("replies written");
+        let mut second = Vec::new();
+        for _ in 0..10 {
+            let req = next_packet(&mut reader, &mut opener).await;
+            assert_eq!(req.fields.req_text("say").ok(), Some("second"));
+            second.push(Tobj::with_fields("test.echoed", req.id, Fields::new()));
+        }
+        assert_eq!(
+            writes.load(Ordering::SeqCst) - before,
+            1,
+            "the ten second requests in one write"
+        );
+        writer
+            .write_all(&sealed(&mut sealer, &second))
+            .await
+            .expect("replies written");
+        while let Some(r) = calls.join_next().await {
+            r.expect("joined").expect("answered");
+        }
+        assert_eq!(
+            handle.out.due.load(Ordering::SeqCst),
+            0,
+            "every reply taken"
+        );
     }
 }
