@@ -1485,25 +1485,32 @@ mod tests {
         }
     }
 
-    /// A linked pair whose acceptor (`r`) end counts its writes.
+    /// A linked pair (initiator, acceptor) whose ends count their writes; with the counts.
     async fn counted_pair() -> (
         LinkConfig,
-        Established<tokio::io::DuplexStream>,
-        Established<Counting>,
-        Arc<AtomicUsize>,
+        (Established<Counting>, Arc<AtomicUsize>),
+        (Established<Counting>, Arc<AtomicUsize>),
     ) {
         let cfg = LinkConfig::new(Arc::new(KeyBag::generate(8).expect("a key bag")));
         let (a, b) = tokio::io::duplex(64 * 1024);
-        let writes = Arc::new(AtomicUsize::new(0));
-        let b = Counting {
-            inner: b,
-            writes: writes.clone(),
+        let counted = |inner| {
+            let writes = Arc::new(AtomicUsize::new(0));
+            let end = Counting {
+                inner,
+                writes: writes.clone(),
+            };
+            (end, writes)
         };
+        let ((a, a_writes), (b, b_writes)) = (counted(a), counted(b));
         let (i, r) = tokio::join!(
             initiate(a, &cfg, 9000, false),
             accept_handshake(b, &cfg, crate::transport::handshake_io::SeenPort::Tcp(9000))
         );
-        (cfg, i.expect("initiator"), r.expect("acceptor"), writes)
+        (
+            cfg,
+            (i.expect("initiator"), a_writes),
+            (r.expect("acceptor"), b_writes),
+        )
     }
 
     /// Seals `msgs` into one buffer, as lines.
@@ -1532,7 +1539,7 @@ mod tests {
     /// replies in one write, not one each (one system call instead of ten on a socket).
     #[tokio::test]
     async fn requests_read_together_are_answered_in_one_write() {
-        let (cfg, i, r, writes) = counted_pair().await;
+        let (cfg, (i, _), (r, writes)) = counted_pair().await;
         let _responder = tokio::spawn(run_responder(r, cfg, Arc::new(Echo), "r".into()));
         let Established {
             mut reader,
@@ -1578,18 +1585,7 @@ mod tests {
     /// to write lets the others queue theirs first, so they share one write.
     #[tokio::test]
     async fn callers_woken_together_send_their_next_requests_in_one_write() {
-        let cfg = LinkConfig::new(Arc::new(KeyBag::generate(8).expect("a key bag")));
-        let (a, b) = tokio::io::duplex(64 * 1024);
-        let writes = Arc::new(AtomicUsize::new(0));
-        let a = Counting {
-            inner: a,
-            writes: writes.clone(),
-        };
-        let (i, r) = tokio::join!(
-            initiate(a, &cfg, 9000, false),
-            accept_handshake(b, &cfg, crate::transport::handshake_io::SeenPort::Tcp(9000))
-        );
-        let (i, r) = (i.expect("initiator"), r.expect("acceptor"));
+        let (cfg, (i, writes), (r, _)) = counted_pair().await;
         let (up_tx, up_rx) = oneshot::channel();
         let _requester = tokio::spawn(run_requester(i, cfg, "i".into(), move |h| {
             let _ = up_tx.send(h);
