@@ -240,6 +240,13 @@ impl Outbox {
         let _ = self.writer.lock().await.w.shutdown().await;
     }
 
+    /// A reply counted in `due` was taken (or dropped untaken).
+    fn untake(&self) {
+        let _ = self
+            .due
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
     fn idle_for(&self) -> Duration {
         let now = self.epoch.elapsed().as_millis() as u64;
         Duration::from_millis(now.saturating_sub(self.last_sent.load(Ordering::Relaxed)))
@@ -408,10 +415,13 @@ impl Replies {
     }
 
     /// Registers a request about to be sent; its reply arrives on the receiver.
-    pub(super) fn expect(&self, id: u64) -> oneshot::Receiver<Result<Tobj, LinkError>> {
+    pub(super) fn expect(&self, id: u64) -> ReplyRx {
         let (tx, rx) = oneshot::channel();
         self.lock_waiting().insert(id, tx);
-        rx
+        ReplyRx {
+            rx,
+            out: self.out.clone(),
+        }
     }
 
     /// Forgets a request (not sent, or no longer waited for).
@@ -431,19 +441,11 @@ impl Replies {
                 // Counted before the waiter can take it (and uncount it).
                 self.out.due.fetch_add(1, Ordering::Relaxed);
                 if w.send(Ok(reply)).is_err() {
-                    self.untake();
+                    self.out.untake();
                 }
             }
             None => debug!(id = reply.id, "reply for a request no longer waiting"),
         }
-    }
-
-    /// A reply counted in `due` was taken (or dropped untaken).
-    fn untake(&self) {
-        let _ = self
-            .out
-            .due
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 
     fn fail_all(&self, err: &LinkError) {
@@ -459,19 +461,7 @@ impl Replies {
     /// takes the reading back.
     pub(super) async fn wait(
         &self,
-        rx: oneshot::Receiver<Result<Tobj, LinkError>>,
-    ) -> Result<Result<Tobj, LinkError>, oneshot::error::RecvError> {
-        let mut taking = Taking { rx, replies: self };
-        let r = self.wait_for(&mut taking.rx).await;
-        if let Ok(Ok(_)) = r {
-            self.untake();
-        }
-        r
-    }
-
-    async fn wait_for(
-        &self,
-        rx: &mut oneshot::Receiver<Result<Tobj, LinkError>>,
+        mut rx: ReplyRx,
     ) -> Result<Result<Tobj, LinkError>, oneshot::error::RecvError> {
         let lead = {
             let mut side = lock(&self.read);
@@ -490,7 +480,7 @@ impl Replies {
             return rx.await;
         };
         let mine = std::future::poll_fn(|cx| {
-            if let Poll::Ready(r) = Pin::new(&mut *rx).poll(cx) {
+            if let Poll::Ready(r) = Pin::new(&mut rx).poll(cx) {
                 return Poll::Ready(Some(r));
             }
             let mut side = lock(&self.read);
@@ -529,18 +519,38 @@ impl Replies {
     }
 }
 
-/// A reply's receiver while its caller waits: dropped with a reply handed over but not
-/// taken, it uncounts that reply from `due`.
-struct Taking<'a> {
+/// Where a waiting request's reply arrives. A reply handed to it counts in its outbox's
+/// `due` until it is taken here, or dropped untaken with the receiver.
+pub(super) struct ReplyRx {
     rx: oneshot::Receiver<Result<Tobj, LinkError>>,
-    replies: &'a Replies,
+    out: Arc<Outbox>,
 }
 
-impl Drop for Taking<'_> {
-    fn drop(&mut self) {
-        if let Ok(Ok(_)) = self.rx.try_recv() {
-            self.replies.untake();
+impl ReplyRx {
+    fn try_recv(&mut self) -> Result<Result<Tobj, LinkError>, oneshot::error::TryRecvError> {
+        let r = self.rx.try_recv();
+        if let Ok(Ok(_)) = r {
+            self.out.untake();
         }
+        r
+    }
+}
+
+impl Future for ReplyRx {
+    type Output = Result<Result<Tobj, LinkError>, oneshot::error::RecvError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let r = std::task::ready!(Pin::new(&mut self.rx).poll(cx));
+        if let Ok(Ok(_)) = r {
+            self.out.untake();
+        }
+        Poll::Ready(r)
+    }
+}
+
+impl Drop for ReplyRx {
+    fn drop(&mut self) {
+        let _ = self.try_recv();
     }
 }
 
@@ -1096,18 +1106,14 @@ mod tests {
         let _responder = tokio::spawn(run_responder(r, cfg.clone(), gate, "r".into()));
         let (handle, _requester) = requester(i, cfg).await;
         /// Sends a request; the receiver its reply arrives on.
-        async fn ask(
-            handle: &ConnHandle,
-            id: u64,
-            kind: &str,
-        ) -> oneshot::Receiver<Result<Tobj, LinkError>> {
+        async fn ask(handle: &ConnHandle, id: u64, kind: &str) -> ReplyRx {
             let rx = handle.replies.expect(id);
             let req = Tobj::with_fields(kind, id, Fields::new());
             handle.out.send(&req).await.expect("sent");
             rx
         }
         /// The reply `rx` brings within 5 s (`what` names it if none comes).
-        async fn answered(rx: oneshot::Receiver<Result<Tobj, LinkError>>, what: &str) -> Tobj {
+        async fn answered(rx: ReplyRx, what: &str) -> Tobj {
             match tokio::time::timeout(Duration::from_secs(5), rx).await {
                 Ok(Ok(Ok(reply))) => reply,
                 other => panic!("{what} was not answered: {other:?}"),
@@ -1647,5 +1653,30 @@ mod tests {
             0,
             "every reply taken"
         );
+    }
+
+    /// A reply handed to a caller that then gives up without taking it is not left
+    /// counted as due (else every later write would wait a yield for nobody).
+    #[tokio::test]
+    async fn a_reply_dropped_untaken_is_not_left_due() {
+        let (cfg, i, r) = pair().await;
+        let _responder = tokio::spawn(run_responder(r, cfg.clone(), Arc::new(Echo), "r".into()));
+        let (handle, _requester) = requester(i, cfg).await;
+        let rx = handle.replies.expect(5);
+        let req = Tobj::with_fields("test.echo", 5, Fields::new().text("say", "x"));
+        handle.out.send(&req).await.expect("sent");
+        // Nobody waits through `wait`, so the connection's task reads the reply and hands
+        // it over.
+        let handed = async {
+            while handle.out.due.load(Ordering::SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), handed)
+            .await
+            .expect("the reply is handed over within 5 s");
+        assert_eq!(handle.out.due.load(Ordering::SeqCst), 1);
+        drop(rx);
+        assert_eq!(handle.out.due.load(Ordering::SeqCst), 0);
     }
 }
