@@ -1679,4 +1679,37 @@ mod tests {
         drop(rx);
         assert_eq!(handle.out.due.load(Ordering::SeqCst), 0);
     }
+
+    /// A sender dropped while it yields before writing (replies were due) leaves nothing
+    /// behind: its request is still written.
+    #[tokio::test]
+    async fn a_sender_dropped_while_it_yields_leaves_its_request_written() {
+        let (cfg, i, r) = pair().await;
+        let Established {
+            mut reader,
+            mut writer,
+            mut sealer,
+            mut opener,
+        } = r;
+        let hello = Tobj::with_fields(HELLO_TYPE, 0, Fields::new().text("role", "responder"));
+        writer
+            .write_all(&sealed(&mut sealer, &[hello]))
+            .await
+            .expect("hello written");
+        let (handle, _requester) = requester(i, cfg).await;
+        assert_eq!(next_packet(&mut reader, &mut opener).await.kind, HELLO_TYPE);
+        // As if a reply had been handed to a caller that has not run yet.
+        handle.out.due.store(1, Ordering::SeqCst);
+        let req = Tobj::with_fields("test.echo", 9, Fields::new().text("say", "kept"));
+        {
+            let mut send = std::pin::pin!(handle.out.send(&req));
+            let mut cx = Context::from_waker(Waker::noop());
+            assert!(
+                send.as_mut().poll(&mut cx).is_pending(),
+                "the flusher yields before it writes"
+            );
+        }
+        let got = next_packet(&mut reader, &mut opener).await;
+        assert_eq!((got.id, got.fields.req_text("say").ok()), (9, Some("kept")));
+    }
 }
