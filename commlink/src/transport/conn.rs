@@ -1022,10 +1022,13 @@ mod tests {
     }
 
     /// Runs the requester end `i` in a task; its handle once the link is up, and the task.
-    async fn requester(
-        i: Established<tokio::io::DuplexStream>,
+    async fn requester<S>(
+        i: Established<S>,
         cfg: LinkConfig,
-    ) -> (ConnHandle, tokio::task::JoinHandle<ConnError>) {
+    ) -> (ConnHandle, tokio::task::JoinHandle<ConnError>)
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
         let (up_tx, up_rx) = oneshot::channel();
         let task = tokio::spawn(run_requester(i, cfg, "i".into(), move |h| {
             let _ = up_tx.send(h);
@@ -1033,33 +1036,51 @@ mod tests {
         (up_rx.await.expect("the link comes up"), task)
     }
 
-    /// A bare responder end: its hello is written; the read half, the write half, and
-    /// the sealer for what the test writes next.
-    async fn bare_responder(
-        r: Established<tokio::io::DuplexStream>,
-    ) -> (
-        LineReader<tokio::io::ReadHalf<tokio::io::DuplexStream>>,
-        tokio::io::WriteHalf<tokio::io::DuplexStream>,
-        Sealer,
+    /// An echo responder and a requester linked to it: the requester's handle, and both
+    /// tasks.
+    async fn echo_link() -> (
+        ConnHandle,
+        tokio::task::JoinHandle<ConnError>,
+        tokio::task::JoinHandle<ConnError>,
     ) {
+        let (cfg, i, r) = pair().await;
+        let responder = tokio::spawn(run_responder(r, cfg.clone(), Arc::new(Echo), "r".into()));
+        let (handle, requester) = requester(i, cfg).await;
+        (handle, requester, responder)
+    }
+
+    /// A bare responder end, its hello written: the test reads, opens, seals and writes
+    /// with these itself.
+    struct Bare<S> {
+        reader: LineReader<tokio::io::ReadHalf<S>>,
+        writer: tokio::io::WriteHalf<S>,
+        sealer: Sealer,
+        opener: Opener,
+    }
+
+    async fn bare_responder<S: AsyncRead + AsyncWrite>(r: Established<S>) -> Bare<S> {
         let Established {
             reader,
             mut writer,
             mut sealer,
-            ..
+            opener,
         } = r;
         let hello = Tobj::with_fields(HELLO_TYPE, 0, Fields::new().text("role", "responder"));
-        let mut line = Vec::new();
-        sealer.seal_line_into(hello.encode().as_bytes(), &mut line);
-        writer.write_all(&line).await.expect("hello written");
-        (reader, writer, sealer)
+        writer
+            .write_all(&sealed(&mut sealer, &[hello]))
+            .await
+            .expect("hello written");
+        Bare {
+            reader,
+            writer,
+            sealer,
+            opener,
+        }
     }
 
     #[tokio::test]
     async fn the_requester_path_matches_replies_to_requests() {
-        let (cfg, i, r) = pair().await;
-        let responder = tokio::spawn(run_responder(r, cfg.clone(), Arc::new(Echo), "r".into()));
-        let (handle, requester) = requester(i, cfg).await;
+        let (handle, requester, responder) = echo_link().await;
         let mut waiting = Vec::new();
         for id in 1..=20u64 {
             let rx = handle.replies.expect(id);
@@ -1250,7 +1271,7 @@ mod tests {
     async fn a_caller_reading_when_the_link_drops_fails_as_down() {
         let (cfg, i, r) = pair().await;
         // A bare responder end: says hello, then never answers, then goes away.
-        let (reader, writer, _) = bare_responder(r).await;
+        let Bare { reader, writer, .. } = bare_responder(r).await;
         let (handle, requester) = requester(i, cfg).await;
         let rx = handle.replies.expect(5);
         handle
@@ -1284,7 +1305,12 @@ mod tests {
     async fn the_peers_closing_error_reaches_the_caller() {
         for round in 0..200 {
             let (cfg, i, r) = pair().await;
-            let (reader, mut writer, mut sealer) = bare_responder(r).await;
+            let Bare {
+                reader,
+                mut writer,
+                mut sealer,
+                ..
+            } = bare_responder(r).await;
             let mut refusal = Vec::new();
             let closing = error_reply(
                 crate::refusal::RefusalCode::BadLine,
@@ -1323,10 +1349,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_waiting_when_the_link_drops_fails_as_down() {
-        let (cfg, i, r) = pair().await;
         // A responder that says hello and then goes away.
-        let responder = tokio::spawn(run_responder(r, cfg.clone(), Arc::new(Echo), "r".into()));
-        let (handle, requester) = requester(i, cfg).await;
+        let (handle, requester, responder) = echo_link().await;
         let rx = handle.replies.expect(77);
         responder.abort();
         let _ = requester.await;
@@ -1592,22 +1616,13 @@ mod tests {
     #[tokio::test]
     async fn callers_woken_together_send_their_next_requests_in_one_write() {
         let (cfg, (i, writes), (r, _)) = counted_pair().await;
-        let (up_tx, up_rx) = oneshot::channel();
-        let _requester = tokio::spawn(run_requester(i, cfg, "i".into(), move |h| {
-            let _ = up_tx.send(h);
-        }));
-        let Established {
+        let Bare {
             mut reader,
             mut writer,
             mut sealer,
             mut opener,
-        } = r;
-        let hello = Tobj::with_fields(HELLO_TYPE, 0, Fields::new().text("role", "responder"));
-        writer
-            .write_all(&sealed(&mut sealer, &[hello]))
-            .await
-            .expect("hello written");
-        let handle = up_rx.await.expect("the link comes up");
+        } = bare_responder(r).await;
+        let (handle, _requester) = requester(i, cfg).await;
         assert_eq!(next_packet(&mut reader, &mut opener).await.kind, HELLO_TYPE);
         // Ten callers, each making two calls in a row.
         let mut calls = tokio::task::JoinSet::new();
@@ -1659,9 +1674,7 @@ mod tests {
     /// counted as due (else every later write would wait a yield for nobody).
     #[tokio::test]
     async fn a_reply_dropped_untaken_is_not_left_due() {
-        let (cfg, i, r) = pair().await;
-        let _responder = tokio::spawn(run_responder(r, cfg.clone(), Arc::new(Echo), "r".into()));
-        let (handle, _requester) = requester(i, cfg).await;
+        let (handle, _requester, _responder) = echo_link().await;
         let rx = handle.replies.expect(5);
         let req = Tobj::with_fields("test.echo", 5, Fields::new().text("say", "x"));
         handle.out.send(&req).await.expect("sent");
@@ -1685,17 +1698,13 @@ mod tests {
     #[tokio::test]
     async fn a_sender_dropped_while_it_yields_leaves_its_request_written() {
         let (cfg, i, r) = pair().await;
-        let Established {
+        // The write half is kept: dropped, it would end the link.
+        let Bare {
             mut reader,
-            mut writer,
-            mut sealer,
+            writer: _writer,
             mut opener,
-        } = r;
-        let hello = Tobj::with_fields(HELLO_TYPE, 0, Fields::new().text("role", "responder"));
-        writer
-            .write_all(&sealed(&mut sealer, &[hello]))
-            .await
-            .expect("hello written");
+            ..
+        } = bare_responder(r).await;
         let (handle, _requester) = requester(i, cfg).await;
         assert_eq!(next_packet(&mut reader, &mut opener).await.kind, HELLO_TYPE);
         // As if a reply had been handed to a caller that has not run yet.
