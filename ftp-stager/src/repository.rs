@@ -190,6 +190,28 @@ impl FileStamp {
 /// emptied when it reaches [`MANIFEST_CACHE_MAX`] entries.
 type ManifestCache = HashMap<PathBuf, (FileStamp, Arc<Manifest>)>;
 
+/// Keeps a manifest just parsed from the file version `stamp` names, and returns the one to
+/// use: the one already kept for that same version if another reader parsed it meanwhile,
+/// so an unchanged file always gives the same `Arc` (the catalog's tag relies on it:
+/// `catalog_tags`).
+fn keep_parsed(
+    cache: &mut ManifestCache,
+    p: PathBuf,
+    stamp: FileStamp,
+    parsed: Arc<Manifest>,
+) -> Arc<Manifest> {
+    if let Some((s, kept)) = cache.get(&p)
+        && *s == stamp
+    {
+        return kept.clone();
+    }
+    if cache.len() >= MANIFEST_CACHE_MAX {
+        cache.clear();
+    }
+    cache.insert(p, (stamp, parsed.clone()));
+    parsed
+}
+
 /// A twin no area links to is reclaimed only after this long without a link change.
 pub const TWIN_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
 
@@ -412,12 +434,7 @@ impl Repository {
             Err(e) => return Err(StagerError::io("read", &p)(e)),
         };
         let m = Arc::new(parse_manifest(&p, &bytes)?);
-        let mut cache = lock(&self.manifests);
-        if cache.len() >= MANIFEST_CACHE_MAX {
-            cache.clear();
-        }
-        cache.insert(p, (stamp, m.clone()));
-        Ok(m)
+        Ok(keep_parsed(&mut lock(&self.manifests), p, stamp, m))
     }
 
     /// Every release, by product name, newest first within a product.
@@ -691,6 +708,36 @@ mod tests {
             repo.manifest_shared("p", "2"),
             Err(StagerError::NotFound(_))
         ));
+    }
+
+    /// Two readers that both missed the cache and parsed the same unchanged file end with
+    /// the same `Arc`: the second gets the one the first kept (else the catalog's tag would
+    /// change with nothing changed, and a web frontend be sent the whole catalog again).
+    #[test]
+    fn readers_racing_on_one_unchanged_manifest_share_what_the_first_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = Repository::open(d.path()).unwrap();
+        repo.write_manifest(&empty_release("p", "1")).unwrap();
+        let path = d.path().join("releases/p/1.json");
+        let stamp = FileStamp::of(&fs::metadata(&path).unwrap());
+        let mut cache = ManifestCache::new();
+        let first = Arc::new(empty_release("p", "1"));
+        let second = Arc::new(empty_release("p", "1"));
+        let kept = keep_parsed(&mut cache, path.clone(), stamp, first.clone());
+        assert!(Arc::ptr_eq(&kept, &first));
+        let kept = keep_parsed(&mut cache, path.clone(), stamp, second);
+        assert!(
+            Arc::ptr_eq(&kept, &first),
+            "the racing reader gets the kept one"
+        );
+        // A new version of the file replaces what was kept.
+        let newer = FileStamp {
+            size: stamp.size + 1,
+            ..stamp
+        };
+        let third = Arc::new(empty_release("p", "1"));
+        let kept = keep_parsed(&mut cache, path, newer, third.clone());
+        assert!(Arc::ptr_eq(&kept, &third));
     }
 
     #[test]
